@@ -1,0 +1,37 @@
+"""A sliding replay window over SFrame counters, one per KID (in the manner of SRTP, RFC 3711)."""
+
+from .errors import ReplayError
+
+
+class ReplayWindow:
+    """Accepts each counter at most once, and none older than ``size`` below the highest seen.
+
+    :meth:`check` runs before decryption and :meth:`accept` only after the tag verified, so a
+    forged frame can never move the window.
+    """
+
+    __slots__ = ("_bits", "_highest", "_mask", "size")
+
+    def __init__(self, size: int = 128) -> None:
+        if size < 1:
+            raise ValueError(f"replay window size must be >= 1, got {size}")
+        self.size = size
+        self._mask = (1 << size) - 1
+        self._highest = -1
+        # Bit i set means counter (highest - i) was accepted.
+        self._bits = 0
+
+    def check(self, kid: int, ctr: int) -> None:
+        """Raise :class:`ReplayError` if ``ctr`` was seen or is too old."""
+        offset = self._highest - ctr
+        if offset >= 0 and (offset >= self.size or (self._bits >> offset) & 1):
+            raise ReplayError(kid, ctr)
+
+    def accept(self, ctr: int) -> None:
+        """Record ``ctr`` as received (call after :meth:`check` and successful decryption)."""
+        offset = self._highest - ctr
+        if offset < 0:
+            self._bits = ((self._bits << -offset) | 1) & self._mask
+            self._highest = ctr
+        else:
+            self._bits |= 1 << offset

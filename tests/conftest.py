@@ -1,0 +1,32 @@
+"""Shared fixtures: the RFC 9605 vectors and real encoded media frames (made once per session)."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from encoded_media import encode_opus, encode_video
+
+DATA = Path(__file__).parent / "data"
+
+
+def load_vectors() -> dict[str, list[dict[str, Any]]]:
+    """The RFC 9605 test-vector file, parsed."""
+    with (DATA / "rfc9605-test-vectors.json").open() as f:
+        return json.load(f)  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="session")
+def vp8_frames() -> list[bytes]:
+    return encode_video("libvpx")
+
+
+@pytest.fixture(scope="session")
+def h264_frames() -> list[bytes]:
+    return encode_video("libx264")
+
+
+@pytest.fixture(scope="session")
+def opus_frames() -> list[bytes]:
+    return encode_opus()
