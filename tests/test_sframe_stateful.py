@@ -14,6 +14,7 @@ from sealcall.sframe import (
     SuiteError,
     UnknownKeyError,
     decode_header,
+    encode_header,
     keys,
 )
 
@@ -251,3 +252,14 @@ class TestRatchet:
         sender.ratchet()
         with pytest.raises(UnknownKeyError):
             receiver.decrypt(b"", sender.encrypt(b"", b"y"))
+
+
+@pytest.mark.parametrize("first", [0, 250, 65_530, 2**24 - 3, 2**56 - 2, 2**64 - 4])
+def test_sender_headers_match_the_encoder_across_length_boundaries(first: int) -> None:
+    sender = SFrameSender(300, KEY, first_ctr=first)
+    receiver = SFrameReceiver()
+    receiver.add_key(300, KEY)
+    for ctr in range(first, min(first + 12, 2**64)):
+        frame = sender.encrypt(b"", b"x")
+        assert frame.startswith(encode_header(300, ctr))
+        assert receiver.decrypt(b"", frame) == (300, ctr, b"x")

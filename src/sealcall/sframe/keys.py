@@ -101,7 +101,12 @@ class KeyContext:
 
     def seal(self, ctr: int, metadata: bytes, plaintext: BytesLike, prefix: bytes = b"") -> bytes:
         """Encrypt one frame: ``prefix || header || ciphertext || tag`` (``metadata`` is AAD)."""
-        header = self.header(ctr)
+        return self.seal_with_header(self.header(ctr), ctr, metadata, plaintext, prefix)
+
+    def seal_with_header(
+        self, header: bytes, ctr: int, metadata: bytes, plaintext: BytesLike, prefix: bytes = b""
+    ) -> bytes:
+        """:meth:`seal` with ``header`` (which must be ``self.header(ctr)``) already built."""
         nonce = (self._salt ^ ctr).to_bytes(self.nn, "big")
         return prefix + header + self.aead.encrypt(nonce, plaintext, header + metadata)
 

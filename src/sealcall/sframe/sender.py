@@ -22,7 +22,15 @@ class SFrameSender:
     step and :meth:`ratchet` moves to the next base key.
     """
 
-    __slots__ = ("_context", "_ctr", "_ratchet_bits", "_suite")
+    __slots__ = (
+        "_context",
+        "_ctr",
+        "_ctr_len",
+        "_header_start",
+        "_ratchet_bits",
+        "_roll_at",
+        "_suite",
+    )
 
     def __init__(
         self,
@@ -38,7 +46,25 @@ class SFrameSender:
         if not 0 <= first_ctr <= MAX_VALUE:
             raise HeaderError(f"CTR must be in 0 .. 2**64-1, got {first_ctr}")
         self._ctr = first_ctr
-        self._context = KeyContext(self._suite, base_key, kid)
+        self._use(KeyContext(self._suite, base_key, kid))
+
+    def _use(self, context: KeyContext) -> None:
+        self._context = context
+        # The header is cached as (start, counter length) until the counter needs another byte;
+        # a counter below _roll_at takes the cached form, anything else goes through _header.
+        self._header_start = b""
+        self._ctr_len = 0
+        self._roll_at = 0
+
+    def _header(self, ctr: int) -> bytes:
+        if ctr > MAX_VALUE:
+            raise CounterExhaustedError("SFrame counter exhausted: 2**64 frames sent")
+        header = self._context.header(ctr)
+        if ctr >= 8:
+            self._ctr_len = (ctr.bit_length() + 7) >> 3
+            self._header_start = header[: -self._ctr_len]
+            self._roll_at = 1 << (8 * self._ctr_len)
+        return header
 
     @property
     def suite(self) -> CipherSuite:
@@ -57,7 +83,7 @@ class SFrameSender:
 
     def set_key(self, kid: int, base_key: bytes) -> None:
         """Replace the key: the next frame is encrypted under ``base_key`` with ``kid``."""
-        self._context = KeyContext(self._suite, base_key, kid)
+        self._use(KeyContext(self._suite, base_key, kid))
 
     def ratchet(self) -> int:
         """Advance the RFC 9605 section 5.1 ratchet one step; return the new KID."""
@@ -67,8 +93,8 @@ class SFrameSender:
         kid = self._context.kid
         mask = (1 << bits) - 1
         new_kid = (kid & ~mask) | ((kid + 1) & mask)
-        self._context = KeyContext(
-            self._suite, ratchet_base_key(self._suite, self._context.base_key), new_kid
+        self._use(
+            KeyContext(self._suite, ratchet_base_key(self._suite, self._context.base_key), new_kid)
         )
         return new_kid
 
@@ -79,7 +105,9 @@ class SFrameSender:
         caller passes the clear bytes it also authenticates as metadata).
         """
         ctr = self._ctr
-        if ctr > MAX_VALUE:
-            raise CounterExhaustedError("SFrame counter exhausted: 2**64 frames sent")
+        if ctr < self._roll_at:
+            header = self._header_start + ctr.to_bytes(self._ctr_len, "big")
+        else:
+            header = self._header(ctr)
         self._ctr = ctr + 1
-        return self._context.seal(ctr, metadata, plaintext, prefix)
+        return self._context.seal_with_header(header, ctr, metadata, plaintext, prefix)
