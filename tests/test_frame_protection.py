@@ -7,7 +7,6 @@ import zlib
 import av
 import pytest
 
-from encoded_media import HEIGHT, WIDTH
 from sealcall.e2ee import (
     Codec,
     h264,
@@ -23,6 +22,8 @@ from sealcall.sframe import (
     SFrameReceiver,
     SFrameSender,
 )
+
+from encoded_media import HEIGHT, WIDTH
 
 KEY = bytes(range(32))
 

@@ -2,7 +2,6 @@
 
 import pytest
 
-from conftest import load_vectors
 from sealcall.sframe import (
     AuthenticationError,
     decode_header,
@@ -12,6 +11,8 @@ from sealcall.sframe import (
     encrypt,
     make_aead,
 )
+
+from conftest import load_vectors
 
 VECTORS = load_vectors()
 HEADER = VECTORS["header"]

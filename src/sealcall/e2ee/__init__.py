@@ -2,6 +2,7 @@
 
 from .codecs import (
     Codec,
+    is_key_frame,
     protect_frame,
     unprotect_frame,
     vp8_dimensions,
@@ -23,6 +24,7 @@ __all__ = [
     "KeyShare",
     "Role",
     "derive_call_keys",
+    "is_key_frame",
     "protect_frame",
     "unprotect_frame",
     "vp8_dimensions",

@@ -63,6 +63,15 @@ def vp8_is_key_frame(frame: bytes) -> bool:
     return bool(frame) and not frame[0] & 0x01
 
 
+def is_key_frame(codec: Codec, frame: bytes) -> bool:
+    """True for a VP8 key frame or an H.264 access unit with an IDR slice; Opus has none."""
+    if codec is Codec.VP8:
+        return vp8_is_key_frame(frame)
+    if codec is Codec.H264:
+        return h264.has_idr(frame)
+    return False
+
+
 def vp8_dimensions(frame: bytes) -> tuple[int, int]:
     """Width and height of a VP8 key frame, read from its (clear) first 10 bytes."""
     if not vp8_is_key_frame(frame) or len(frame) < VP8_KEY_FRAME_PREFIX:

@@ -15,6 +15,7 @@ from sealcall.sframe.errors import FrameFormatError
 START_CODE = b"\x00\x00\x01"
 # NAL unit types 1..5 carry coded slices (VCL); the first one marks where encryption starts.
 _VCL_TYPES = frozenset(range(1, 6))
+_IDR_TYPE = 5
 _STOP_BYTE = 0x80
 # Regular expressions scan in C; bytes.find on a two-byte needle is slower in CPython.
 _NEEDS_ESCAPE = re.compile(b"\x00\x00(?=[\x00-\x03])")
@@ -50,6 +51,12 @@ def _first_slice(frame: bytes) -> list[int] | None:
             return starts
         pos = frame.find(START_CODE, start)
     return None
+
+
+def has_idr(frame: bytes) -> bool:
+    """True if the access unit's first slice is an IDR slice (NAL type 5)."""
+    starts = _first_slice(frame)
+    return starts is not None and frame[starts[-1]] & 0x1F == _IDR_TYPE
 
 
 def split_clear(frame: bytes) -> tuple[int, bytes]:

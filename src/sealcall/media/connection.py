@@ -1,0 +1,205 @@
+"""Peer connections with explicit ICE settings, and with end-to-end encrypted media.
+
+:class:`PeerConnection` is aiortc's ``RTCPeerConnection`` that never falls back to aiortc's default
+outside STUN server and can be held to given host addresses (loopback for tests and demos).
+:class:`EncryptedPeerConnection` adds frame encryption: every transceiver it creates gets its own
+:class:`~sealcall.media.crypto_taps.SenderTap` and
+:class:`~sealcall.media.crypto_taps.ReceiverTap` bound to the connection's
+:class:`~sealcall.media.keys.MediaKeys`. The hooks are per object (no module of aiortc is
+patched), so plain connections in the same process stay plain.
+"""
+
+import queue
+from collections.abc import Sequence
+from typing import Any
+
+from aiortc import (
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCRtpSender,
+    RTCRtpTransceiver,
+)
+from aiortc.mediastreams import MediaStreamTrack
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtcrtpsender import RTCEncodedFrame
+
+from .crypto_taps import SUPPORTED_MIME_TYPES, ReceiverTap, SenderTap
+from .encoders import encrypting_encoder
+from .keys import MediaKeys
+
+LOOPBACK = ("127.0.0.1",)
+
+
+def _restrict_host_addresses(transceiver: RTCRtpTransceiver, addresses: Sequence[str]) -> None:
+    """Gather host candidates only on ``addresses`` for this transceiver's ICE connection."""
+    connection: Any = transceiver.receiver.transport.transport.iceGatherer._connection
+    if getattr(connection, "_sealcall_restricted", False):
+        return  # bundled transceivers share one transport
+    gather = connection.get_component_candidates
+    allowed = list(addresses)
+
+    async def restricted(component: int, addresses: list[str], timeout: int = 5) -> Any:
+        return await gather(component=component, addresses=allowed, timeout=timeout)
+
+    connection.get_component_candidates = restricted
+    connection._sealcall_restricted = True
+
+
+class PeerConnection(RTCPeerConnection):
+    """An ``RTCPeerConnection`` whose ICE servers are always explicit.
+
+    ``ice_servers`` defaults to none (host candidates only): aiortc's built-in default STUN
+    server is never used. ``host_addresses`` limits the local addresses ICE binds to.
+    """
+
+    def __init__(
+        self,
+        *,
+        ice_servers: Sequence[RTCIceServer] = (),
+        host_addresses: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__(RTCConfiguration(iceServers=list(ice_servers)))
+        self._host_addresses = tuple(host_addresses) if host_addresses is not None else None
+
+    def _RTCPeerConnection__createTransceiver(  # noqa: N802 - overrides aiortc's private hook
+        self, direction: str, kind: str, sender_track: MediaStreamTrack | None = None
+    ) -> RTCRtpTransceiver:
+        create = super()._RTCPeerConnection__createTransceiver  # type: ignore[misc]
+        transceiver: RTCRtpTransceiver = create(direction, kind, sender_track)
+        if self._host_addresses is not None:
+            _restrict_host_addresses(transceiver, self._host_addresses)
+        self._on_transceiver(transceiver)
+        return transceiver
+
+    def _on_transceiver(self, transceiver: RTCRtpTransceiver) -> None:
+        """Called for every new transceiver, local or remote; subclasses attach their hooks."""
+
+
+class _EncryptingRtpSender(RTCRtpSender):
+    """An RTP sender whose encoder encrypts; installed per sender by changing its class."""
+
+    _sealcall_tap: SenderTap
+
+    async def _next_encoded_frame(self, codec: RTCRtpCodecParameters) -> RTCEncodedFrame | None:
+        if getattr(self, "_RTCRtpSender__encoder") is None:  # noqa: B009 - name-mangled
+            setattr(self, "_RTCRtpSender__encoder", encrypting_encoder(codec, self._sealcall_tap))  # noqa: B010
+        return await super()._next_encoded_frame(codec)
+
+
+class _DecryptingQueue(queue.Queue[Any]):
+    """The receiver's decoder queue: frames are decrypted on the way in, bad ones never enter."""
+
+    def __init__(self, tap: ReceiverTap) -> None:
+        super().__init__()
+        self._tap = tap
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        if item is not None:
+            codec, encoded_frame = item
+            data = self._tap.unprotect(codec.mimeType, encoded_frame.data)
+            if data is None:
+                return
+            encoded_frame.data = data
+        super().put(item, block, timeout)
+
+
+def _request_keyframe(receiver: RTCRtpReceiver) -> None:
+    # aiortc sends a PLI with the next video packet when its decoder-error flag is set.
+    getattr(receiver, "_RTCRtpReceiver__decoder_error").set()  # noqa: B009
+
+
+class EncryptedPeerConnection(PeerConnection):
+    """A peer connection whose media is SFrame-encrypted end to end with ``keys``.
+
+    Only Opus, VP8 and H.264 are offered; anything else would have to go out in the clear and is
+    therefore never negotiated (and never sent if a peer forces it).
+    """
+
+    def __init__(
+        self,
+        keys: MediaKeys,
+        *,
+        ice_servers: Sequence[RTCIceServer] = (),
+        host_addresses: Sequence[str] | None = None,
+    ) -> None:
+        self.keys = keys
+        self._sender_taps: dict[int, SenderTap] = {}
+        self._receiver_taps: dict[int, ReceiverTap] = {}
+        self._roles: dict[int, str] = {}
+        super().__init__(ice_servers=ice_servers, host_addresses=host_addresses)
+
+    def _on_transceiver(self, transceiver: RTCRtpTransceiver) -> None:
+        kind = transceiver.kind
+        codecs = RTCRtpSender.getCapabilities(kind).codecs
+        allowed = [c for c in codecs if c.mimeType.lower() in SUPPORTED_MIME_TYPES]
+        allowed += [c for c in codecs if c.mimeType.lower().endswith("/rtx")]
+        transceiver.setCodecPreferences(allowed)
+
+        sender = transceiver.sender
+        sender_tap = SenderTap(self.keys, kind)
+        sender.__class__ = _EncryptingRtpSender
+        sender._sealcall_tap = sender_tap  # type: ignore[attr-defined]
+        self._sender_taps[id(sender)] = sender_tap
+
+        receiver = transceiver.receiver
+        receiver_tap = ReceiverTap(self.keys, kind, lambda: _request_keyframe(receiver))
+        setattr(receiver, "_RTCRtpReceiver__decoder_queue", _DecryptingQueue(receiver_tap))  # noqa: B010
+        self._receiver_taps[id(receiver)] = receiver_tap
+
+    # Local controls. The first audio track added is the microphone, the first video track the
+    # camera; a screen share is a separate video transceiver added and removed by renegotiation.
+
+    def addTrack(self, track: MediaStreamTrack) -> RTCRtpSender:  # noqa: N802 - aiortc's name
+        sender = super().addTrack(track)
+        role = "microphone" if track.kind == "audio" else "camera"
+        if role not in self._roles.values():
+            self._roles[id(sender)] = role
+        return sender
+
+    def role_of(self, sender: RTCRtpSender) -> str | None:
+        """``microphone``, ``camera``, ``screenshare`` or None for one of our senders."""
+        return self._roles.get(id(sender))
+
+    def senders_for(self, role: str) -> list[RTCRtpSender]:
+        """This connection's senders with ``role``: microphone, camera or screenshare."""
+        return [s for s in self.getSenders() if self._roles.get(id(s)) == role]
+
+    def set_microphone_muted(self, muted: bool) -> None:
+        """Mute or unmute: while muted no audio frame is encoded or sent."""
+        for sender in self.senders_for("microphone"):
+            self.sender_tap(sender).set_paused(muted)
+
+    def set_camera_enabled(self, enabled: bool) -> None:
+        """Turn the camera off (no video frames go out) or on again (starting with a key frame)."""
+        for sender in self.senders_for("camera"):
+            self.sender_tap(sender).set_paused(not enabled)
+
+    def add_screen_share(self, track: MediaStreamTrack) -> RTCRtpSender:
+        """Add a screen-share video track; renegotiate afterwards to start sending it."""
+        if track.kind != "video":
+            raise ValueError("a screen share is a video track")
+        if self.senders_for("screenshare"):
+            raise ValueError("a screen share is already active")
+        sender = self.addTransceiver(track, direction="sendonly").sender
+        self._roles[id(sender)] = "screenshare"
+        return sender
+
+    def remove_screen_share(self) -> bool:
+        """Stop the screen share; renegotiate afterwards. False if there was none."""
+        for transceiver in self.getTransceivers():
+            if self._roles.get(id(transceiver.sender)) == "screenshare":
+                transceiver.sender.replaceTrack(None)
+                transceiver.direction = "inactive"
+                del self._roles[id(transceiver.sender)]
+                return True
+        return False
+
+    def sender_tap(self, sender: RTCRtpSender) -> SenderTap:
+        """The encryption state of one of this connection's senders."""
+        return self._sender_taps[id(sender)]
+
+    def receiver_tap(self, receiver: RTCRtpReceiver) -> ReceiverTap:
+        """The decryption state of one of this connection's receivers."""
+        return self._receiver_taps[id(receiver)]

@@ -1,0 +1,154 @@
+"""Per-sender and per-receiver frame encryption state: counters, pause, key-frame requests.
+
+A :class:`SenderTap` sits between an aiortc encoder and its packetizer; a :class:`ReceiverTap`
+between the jitter buffer and the decoder thread. Both belong to exactly one RTP sender or
+receiver, so two connections' keys and counters never mix.
+"""
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sealcall.e2ee.codecs import Codec, is_key_frame
+from sealcall.sframe import FrameFormatError, SFrameError
+
+from .keys import MediaKeys
+
+logger = logging.getLogger(__name__)
+
+KEYFRAME_REQUEST_INTERVAL = 1.0
+SUPPORTED_MIME_TYPES = frozenset({"audio/opus", "video/vp8", "video/h264"})
+
+
+def codec_for(mime_type: str) -> Codec | None:
+    """The protectable codec for an RTP mime type, or None (such media is never sent or played)."""
+    try:
+        return Codec.from_mime(mime_type)
+    except FrameFormatError:
+        return None
+
+
+@dataclass
+class SenderCounters:
+    """What one sender has encrypted."""
+
+    frames_encrypted: int = 0
+    bytes_encrypted: int = 0
+    frames_failed: int = 0
+    frames_paused: int = 0
+
+
+class SenderTap:
+    """Encrypts each encoded frame of one RTP sender; can pause the sender (mute, camera off)."""
+
+    def __init__(self, keys: MediaKeys, kind: str) -> None:
+        self.keys = keys
+        self.kind = kind
+        self.counters = SenderCounters()
+        self._paused = False
+        self._keyframe_wanted = threading.Event()
+
+    @property
+    def paused(self) -> bool:
+        """True while no frame is encoded or sent (microphone muted, camera off)."""
+        return self._paused
+
+    def set_paused(self, paused: bool) -> None:
+        """Stop or resume sending; video resumes with a key frame so it shows at once."""
+        if self._paused and not paused and self.kind == "video":
+            self._keyframe_wanted.set()
+        self._paused = paused
+
+    def take_keyframe_request(self) -> bool:
+        """True once after a resume: the next encoded frame should be a key frame."""
+        if self._keyframe_wanted.is_set():
+            self._keyframe_wanted.clear()
+            return True
+        return False
+
+    def protect(self, codec: Codec, frame: bytes) -> bytes | None:
+        """The protected frame, or None when it must be dropped (it is never sent in the clear)."""
+        try:
+            protected = self.keys.protect(codec, frame)
+        except SFrameError as error:
+            self.counters.frames_failed += 1
+            logger.warning("dropped an outgoing %s frame: %s", codec.value, error)
+            return None
+        self.counters.frames_encrypted += 1
+        self.counters.bytes_encrypted += len(frame)
+        return protected
+
+
+@dataclass
+class ReceiverCounters:
+    """What one receiver has received, decrypted and dropped."""
+
+    frames_received: int = 0
+    bytes_received: int = 0
+    frames_decrypted: int = 0
+    bytes_decrypted: int = 0
+    keyframes_decrypted: int = 0
+    frames_dropped: int = 0
+    drop_reasons: Counter[str] = field(default_factory=Counter)
+    keyframe_requests: int = 0
+    last_frame_time: float | None = None
+
+
+class ReceiverTap:
+    """Decrypts each reassembled frame of one RTP receiver before it reaches the decoder.
+
+    A frame that fails is dropped and counted by reason (the exception's class name); for video
+    a key frame is requested through ``request_keyframe`` at most once per
+    :data:`KEYFRAME_REQUEST_INTERVAL`, so the picture recovers by itself once the key is right.
+    """
+
+    def __init__(
+        self,
+        keys: MediaKeys,
+        kind: str,
+        request_keyframe: Callable[[], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.keys = keys
+        self.kind = kind
+        self.counters = ReceiverCounters()
+        self._request_keyframe = request_keyframe
+        self._clock = clock
+        self._last_request: float | None = None
+
+    def unprotect(self, mime_type: str, data: bytes) -> bytes | None:
+        """The decrypted frame, or None when it was dropped."""
+        codec = codec_for(mime_type)
+        self.counters.frames_received += 1
+        self.counters.bytes_received += len(data)
+        try:
+            if codec is None:
+                raise FrameFormatError(f"{mime_type} media cannot be end-to-end encrypted")
+            frame = self.keys.unprotect(codec, data)
+        except SFrameError as error:
+            self._drop(type(error).__name__)
+            return None
+        counters = self.counters
+        counters.frames_decrypted += 1
+        counters.bytes_decrypted += len(frame)
+        counters.last_frame_time = self._clock()
+        if codec is not Codec.OPUS and is_key_frame(codec, frame):
+            counters.keyframes_decrypted += 1
+        return frame
+
+    def _drop(self, reason: str) -> None:
+        counters = self.counters
+        counters.frames_dropped += 1
+        counters.drop_reasons[reason] += 1
+        if counters.frames_dropped in (1, 10, 100) or counters.frames_dropped % 1000 == 0:
+            logger.info("dropped %d undecryptable %s frames", counters.frames_dropped, self.kind)
+        if self.kind != "video":
+            return
+        now = self._clock()
+        if self._last_request is None or now - self._last_request >= KEYFRAME_REQUEST_INTERVAL:
+            self._last_request = now
+            counters.keyframe_requests += 1
+            self._request_keyframe()

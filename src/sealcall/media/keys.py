@@ -1,0 +1,100 @@
+"""The media keys of one encrypted peer connection, shared by all of its senders and receivers.
+
+aiortc encodes in a thread pool, so audio and video may be protected at the same moment: one lock
+guards the SFrame sender (whose counter must never repeat) and the receiver (whose replay windows
+and key table change as frames arrive).
+"""
+
+import threading
+import time
+from collections.abc import Callable
+
+from sealcall.e2ee.codecs import Codec, protect_frame, unprotect_frame
+from sealcall.e2ee.key_agreement import CallKeys
+from sealcall.sframe import CipherSuite, SFrameReceiver, SFrameSender
+
+DEFAULT_GRACE_PERIOD = 2.0
+
+
+class MediaKeys:
+    """What one connection encrypts with and what it accepts, under the caller's control.
+
+    ``set_send_key`` takes effect on the next frame. ``add_receive_key(..., retire_others=True)``
+    keeps the previous keys for ``grace_period`` seconds so frames already in flight still
+    decrypt. Key bytes are never logged or shown in ``repr``.
+    """
+
+    def __init__(
+        self,
+        send_kid: int,
+        send_key: bytes,
+        suite: int = CipherSuite.AES_128_GCM_SHA256_128,
+        *,
+        grace_period: float = DEFAULT_GRACE_PERIOD,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if grace_period < 0:
+            raise ValueError(f"grace period must be >= 0, got {grace_period}")
+        self._lock = threading.Lock()
+        self._sender = SFrameSender(send_kid, send_key, suite)
+        self._receiver = SFrameReceiver(suite)
+        self._grace_period = grace_period
+        self._clock = clock
+        self._next_expiry: float | None = None
+
+    @classmethod
+    def for_call(
+        cls, keys: CallKeys, kid: int = 0, *, grace_period: float = DEFAULT_GRACE_PERIOD
+    ) -> "MediaKeys":
+        """Keys for a 1:1 call from the key agreement: send with ours, accept the peer's."""
+        media_keys = cls(kid, keys.send, grace_period=grace_period)
+        media_keys.add_receive_key(kid, keys.receive)
+        return media_keys
+
+    def __repr__(self) -> str:
+        return f"MediaKeys(send_kid={self.send_kid}, receive_kids={self.receive_kids()})"
+
+    @property
+    def send_kid(self) -> int:
+        """The KID outgoing frames carry now."""
+        return self._sender.kid
+
+    def receive_kids(self) -> list[int]:
+        """The KIDs incoming frames may carry now."""
+        with self._lock:
+            return self._receiver.kids()
+
+    def set_send_key(self, kid: int, key: bytes) -> None:
+        """Encrypt from the next frame on with ``key`` under ``kid``."""
+        with self._lock:
+            self._sender.set_key(kid, key)
+
+    def add_receive_key(self, kid: int, key: bytes, *, retire_others: bool = False) -> None:
+        """Accept frames under ``kid``; optionally retire every other key after the grace period."""
+        with self._lock:
+            self._receiver.add_key(kid, key)
+            if retire_others:
+                expires_at = self._clock() + self._grace_period
+                for other in self._receiver.kids():
+                    if other != kid:
+                        self._receiver.retire_key(other, expires_at)
+                self._next_expiry = self._receiver.next_expiry()
+
+    def remove_receive_key(self, kid: int) -> None:
+        """Stop accepting frames under ``kid`` at once."""
+        with self._lock:
+            self._receiver.remove_key(kid)
+            self._next_expiry = self._receiver.next_expiry()
+
+    def protect(self, codec: Codec, frame: bytes) -> bytes:
+        """Encrypt one encoded frame (see :func:`sealcall.e2ee.protect_frame`)."""
+        with self._lock:
+            return protect_frame(codec, self._sender, frame)
+
+    def unprotect(self, codec: Codec, data: bytes) -> bytes:
+        """Decrypt one received frame; raises an ``SFrameError`` for anything not genuine."""
+        with self._lock:
+            if self._next_expiry is not None and self._clock() >= self._next_expiry:
+                self._receiver.expire(self._clock())
+                self._next_expiry = self._receiver.next_expiry()
+            return unprotect_frame(codec, self._receiver, data)

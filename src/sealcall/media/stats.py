@@ -1,0 +1,126 @@
+"""Per-track statistics a user wants on screen, from aiortc's RTP stats and the crypto taps."""
+
+import time
+from dataclasses import dataclass, field
+
+from aiortc.stats import (
+    RTCInboundRtpStreamStats,
+    RTCOutboundRtpStreamStats,
+    RTCRemoteInboundRtpStreamStats,
+)
+
+from .connection import EncryptedPeerConnection
+
+
+@dataclass(frozen=True)
+class OutboundTrackStats:
+    """One sending track."""
+
+    kind: str
+    role: str | None
+    mid: str | None
+    paused: bool
+    frames_encrypted: int
+    bytes_encrypted: int
+    packets_sent: int
+    bytes_sent: int
+    round_trip_time: float | None
+    bitrate_bps: float | None
+
+
+@dataclass(frozen=True)
+class InboundTrackStats:
+    """One receiving track."""
+
+    kind: str
+    mid: str | None
+    frames_received: int
+    frames_decrypted: int
+    frames_dropped: int
+    drop_reasons: dict[str, int]
+    keyframe_requests: int
+    packets_received: int
+    packets_lost: int
+    bitrate_bps: float | None
+    seconds_since_last_frame: float | None
+
+
+@dataclass(frozen=True)
+class MediaStats:
+    """A snapshot of a connection's media."""
+
+    outbound: list[OutboundTrackStats] = field(default_factory=list)
+    inbound: list[InboundTrackStats] = field(default_factory=list)
+
+
+class StatsCollector:
+    """Takes snapshots of one connection; bitrates are measured between consecutive snapshots."""
+
+    def __init__(self, connection: EncryptedPeerConnection) -> None:
+        self.connection = connection
+        self._previous: dict[str, tuple[float, int]] = {}
+
+    def _bitrate(self, key: str, now: float, total_bytes: int) -> float | None:
+        previous = self._previous.get(key)
+        self._previous[key] = (now, total_bytes)
+        if previous is None or now <= previous[0]:
+            return None
+        return (total_bytes - previous[1]) * 8 / (now - previous[0])
+
+    async def collect(self) -> MediaStats:
+        """Gather the current statistics of every transceiver."""
+        pc = self.connection
+        now = time.monotonic()
+        snapshot = MediaStats()
+        for transceiver in pc.getTransceivers():
+            sender, receiver = transceiver.sender, transceiver.receiver
+            if sender.track is not None or pc.sender_tap(sender).counters.frames_encrypted:
+                report = await sender.getStats()
+                out = next(
+                    (s for s in report.values() if isinstance(s, RTCOutboundRtpStreamStats)), None
+                )
+                remote = next(
+                    (s for s in report.values() if isinstance(s, RTCRemoteInboundRtpStreamStats)),
+                    None,
+                )
+                tap = pc.sender_tap(sender)
+                bytes_sent = out.bytesSent if out else 0
+                snapshot.outbound.append(
+                    OutboundTrackStats(
+                        kind=transceiver.kind,
+                        role=pc.role_of(sender),
+                        mid=transceiver.mid,
+                        paused=tap.paused,
+                        frames_encrypted=tap.counters.frames_encrypted,
+                        bytes_encrypted=tap.counters.bytes_encrypted,
+                        packets_sent=out.packetsSent if out else 0,
+                        bytes_sent=bytes_sent,
+                        round_trip_time=remote.roundTripTime if remote else None,
+                        bitrate_bps=self._bitrate(f"out-{id(sender)}", now, bytes_sent),
+                    )
+                )
+            rtap = pc.receiver_tap(receiver)
+            counters = rtap.counters
+            if not counters.frames_received and receiver.track is None:
+                continue
+            report = await receiver.getStats()
+            inbound = next(
+                (s for s in report.values() if isinstance(s, RTCInboundRtpStreamStats)), None
+            )
+            last = counters.last_frame_time
+            snapshot.inbound.append(
+                InboundTrackStats(
+                    kind=transceiver.kind,
+                    mid=transceiver.mid,
+                    frames_received=counters.frames_received,
+                    frames_decrypted=counters.frames_decrypted,
+                    frames_dropped=counters.frames_dropped,
+                    drop_reasons=dict(counters.drop_reasons),
+                    keyframe_requests=counters.keyframe_requests,
+                    packets_received=inbound.packetsReceived if inbound else 0,
+                    packets_lost=inbound.packetsLost if inbound else 0,
+                    bitrate_bps=self._bitrate(f"in-{id(receiver)}", now, counters.bytes_received),
+                    seconds_since_last_frame=None if last is None else now - last,
+                )
+            )
+        return snapshot
