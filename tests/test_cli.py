@@ -54,3 +54,34 @@ def test_bad_arguments_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
     assert "at least 1" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["no-such-command"])
+
+
+def test_media_bench_json_compares_plain_and_encrypted_calls() -> None:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sealcall",
+            "media-bench",
+            "--json",
+            "--seconds",
+            "1",
+            "--rounds",
+            "1",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    report = json.loads(out)
+    runs = report["runs"]
+    assert [r["encrypted"] for r in runs] == [False, True]
+    for r in runs:
+        assert r["cpu_seconds"] > 0
+        assert r["video_frames_decoded"] > 10
+        assert r["audio_frames_decoded"] > 20
+    assert report["ratio"] == pytest.approx(
+        report["encrypted_cpu_per_media_second"] / report["plain_cpu_per_media_second"], rel=0.01
+    )
+    assert main(["media-bench", "--seconds", "0"]) == 2

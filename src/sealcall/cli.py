@@ -31,6 +31,22 @@ def _sframe_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _media_bench(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .bench.media_bench import run
+
+    report = asyncio.run(run(seconds=args.seconds, rounds=args.rounds))
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"Loopback call, {report['call']}: CPU seconds per media second")
+    print(f"  plain      {report['plain_cpu_per_media_second']:.3f}")
+    print(f"  encrypted  {report['encrypted_cpu_per_media_second']:.3f}")
+    print(f"  ratio      {report['ratio']:.3f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``sealcall`` command."""
     parser = argparse.ArgumentParser(
@@ -55,6 +71,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--rounds", type=int, default=7, help="batches; the best counts (default 7)")
     bench.set_defaults(func=_sframe_bench)
+
+    media = commands.add_parser(
+        "media-bench",
+        help="CPU of a plain and an encrypted loopback video call, side by side",
+        description=(
+            "Run the same 640x480 30 fps VP8 + Opus loopback call plain and end-to-end encrypted, "
+            "alternating, and print CPU seconds per media second for each and their ratio."
+        ),
+    )
+    media.add_argument("--json", action="store_true", help="print the results as JSON")
+    media.add_argument(
+        "--seconds", type=float, default=5.0, help="media seconds measured per call (default 5)"
+    )
+    media.add_argument(
+        "--rounds", type=int, default=3, help="plain/encrypted pairs; the best counts (default 3)"
+    )
+    media.set_defaults(func=_media_bench)
     return parser
 
 
@@ -63,6 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "number", 1) < 1 or getattr(args, "rounds", 1) < 1:
         print("sealcall: --number and --rounds must be at least 1", file=sys.stderr)
+        return 2
+    if getattr(args, "seconds", 1.0) <= 0:
+        print("sealcall: --seconds must be positive", file=sys.stderr)
         return 2
     result: int = args.func(args)
     return result

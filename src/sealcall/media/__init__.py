@@ -14,6 +14,7 @@ from .sources import (
     camera_source,
     file_source,
     microphone_source,
+    microphone_unavailable_reason,
     screen_source,
 )
 
@@ -34,6 +35,7 @@ __all__ = [
     "camera_source",
     "file_source",
     "microphone_source",
+    "microphone_unavailable_reason",
     "negotiate",
     "screen_source",
 ]

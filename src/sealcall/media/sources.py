@@ -134,15 +134,30 @@ def camera_source(device: str = "/dev/video0", size: str = "640x480") -> MediaPl
     return MediaPlayer(device, format="v4l2", options={"video_size": size})
 
 
+def _sound_system() -> str | None:
+    if shutil.which("pulseaudio") or os.environ.get("PULSE_SERVER"):
+        return "pulse"
+    cards = Path("/proc/asound/cards")
+    if cards.exists() and "no soundcards" not in cards.read_text():
+        return "alsa"
+    return None
+
+
+def microphone_unavailable_reason() -> str | None:
+    """Why :func:`microphone_source` cannot capture here, or None if it can try."""
+    if _sound_system() is None:
+        return "no microphone: no PulseAudio server and no ALSA sound card"
+    return None
+
+
 def microphone_source(device: str = "default") -> MediaPlayer:
     """Capture a microphone through PulseAudio or ALSA; raise :class:`CaptureUnavailableError`."""
-    cards = Path("/proc/asound/cards")
-    has_alsa = cards.exists() and "no soundcards" not in cards.read_text()
-    if shutil.which("pulseaudio") or os.environ.get("PULSE_SERVER"):
-        return MediaPlayer(device, format="pulse")
-    if has_alsa:
-        return MediaPlayer(device if device != "default" else "hw:0", format="alsa")
-    raise CaptureUnavailableError("no microphone: no PulseAudio server and no ALSA sound card")
+    system = _sound_system()
+    if system is None:
+        raise CaptureUnavailableError(microphone_unavailable_reason())
+    if system == "alsa" and device == "default":
+        device = "hw:0"
+    return MediaPlayer(device, format=system)
 
 
 def screen_source(display: str | None = None, size: str = "640x480", fps: int = 15) -> MediaPlayer:

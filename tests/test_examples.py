@@ -1,0 +1,22 @@
+"""The README's runnable example runs and reports a working encrypted call."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+
+def test_encrypted_call_example() -> None:
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLES / "encrypted_call.py")],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    decoded = dict(re.findall(r"bob decoded\s+(\w+)\s+(\d+) frames", out))
+    assert int(decoded["audio"]) > 100
+    assert int(decoded["video"]) > 50
+    assert re.findall(r"(\d+) dropped", out) == ["0", "0"]
