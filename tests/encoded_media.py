@@ -1,5 +1,6 @@
 """Real encoded frames for tests: a few VP8, H.264 and Opus frames made with PyAV."""
 
+import contextlib
 import fractions
 import math
 
@@ -65,3 +66,13 @@ def encode_opus(count: int = 10) -> list[bytes]:
         frame.time_base = fractions.Fraction(1, 48000)
         packets.extend(context.encode(frame))
     return [bytes(p) for p in packets][:count]
+
+
+def decodable_frames(decoder_name: str, frames: list[bytes]) -> int:
+    """How many pictures (or audio frames) a fresh decoder gets out of ``frames``."""
+    decoder = av.CodecContext.create(decoder_name, "r")
+    decoded = 0
+    for frame in frames:
+        with contextlib.suppress(av.error.FFmpegError):
+            decoded += len(decoder.decode(av.Packet(frame)))
+    return decoded

@@ -6,28 +6,22 @@ from collections.abc import Callable
 
 from aiortc import RTCPeerConnection
 
-from sealcall.e2ee import KeyShare, Role
 from sealcall.media import (
     LOOPBACK,
     EncryptedPeerConnection,
     FrameCounter,
     MediaKeys,
+    PatternVideoTrack,
     PeerConnection,
+    SyntheticAudioTrack,
+    local_call_keys,
     negotiate,
 )
 
 
 def call_keys(call_id: str = "call", grace_period: float = 2.0) -> tuple[MediaKeys, MediaKeys]:
     """Media keys for both ends of a 1:1 call, from a real key agreement."""
-    caller, callee = KeyShare(), KeyShare()
-    return (
-        MediaKeys.for_call(
-            caller.derive(callee.public_bytes, call_id, Role.CALLER), grace_period=grace_period
-        ),
-        MediaKeys.for_call(
-            callee.derive(caller.public_bytes, call_id, Role.CALLEE), grace_period=grace_period
-        ),
-    )
+    return local_call_keys(call_id, grace_period=grace_period)
 
 
 class Endpoint:
@@ -49,6 +43,15 @@ class Endpoint:
 
 def encrypted(keys: MediaKeys) -> Endpoint:
     return Endpoint(EncryptedPeerConnection(keys, host_addresses=LOOPBACK))
+
+
+def av_call() -> tuple[Endpoint, Endpoint]:
+    """An encrypted caller sending synthetic audio and 320x240 video, and its callee."""
+    keys_a, keys_b = call_keys()
+    a, b = encrypted(keys_a), encrypted(keys_b)
+    a.pc.addTrack(SyntheticAudioTrack())
+    a.pc.addTrack(PatternVideoTrack(320, 240))
+    return a, b
 
 
 def plain() -> Endpoint:

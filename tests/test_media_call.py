@@ -9,7 +9,7 @@ from aiortc.codecs.vpx import DEFAULT_BITRATE
 from sealcall.media import MediaKeys, PatternVideoTrack, SyntheticAudioTrack
 from sealcall.media.stats import StatsCollector
 
-from media_helpers import Endpoint, call_keys, connect, encrypted, plain, until
+from media_helpers import Endpoint, av_call, call_keys, connect, encrypted, plain, until
 
 
 def frames_sent(endpoint: Endpoint, kind: str) -> int:
@@ -20,10 +20,7 @@ def frames_sent(endpoint: Endpoint, kind: str) -> int:
 
 
 async def test_encrypted_call_decodes_at_least_90_percent() -> None:
-    keys_a, keys_b = call_keys()
-    a, b = encrypted(keys_a), encrypted(keys_b)
-    a.pc.addTrack(SyntheticAudioTrack())
-    a.pc.addTrack(PatternVideoTrack(320, 240))
+    a, b = av_call()
     try:
         await connect(a, b)
         # Only loopback host candidates, and only codecs that can be encrypted, were offered.

@@ -7,14 +7,11 @@ import pytest
 from sealcall.media import PatternVideoTrack, SyntheticAudioTrack, negotiate
 from sealcall.media.stats import StatsCollector
 
-from media_helpers import call_keys, connect, encrypted, until
+from media_helpers import av_call, call_keys, connect, encrypted, until
 
 
 async def test_mute_camera_off_and_screen_share() -> None:
-    keys_a, keys_b = call_keys()
-    a, b = encrypted(keys_a), encrypted(keys_b)
-    a.pc.addTrack(SyntheticAudioTrack())
-    a.pc.addTrack(PatternVideoTrack(320, 240))
+    a, b = av_call()
     try:
         await connect(a, b)
         await until(lambda: len(b.counters) == 2 and b.counter("video").frames > 5)

@@ -26,7 +26,7 @@ from sealcall.media import (
 )
 from sealcall.media.stats import StatsCollector
 
-from media_helpers import call_keys, connect, encrypted, until
+from media_helpers import av_call, call_keys, connect, encrypted, until
 
 
 async def test_synthetic_video_moves_and_is_paced() -> None:
@@ -152,10 +152,7 @@ async def test_screen_capture_is_shared_encrypted(virtual_display: str) -> None:
 
 
 async def test_stats_report_rtt_and_bitrate() -> None:
-    keys_a, keys_b = call_keys()
-    a, b = encrypted(keys_a), encrypted(keys_b)
-    a.pc.addTrack(SyntheticAudioTrack())
-    a.pc.addTrack(PatternVideoTrack(320, 240))
+    a, b = av_call()
     sender_stats, receiver_stats = StatsCollector(a.pc), StatsCollector(b.pc)
     try:
         await connect(a, b)

@@ -12,15 +12,14 @@ from dataclasses import asdict, dataclass
 
 from aiortc import RTCPeerConnection
 
-from sealcall.e2ee import KeyShare, Role
 from sealcall.media import (
     LOOPBACK,
     EncryptedPeerConnection,
     FrameCounter,
-    MediaKeys,
     PatternVideoTrack,
     PeerConnection,
     SyntheticAudioTrack,
+    local_call_keys,
     negotiate,
 )
 
@@ -40,16 +39,10 @@ class CallRun:
 def _pair(encrypted: bool) -> tuple[RTCPeerConnection, RTCPeerConnection]:
     if not encrypted:
         return PeerConnection(host_addresses=LOOPBACK), PeerConnection(host_addresses=LOOPBACK)
-    caller, callee = KeyShare(), KeyShare()
+    caller_keys, callee_keys = local_call_keys("bench")
     return (
-        EncryptedPeerConnection(
-            MediaKeys.for_call(caller.derive(callee.public_bytes, "bench", Role.CALLER)),
-            host_addresses=LOOPBACK,
-        ),
-        EncryptedPeerConnection(
-            MediaKeys.for_call(callee.derive(caller.public_bytes, "bench", Role.CALLEE)),
-            host_addresses=LOOPBACK,
-        ),
+        EncryptedPeerConnection(caller_keys, host_addresses=LOOPBACK),
+        EncryptedPeerConnection(callee_keys, host_addresses=LOOPBACK),
     )
 
 

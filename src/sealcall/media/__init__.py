@@ -4,7 +4,7 @@ unprotected after the jitter buffer, so relays and SFUs that terminate DTLS see 
 
 from .connection import LOOPBACK, EncryptedPeerConnection, PeerConnection
 from .crypto_taps import ReceiverCounters, ReceiverTap, SenderCounters, SenderTap
-from .keys import MediaKeys
+from .keys import MediaKeys, local_call_keys
 from .negotiation import negotiate
 from .sinks import FileRecorder, FrameCounter
 from .sources import (
@@ -34,6 +34,7 @@ __all__ = [
     "SyntheticAudioTrack",
     "camera_source",
     "file_source",
+    "local_call_keys",
     "microphone_source",
     "microphone_unavailable_reason",
     "negotiate",

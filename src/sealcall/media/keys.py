@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 
 from sealcall.e2ee.codecs import Codec, protect_frame, unprotect_frame
-from sealcall.e2ee.key_agreement import CallKeys
+from sealcall.e2ee.key_agreement import CallKeys, KeyShare, Role
 from sealcall.sframe import CipherSuite, SFrameReceiver, SFrameSender
 
 DEFAULT_GRACE_PERIOD = 2.0
@@ -98,3 +98,22 @@ class MediaKeys:
                 self._receiver.expire(self._clock())
                 self._next_expiry = self._receiver.next_expiry()
             return unprotect_frame(codec, self._receiver, data)
+
+
+def local_call_keys(
+    call_id: str, *, grace_period: float = DEFAULT_GRACE_PERIOD
+) -> tuple[MediaKeys, MediaKeys]:
+    """Both ends' keys of a 1:1 call whose two sides live in one process (demos, benchmarks).
+
+    Runs the real key agreement: two fresh key shares, each side deriving from the other's
+    public key. Returns ``(caller_keys, callee_keys)``.
+    """
+    caller, callee = KeyShare(), KeyShare()
+    return (
+        MediaKeys.for_call(
+            caller.derive(callee.public_bytes, call_id, Role.CALLER), grace_period=grace_period
+        ),
+        MediaKeys.for_call(
+            callee.derive(caller.public_bytes, call_id, Role.CALLEE), grace_period=grace_period
+        ),
+    )
