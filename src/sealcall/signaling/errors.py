@@ -1,4 +1,4 @@
-"""Errors of the signaling layer: a malformed or hostile call event is a typed error, never a crash."""
+"""Errors of the signaling layer: a malformed or hostile call event is a typed error."""
 
 
 class SignalingError(Exception):

@@ -7,7 +7,7 @@ fields, top-level event keys and key order are all kept. A missing or ill-typed 
 """
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any, ClassVar
 
 from .errors import FieldTypeError, InvalidEventError, SignalingError, UnknownEventTypeError
@@ -38,7 +38,7 @@ UNSTABLE_METADATA_KEY = "org.matrix.msc3077.sdp_stream_metadata"
 DEFAULT_LIFETIME_MS = 60_000
 
 
-class HangupReason(str, Enum):
+class HangupReason(StrEnum):
     """The reasons ``m.call.hangup`` may carry."""
 
     ICE_FAILED = "ice_failed"

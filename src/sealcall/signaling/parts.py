@@ -4,12 +4,11 @@ our end-to-end encryption parameters, asserted identities."""
 import base64
 import binascii
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from .errors import FieldTypeError, InvalidEventError
 from .fields import (
-    JsonObject,
     as_object,
     boolean,
     extras,
@@ -23,7 +22,7 @@ E2EE_KEY = "org.sealcall.e2ee"
 E2EE_VERSION = 1
 
 
-class StreamPurpose(str, Enum):
+class StreamPurpose(StrEnum):
     """MSC3077 stream purposes."""
 
     USERMEDIA = "m.usermedia"
