@@ -1,0 +1,66 @@
+"""The 1:1 call engine without I/O: one state machine per call, and a manager for all of them."""
+
+from . import actions
+from .call import ANSWERED_ELSEWHERE, ENCRYPTION_REQUIRED, REJECTED, TRANSITIONS, Call
+from .history import HistoryItem, Outcome
+from .inputs import (
+    AnswerCall,
+    HangUp,
+    LocalCandidatesReady,
+    LocalDescriptionReady,
+    LocalMediaFailed,
+    MediaConnected,
+    MediaFailed,
+    PlaceCall,
+    RejectCall,
+    SetHold,
+    SetMuted,
+    SetScreenShare,
+    UpgradeToVideo,
+)
+from .manager import (
+    CallManager,
+    CallWaiting,
+    IncomingCall,
+    ManagerAction,
+    RemoteEvent,
+    UnknownCallError,
+)
+from .policy import BusyPolicy, CallPolicy
+from .states import CallError, CallState, Direction, IllegalTransitionError
+
+__all__ = [
+    "ANSWERED_ELSEWHERE",
+    "ENCRYPTION_REQUIRED",
+    "REJECTED",
+    "TRANSITIONS",
+    "AnswerCall",
+    "BusyPolicy",
+    "Call",
+    "CallError",
+    "CallManager",
+    "CallPolicy",
+    "CallState",
+    "CallWaiting",
+    "Direction",
+    "HangUp",
+    "HistoryItem",
+    "IllegalTransitionError",
+    "IncomingCall",
+    "LocalCandidatesReady",
+    "LocalDescriptionReady",
+    "LocalMediaFailed",
+    "ManagerAction",
+    "MediaConnected",
+    "MediaFailed",
+    "Outcome",
+    "PlaceCall",
+    "RejectCall",
+    "RemoteEvent",
+    "SetHold",
+    "SetMuted",
+    "SetScreenShare",
+    "UnknownCallError",
+    "UpgradeToVideo",
+    "actions",
+]

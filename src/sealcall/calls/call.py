@@ -1,0 +1,615 @@
+"""The state machine of one 1:1 call (MSC2746 v1), without I/O.
+
+Feed it user commands, media results and remote call events with :meth:`Call.handle`, and timer
+expiry with :meth:`Call.handle_timer`; it returns the actions to carry out. ``TRANSITIONS`` below
+is the whole protocol: a (state, input) pair that is not in it is refused. A local command in the
+wrong state raises :class:`IllegalTransitionError`; a remote event in the wrong state is dropped
+(remote peers reorder, duplicate and replay events, and none of that may disturb the call).
+"""
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from sealcall.e2ee import KeyAgreementError, KeyShare, Role
+from sealcall.signaling import (
+    E2EE_VERSION,
+    CallAnswer,
+    CallAssertedIdentity,
+    CallCandidates,
+    CallEvent,
+    CallHangup,
+    CallInvite,
+    CallNegotiate,
+    CallReject,
+    CallSdpStreamMetadataChanged,
+    CallSelectAnswer,
+    E2eeParams,
+    HangupReason,
+    SessionDescription,
+    StreamMetadata,
+    StreamPurpose,
+)
+
+from . import actions as act
+from .history import HistoryItem, Outcome
+from .inputs import (
+    AnswerCall,
+    HangUp,
+    LocalCandidatesReady,
+    LocalDescriptionReady,
+    LocalMediaFailed,
+    MediaConnected,
+    MediaFailed,
+    PlaceCall,
+    RejectCall,
+    SetHold,
+    SetMuted,
+    SetScreenShare,
+    UpgradeToVideo,
+)
+from .policy import CallPolicy
+from .states import CallState, Direction, IllegalTransitionError
+
+logger = logging.getLogger(__name__)
+
+S = CallState
+ACTIVE = (S.CREATE_OFFER, S.INVITE_SENT, S.RINGING, S.CREATE_ANSWER, S.CONNECTING, S.CONNECTED)
+IN_CALL = (S.CONNECTING, S.CONNECTED)
+
+# End reasons that are not hangup reasons of the spec.
+REJECTED = "rejected"
+ANSWERED_ELSEWHERE = "answered_elsewhere"
+REPLACED = "replaced"
+ENCRYPTION_REQUIRED = "encryption_required"
+REASON_KEY = "org.sealcall.reason"
+
+_TABLE: dict[tuple[CallState, type], str] = {
+    (S.FLEDGLING, PlaceCall): "_place",
+    (S.FLEDGLING, CallInvite): "_receive_invite",
+    (S.CREATE_OFFER, LocalDescriptionReady): "_send_invite",
+    (S.INVITE_SENT, CallAnswer): "_receive_answer",
+    (S.INVITE_SENT, CallReject): "_receive_reject",
+    (S.RINGING, AnswerCall): "_answer",
+    (S.RINGING, RejectCall): "_reject",
+    (S.RINGING, CallSelectAnswer): "_selected_while_ringing",
+    (S.RINGING, CallAnswer): "_answered_elsewhere",
+    (S.RINGING, CallReject): "_rejected_elsewhere",
+    (S.CREATE_ANSWER, LocalDescriptionReady): "_send_answer",
+    (S.CONNECTING, MediaConnected): "_media_connected",
+    (S.CONNECTED, MediaConnected): "_media_connected",
+    (S.CONNECTED, SetHold): "_set_hold",
+    (S.CONNECTED, UpgradeToVideo): "_upgrade_to_video",
+    (S.CONNECTED, SetScreenShare): "_set_screenshare",
+}
+for _state in IN_CALL:
+    _TABLE[(_state, CallSelectAnswer)] = "_check_selected"
+    _TABLE[(_state, MediaFailed)] = "_media_failed"
+    _TABLE[(_state, CallNegotiate)] = "_receive_negotiate"
+    _TABLE[(_state, LocalDescriptionReady)] = "_send_negotiate"
+for _state in ACTIVE:
+    _TABLE[(_state, HangUp)] = "_hang_up"
+    _TABLE[(_state, CallHangup)] = "_receive_hangup"
+    _TABLE[(_state, SetMuted)] = "_set_muted"
+    _TABLE[(_state, CallCandidates)] = "_receive_candidates"
+    _TABLE[(_state, LocalCandidatesReady)] = "_send_candidates"
+    _TABLE[(_state, CallSdpStreamMetadataChanged)] = "_receive_metadata"
+    _TABLE[(_state, CallAssertedIdentity)] = "_receive_identity"
+    _TABLE[(_state, LocalMediaFailed)] = "_local_media_failed"
+TRANSITIONS: dict[tuple[CallState, type], str] = dict(_TABLE)
+
+
+def _is_hold_sdp(sdp: str) -> bool:
+    """True if every media section of ``sdp`` stops receiving (its sender put us on hold)."""
+    directions = [
+        line.strip()[2:]
+        for line in sdp.splitlines()
+        if line.strip() in ("a=sendrecv", "a=sendonly", "a=recvonly", "a=inactive")
+    ]
+    return bool(directions) and all(d in ("sendonly", "inactive") for d in directions)
+
+
+class Call:
+    """One 1:1 call as seen from this device."""
+
+    def __init__(
+        self,
+        *,
+        call_id: str,
+        party_id: str,
+        peer: str,
+        direction: Direction,
+        now: float,
+        policy: CallPolicy | None = None,
+        invitee: str | None = None,
+    ) -> None:
+        self.call_id = call_id
+        self.party_id = party_id
+        self.peer = peer
+        self.direction = direction
+        self.policy = policy or CallPolicy()
+        self.invitee = invitee
+        self.state = S.FLEDGLING
+        self.started_at = now
+        self.connected_at: float | None = None
+        self.ended_at: float | None = None
+        self.end_reason: str | None = None
+        self.opponent_party_id: str | None = None
+        self.video = False
+        self.encrypted = True
+        self.audio_muted = False
+        self.video_muted = False
+        self.on_hold = False
+        self.remote_on_hold = False
+        self.screensharing = False
+        self.remote_streams: dict[str, StreamMetadata] = {}
+        self.remote_identity: str | None = None
+        self.history: HistoryItem | None = None
+        self._share = KeyShare()
+        self._invite: CallInvite | None = None
+        self._expires_at: float | None = None
+        self._local_streams: dict[str, StreamPurpose] = {}
+        self._pending: str | None = None  # "offer" or "answer" being made during the call
+        self._renegotiate_again = False
+        self._restarts = 0
+        self._restart_deadline: float | None = None
+        self._early_candidates: dict[str, list[Any]] = {}
+        self._invite_age_ms = 0
+        self._now = now
+        self._actions: list[act.Action] = []
+
+    def __repr__(self) -> str:
+        state = f"{self.direction.value}, {self.state.value}"
+        return f"Call({self.call_id!r}, {state}, peer={self.peer!r})"
+
+    # -- entry points ------------------------------------------------------------------------
+
+    def handle(self, event: object, now: float) -> list[act.Action]:
+        """Process one input; return the actions it causes."""
+        name = TRANSITIONS.get((self.state, type(event)))
+        if name is None:
+            if isinstance(event, CallEvent):
+                logger.debug(
+                    "call %s: %s ignored in state %s", self.call_id, event.TYPE, self.state.value
+                )
+                return []
+            raise IllegalTransitionError(self.state, event)
+        self._now = now
+        handler: Callable[[Any], None] = getattr(self, name)
+        handler(event)
+        out, self._actions = self._actions, []
+        return out
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`handle_timer` must next run, or None."""
+        times = [t for t in (self._expires_at, self._restart_deadline) if t is not None]
+        return min(times) if times else None
+
+    def handle_timer(self, now: float) -> list[act.Action]:
+        """Run the timers that are due at ``now``."""
+        self._now = now
+        if self._expires_at is not None and now >= self._expires_at:
+            self._expires_at = None
+            if self.state is S.INVITE_SENT:
+                self._send(CallHangup, reason=HangupReason.INVITE_TIMEOUT.value)
+                self._end(HangupReason.INVITE_TIMEOUT.value, False, Outcome.MISSED)
+            elif self.state is S.RINGING:
+                self._end(HangupReason.INVITE_TIMEOUT.value, True, Outcome.MISSED)
+        if self._restart_deadline is not None and now >= self._restart_deadline:
+            self._restart_deadline = None
+            if self.state in IN_CALL:
+                self._give_up_on_media()
+        out, self._actions = self._actions, []
+        return out
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _emit(self, action: act.Action) -> None:
+        self._actions.append(action)
+
+    def _send(self, cls: type[CallEvent], **fields: Any) -> None:
+        self._emit(act.SendEvent(cls(call_id=self.call_id, party_id=self.party_id, **fields)))
+
+    def _set_state(self, new: CallState) -> None:
+        old, self.state = self.state, new
+        self._emit(act.StateChanged(old, new))
+
+    def _metadata(self) -> dict[str, StreamMetadata]:
+        out = {}
+        for sid, purpose in self._local_streams.items():
+            usermedia = purpose is StreamPurpose.USERMEDIA
+            out[sid] = StreamMetadata(
+                purpose=purpose.value,
+                audio_muted=usermedia and self.audio_muted,
+                video_muted=usermedia and (self.video_muted or not self.video),
+            )
+        return out
+
+    def _e2ee_params(self, suites: tuple[int, ...]) -> E2eeParams:
+        return E2eeParams(version=E2EE_VERSION, suites=suites, public_key=self._share.public_bytes)
+
+    def _end(
+        self, reason: str, by_remote: bool, outcome: Outcome, *, elsewhere: bool = False
+    ) -> None:
+        if self.state is S.ENDED:
+            return
+        self._expires_at = self._restart_deadline = None
+        self.end_reason = reason
+        self.ended_at = self._now
+        self._emit(act.ClosePeerConnection())
+        self._set_state(S.ENDED)
+        self._emit(act.CallEnded(reason, by_remote))
+        if self.connected_at is not None:
+            outcome = Outcome.ANSWERED
+        if reason == REPLACED:
+            return  # glare: this invite merged into the surviving call, which has the history
+        self.history = HistoryItem(
+            call_id=self.call_id,
+            peer=self.peer,
+            direction=self.direction,
+            video=self.video,
+            outcome=outcome,
+            started_at=self.started_at,
+            duration=0.0 if self.connected_at is None else max(0.0, self._now - self.connected_at),
+            end_reason=reason,
+            encrypted=self.encrypted,
+            answered_elsewhere=elsewhere,
+        )
+        self._emit(act.HistoryItemReady(self.history))
+
+    def _refuse_unencrypted(self, detail: str) -> None:
+        logger.warning("call %s refused: %s", self.call_id, detail)
+        self._send(
+            CallHangup,
+            reason=HangupReason.UNKNOWN_ERROR.value,
+            extra={REASON_KEY: ENCRYPTION_REQUIRED},
+        )
+        self._end(ENCRYPTION_REQUIRED, False, Outcome.FAILED)
+
+    # -- outgoing ----------------------------------------------------------------------------
+
+    def _place(self, cmd: PlaceCall) -> None:
+        self.video = cmd.video
+        self._set_state(S.CREATE_OFFER)
+        self._emit(act.CreateOffer(video=cmd.video))
+
+    def _send_invite(self, ready: LocalDescriptionReady) -> None:
+        self._local_streams = dict(ready.streams)
+        lifetime = self.policy.invite_lifetime_ms
+        self._invite = CallInvite(
+            call_id=self.call_id,
+            party_id=self.party_id,
+            lifetime=lifetime,
+            offer=SessionDescription(type="offer", sdp=ready.sdp),
+            invitee=self.invitee,
+            sdp_stream_metadata=self._metadata(),
+            e2ee=self._e2ee_params(self.policy.suites),
+        )
+        self._emit(act.SendEvent(self._invite))
+        self._expires_at = self._now + lifetime / 1000
+        self._set_state(S.INVITE_SENT)
+
+    def _receive_answer(self, answer: CallAnswer) -> None:
+        if answer.e2ee is not None:
+            if answer.e2ee.suites[0] not in self.policy.suites:
+                self._refuse_unencrypted(f"answer chose unsupported suite {answer.e2ee.suites[0]}")
+                return
+            try:
+                keys = self._share.derive(answer.e2ee.public_key, self.call_id, Role.CALLER)
+            except KeyAgreementError as error:
+                self._refuse_unencrypted(str(error))
+                return
+            self._emit(act.UseMediaKeys(keys))
+        elif self.policy.allow_unencrypted:
+            self.encrypted = False
+            self._emit(act.AllowUnencryptedMedia())
+        else:
+            self._refuse_unencrypted("the answering device did not offer media encryption")
+            return
+        self._expires_at = None
+        self.opponent_party_id = answer.party_id
+        self._send(CallSelectAnswer, selected_party_id=answer.party_id)
+        self._update_remote_streams(answer.sdp_stream_metadata)
+        self._set_state(S.CONNECTING)
+        self._emit(act.ApplyAnswer(answer.answer.sdp))
+        self._flush_candidates(answer.party_id)
+
+    def _receive_reject(self, reject: CallReject) -> None:
+        self._send(CallSelectAnswer, selected_party_id=reject.party_id)
+        self._end(REJECTED, True, Outcome.REJECTED)
+
+    # -- incoming ----------------------------------------------------------------------------
+
+    def receive_invite(self, invite: CallInvite, now: float, age_ms: int = 0) -> list[act.Action]:
+        """Start an incoming call from ``invite``, ``age_ms`` old when it reached us."""
+        self._invite_age_ms = age_ms
+        return self.handle(invite, now)
+
+    def _receive_invite(self, invite: CallInvite) -> None:
+        self._invite = invite
+        self.opponent_party_id = invite.party_id
+        self.video = invite.has_video
+        self._update_remote_streams(invite.sdp_stream_metadata)
+        self._expires_at = self._now - self._invite_age_ms / 1000 + invite.lifetime / 1000
+        if invite.e2ee is None:
+            if not self.policy.allow_unencrypted:
+                self._set_state(S.RINGING)  # briefly: the refusal below ends it at once
+                self._refuse_unencrypted("the caller did not offer media encryption")
+                return
+            self.encrypted = False
+        elif not set(invite.e2ee.suites) & set(self.policy.suites):
+            self._set_state(S.RINGING)
+            self._refuse_unencrypted("no SFrame suite in common with the caller")
+            return
+        if self._expires_at - self._now < self.policy.min_ring_seconds:
+            # Too old to ring: the user could not answer it in time.
+            self._set_state(S.RINGING)
+            self._end(HangupReason.INVITE_TIMEOUT.value, True, Outcome.MISSED)
+            return
+        self._set_state(S.RINGING)
+
+    def _answer(self, cmd: AnswerCall) -> None:
+        assert self._invite is not None
+        if cmd.video is not None:
+            self.video = cmd.video
+        self._expires_at = None
+        e2ee = self._invite.e2ee
+        if e2ee is not None:
+            try:
+                keys = self._share.derive(e2ee.public_key, self.call_id, Role.CALLEE)
+            except KeyAgreementError as error:
+                self._refuse_unencrypted(str(error))
+                return
+            self._emit(act.UseMediaKeys(keys))
+        else:
+            self._emit(act.AllowUnencryptedMedia())
+        self._set_state(S.CREATE_ANSWER)
+        self._emit(act.CreateAnswer(self._invite.offer.sdp, video=self.video))
+        self._flush_candidates(self._invite.party_id)
+
+    def _send_answer(self, ready: LocalDescriptionReady) -> None:
+        assert self._invite is not None
+        self._local_streams = dict(ready.streams)
+        e2ee = None
+        if self._invite.e2ee is not None:
+            suite = next(s for s in self._invite.e2ee.suites if s in self.policy.suites)
+            e2ee = self._e2ee_params((suite,))
+        self._emit(
+            act.SendEvent(
+                CallAnswer(
+                    call_id=self.call_id,
+                    party_id=self.party_id,
+                    answer=SessionDescription(type="answer", sdp=ready.sdp),
+                    sdp_stream_metadata=self._metadata(),
+                    e2ee=e2ee,
+                )
+            )
+        )
+        self._set_state(S.CONNECTING)
+
+    def _reject(self, _: RejectCall) -> None:
+        self._send(CallReject)
+        self._end(REJECTED, False, Outcome.REJECTED)
+
+    def _selected_while_ringing(self, select: CallSelectAnswer) -> None:
+        if select.party_id != self.opponent_party_id:
+            return
+        self._end(ANSWERED_ELSEWHERE, True, Outcome.ANSWERED, elsewhere=True)
+
+    def _answered_elsewhere(self, answer: CallAnswer) -> None:
+        # Another device of ours answered (its party id differs from ours).
+        self._end(ANSWERED_ELSEWHERE, True, Outcome.ANSWERED, elsewhere=True)
+
+    def _rejected_elsewhere(self, reject: CallReject) -> None:
+        self._end(REJECTED, True, Outcome.REJECTED)
+
+    def _check_selected(self, select: CallSelectAnswer) -> None:
+        if select.party_id != self.opponent_party_id or self.direction is Direction.OUTGOING:
+            return
+        if select.selected_party_id != self.party_id:
+            self._end(ANSWERED_ELSEWHERE, True, Outcome.ANSWERED, elsewhere=True)
+
+    # -- in call ------------------------------------------------------------------------------
+
+    def _media_connected(self, _: MediaConnected) -> None:
+        self._restart_deadline = None
+        self._restarts = 0
+        if self.state is S.CONNECTING:
+            self.connected_at = self._now
+            self._set_state(S.CONNECTED)
+
+    def _media_failed(self, _: MediaFailed) -> None:
+        if self.direction is Direction.INCOMING:
+            # The caller restarts ICE; give it the time of all its attempts.
+            attempts = max(1, self.policy.ice_restart_attempts)
+            if self._restart_deadline is None:
+                self._restart_deadline = self._now + attempts * self.policy.ice_restart_timeout
+            return
+        if self._restarts >= self.policy.ice_restart_attempts:
+            self._give_up_on_media()
+            return
+        self._restarts += 1
+        self._restart_deadline = self._now + self.policy.ice_restart_timeout
+        self._offer(ice_restart=True)
+
+    def _give_up_on_media(self) -> None:
+        reason = (
+            HangupReason.ICE_TIMEOUT if self.connected_at is not None else HangupReason.ICE_FAILED
+        )
+        self._send(CallHangup, reason=reason.value)
+        self._end(reason.value, False, Outcome.FAILED)
+
+    def _offer(self, *, ice_restart: bool = False) -> None:
+        if self._pending is not None:
+            self._renegotiate_again = True
+            return
+        self._pending = "offer"
+        self._emit(
+            act.CreateOffer(
+                video=self.video,
+                screenshare=self.screensharing,
+                on_hold=self.on_hold,
+                ice_restart=ice_restart,
+            )
+        )
+
+    def _set_hold(self, cmd: SetHold) -> None:
+        if cmd.on_hold != self.on_hold:
+            self.on_hold = cmd.on_hold
+            self._offer()
+
+    def _upgrade_to_video(self, _: UpgradeToVideo) -> None:
+        if not self.video:
+            self.video = True
+            self._offer()
+
+    def _set_screenshare(self, cmd: SetScreenShare) -> None:
+        if cmd.on != self.screensharing:
+            self.screensharing = cmd.on
+            self._offer()
+
+    def _send_negotiate(self, ready: LocalDescriptionReady) -> None:
+        kind, self._pending = self._pending, None
+        if kind is None:
+            return
+        self._local_streams = dict(ready.streams)
+        if kind == "offer":
+            self._pending = "awaiting_answer"
+        self._send(
+            CallNegotiate,
+            lifetime=self.policy.invite_lifetime_ms,
+            description=SessionDescription(type=kind, sdp=ready.sdp),
+            sdp_stream_metadata=self._metadata(),
+        )
+        if kind == "answer":
+            self._next_negotiation()
+
+    def _next_negotiation(self) -> None:
+        if self._renegotiate_again and self._pending is None:
+            self._renegotiate_again = False
+            self._offer()
+
+    def _receive_negotiate(self, negotiate: CallNegotiate) -> None:
+        if negotiate.party_id != self.opponent_party_id:
+            return
+        self._update_remote_streams(negotiate.sdp_stream_metadata)
+        description = negotiate.description
+        if description.type == "answer":
+            if self._pending == "awaiting_answer":
+                self._pending = None
+                self._emit(act.ApplyAnswer(description.sdp))
+                self._next_negotiation()
+            return
+        if self._pending is not None and self.direction is Direction.OUTGOING:
+            return  # offer glare: the caller is the impolite party and keeps its own offer
+        if self._pending is not None:
+            self._renegotiate_again = True  # the polite callee answers, then offers again
+        remote_hold = _is_hold_sdp(description.sdp)
+        if remote_hold != self.remote_on_hold:
+            self.remote_on_hold = remote_hold
+            self._emit(act.RemoteHoldChanged(remote_hold))
+        self._pending = "answer"
+        self._emit(act.CreateAnswer(description.sdp, video=self.video, on_hold=self.on_hold))
+
+    # -- any active state ---------------------------------------------------------------------
+
+    def _hang_up(self, cmd: HangUp) -> None:
+        if self.state is S.CREATE_OFFER:
+            self._end(cmd.reason.value, False, Outcome.CANCELLED)
+            return
+        if self.state is S.RINGING and cmd.reason is HangupReason.USER_BUSY:
+            self._send(CallHangup, reason=cmd.reason.value)
+            self._end(cmd.reason.value, False, Outcome.BUSY)
+            return
+        if self.state is S.RINGING:
+            # Before answering, declining is a reject (it stops the other devices too).
+            self._send(CallReject)
+            self._end(REJECTED, False, Outcome.REJECTED)
+            return
+        self._send(CallHangup, reason=cmd.reason.value)
+        outcome = Outcome.CANCELLED if self.direction is Direction.OUTGOING else Outcome.REJECTED
+        if cmd.reason is HangupReason.USER_BUSY:
+            outcome = Outcome.BUSY
+        self._end(cmd.reason.value, False, outcome)
+
+    def _receive_hangup(self, hangup: CallHangup) -> None:
+        if self.opponent_party_id is not None and hangup.party_id != self.opponent_party_id:
+            return
+        reason = hangup.reason or HangupReason.USER_HANGUP.value
+        if hangup.extra.get(REASON_KEY) == ENCRYPTION_REQUIRED:
+            reason = ENCRYPTION_REQUIRED
+        if reason == HangupReason.USER_BUSY.value:
+            outcome = Outcome.BUSY
+        elif reason == ENCRYPTION_REQUIRED or hangup.known_reason in (
+            HangupReason.ICE_FAILED,
+            HangupReason.ICE_TIMEOUT,
+            HangupReason.USER_MEDIA_FAILED,
+            HangupReason.UNKNOWN_ERROR,
+        ):
+            outcome = Outcome.FAILED
+        elif self.direction is Direction.INCOMING:
+            outcome = Outcome.MISSED
+        else:
+            outcome = Outcome.REJECTED
+        self._end(reason, True, outcome)
+
+    def _local_media_failed(self, failure: LocalMediaFailed) -> None:
+        logger.warning("call %s: local media failed: %s", self.call_id, failure.detail)
+        if self.state is not S.CREATE_OFFER:
+            self._send(CallHangup, reason=HangupReason.USER_MEDIA_FAILED.value)
+        self._end(HangupReason.USER_MEDIA_FAILED.value, False, Outcome.FAILED)
+
+    def _set_muted(self, cmd: SetMuted) -> None:
+        if cmd.audio is not None:
+            self.audio_muted = cmd.audio
+        if cmd.video is not None:
+            self.video_muted = cmd.video
+        self._emit(act.SetLocalMute(self.audio_muted, self.video_muted))
+        if self._local_streams and self.state not in (S.CREATE_OFFER, S.RINGING, S.CREATE_ANSWER):
+            self._send(CallSdpStreamMetadataChanged, sdp_stream_metadata=self._metadata())
+
+    def _update_remote_streams(self, metadata: dict[str, StreamMetadata] | None) -> None:
+        if metadata is not None and metadata != self.remote_streams:
+            self.remote_streams = dict(metadata)
+            self._emit(act.RemoteStreamsChanged(dict(metadata)))
+
+    def _receive_metadata(self, changed: CallSdpStreamMetadataChanged) -> None:
+        if changed.party_id == self.opponent_party_id:
+            self._update_remote_streams(changed.sdp_stream_metadata)
+
+    def _receive_identity(self, identity: CallAssertedIdentity) -> None:
+        if identity.party_id == self.opponent_party_id:
+            self.remote_identity = identity.asserted_identity.id
+
+    def _receive_candidates(self, event: CallCandidates) -> None:
+        if self.opponent_party_id is None or self.state in (S.RINGING, S.INVITE_SENT):
+            # Not yet answered (or not yet selected): keep them for when the media exists.
+            self._early_candidates.setdefault(event.party_id, []).extend(event.candidates)
+            return
+        if event.party_id == self.opponent_party_id:
+            self._emit(act.AddRemoteCandidates(event.candidates))
+
+    def _flush_candidates(self, party_id: str) -> None:
+        candidates = self._early_candidates.pop(party_id, [])
+        self._early_candidates.clear()
+        if candidates:
+            self._emit(act.AddRemoteCandidates(tuple(candidates)))
+
+    def _send_candidates(self, ready: LocalCandidatesReady) -> None:
+        if ready.candidates:
+            self._send(CallCandidates, candidates=ready.candidates)
+
+    # -- glare ------------------------------------------------------------------------------------
+
+    def replace(self, now: float, surviving_call_id: str) -> list[act.Action]:
+        """End this outgoing call because glare merged it into ``surviving_call_id``."""
+        self._now = now
+        if self.state is S.INVITE_SENT:
+            self._send(
+                CallHangup,
+                reason=HangupReason.USER_HANGUP.value,
+                extra={"org.sealcall.replaced_by": surviving_call_id},
+            )
+        self._end(REPLACED, False, Outcome.CANCELLED)
+        out, self._actions = self._actions, []
+        return out

@@ -1,0 +1,220 @@
+"""The call manager: routes call events to calls, resolves glare, handles busy and call waiting.
+
+Sans-I/O like :class:`~sealcall.calls.call.Call`: it takes events, commands and ``now``, and
+returns :class:`ManagerAction` items (a call's action together with the call it concerns) plus
+its own notifications, :class:`IncomingCall` and :class:`CallWaiting`.
+"""
+
+import logging
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sealcall.signaling import CallEvent, CallInvite, HangupReason
+
+from . import actions as act
+from .call import Call
+from .inputs import AnswerCall, HangUp, LocalInput, PlaceCall
+from .policy import BusyPolicy, CallPolicy
+from .states import CallError, CallState, Direction
+
+logger = logging.getLogger(__name__)
+
+# Events for calls we have not seen the invite of (reordered delivery) wait here, bounded.
+EARLY_CALLS = 64
+EARLY_EVENTS_PER_CALL = 32
+
+
+@dataclass(frozen=True)
+class RemoteEvent:
+    """A call event as the transport delivered it."""
+
+    room_id: str
+    sender: str
+    event: CallEvent
+    age_ms: int = 0
+
+
+@dataclass(frozen=True)
+class IncomingCall:
+    """Notification: a call rings (nothing else is in progress)."""
+
+    call: Call
+
+
+@dataclass(frozen=True)
+class CallWaiting:
+    """Notification: a second call rings while ``current`` is in progress."""
+
+    call: Call
+    current: Call
+
+
+@dataclass(frozen=True)
+class ManagerAction:
+    """An action of one call (``call``), or a manager notification (``action``)."""
+
+    call: Call
+    room_id: str
+    action: "act.Action | IncomingCall | CallWaiting"
+
+
+class UnknownCallError(CallError):
+    """A command names a call the manager does not have."""
+
+
+class CallManager:
+    """All calls of one device (``party_id``) of one user (``user_id``)."""
+
+    def __init__(
+        self,
+        user_id: str,
+        party_id: str,
+        policy: CallPolicy | None = None,
+        new_call_id: Callable[[], str] | None = None,
+    ) -> None:
+        self.user_id = user_id
+        self.party_id = party_id
+        self.policy = policy or CallPolicy()
+        self.calls: dict[str, Call] = {}
+        self.rooms: dict[str, str] = {}
+        self._new_call_id = new_call_id or (lambda: uuid.uuid4().hex)
+        self._ignored: set[str] = set()
+        self._early: OrderedDict[str, list[RemoteEvent]] = OrderedDict()
+        self.dropped_events = 0
+
+    # -- queries --------------------------------------------------------------------------
+
+    def active_calls(self) -> list[Call]:
+        """Calls not yet ended."""
+        return [c for c in self.calls.values() if c.state is not CallState.ENDED]
+
+    def next_deadline(self) -> float | None:
+        """The earliest timer of any call."""
+        times = [t for c in self.active_calls() if (t := c.next_deadline()) is not None]
+        return min(times) if times else None
+
+    # -- commands -------------------------------------------------------------------------
+
+    def place_call(
+        self, room_id: str, peer: str, now: float, *, video: bool = False
+    ) -> tuple[Call, list[ManagerAction]]:
+        """Start an outgoing call to ``peer`` in ``room_id``."""
+        call = Call(
+            call_id=self._new_call_id(),
+            party_id=self.party_id,
+            peer=peer,
+            direction=Direction.OUTGOING,
+            now=now,
+            policy=self.policy,
+            invitee=peer,
+        )
+        self.calls[call.call_id] = call
+        self.rooms[call.call_id] = room_id
+        return call, self._wrap(call, call.handle(PlaceCall(video=video), now))
+
+    def command(self, call_id: str, command: LocalInput, now: float) -> list[ManagerAction]:
+        """Give a user command or media result to one call."""
+        call = self.calls.get(call_id)
+        if call is None:
+            raise UnknownCallError(f"no call {call_id!r}")
+        return self._wrap(call, call.handle(command, now))
+
+    def handle_timer(self, now: float) -> list[ManagerAction]:
+        """Run every call's due timers and forget stale early events."""
+        out: list[ManagerAction] = []
+        for call in self.active_calls():
+            deadline = call.next_deadline()
+            if deadline is not None and now >= deadline:
+                out += self._wrap(call, call.handle_timer(now))
+        return out
+
+    # -- remote events --------------------------------------------------------------------
+
+    def handle_remote(self, remote: RemoteEvent, now: float) -> list[ManagerAction]:
+        """Route one remote call event."""
+        event = remote.event
+        if event.party_id == self.party_id or event.call_id in self._ignored:
+            return []  # our own echo, or a call that glare or the invitee rule set aside
+        call = self.calls.get(event.call_id)
+        if isinstance(event, CallInvite):
+            if call is not None:
+                return []  # a duplicate
+            return self._new_invite(remote, now)
+        if call is None:
+            self._keep_early(remote)
+            return []
+        return self._wrap(call, call.handle(event, now))
+
+    def _keep_early(self, remote: RemoteEvent) -> None:
+        queue = self._early.setdefault(remote.event.call_id, [])
+        self._early.move_to_end(remote.event.call_id)
+        if len(queue) >= EARLY_EVENTS_PER_CALL:
+            self.dropped_events += 1
+            return
+        queue.append(remote)
+        while len(self._early) > EARLY_CALLS:
+            _, dropped = self._early.popitem(last=False)
+            self.dropped_events += len(dropped)
+
+    def _new_invite(self, remote: RemoteEvent, now: float) -> list[ManagerAction]:
+        invite = remote.event
+        assert isinstance(invite, CallInvite)
+        if invite.invitee is not None and invite.invitee != self.user_id:
+            self._ignored.add(invite.call_id)
+            return []
+        if remote.sender == self.user_id and invite.invitee != self.user_id:
+            self._ignored.add(invite.call_id)  # placed by another device of ours
+            return []
+        out: list[ManagerAction] = []
+        glare = self._glare_partner(remote.room_id, remote.sender)
+        if glare is not None:
+            keep_ours = glare.state is CallState.INVITE_SENT and glare.call_id < invite.call_id
+            if keep_ours:
+                # The other side yields to our call (the smaller id) and answers it.
+                self._ignored.add(invite.call_id)
+                self._early.pop(invite.call_id, None)
+                return []
+            out += self._wrap(glare, glare.replace(now, invite.call_id))
+        call = Call(
+            call_id=invite.call_id,
+            party_id=self.party_id,
+            peer=remote.sender,
+            direction=Direction.INCOMING,
+            now=now,
+            policy=self.policy,
+        )
+        self.calls[call.call_id] = call
+        self.rooms[call.call_id] = remote.room_id
+        out += self._wrap(call, call.receive_invite(invite, now, remote.age_ms))
+        for early in self._early.pop(call.call_id, []):
+            out += self._wrap(call, call.handle(early.event, now))
+        if call.state is not CallState.RINGING:
+            return out
+        if glare is not None:
+            out += self._wrap(call, call.handle(AnswerCall(video=glare.video or None), now))
+            return out
+        current = next((c for c in self.active_calls() if c is not call), None)
+        if current is None:
+            out.append(ManagerAction(call, remote.room_id, IncomingCall(call)))
+        elif self.policy.busy is BusyPolicy.REJECT:
+            out += self._wrap(call, call.handle(HangUp(reason=HangupReason.USER_BUSY), now))
+        else:
+            out.append(ManagerAction(call, remote.room_id, CallWaiting(call, current)))
+        return out
+
+    def _glare_partner(self, room_id: str, sender: str) -> Call | None:
+        for call in self.active_calls():
+            if (
+                call.direction is Direction.OUTGOING
+                and call.peer == sender
+                and self.rooms.get(call.call_id) == room_id
+                and call.state in (CallState.CREATE_OFFER, CallState.INVITE_SENT)
+            ):
+                return call
+        return None
+
+    def _wrap(self, call: Call, actions: list[act.Action]) -> list[ManagerAction]:
+        room = self.rooms[call.call_id]
+        return [ManagerAction(call, room, a) for a in actions]

@@ -1,0 +1,38 @@
+"""The user's and application's choices that shape every call."""
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sealcall.sframe import CipherSuite
+
+
+class BusyPolicy(StrEnum):
+    """What happens to a second incoming call while another is in progress."""
+
+    WAIT = "wait"  # show it as call waiting: the user decides
+    REJECT = "reject"  # answer it with ``user_busy`` at once
+
+
+@dataclass(frozen=True)
+class CallPolicy:
+    """Settings of the call engine.
+
+    ``allow_unencrypted`` is the explicit user decision to accept a peer that cannot encrypt
+    media; by default such calls are refused with the reason ``encryption_required``.
+    """
+
+    allow_unencrypted: bool = False
+    invite_lifetime_ms: int = 60_000
+    min_ring_seconds: float = 1.0
+    ice_restart_attempts: int = 3
+    ice_restart_timeout: float = 10.0
+    suites: tuple[int, ...] = (CipherSuite.AES_128_GCM_SHA256_128,)
+    busy: BusyPolicy = BusyPolicy.WAIT
+
+    def __post_init__(self) -> None:
+        if self.invite_lifetime_ms <= 0 or self.ice_restart_timeout <= 0:
+            raise ValueError("invite lifetime and ICE restart timeout must be positive")
+        if self.ice_restart_attempts < 0 or self.min_ring_seconds < 0:
+            raise ValueError("ICE restart attempts and minimum ring time must be >= 0")
+        if not self.suites:
+            raise ValueError("at least one SFrame suite is needed")
