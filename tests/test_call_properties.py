@@ -4,8 +4,8 @@ yields exactly one history item on each side."""
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from call_harness import Room
 
+from call_harness import Room
 from sealcall.calls import AnswerCall, CallPolicy, CallState, HangUp, RejectCall
 
 LIFETIME_S = 20

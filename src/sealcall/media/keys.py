@@ -11,9 +11,13 @@ from collections.abc import Callable
 
 from sealcall.e2ee.codecs import Codec, protect_frame, unprotect_frame
 from sealcall.e2ee.key_agreement import CallKeys, KeyShare, Role
-from sealcall.sframe import CipherSuite, SFrameReceiver, SFrameSender
+from sealcall.sframe import CipherSuite, SFrameError, SFrameReceiver, SFrameSender
 
 DEFAULT_GRACE_PERIOD = 2.0
+
+
+class MissingKeyError(SFrameError):
+    """A frame was to be sent before the call's media key was known."""
 
 
 class MediaKeys:
@@ -26,8 +30,8 @@ class MediaKeys:
 
     def __init__(
         self,
-        send_kid: int,
-        send_key: bytes,
+        send_kid: int | None = None,
+        send_key: bytes | None = None,
         suite: int = CipherSuite.AES_128_GCM_SHA256_128,
         *,
         grace_period: float = DEFAULT_GRACE_PERIOD,
@@ -36,8 +40,12 @@ class MediaKeys:
         if grace_period < 0:
             raise ValueError(f"grace period must be >= 0, got {grace_period}")
         self._lock = threading.Lock()
-        self._sender = SFrameSender(send_kid, send_key, suite)
+        self._suite = suite
+        self._sender: SFrameSender | None = None
+        if send_key is not None:
+            self._sender = SFrameSender(send_kid or 0, send_key, suite)
         self._receiver = SFrameReceiver(suite)
+        self._unencrypted = False
         self._grace_period = grace_period
         self._clock = clock
         self._next_expiry: float | None = None
@@ -55,9 +63,23 @@ class MediaKeys:
         return f"MediaKeys(send_kid={self.send_kid}, receive_kids={self.receive_kids()})"
 
     @property
-    def send_kid(self) -> int:
-        """The KID outgoing frames carry now."""
-        return self._sender.kid
+    def send_kid(self) -> int | None:
+        """The KID outgoing frames carry now (None before a send key is set)."""
+        return None if self._sender is None else self._sender.kid
+
+    @property
+    def encrypted(self) -> bool:
+        """False only after :meth:`allow_unencrypted`."""
+        return not self._unencrypted
+
+    def allow_unencrypted(self) -> None:
+        """Send and accept media without frame encryption.
+
+        Only for a peer that cannot encrypt, and only when the user's policy says so: the call
+        engine shows such calls as unencrypted.
+        """
+        with self._lock:
+            self._unencrypted = True
 
     def receive_kids(self) -> list[int]:
         """The KIDs incoming frames may carry now."""
@@ -67,7 +89,10 @@ class MediaKeys:
     def set_send_key(self, kid: int, key: bytes) -> None:
         """Encrypt from the next frame on with ``key`` under ``kid``."""
         with self._lock:
-            self._sender.set_key(kid, key)
+            if self._sender is None:
+                self._sender = SFrameSender(kid, key, self._suite)
+            else:
+                self._sender.set_key(kid, key)
 
     def add_receive_key(self, kid: int, key: bytes, *, retire_others: bool = False) -> None:
         """Accept frames under ``kid``; optionally retire every other key after the grace period."""
@@ -89,11 +114,17 @@ class MediaKeys:
     def protect(self, codec: Codec, frame: bytes) -> bytes:
         """Encrypt one encoded frame (see :func:`sealcall.e2ee.protect_frame`)."""
         with self._lock:
+            if self._unencrypted:
+                return frame
+            if self._sender is None:
+                raise MissingKeyError("no media key yet: the frame is not sent")
             return protect_frame(codec, self._sender, frame)
 
     def unprotect(self, codec: Codec, data: bytes) -> bytes:
         """Decrypt one received frame; raises an ``SFrameError`` for anything not genuine."""
         with self._lock:
+            if self._unencrypted:
+                return data
             if self._next_expiry is not None and self._clock() >= self._next_expiry:
                 self._receiver.expire(self._clock())
                 self._next_expiry = self._receiver.next_expiry()

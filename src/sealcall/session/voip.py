@@ -1,0 +1,193 @@
+"""The asyncio layer of the call engine: binds the call manager to a transport, aiortc and a clock.
+
+Everything the manager does runs on one worker task, one input at a time, so the pure state
+machines see a strict order of events; media work (offers, answers) runs in that order too and
+feeds its results back as new inputs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from aiortc import RTCIceServer
+from pyee.asyncio import AsyncIOEventEmitter
+
+from sealcall.calls import (
+    CallManager,
+    CallPolicy,
+    CallWaiting,
+    IncomingCall,
+    ManagerAction,
+    RemoteEvent,
+)
+from sealcall.calls import actions as act
+from sealcall.calls.inputs import LocalInput
+from sealcall.signaling import SignalingError, parse
+from sealcall.transport import RoomEvent, Transport
+
+from .call_session import CallSession
+from .local_media import LocalMedia
+
+logger = logging.getLogger(__name__)
+
+_Work = tuple[str, Any, Any, "asyncio.Future[None] | None"]
+
+
+class VoIP(AsyncIOEventEmitter):
+    """Voice and video calls for one device, after the Famedly SDK's ``VoIP``.
+
+    Events (``voip.on(name, handler)``): ``incoming_call(session)``,
+    ``call_waiting(session, current_session)``, ``state_changed(session, old, new)``,
+    ``remote_media_added(session, track, purpose)``, ``remote_media_removed(session, track,
+    purpose)``, ``remote_streams_changed(session, streams)`` (mute state and purposes, MSC3291),
+    ``remote_hold_changed(session, on_hold)``, ``call_ended(session, reason, by_remote)``,
+    ``history_item(item)``.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        policy: CallPolicy | None = None,
+        media: LocalMedia | None = None,
+        ice_servers: Sequence[RTCIceServer] = (),
+        host_addresses: Sequence[str] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__()
+        self.transport = transport
+        self.manager = CallManager(transport.user_id, transport.device_id, policy)
+        self.media = media or LocalMedia()
+        self.ice_servers = tuple(ice_servers)
+        self.host_addresses = tuple(host_addresses) if host_addresses is not None else None
+        self.sessions: dict[str, CallSession] = {}
+        self.malformed_events = 0
+        self._clock = clock
+        self._queue: asyncio.Queue[_Work] = asyncio.Queue()
+        self._worker = asyncio.ensure_future(self._work())
+        self._timer: asyncio.TimerHandle | None = None
+        transport.add_listener(self._on_room_event)
+
+    # -- application API ---------------------------------------------------------------
+
+    async def place_call(self, room_id: str, peer: str, *, video: bool = False) -> CallSession:
+        """Call ``peer`` in the DM room ``room_id``."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        holder: list[CallSession] = []
+        await self._queue.put(("place", (room_id, peer, video), holder, done))
+        await done
+        return holder[0]
+
+    async def command(self, call_id: str, command: LocalInput) -> None:
+        """Give a command to a call and wait until the engine took it."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await self._queue.put(("command", call_id, command, done))
+        await done
+
+    def feed(self, call_id: str, result: LocalInput) -> None:
+        """Queue a media result for a call (used by :class:`CallSession`)."""
+        self._queue.put_nowait(("command", call_id, result, None))
+
+    async def close(self) -> None:
+        """Hang up every call and stop."""
+        for session in list(self.sessions.values()):
+            if session.call.state.value != "ended":
+                with contextlib.suppress(Exception):
+                    await session.hangup()
+        if self._timer is not None:
+            self._timer.cancel()
+        self._worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._worker
+        for session in self.sessions.values():
+            await session.close()
+
+    # -- inputs ----------------------------------------------------------------------------
+
+    def _on_room_event(self, room_event: RoomEvent) -> None:
+        if not str(room_event.event.get("type", "")).startswith(("m.call.", "org.matrix.call.")):
+            return
+        try:
+            event = parse(room_event.event)
+        except SignalingError as error:
+            self.malformed_events += 1
+            logger.info("dropped a malformed call event: %s", error)
+            return
+        remote = RemoteEvent(room_event.room_id, room_event.sender, event, room_event.age_ms)
+        self._queue.put_nowait(("remote", remote, None, None))
+
+    async def _work(self) -> None:
+        while True:
+            kind, subject, extra, done = await self._queue.get()
+            try:
+                now = self._clock()
+                if kind == "remote":
+                    out = self.manager.handle_remote(subject, now)
+                elif kind == "place":
+                    room_id, peer, video = subject
+                    call, out = self.manager.place_call(room_id, peer, now, video=video)
+                    extra.append(self._session(call, room_id))
+                elif kind == "timer":
+                    out = self.manager.handle_timer(now)
+                else:
+                    out = self.manager.command(subject, extra, now)
+                await self._run(out)
+            except Exception as error:
+                if done is not None and not done.done():
+                    done.set_exception(error)
+                else:
+                    logger.exception("call engine input %s failed", kind)
+            else:
+                if done is not None and not done.done():
+                    done.set_result(None)
+            self._schedule_timer()
+
+    def _schedule_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        deadline = self.manager.next_deadline()
+        if deadline is not None:
+            delay = max(0.0, deadline - self._clock())
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(
+                delay, lambda: self._queue.put_nowait(("timer", None, None, None))
+            )
+
+    def _session(self, call: Any, room_id: str) -> CallSession:
+        session = self.sessions.get(call.call_id)
+        if session is None:
+            session = self.sessions[call.call_id] = CallSession(self, call, room_id)
+        return session
+
+    # -- outputs ---------------------------------------------------------------------------
+
+    async def _run(self, out: list[ManagerAction]) -> None:
+        for item in out:
+            session = self._session(item.call, item.room_id)
+            action = item.action
+            if isinstance(action, act.SendEvent):
+                content = action.event.to_dict()["content"]
+                await self.transport.send_room_event(item.room_id, action.event.TYPE, content)
+            elif isinstance(action, IncomingCall):
+                self.emit("incoming_call", session)
+            elif isinstance(action, CallWaiting):
+                current = self._session(action.current, self.manager.rooms[action.current.call_id])
+                self.emit("call_waiting", session, current)
+            elif isinstance(action, act.StateChanged):
+                self.emit("state_changed", session, action.old, action.new)
+            elif isinstance(action, act.RemoteStreamsChanged):
+                self.emit("remote_streams_changed", session, action.streams)
+            elif isinstance(action, act.RemoteHoldChanged):
+                self.emit("remote_hold_changed", session, action.on_hold)
+            elif isinstance(action, act.CallEnded):
+                self.emit("call_ended", session, action.reason, action.by_remote)
+            elif isinstance(action, act.HistoryItemReady):
+                self.emit("history_item", action.item)
+            else:
+                await session.perform(action)

@@ -1,0 +1,42 @@
+"""The transport interface the call engine needs: room events out and in, room membership."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class RoomEvent:
+    """An event as it arrived from a room: the full event dict, who sent it, how old it was."""
+
+    room_id: str
+    sender: str
+    event: dict[str, Any]
+    age_ms: int = 0
+
+
+RoomEventListener = Callable[[RoomEvent], None]
+
+
+class Transport(Protocol):
+    """What :class:`~sealcall.session.VoIP` uses to reach other users.
+
+    Implementations: :class:`~sealcall.transport.memory.InMemoryTransport` (tests) and the Matrix
+    transport. Events must be delivered to every device in the room, the sender's own included
+    (the call engine recognises its own echo by ``party_id``).
+    """
+
+    user_id: str
+    device_id: str
+
+    async def send_room_event(self, room_id: str, event_type: str, content: dict[str, Any]) -> None:
+        """Send one event to a room (end-to-end encrypted where the room is)."""
+        ...
+
+    def add_listener(self, listener: RoomEventListener) -> None:
+        """Call ``listener`` for every event that arrives from any joined room."""
+        ...
+
+    def room_members(self, room_id: str) -> list[str]:
+        """The user ids joined to ``room_id``."""
+        ...
