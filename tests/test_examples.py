@@ -20,3 +20,20 @@ def test_encrypted_call_example() -> None:
     assert int(decoded["audio"]) > 100
     assert int(decoded["video"]) > 50
     assert re.findall(r"(\d+) dropped", out) == ["0", "0"]
+
+
+def test_voip_call_example() -> None:
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLES / "voip_call.py")],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    assert "bob: incoming video call from @alice:example.org" in out
+    assert "alice: connecting -> connected" in out
+    assert "bob: receiving m.usermedia video" in out
+    assert re.search(
+        r"alice: history: outgoing video call, answered, [\d.]+ s, encrypted=True", out
+    )
+    assert re.search(r"bob: history: incoming video call, answered, [\d.]+ s, encrypted=True", out)
