@@ -78,7 +78,7 @@ async def test_video_call_with_mute_and_camera_off() -> None:
         assert video.active()
 
         await session.set_camera_muted(True)
-        await eventually(lambda: next(iter(incoming.call.remote_streams.values())).video_muted)
+        await eventually(lambda: bob.events["remote_mute_changed"][-1:] == [(incoming, True, True)])
         await asyncio.sleep(0.7)
         assert not video.active(within=0.5)
 
@@ -180,3 +180,44 @@ async def test_call_waiting_and_busy() -> None:
     finally:
         for device in (alice, bob, carol):
             await device.close()
+
+
+async def test_upgrade_to_video_and_screen_share() -> None:
+    hub = InMemoryHub(latency=0.01)
+    alice, bob = Device(hub, "@alice:local", "ALICE"), Device(hub, "@bob:local", "BOB")
+    try:
+        session = await alice.voip.place_call(ROOM, "@bob:local")
+        await eventually(lambda: bool(bob.events["incoming_call"]))
+        incoming = bob.events["incoming_call"][0][0]
+        await incoming.answer()
+        await eventually(lambda: session.state.value == "connected")
+        assert not session.call.video
+
+        await session.upgrade_to_video()
+        await eventually(lambda: (session.call_id, "m.usermedia/video") in bob.counters, timeout=10)
+        await eventually(lambda: bob.counter(session.call_id, "video").frames > 10, timeout=5)
+
+        await session.set_screen_share(True)
+        await eventually(
+            lambda: (session.call_id, "m.screenshare/video") in bob.counters, timeout=10
+        )
+        screen = bob.counter(session.call_id, "video", "m.screenshare")
+        await eventually(lambda: screen.frames > 5, timeout=5)
+        purposes = {m.purpose for m in incoming.call.remote_streams.values()}
+        assert purposes == {"m.usermedia", "m.screenshare"}
+
+        await session.set_screen_share(False)
+        await eventually(
+            lambda: {m.purpose for m in incoming.call.remote_streams.values()} == {"m.usermedia"}
+        )
+        await eventually(lambda: bool(bob.events["remote_media_removed"]))
+        assert bob.events["remote_media_removed"][0][2].value == "m.screenshare"
+        await asyncio.sleep(0.8)
+        assert not screen.active(within=0.5)
+        assert bob.counter(session.call_id, "video").active()
+        await session.hangup()
+        await eventually(lambda: bool(bob.events["history_item"]))
+        assert alice.events["history_item"][0][0].video
+    finally:
+        await alice.close()
+        await bob.close()

@@ -33,6 +33,7 @@ class Device:
             "call_waiting",
             "state_changed",
             "remote_streams_changed",
+            "remote_mute_changed",
             "remote_hold_changed",
             "call_ended",
             "history_item",

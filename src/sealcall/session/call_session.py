@@ -57,6 +57,15 @@ class CallSession:
         self._screen_stream = uuid.uuid4().hex
         self._local: dict[str, MediaStreamTrack] = {}  # "microphone" / "camera" / "screen"
         self._screen_transceiver: RTCRtpTransceiver | None = None
+        self.reported_remote_mute = (False, False)
+        self._remote_sdp = ""
+
+    def remote_mute_state(self) -> tuple[bool, bool]:
+        """Whether the far side's microphone and camera are muted (its usermedia metadata)."""
+        for metadata in self.call.remote_streams.values():
+            if metadata.purpose == StreamPurpose.USERMEDIA.value:
+                return metadata.audio_muted, metadata.video_muted and self.call.video
+        return False, False
 
     def __repr__(self) -> str:
         return f"CallSession({self.call!r})"
@@ -137,16 +146,30 @@ class CallSession:
         self.voip.emit("remote_media_added", self, track, purpose)
         track.on("ended", lambda: self._on_track_ended(track))
 
+    def gone_remote_tracks(self) -> list[tuple[MediaStreamTrack, StreamPurpose]]:
+        """Forget remote tracks whose purpose the far side no longer announces (screen share
+        stopped); return them."""
+        announced = {m.purpose for m in self.call.remote_streams.values()}
+        gone: list[tuple[MediaStreamTrack, StreamPurpose]] = [
+            (self.remote_tracks[tid], purpose)
+            for tid, purpose in self.remote_purposes.items()
+            if purpose is StreamPurpose.SCREENSHARE and purpose.value not in announced
+        ]
+        for track, _ in gone:
+            self.remote_tracks.pop(track.id, None)
+            self.remote_purposes.pop(track.id, None)
+        return gone
+
     def _on_track_ended(self, track: MediaStreamTrack) -> None:
         if self.remote_tracks.pop(track.id, None) is not None:
             purpose = self.remote_purposes.pop(track.id, StreamPurpose.USERMEDIA)
             self.voip.emit("remote_media_removed", self, track, purpose)
 
     def _purpose_of(self, track_id: str) -> StreamPurpose:
-        pc = self.pc
-        if pc is None or pc.remoteDescription is None:
+        # aiortc announces tracks while it applies a description, before it stores it.
+        if not self._remote_sdp:
             return StreamPurpose.USERMEDIA
-        for media in ParsedSdp.parse(pc.remoteDescription.sdp).media:
+        for media in ParsedSdp.parse(self._remote_sdp).media:
             if media.msid and media.msid.split()[-1] == track_id:
                 metadata = self.call.remote_streams.get(media.msid.split()[0])
                 if metadata is not None and metadata.purpose == StreamPurpose.SCREENSHARE.value:
@@ -212,12 +235,14 @@ class CallSession:
             self._feed(LocalDescriptionReady(pc.localDescription.sdp, self._streams()))
         elif isinstance(action, act.CreateAnswer):
             pc = self._ensure_pc()
+            self._remote_sdp = action.offer_sdp
             await pc.setRemoteDescription(RTCSessionDescription(action.offer_sdp, "offer"))
             self._prepare_tracks(pc, action.video, screenshare=self._screen_transceiver is not None)
             self._apply_hold(pc, action.on_hold)
             await pc.setLocalDescription(await pc.createAnswer())
             self._feed(LocalDescriptionReady(pc.localDescription.sdp, self._streams()))
         elif isinstance(action, act.ApplyAnswer):
+            self._remote_sdp = action.answer_sdp
             await self._ensure_pc().setRemoteDescription(
                 RTCSessionDescription(action.answer_sdp, "answer")
             )

@@ -45,6 +45,7 @@ class VoIP(AsyncIOEventEmitter):
     ``call_waiting(session, current_session)``, ``state_changed(session, old, new)``,
     ``remote_media_added(session, track, purpose)``, ``remote_media_removed(session, track,
     purpose)``, ``remote_streams_changed(session, streams)`` (mute state and purposes, MSC3291),
+    ``remote_mute_changed(session, audio_muted, video_muted)``,
     ``remote_hold_changed(session, on_hold)``, ``call_ended(session, reason, by_remote)``,
     ``history_item(item)``.
     """
@@ -183,6 +184,12 @@ class VoIP(AsyncIOEventEmitter):
                 self.emit("state_changed", session, action.old, action.new)
             elif isinstance(action, act.RemoteStreamsChanged):
                 self.emit("remote_streams_changed", session, action.streams)
+                for track, purpose in session.gone_remote_tracks():
+                    self.emit("remote_media_removed", session, track, purpose)
+                mute = session.remote_mute_state()
+                if mute != session.reported_remote_mute:
+                    session.reported_remote_mute = mute
+                    self.emit("remote_mute_changed", session, *mute)
             elif isinstance(action, act.RemoteHoldChanged):
                 self.emit("remote_hold_changed", session, action.on_hold)
             elif isinstance(action, act.CallEnded):
