@@ -18,6 +18,7 @@ from aiortc import RTCIceServer
 from pyee.asyncio import AsyncIOEventEmitter
 
 from sealcall.calls import (
+    CallError,
     CallManager,
     CallPolicy,
     CallWaiting,
@@ -68,6 +69,7 @@ class VoIP(AsyncIOEventEmitter):
         self.host_addresses = tuple(host_addresses) if host_addresses is not None else None
         self.sessions: dict[str, CallSession] = {}
         self.malformed_events = 0
+        self._closing = False
         self._clock = clock
         self._queue: asyncio.Queue[_Work] = asyncio.Queue()
         self._worker = asyncio.ensure_future(self._work())
@@ -78,6 +80,7 @@ class VoIP(AsyncIOEventEmitter):
 
     async def place_call(self, room_id: str, peer: str, *, video: bool = False) -> CallSession:
         """Call ``peer`` in the DM room ``room_id``."""
+        self._check_open()
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         holder: list[CallSession] = []
         await self._queue.put(("place", (room_id, peer, video), holder, done))
@@ -86,31 +89,40 @@ class VoIP(AsyncIOEventEmitter):
 
     async def command(self, call_id: str, command: LocalInput) -> None:
         """Give a command to a call and wait until the engine took it."""
+        self._check_open()
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         await self._queue.put(("command", call_id, command, done))
         await done
+
+    def _check_open(self) -> None:
+        if self._closing:
+            raise CallError("this VoIP instance is closed")
 
     def feed(self, call_id: str, result: LocalInput) -> None:
         """Queue a media result for a call (used by :class:`CallSession`)."""
         self._queue.put_nowait(("command", call_id, result, None))
 
     async def close(self) -> None:
-        """Hang up every call and stop."""
+        """Hang up every call, finish the work already queued, release all media."""
+        if self._closing:
+            return
         for session in list(self.sessions.values()):
             if session.call.state.value != "ended":
                 with contextlib.suppress(Exception):
                     await session.hangup()
+        self._closing = True  # from here on, arriving events are not taken any more
+        await self._queue.put(("stop", None, None, None))
+        await self._worker
         if self._timer is not None:
             self._timer.cancel()
-        self._worker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._worker
         for session in self.sessions.values():
             await session.close()
 
     # -- inputs ----------------------------------------------------------------------------
 
     def _on_room_event(self, room_event: RoomEvent) -> None:
+        if self._closing:
+            return
         if not str(room_event.event.get("type", "")).startswith(("m.call.", "org.matrix.call.")):
             return
         try:
@@ -125,6 +137,8 @@ class VoIP(AsyncIOEventEmitter):
     async def _work(self) -> None:
         while True:
             kind, subject, extra, done = await self._queue.get()
+            if kind == "stop":
+                return
             try:
                 now = self._clock()
                 if kind == "remote":
@@ -149,6 +163,8 @@ class VoIP(AsyncIOEventEmitter):
             self._schedule_timer()
 
     def _schedule_timer(self) -> None:
+        if self._closing:
+            return
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
