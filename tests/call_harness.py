@@ -166,6 +166,13 @@ class Room:
                     self._queue, (self.now + delay, next(self._seq), peer, data, sent_at)
                 )
 
+    def strip_in_flight(self, key: str) -> None:
+        """Remove ``key`` from the content of every event in flight (a client without it)."""
+        self._queue = [
+            (t, seq, p, {**d, "content": {k: v for k, v in d["content"].items() if k != key}}, at)
+            for t, seq, p, d, at in self._queue
+        ]
+
     def media_ready(self, call_id: str, peer: Peer) -> None:
         ready = self._ready[call_id]
         ready.add(peer.device_id)

@@ -304,17 +304,8 @@ def test_screenshare_start_and_stop() -> None:
 def test_unencrypted_peer_is_refused_unless_policy_allows() -> None:
     room, alice, bob = two_peers()
     call_id = alice.place()
-    # Strip our E2EE offer as a client without sealcall would send it.
-    room._queue = [
-        (
-            t,
-            s,
-            p,
-            {**d, "content": {k: v for k, v in d["content"].items() if k != "org.sealcall.e2ee"}},
-            at,
-        )
-        for t, s, p, d, at in room._queue
-    ]
+    # As a client without sealcall sends it: no E2EE offer.
+    room.strip_in_flight("org.sealcall.e2ee")
     room.settle()
     assert bob.notices == []
     assert bob.history[0].end_reason == ENCRYPTION_REQUIRED
@@ -323,16 +314,7 @@ def test_unencrypted_peer_is_refused_unless_policy_allows() -> None:
 
     room, alice, bob = two_peers(allow_unencrypted=True)
     call_id = alice.place()
-    room._queue = [
-        (
-            t,
-            s,
-            p,
-            {**d, "content": {k: v for k, v in d["content"].items() if k != "org.sealcall.e2ee"}},
-            at,
-        )
-        for t, s, p, d, at in room._queue
-    ]
+    room.strip_in_flight("org.sealcall.e2ee")
     room.settle()
     assert bob.call(call_id).state is S.RINGING
     assert not bob.call(call_id).encrypted

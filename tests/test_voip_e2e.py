@@ -4,7 +4,7 @@ import asyncio
 
 from sealcall.calls import BusyPolicy, CallPolicy, Outcome
 from sealcall.transport import InMemoryHub
-from voip_helpers import ROOM, Device, eventually
+from voip_helpers import ROOM, Device, answered_call, eventually
 
 
 async def test_audio_call() -> None:
@@ -56,10 +56,7 @@ async def test_video_call_with_mute_and_camera_off() -> None:
     hub = InMemoryHub(latency=0.01)
     alice, bob = Device(hub, "@alice:local", "ALICE"), Device(hub, "@bob:local", "BOB")
     try:
-        session = await alice.voip.place_call(ROOM, "@bob:local", video=True)
-        await eventually(lambda: bool(bob.events["incoming_call"]))
-        incoming = bob.events["incoming_call"][0][0]
-        await incoming.answer()
+        session, incoming = await answered_call(alice, bob, video=True)
         await eventually(lambda: (session.call_id, "m.usermedia/video") in bob.counters)
         video = bob.counter(session.call_id, "video")
         audio = bob.counter(session.call_id, "audio")
@@ -133,10 +130,7 @@ async def test_call_waiting_and_busy() -> None:
     bob = Device(hub, "@bob:local", "BOB")
     carol = Device(hub, "@carol:local", "CAROL")
     try:
-        first = await alice.voip.place_call(ROOM, "@bob:local")
-        await eventually(lambda: bool(bob.events["incoming_call"]))
-        await bob.events["incoming_call"][0][0].answer()
-        await eventually(lambda: first.state.value == "connected")
+        first, _ = await answered_call(alice, bob)
 
         second = await carol.voip.place_call(ROOM, "@bob:local")
         await eventually(lambda: bool(bob.events["call_waiting"]))
@@ -166,10 +160,7 @@ async def test_call_waiting_and_busy() -> None:
     bob = Device(hub, "@bob:local", "BOB", CallPolicy(busy=BusyPolicy.REJECT))
     carol = Device(hub, "@carol:local", "CAROL")
     try:
-        first = await alice.voip.place_call(ROOM, "@bob:local")
-        await eventually(lambda: bool(bob.events["incoming_call"]))
-        await bob.events["incoming_call"][0][0].answer()
-        await eventually(lambda: first.state.value == "connected")
+        first, _ = await answered_call(alice, bob)
         await carol.voip.place_call(ROOM, "@bob:local")
         await eventually(lambda: bool(carol.events["history_item"]))
         assert carol.events["history_item"][0][0].outcome is Outcome.BUSY
@@ -186,11 +177,7 @@ async def test_upgrade_to_video_and_screen_share() -> None:
     hub = InMemoryHub(latency=0.01)
     alice, bob = Device(hub, "@alice:local", "ALICE"), Device(hub, "@bob:local", "BOB")
     try:
-        session = await alice.voip.place_call(ROOM, "@bob:local")
-        await eventually(lambda: bool(bob.events["incoming_call"]))
-        incoming = bob.events["incoming_call"][0][0]
-        await incoming.answer()
-        await eventually(lambda: session.state.value == "connected")
+        session, incoming = await answered_call(alice, bob)
         assert not session.call.video
 
         await session.upgrade_to_video()

@@ -73,3 +73,17 @@ async def eventually(condition: Any, timeout: float = 10.0) -> None:
         if loop.time() > end:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.02)
+
+
+async def answered_call(
+    caller: Device, callee: Device, *, video: bool = False
+) -> tuple[CallSession, CallSession]:
+    """Place a call from ``caller``, answer it on ``callee``; return both sessions, connected."""
+    session = await caller.voip.place_call(ROOM, callee.voip.transport.user_id, video=video)
+    await eventually(
+        lambda: any(s.call_id == session.call_id for (s,) in callee.events["incoming_call"])
+    )
+    incoming = next(s for (s,) in callee.events["incoming_call"] if s.call_id == session.call_id)
+    await incoming.answer()
+    await eventually(lambda: session.state.value == incoming.state.value == "connected")
+    return session, incoming

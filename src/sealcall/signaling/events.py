@@ -138,9 +138,31 @@ class _WithMetadata(CallEvent):
             return {}
         return {self.metadata_key: metadata_to_json(self.sdp_stream_metadata)}
 
+    @staticmethod
+    def _metadata_fields(content: JsonObject) -> dict[str, Any]:
+        metadata, key = _metadata(content)
+        return {"sdp_stream_metadata": metadata, "metadata_key": key}
+
 
 @dataclass(frozen=True, kw_only=True)
-class CallInvite(_WithMetadata):
+class _WithE2ee(_WithMetadata):
+    """Invite and answer: stream metadata plus our ``org.sealcall.e2ee`` parameters."""
+
+    e2ee: E2eeParams | None = None
+
+    def _tail_json(self) -> dict[str, Any]:
+        out = self._metadata_json()
+        if self.e2ee is not None:
+            out[E2EE_KEY] = self.e2ee.to_json()
+        return out
+
+    @classmethod
+    def _tail_fields(cls, content: JsonObject) -> dict[str, Any]:
+        return {**cls._metadata_fields(content), "e2ee": _e2ee(content)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class CallInvite(_WithE2ee):
     """``m.call.invite``: a new call, with the caller's SDP offer."""
 
     TYPE: ClassVar[str] = "m.call.invite"
@@ -155,7 +177,6 @@ class CallInvite(_WithMetadata):
     lifetime: int = DEFAULT_LIFETIME_MS
     offer: SessionDescription
     invitee: str | None = None
-    e2ee: E2eeParams | None = None
 
     @property
     def has_video(self) -> bool:
@@ -166,51 +187,38 @@ class CallInvite(_WithMetadata):
         out: dict[str, Any] = {"lifetime": self.lifetime, "offer": self.offer.to_json()}
         if self.invitee is not None:
             out["invitee"] = self.invitee
-        out.update(self._metadata_json())
-        if self.e2ee is not None:
-            out[E2EE_KEY] = self.e2ee.to_json()
-        return out
+        return {**out, **self._tail_json()}
 
     @classmethod
     def _fields(cls, content: JsonObject) -> dict[str, Any]:
-        metadata, key = _metadata(content)
         return {
             "lifetime": integer(content, "lifetime", "content."),
             "offer": SessionDescription.from_json(
                 required(content, "offer", "content."), "content.offer."
             ),
             "invitee": string(content, "invitee", "content.", optional=True),
-            "sdp_stream_metadata": metadata,
-            "metadata_key": key,
-            "e2ee": _e2ee(content),
+            **cls._tail_fields(content),
         }
 
 
 @dataclass(frozen=True, kw_only=True)
-class CallAnswer(_WithMetadata):
+class CallAnswer(_WithE2ee):
     """``m.call.answer``: one callee device accepts, with its SDP answer."""
 
     TYPE: ClassVar[str] = "m.call.answer"
     KEYS: ClassVar[tuple[str, ...]] = ("answer", METADATA_KEY, UNSTABLE_METADATA_KEY, E2EE_KEY)
     answer: SessionDescription
-    e2ee: E2eeParams | None = None
 
     def _content(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"answer": self.answer.to_json(), **self._metadata_json()}
-        if self.e2ee is not None:
-            out[E2EE_KEY] = self.e2ee.to_json()
-        return out
+        return {"answer": self.answer.to_json(), **self._tail_json()}
 
     @classmethod
     def _fields(cls, content: JsonObject) -> dict[str, Any]:
-        metadata, key = _metadata(content)
         return {
             "answer": SessionDescription.from_json(
                 required(content, "answer", "content."), "content.answer."
             ),
-            "sdp_stream_metadata": metadata,
-            "metadata_key": key,
-            "e2ee": _e2ee(content),
+            **cls._tail_fields(content),
         }
 
 
@@ -311,14 +319,12 @@ class CallNegotiate(_WithMetadata):
 
     @classmethod
     def _fields(cls, content: JsonObject) -> dict[str, Any]:
-        metadata, key = _metadata(content)
         return {
             "lifetime": integer(content, "lifetime", "content."),
             "description": SessionDescription.from_json(
                 required(content, "description", "content."), "content.description."
             ),
-            "sdp_stream_metadata": metadata,
-            "metadata_key": key,
+            **cls._metadata_fields(content),
         }
 
 
