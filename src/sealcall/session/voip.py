@@ -21,6 +21,7 @@ from sealcall.calls import (
     CallError,
     CallManager,
     CallPolicy,
+    CallState,
     CallWaiting,
     IncomingCall,
     ManagerAction,
@@ -74,6 +75,13 @@ class VoIP(AsyncIOEventEmitter):
         self._queue: asyncio.Queue[_Work] = asyncio.Queue()
         self._worker = asyncio.ensure_future(self._work())
         self._timer: asyncio.TimerHandle | None = None
+        # A transport that delivers whole sync responses lets us ring only once the response
+        # is processed, so a call hung up later in the same response never rings (MSC2746).
+        self._held_rings: list[ManagerAction] = []
+        add_batch_listener = getattr(transport, "add_batch_listener", None)
+        self._batched = add_batch_listener is not None
+        if add_batch_listener is not None:
+            add_batch_listener(lambda: self._queue.put_nowait(("flush", None, None, None)))
         transport.add_listener(self._on_room_event)
 
     # -- application API ---------------------------------------------------------------
@@ -149,6 +157,11 @@ class VoIP(AsyncIOEventEmitter):
                     extra.append(self._session(call, room_id))
                 elif kind == "timer":
                     out = self.manager.handle_timer(now)
+                elif kind == "flush":
+                    held, self._held_rings = self._held_rings, []
+                    ringing = [a for a in held if a.call.state is CallState.RINGING]
+                    await self._run(ringing, hold_rings=False)
+                    out = []
                 else:
                     out = self.manager.command(subject, extra, now)
                 await self._run(out)
@@ -184,10 +197,13 @@ class VoIP(AsyncIOEventEmitter):
 
     # -- outputs ---------------------------------------------------------------------------
 
-    async def _run(self, out: list[ManagerAction]) -> None:
+    async def _run(self, out: list[ManagerAction], *, hold_rings: bool = True) -> None:
         for item in out:
             session = self._session(item.call, item.room_id)
             action = item.action
+            if isinstance(action, (IncomingCall, CallWaiting)) and self._batched and hold_rings:
+                self._held_rings.append(item)
+                continue
             if isinstance(action, act.SendEvent):
                 content = action.event.to_dict()["content"]
                 await self.transport.send_room_event(item.room_id, action.event.TYPE, content)

@@ -1,0 +1,308 @@
+"""An embedded Matrix homeserver: Synapse from its PyPI package, SQLite, bound to 127.0.0.1.
+
+:class:`Homeserver` writes Synapse's configuration from code into a data folder, starts Synapse
+as a child process, waits until its client API answers, registers accounts with the shared
+registration secret and stops it again. A second start on the same folder reuses the database and
+its accounts. Nothing in the configuration contacts another server: no federation, no key servers,
+no stats, no URL previews.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import importlib.util
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+SERVER_NAME = "localhost"
+CONFIG_NAME = "homeserver.yaml"
+SECRETS_NAME = "secrets.json"
+_FAST = {"per_second": 1000, "burst_count": 1000}
+
+
+class HomeserverError(RuntimeError):
+    """The homeserver could not be configured, started, reached or used."""
+
+
+@dataclass(frozen=True)
+class Account:
+    """A registered account."""
+
+    user_id: str
+    password: str
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int) -> bool:
+    """True if ``port`` can be bound on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def synapse_installed() -> bool:
+    """True if the ``matrix-synapse`` package can be imported."""
+    return importlib.util.find_spec("synapse") is not None
+
+
+class Homeserver:
+    """Synapse in ``data_dir``, on 127.0.0.1 at ``port`` (a free one if None)."""
+
+    def __init__(self, data_dir: str | Path, port: int | None = None) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self._requested_port = port
+        self.port: int | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """The client API base URL."""
+        if self.port is None:
+            raise HomeserverError("the homeserver has no port yet: start it first")
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def config_path(self) -> Path:
+        """Synapse's configuration file."""
+        return self.data_dir / CONFIG_NAME
+
+    @property
+    def log_path(self) -> Path:
+        """Synapse's log file."""
+        return self.data_dir / "homeserver.log"
+
+    @property
+    def pid_path(self) -> Path:
+        """Where a running Synapse's process id is written."""
+        return self.data_dir / "homeserver.pid"
+
+    # -- configuration -----------------------------------------------------------------
+
+    def _secrets(self) -> dict[str, str]:
+        path = self.data_dir / SECRETS_NAME
+        if path.exists():
+            return dict(json.loads(path.read_text()))
+        values = {k: secrets.token_urlsafe(32) for k in ("registration", "macaroon", "form")}
+        path.write_text(json.dumps(values))
+        path.chmod(0o600)
+        return values
+
+    def _saved_port(self) -> int | None:
+        if not self.config_path.exists():
+            return None
+        config = json.loads(self.config_path.read_text())
+        return int(config["listeners"][0]["port"])
+
+    def configure(self) -> Path:
+        """Write Synapse's configuration (JSON, which YAML reads) into the data folder."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)
+        port = self._requested_port or self._saved_port() or free_port()
+        self.port = port
+        keys = self._secrets()
+        data = str(self.data_dir)
+        log_config = self.data_dir / "log.config"
+        log_config.write_text(
+            json.dumps(
+                {
+                    "version": 1,
+                    "formatters": {
+                        "plain": {"format": "%(asctime)s %(name)s %(levelname)s %(message)s"}
+                    },
+                    "handlers": {
+                        "file": {
+                            "class": "logging.FileHandler",
+                            "formatter": "plain",
+                            "filename": str(self.log_path),
+                        }
+                    },
+                    "root": {"level": "WARNING", "handlers": ["file"]},
+                    "disable_existing_loggers": False,
+                }
+            )
+        )
+        config: dict[str, Any] = {
+            "server_name": SERVER_NAME,
+            "pid_file": str(self.pid_path),
+            "listeners": [
+                {
+                    "port": port,
+                    "bind_addresses": ["127.0.0.1"],
+                    "type": "http",
+                    "tls": False,
+                    "x_forwarded": False,
+                    "resources": [{"names": ["client"], "compress": False}],
+                }
+            ],
+            "database": {"name": "sqlite3", "args": {"database": f"{data}/homeserver.db"}},
+            "log_config": str(log_config),
+            "media_store_path": f"{data}/media_store",
+            "signing_key_path": f"{data}/{SERVER_NAME}.signing.key",
+            "registration_shared_secret": keys["registration"],
+            "macaroon_secret_key": keys["macaroon"],
+            "form_secret": keys["form"],
+            "report_stats": False,
+            "enable_registration": False,
+            "trusted_key_servers": [],
+            "suppress_key_server_warning": True,
+            "federation_domain_whitelist": [],
+            "url_preview_enabled": False,
+            "presence": {"enabled": False},
+            "enable_metrics": False,
+            # Local use: a demo or a test suite sends bursts no public server would allow.
+            "rc_message": _FAST,
+            "rc_registration": _FAST,
+            "rc_login": {"address": _FAST, "account": _FAST, "failed_attempts": _FAST},
+            "rc_joins": {"local": _FAST, "remote": _FAST},
+            "rc_invites": {"per_room": _FAST, "per_user": _FAST, "per_issuer": _FAST},
+            "rc_key_requests": _FAST,
+            "rc_admin_redaction": _FAST,
+        }
+        self.config_path.write_text(json.dumps(config, indent=2))
+        self.config_path.chmod(0o600)
+        return self.config_path
+
+    # -- process -----------------------------------------------------------------------
+
+    def _synapse(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "synapse.app.homeserver", "-c", str(self.config_path), *args]
+
+    async def start(self, timeout: float = 60.0) -> None:
+        """Configure (if needed), start Synapse and wait until its client API answers."""
+        if not synapse_installed():
+            raise HomeserverError(
+                "matrix-synapse is not installed; install it with: pip install 'sealcall[server]'"
+            )
+        self.configure()
+        assert self.port is not None
+        if not port_is_free(self.port):
+            raise HomeserverError(f"port {self.port} on 127.0.0.1 is already in use")
+        if not (self.data_dir / f"{SERVER_NAME}.signing.key").exists():
+            keys = subprocess.run(  # noqa: S603 - our own interpreter and arguments
+                self._synapse("--generate-keys"), capture_output=True, text=True, check=False
+            )
+            if keys.returncode != 0:
+                detail = keys.stderr.strip()[-500:]
+                raise HomeserverError(f"Synapse could not generate its keys: {detail}")
+        log = (self.data_dir / "synapse-stdout.log").open("ab")
+        self._process = subprocess.Popen(  # noqa: S603
+            self._synapse(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+        await self._wait_ready(timeout)
+
+    async def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as http:
+            while time.monotonic() < deadline:
+                if self._process is not None and self._process.poll() is not None:
+                    raise HomeserverError(
+                        f"Synapse exited with code {self._process.returncode}; see {self.log_path}"
+                    )
+                with contextlib.suppress(aiohttp.ClientError, OSError):
+                    async with http.get(f"{self.url}/_matrix/client/versions") as response:
+                        if response.status == 200:
+                            return
+                await asyncio.sleep(0.1)
+        await self.stop()
+        raise HomeserverError(f"Synapse did not answer within {timeout:.0f} s; see {self.log_path}")
+
+    async def stop(self, timeout: float = 15.0) -> None:
+        """Stop Synapse: SIGTERM, then SIGKILL after ``timeout`` seconds."""
+        process, self._process = self._process, None
+        if process is None:
+            stop_pid_file(self.pid_path, timeout)
+            return
+        if process.poll() is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(asyncio.to_thread(process.wait), timeout)
+            except TimeoutError:
+                process.kill()
+                await asyncio.to_thread(process.wait)
+
+    async def __aenter__(self) -> Homeserver:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- accounts ----------------------------------------------------------------------
+
+    async def register(
+        self, username: str, password: str | None = None, *, admin: bool = False
+    ) -> Account:
+        """Create an account with the shared registration secret (reused if it exists)."""
+        password = password or secrets.token_urlsafe(16)
+        secret = self._secrets()["registration"].encode()
+        endpoint = f"{self.url}/_synapse/admin/v1/register"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(endpoint) as response:
+                nonce = (await response.json())["nonce"]
+            body = {
+                "nonce": nonce,
+                "username": username,
+                "password": password,
+                "admin": admin,
+                "mac": hmac.new(
+                    secret,
+                    "\x00".join(
+                        (nonce, username, password, "admin" if admin else "notadmin")
+                    ).encode(),
+                    hashlib.sha1,
+                ).hexdigest(),
+            }
+            async with http.post(endpoint, json=body) as response:
+                result = await response.json()
+                if response.status == 400 and result.get("errcode") == "M_USER_IN_USE":
+                    return Account(f"@{username}:{SERVER_NAME}", password)
+                if response.status != 200:
+                    raise HomeserverError(
+                        f"registering {username} failed: {result.get('error', result)}"
+                    )
+        return Account(result["user_id"], password)
+
+
+def stop_pid_file(pid_path: Path, timeout: float = 15.0) -> bool:
+    """Stop the Synapse whose pid is in ``pid_path``; False if none was running."""
+    if not pid_path.exists():
+        return False
+    pid = int(pid_path.read_text().strip())
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pid_path.unlink(missing_ok=True)
+        return False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    return True
