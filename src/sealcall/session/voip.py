@@ -12,6 +12,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from aiortc import RTCIceServer
@@ -29,11 +30,12 @@ from sealcall.calls import (
 )
 from sealcall.calls import actions as act
 from sealcall.calls.inputs import LocalInput
-from sealcall.signaling import SignalingError, parse
+from sealcall.signaling import CallInvite, SignalingError, parse
 from sealcall.transport import RoomEvent, Transport
 
 from .call_session import CallSession
 from .local_media import LocalMedia
+from .ringing_store import RingingStore
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +63,7 @@ class VoIP(AsyncIOEventEmitter):
         ice_servers: Sequence[RTCIceServer] = (),
         host_addresses: Sequence[str] | None = None,
         clock: Callable[[], float] = time.time,
+        state_dir: str | Path | None = None,
     ) -> None:
         super().__init__()
         self.transport = transport
@@ -83,6 +86,11 @@ class VoIP(AsyncIOEventEmitter):
         if add_batch_listener is not None:
             add_batch_listener(lambda: self._queue.put_nowait(("flush", None, None, None)))
         transport.add_listener(self._on_room_event)
+        # Calls that rang when this device last stopped ring again (if still valid).
+        self._ringing = RingingStore(Path(state_dir) / "ringing.json") if state_dir else None
+        if self._ringing is not None:
+            for remote in self._ringing.restore(self._clock()):
+                self._queue.put_nowait(("remote", remote, None, None))
 
     # -- application API ---------------------------------------------------------------
 
@@ -142,6 +150,13 @@ class VoIP(AsyncIOEventEmitter):
         remote = RemoteEvent(room_event.room_id, room_event.sender, event, room_event.age_ms)
         self._queue.put_nowait(("remote", remote, None, None))
 
+    def _track_ringing(self, remote: RemoteEvent) -> None:
+        if self._ringing is None or not isinstance(remote.event, CallInvite):
+            return
+        call = self.manager.calls.get(remote.event.call_id)
+        if call is not None and call.state is CallState.RINGING:
+            self._ringing.add(remote, self._clock())
+
     async def _work(self) -> None:
         while True:
             kind, subject, extra, done = await self._queue.get()
@@ -151,6 +166,7 @@ class VoIP(AsyncIOEventEmitter):
                 now = self._clock()
                 if kind == "remote":
                     out = self.manager.handle_remote(subject, now)
+                    self._track_ringing(subject)
                 elif kind == "place":
                     room_id, peer, video = subject
                     call, out = self.manager.place_call(room_id, peer, now, video=video)
@@ -213,6 +229,8 @@ class VoIP(AsyncIOEventEmitter):
                 current = self._session(action.current, self.manager.rooms[action.current.call_id])
                 self.emit("call_waiting", session, current)
             elif isinstance(action, act.StateChanged):
+                if action.old is CallState.RINGING and self._ringing is not None:
+                    self._ringing.remove(item.call.call_id)
                 self.emit("state_changed", session, action.old, action.new)
             elif isinstance(action, act.RemoteStreamsChanged):
                 self.emit("remote_streams_changed", session, action.streams)

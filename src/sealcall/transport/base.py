@@ -18,6 +18,15 @@ class RoomEvent:
 RoomEventListener = Callable[[RoomEvent], None]
 
 
+@dataclass(frozen=True)
+class TimelineEvent:
+    """One event read back from a room: its sender, server timestamp (ms) and the event dict."""
+
+    sender: str
+    timestamp_ms: int
+    event: dict[str, Any]
+
+
 class Transport(Protocol):
     """What :class:`~sealcall.session.VoIP` uses to reach other users.
 
@@ -26,8 +35,15 @@ class Transport(Protocol):
     (the call engine recognises its own echo by ``party_id``).
     """
 
-    user_id: str
-    device_id: str
+    @property
+    def user_id(self) -> str:
+        """Our user id."""
+        ...
+
+    @property
+    def device_id(self) -> str:
+        """This device's id (our ``party_id`` in calls)."""
+        ...
 
     async def send_room_event(self, room_id: str, event_type: str, content: dict[str, Any]) -> None:
         """Send one event to a room (end-to-end encrypted where the room is)."""

@@ -29,12 +29,13 @@ from nio import (
     LoginError,
     MegolmEvent,
     RoomCreateError,
+    RoomMessagesResponse,
     RoomPreset,
     RoomSendError,
     SyncError,
 )
 
-from .base import RoomEvent, RoomEventListener
+from .base import RoomEvent, RoomEventListener, TimelineEvent
 
 logger = logging.getLogger(__name__)
 
@@ -296,6 +297,31 @@ class MatrixTransport:
         """The users joined to a room."""
         room = self.client.rooms.get(room_id)
         return sorted(room.users) if room is not None else []
+
+    async def timeline(self, room_id: str, limit: int = 500) -> list[TimelineEvent]:
+        """The room's recent call events, decrypted, oldest first (for call history)."""
+        events: list[TimelineEvent] = []
+        start = self.client.next_batch
+        while len(events) < limit:
+            response = await self.client.room_messages(room_id, start=start, limit=100)
+            if not isinstance(response, RoomMessagesResponse) or not response.chunk:
+                break
+            for event in response.chunk:
+                if isinstance(event, MegolmEvent):
+                    decrypted = self.client.decrypt_event(event)
+                    if isinstance(decrypted, MegolmEvent) or not isinstance(decrypted, Event):
+                        continue
+                    event = decrypted
+                source = event.source
+                if str(source.get("type", "")).startswith(CALL_PREFIXES):
+                    payload = {"type": source.get("type"), "content": source.get("content", {})}
+                    stamp = int(source.get("origin_server_ts", event.server_timestamp or 0))
+                    events.append(TimelineEvent(str(event.sender), stamp, payload))
+            if not response.end or response.end == start:
+                break
+            start = response.end
+        events.sort(key=lambda e: e.timestamp_ms)
+        return events
 
     # -- rooms and ICE servers --------------------------------------------------------------
 
