@@ -30,3 +30,16 @@ def h264_frames() -> list[bytes]:
 @pytest.fixture(scope="session")
 def opus_frames() -> list[bytes]:
     return encode_opus()
+
+
+@pytest.fixture(scope="session")
+def synapse(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """One real Synapse (SQLite, 127.0.0.1) for the whole test session."""
+    import asyncio
+
+    from sealcall.homeserver import Homeserver
+
+    server = Homeserver(tmp_path_factory.mktemp("synapse"))
+    asyncio.run(server.start())
+    yield server
+    asyncio.run(server.stop())

@@ -62,21 +62,13 @@ async def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> 
         await asyncio.sleep(0.02)
 
 
-async def connect_pair(
-    homeserver_url: str,
-    alice: tuple[str, str],
-    bob: tuple[str, str],
-    store_root: Path,
-) -> tuple[MatrixTransport, MatrixTransport, str]:
-    """Log both users in, create an encrypted DM between them, and wait until both can encrypt."""
-    a = await MatrixTransport.login(homeserver_url, alice[0], alice[1], store_root / "alice")
-    b = await MatrixTransport.login(homeserver_url, bob[0], bob[1], store_root / "bob")
-    await asyncio.gather(a.start(), b.start())
+async def open_dm(a: MatrixTransport, b: MatrixTransport, timeout: float = 30) -> str:
+    """The encrypted DM between two logged-in devices, created and joined if needed."""
     room_id = a.encrypted_dm_with(b.user_id)
     if room_id is None:
         room_id = await a.create_dm(b.user_id)
         await wait_for(
-            lambda: room_id in b.invites() or room_id in b.client.rooms, 30, "the invite"
+            lambda: room_id in b.invites() or room_id in b.client.rooms, timeout, "the invite"
         )
         if room_id not in b.client.rooms or b.user_id not in b.client.rooms[room_id].users:
             await b.join(room_id)
@@ -92,8 +84,21 @@ async def connect_pair(
             and a.user_id in rb.users
         )
 
-    await wait_for(ready, 30, "both sides in the encrypted room")
-    return a, b, room_id
+    await wait_for(ready, timeout, "both sides in the encrypted room")
+    return room_id
+
+
+async def connect_pair(
+    homeserver_url: str,
+    alice: tuple[str, str],
+    bob: tuple[str, str],
+    store_root: Path,
+) -> tuple[MatrixTransport, MatrixTransport, str]:
+    """Log both users in and give them an encrypted DM."""
+    a = await MatrixTransport.login(homeserver_url, alice[0], alice[1], store_root / "alice")
+    b = await MatrixTransport.login(homeserver_url, bob[0], bob[1], store_root / "bob")
+    await asyncio.gather(a.start(), b.start())
+    return a, b, await open_dm(a, b)
 
 
 def _accounts_file(data_dir: Path) -> Path:

@@ -97,7 +97,7 @@ class Homeserver:
     @property
     def pid_path(self) -> Path:
         """Where a running Synapse's process id is written."""
-        return self.data_dir / "homeserver.pid"
+        return self.data_dir / "synapse.pid"
 
     # -- configuration -----------------------------------------------------------------
 
@@ -146,7 +146,6 @@ class Homeserver:
         )
         config: dict[str, Any] = {
             "server_name": SERVER_NAME,
-            "pid_file": str(self.pid_path),
             "listeners": [
                 {
                     "port": port,
@@ -212,6 +211,7 @@ class Homeserver:
             self._synapse(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         log.close()
+        self.pid_path.write_text(str(self._process.pid))
         await self._wait_ready(timeout)
 
     async def _wait_ready(self, timeout: float) -> None:
@@ -234,7 +234,7 @@ class Homeserver:
         """Stop Synapse: SIGTERM, then SIGKILL after ``timeout`` seconds."""
         process, self._process = self._process, None
         if process is None:
-            stop_pid_file(self.pid_path, timeout)
+            await asyncio.to_thread(stop_pid_file, self.pid_path, timeout)
             return
         if process.poll() is None:
             process.terminate()
@@ -243,6 +243,7 @@ class Homeserver:
             except TimeoutError:
                 process.kill()
                 await asyncio.to_thread(process.wait)
+        self.pid_path.unlink(missing_ok=True)
 
     async def __aenter__(self) -> Homeserver:
         await self.start()
@@ -302,7 +303,9 @@ def stop_pid_file(pid_path: Path, timeout: float = 15.0) -> bool:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            return True
+            break
         time.sleep(0.1)
-    os.kill(pid, signal.SIGKILL)
+    else:
+        os.kill(pid, signal.SIGKILL)
+    pid_path.unlink(missing_ok=True)
     return True

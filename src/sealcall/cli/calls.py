@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 import time
@@ -98,6 +99,7 @@ async def _run_call(args: argparse.Namespace) -> int:
             await wait_for(
                 lambda: args.user_id in transport.room_members(room_id), 120, "the callee to join"
             )
+        print(f"room {room_id}", flush=True)
         voip = VoIP(
             transport,
             media=_media(args),
@@ -131,9 +133,9 @@ async def _run_call(args: argparse.Namespace) -> int:
 async def _run_answer(args: argparse.Namespace) -> int:
     transport = await _login(args)
     answered: list[CallSession] = []
+    joiner: asyncio.Future[None] | None = None
     try:
-        for room_id in transport.invites():
-            await transport.join(room_id)
+        joiner = asyncio.ensure_future(_join_invites(transport))
         voip = VoIP(
             transport,
             media=_media(args),
@@ -156,6 +158,7 @@ async def _run_answer(args: argparse.Namespace) -> int:
 
         voip.on("incoming_call", ring)
         await wait_for(lambda: bool(answered), args.timeout, "an incoming call")
+        joiner.cancel()
         session = answered[0]
         await wait_for(
             lambda: session.state in (CallState.CONNECTED, CallState.ENDED), 30, "the connection"
@@ -173,7 +176,18 @@ async def _run_answer(args: argparse.Namespace) -> int:
         await voip.close()
         return 0
     finally:
+        if joiner is not None:
+            joiner.cancel()
         await transport.stop()
+
+
+async def _join_invites(transport: MatrixTransport) -> None:
+    """Accept room invites as they come (a bot answering calls joins its DMs)."""
+    while True:
+        for room_id in transport.invites():
+            with contextlib.suppress(MatrixTransportError):
+                await transport.join(room_id)
+        await asyncio.sleep(0.5)
 
 
 async def _run_history(args: argparse.Namespace) -> int:

@@ -118,12 +118,17 @@ class VoIP(AsyncIOEventEmitter):
         """Queue a media result for a call (used by :class:`CallSession`)."""
         self._queue.put_nowait(("command", call_id, result, None))
 
-    async def close(self) -> None:
-        """Hang up every call, finish the work already queued, release all media."""
+    async def close(self, *, hang_up: bool = True) -> None:
+        """Finish the work already queued and release all media.
+
+        With ``hang_up`` (the default) every call is hung up first. Without it the calls are
+        left as they are, as when the device stops or crashes: a ringing call rings again after a
+        restart with the same ``state_dir``.
+        """
         if self._closing:
             return
         for session in list(self.sessions.values()):
-            if session.call.state.value != "ended":
+            if hang_up and session.call.state.value != "ended":
                 with contextlib.suppress(Exception):
                     await session.hangup()
         self._closing = True  # from here on, arriving events are not taken any more

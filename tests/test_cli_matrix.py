@@ -1,0 +1,125 @@
+"""The Matrix commands of the CLI, run as a user runs them."""
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from sealcall.homeserver import Homeserver, free_port
+
+CLI = [sys.executable, "-m", "sealcall"]
+
+
+def run(*args: str, timeout: float = 180, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, timeout=timeout, check=False, **kwargs
+    )  # type: ignore[call-overload]
+
+
+def test_demo_json_reports_setup_time_and_frames(tmp_path: Path) -> None:
+    result = run("demo", "--json", "--data-dir", str(tmp_path / "demo"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    assert report["encrypted_room"] is True
+    assert report["media_encrypted"] is True
+    assert 0 < report["setup_seconds"] < 10
+    for direction in ("alice_to_bob", "bob_to_alice"):
+        stats = report[direction]
+        assert stats["frames_decrypted"] > 50
+        assert stats["frames_dropped"] == 0
+        assert stats["frames_sent"] >= stats["frames_decrypted"]
+    assert report["steps"][-1] == "alice hangs up"
+    assert len(report["history"]) == 1
+    assert "video  answered" in report["history"][0]
+    # --data-dir keeps the homeserver's folder for inspection.
+    assert (tmp_path / "demo" / "homeserver" / "homeserver.db").exists()
+    assert (tmp_path / "demo" / "homeserver" / "homeserver.log").exists()
+
+
+@pytest.mark.usefixtures("synapse")
+async def test_call_answer_and_history(synapse: Homeserver, tmp_path: Path) -> None:
+    suffix = uuid.uuid4().hex[:6]
+    caller = await synapse.register(f"cli-alice{suffix}", "pw-alice")
+    callee = await synapse.register(f"cli-bob{suffix}", "pw-bob")
+    common = ["--homeserver", synapse.url, "--loopback"]
+    env = {**os.environ, "SEALCALL_PASSWORD": "pw-bob"}
+    answer = subprocess.Popen(
+        [
+            *CLI,
+            "answer",
+            "--auto",
+            "--timeout",
+            "90",
+            "--user",
+            callee.user_id,
+            "--store",
+            str(tmp_path / "bob"),
+            *common,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        result = run(
+            "call",
+            callee.user_id,
+            "--video",
+            "--duration",
+            "2",
+            "--user",
+            caller.user_id,
+            "--password",
+            "pw-alice",
+            "--store",
+            str(tmp_path / "alice"),
+            "--record",
+            str(tmp_path / "received.mkv"),
+            *common,
+        )
+        out, err = answer.communicate(timeout=60)
+    finally:
+        answer.kill()
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "connected" in result.stdout
+    assert answer.returncode == 0, err[-2000:]
+    assert f"incoming video call from {caller.user_id}" in out
+    assert (tmp_path / "received.mkv").stat().st_size > 1000
+
+    # History from the room, read by the caller, logged in from its saved store this time.
+    room = next(line.split()[-1] for line in result.stdout.splitlines() if line.startswith("room "))
+    listing = run("history", room, "--store", str(tmp_path / "alice"), "--homeserver", synapse.url)
+    assert listing.returncode == 0, listing.stderr[-2000:]
+    assert f"{caller.user_id} -> {callee.user_id}  video  answered" in listing.stdout
+
+
+def test_homeserver_up_add_user_down(tmp_path: Path) -> None:
+    data = tmp_path / "hs"
+    port = str(free_port())
+    up = run("homeserver", "up", "--data-dir", str(data), "--port", port)
+    try:
+        assert up.returncode == 0, up.stderr[-2000:]
+        assert f"http://127.0.0.1:{port}" in up.stdout
+        added = run("homeserver", "add-user", "carol", "--password", "pw", "--data-dir", str(data))
+        assert added.returncode == 0, added.stderr
+        assert "@carol:localhost" in added.stdout
+        taken = run("homeserver", "up", "--data-dir", str(tmp_path / "other"), "--port", port)
+        assert taken.returncode == 1
+        assert "already in use" in taken.stderr
+    finally:
+        down = run("homeserver", "down", "--data-dir", str(data))
+    assert down.returncode == 0
+    assert "stopped" in down.stdout
+    # The folder is kept: a second start reuses it and its accounts.
+    again = run("homeserver", "up", "--data-dir", str(data), "--port", port)
+    try:
+        assert again.returncode == 0, again.stderr[-2000:]
+        re_add = run("homeserver", "add-user", "carol", "--password", "pw", "--data-dir", str(data))
+        assert "@carol:localhost" in re_add.stdout
+    finally:
+        run("homeserver", "down", "--data-dir", str(data))
