@@ -87,6 +87,31 @@ async def _record(session: CallSession, path: str | None) -> FileRecorder | None
     return recorder
 
 
+def _voip(args: argparse.Namespace, transport: MatrixTransport, ice: Any, name: str) -> VoIP:
+    voip = VoIP(
+        transport,
+        media=_media(args),
+        ice_servers=ice,
+        host_addresses=LOOPBACK if args.loopback else None,
+        state_dir=_store(args),
+    )
+    _show_progress(voip, name)
+    return voip
+
+
+async def _stay(session: CallSession, voip: VoIP, record: str | None, seconds: float) -> None:
+    """Record while connected, hang up after ``seconds`` (0: wait for the far side), close."""
+    recorder = await _record(session, record) if session.state is CallState.CONNECTED else None
+    deadline = time.monotonic() + (seconds or float("inf"))
+    while session.state is not CallState.ENDED and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    if session.state is not CallState.ENDED:
+        await session.hangup()
+    if recorder is not None:
+        await recorder.stop()
+    await voip.close()
+
+
 async def _run_call(args: argparse.Namespace) -> int:
     transport = await _login(args)
     try:
@@ -100,13 +125,7 @@ async def _run_call(args: argparse.Namespace) -> int:
                 lambda: args.user_id in transport.room_members(room_id), 120, "the callee to join"
             )
         print(f"room {room_id}", flush=True)
-        voip = VoIP(
-            transport,
-            media=_media(args),
-            ice_servers=await transport.ice_servers(),
-            host_addresses=LOOPBACK if args.loopback else None,
-        )
-        _show_progress(voip, "call")
+        voip = _voip(args, transport, await transport.ice_servers(), "call")
         session = await voip.place_call(room_id, args.user_id, video=args.video)
         await wait_for(
             lambda: session.state in (CallState.CONNECTED, CallState.ENDED),
@@ -116,15 +135,7 @@ async def _run_call(args: argparse.Namespace) -> int:
         if session.state is not CallState.CONNECTED:
             await voip.close()
             return 1
-        recorder = await _record(session, args.record)
-        deadline = time.monotonic() + args.duration
-        while session.state is CallState.CONNECTED and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        if session.state is CallState.CONNECTED:
-            await session.hangup()
-        if recorder is not None:
-            await recorder.stop()
-        await voip.close()
+        await _stay(session, voip, args.record, args.duration)
         return 0
     finally:
         await transport.stop()
@@ -136,14 +147,7 @@ async def _run_answer(args: argparse.Namespace) -> int:
     joiner: asyncio.Future[None] | None = None
     try:
         joiner = asyncio.ensure_future(_join_invites(transport))
-        voip = VoIP(
-            transport,
-            media=_media(args),
-            ice_servers=await transport.ice_servers(),
-            host_addresses=LOOPBACK if args.loopback else None,
-            state_dir=_store(args),
-        )
-        _show_progress(voip, "answer")
+        voip = _voip(args, transport, await transport.ice_servers(), "answer")
 
         async def ring(session: CallSession) -> None:
             kind = "video" if session.call.video else "voice"
@@ -163,17 +167,7 @@ async def _run_answer(args: argparse.Namespace) -> int:
         await wait_for(
             lambda: session.state in (CallState.CONNECTED, CallState.ENDED), 30, "the connection"
         )
-        recorder = (
-            await _record(session, args.record) if session.state is CallState.CONNECTED else None
-        )
-        deadline = time.monotonic() + (args.duration or float("inf"))
-        while session.state is not CallState.ENDED and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        if session.state is not CallState.ENDED:
-            await session.hangup()
-        if recorder is not None:
-            await recorder.stop()
-        await voip.close()
+        await _stay(session, voip, args.record, args.duration)
         return 0
     finally:
         if joiner is not None:
