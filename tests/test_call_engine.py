@@ -25,7 +25,7 @@ from sealcall.calls import (
     UpgradeToVideo,
     actions,
 )
-from sealcall.signaling import CallInvite, HangupReason
+from sealcall.signaling import CallHangup, CallInvite, HangupReason
 
 S = CallState
 
@@ -367,3 +367,65 @@ def test_remote_event_in_wrong_state_is_dropped() -> None:
     )
     assert bob.call(call_id).state is S.CONNECTED
     assert HangupReason.USER_BUSY.value == "user_busy"
+
+
+def test_renegotiation_glare_caller_wins_and_callee_offers_again() -> None:
+    room, alice, bob, call_id = connected_call()
+    alice.do(call_id, SetHold(True))
+    bob.do(call_id, UpgradeToVideo())
+    room.settle()
+    # Both offers crossed; Bob (polite) withdrew his, answered Alice's, then offered again,
+    # while Alice (impolite) ignored Bob's first offer.
+    assert any(isinstance(m, actions.RollbackLocalOffer) for m in bob.media)
+    negotiates = [e for e in bob.sent if e.TYPE == "m.call.negotiate"]
+    assert [e.description.type for e in negotiates] == ["offer", "answer", "offer"]
+    assert [e.description.type for e in alice.sent if e.TYPE == "m.call.negotiate"] == [
+        "offer",
+        "answer",
+    ]
+    assert alice.call(call_id).remote_streams["BOB-um"].video_muted is False
+    assert bob.call(call_id).remote_on_hold
+    assert alice.call(call_id)._answer_deadline is None
+    assert bob.call(call_id)._answer_deadline is None
+
+
+def test_unanswered_renegotiation_times_out_and_the_next_one_runs() -> None:
+    room, alice, bob, call_id = connected_call()
+    room.peers.remove(bob)  # Bob's device is gone for a while: nothing reaches it
+    alice.do(call_id, SetHold(True))
+    alice.do(call_id, SetScreenShare(True))  # queued behind the hold
+    room.wait(61)
+    offers = [m for m in alice.media if isinstance(m, actions.CreateOffer)]
+    assert [(o.on_hold, o.screenshare) for o in offers][-2:] == [(True, False), (True, True)]
+
+
+def test_events_from_a_third_member_are_dropped() -> None:
+    room, alice, _bob, call_id = connected_call()
+    from sealcall.calls import RemoteEvent
+
+    mallory_hangup = CallHangup(call_id=call_id, party_id="BOB", reason="user_hangup")
+    out = alice.manager.handle_remote(
+        RemoteEvent("!dm:local", "@mallory:local", mallory_hangup), room.now
+    )
+    assert out == []
+    assert alice.call(call_id).state is S.CONNECTED
+    assert alice.manager.dropped_events == 1
+
+
+def test_stale_invite_in_glare_does_not_end_our_call() -> None:
+    room, alice, _bob = two_peers(invite_lifetime_ms=5_000)
+    a_call = alice.place()
+    room.settle()
+    from sealcall.calls import RemoteEvent
+
+    stale = CallInvite(
+        call_id="0-older",  # smaller id: would win glare if it counted
+        party_id="BOB",
+        lifetime=5_000,
+        offer=next(e for e in alice.sent if isinstance(e, CallInvite)).offer,
+    )
+    out = alice.manager.handle_remote(
+        RemoteEvent("!dm:local", "@bob:local", stale, age_ms=60_000), room.now
+    )
+    assert alice.call(a_call).state is S.INVITE_SENT
+    assert not any(isinstance(a.action, actions.SendEvent) for a in out)

@@ -60,3 +60,8 @@ def test_errors_are_sframe_errors_and_secrets_are_not_printed() -> None:
     caller, _ = agree()
     assert caller.send.hex() not in repr(caller)
     assert "secret" in repr(caller)
+
+
+def test_call_id_that_is_not_valid_unicode_is_refused() -> None:
+    with pytest.raises(KeyAgreementError):
+        KeyShare().derive(KeyShare().public_bytes, "\ud800", Role.CALLER)

@@ -163,10 +163,11 @@ async def test_homeserver_stores_no_call_plaintext(synapse: Homeserver, tmp_path
         call = await alice.voip.place_call(room, bob.user_id, video=True)
         await (await ringing(bob)).answer()
         await wait_for(lambda: call.state.value == "connected", 15, "connected")
+        assert call.call.public_key is not None
+        public_key = base64.urlsafe_b64encode(call.call.public_key).decode().rstrip("=")
         await call.set_microphone_muted(True)
         await call.hangup()
         await wait_for(lambda: bool(bob.events["history_item"]), 15, "ended")
-        public_key = base64.urlsafe_b64encode(call.call._share.public_bytes).decode().rstrip("=")
         fingerprint = call.pc.localDescription.sdp.split("a=fingerprint:")[1].split()[1]
     finally:
         await alice.stop()

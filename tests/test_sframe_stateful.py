@@ -263,3 +263,12 @@ def test_sender_headers_match_the_encoder_across_length_boundaries(first: int) -
         frame = sender.encrypt(b"", b"x")
         assert frame.startswith(encode_header(300, ctr))
         assert receiver.decrypt(b"", frame) == (300, ctr, b"x")
+
+
+def test_huge_counter_jump_clears_the_window_without_huge_memory() -> None:
+    sender, receiver = pair()
+    receiver.decrypt(b"", sender.encrypt(b"", b"first"))
+    far = SFrameSender(7, KEY, first_ctr=2**62)
+    assert receiver.decrypt(b"", far.encrypt(b"", b"far ahead"))[1] == 2**62
+    with pytest.raises(ReplayError):
+        receiver.decrypt(b"", sender.encrypt(b"", b"now far too old"))

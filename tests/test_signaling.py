@@ -221,3 +221,20 @@ def test_fuzz_mutated_real_events(text: str, data: st.DataObject) -> None:
 def test_fuzz_arbitrary_json(value: object) -> None:
     with contextlib.suppress(SignalingError):
         parse({"type": "m.call.invite", "content": value})
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda e: e["content"].update(lifetime=10**400), "content.lifetime"),
+        (lambda e: e["content"].update(lifetime=2**53), "content.lifetime"),
+        (lambda e: e["content"].update(call_id="\ud800"), "content.call_id"),
+        (lambda e: e["content"].update(party_id="a\udfffb"), "content.party_id"),
+    ],
+)
+def test_hostile_values_are_refused_by_name(mutate: Any, field: str) -> None:
+    event = content_of(0)
+    mutate(event)
+    with pytest.raises(FieldTypeError) as info:
+        parse(event)
+    assert info.value.field == field

@@ -1,6 +1,6 @@
 """What a call's state machine asks for: events to send, media work, and notifications."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sealcall.e2ee import CallKeys
 from sealcall.signaling import CallEvent, Candidate, StreamMetadata
@@ -30,8 +30,8 @@ class CreateOffer:
 class CreateAnswer:
     """Apply the remote ``offer`` and build an answer (then report ``LocalDescriptionReady``)."""
 
-    offer_sdp: str
-    video: bool
+    offer_sdp: str = field(repr=False)
+    video: bool = False
     on_hold: bool = False
 
 
@@ -39,21 +39,27 @@ class CreateAnswer:
 class ApplyAnswer:
     """Apply the remote answer to our outstanding offer."""
 
-    answer_sdp: str
+    answer_sdp: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class RollbackLocalOffer:
+    """Withdraw our outstanding re-offer: the far side's offer takes its place (glare)."""
 
 
 @dataclass(frozen=True)
 class AddRemoteCandidates:
     """Give these remote ICE candidates to the media layer."""
 
-    candidates: tuple[Candidate, ...]
+    candidates: tuple[Candidate, ...] = field(repr=False)
 
 
 @dataclass(frozen=True, repr=False)
 class UseMediaKeys:
-    """Encrypt and decrypt media with these keys from now on."""
+    """Encrypt and decrypt media with these keys, under this SFrame suite, from now on."""
 
     keys: CallKeys
+    suite: int
 
     def __repr__(self) -> str:
         return "UseMediaKeys(<secret>)"
@@ -119,6 +125,7 @@ Action = (
     | CreateOffer
     | CreateAnswer
     | ApplyAnswer
+    | RollbackLocalOffer
     | AddRemoteCandidates
     | UseMediaKeys
     | AllowUnencryptedMedia

@@ -8,6 +8,7 @@ wrong state raises :class:`IllegalTransitionError`; a remote event in the wrong 
 """
 
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -145,12 +146,16 @@ class Call:
         self.remote_streams: dict[str, StreamMetadata] = {}
         self.remote_identity: str | None = None
         self.history: HistoryItem | None = None
-        self._share = KeyShare()
+        self._share: KeyShare | None = KeyShare()
         self._invite: CallInvite | None = None
         self._expires_at: float | None = None
         self._local_streams: dict[str, StreamPurpose] = {}
-        self._pending: str | None = None  # "offer" or "answer" being made during the call
+        # Descriptions asked of the media layer during the call, in order: "offer", "answer",
+        # or "dropped" (an offer given up in glare); and when the far side's answer is due.
+        self._expected: deque[str] = deque()
+        self._answer_deadline: float | None = None
         self._renegotiate_again = False
+        self._restart_again = False
         self._restarts = 0
         self._restart_deadline: float | None = None
         self._early_candidates: dict[str, list[Any]] = {}
@@ -182,7 +187,11 @@ class Call:
 
     def next_deadline(self) -> float | None:
         """When :meth:`handle_timer` must next run, or None."""
-        times = [t for t in (self._expires_at, self._restart_deadline) if t is not None]
+        times = [
+            t
+            for t in (self._expires_at, self._restart_deadline, self._answer_deadline)
+            if t is not None
+        ]
         return min(times) if times else None
 
     def handle_timer(self, now: float) -> list[act.Action]:
@@ -195,6 +204,11 @@ class Call:
                 self._end(HangupReason.INVITE_TIMEOUT.value, False, Outcome.MISSED)
             elif self.state is S.RINGING:
                 self._end(HangupReason.INVITE_TIMEOUT.value, True, Outcome.MISSED)
+        if self._answer_deadline is not None and now >= self._answer_deadline:
+            # The far side never answered our offer: give up on it and go on.
+            logger.info("call %s: renegotiation not answered in time", self.call_id)
+            self._answer_deadline = None
+            self._next_negotiation()
         if self._restart_deadline is not None and now >= self._restart_deadline:
             self._restart_deadline = None
             if self.state in IN_CALL:
@@ -225,15 +239,28 @@ class Call:
             )
         return out
 
+    @property
+    def public_key(self) -> bytes | None:
+        """Our ephemeral X25519 public key for this call (None once the call ended)."""
+        return None if self._share is None else self._share.public_bytes
+
+    def _key_share(self) -> KeyShare:
+        if self._share is None:
+            raise KeyAgreementError("the call ended: its key share is gone")
+        return self._share
+
     def _e2ee_params(self, suites: tuple[int, ...]) -> E2eeParams:
-        return E2eeParams(version=E2EE_VERSION, suites=suites, public_key=self._share.public_bytes)
+        return E2eeParams(
+            version=E2EE_VERSION, suites=suites, public_key=self._key_share().public_bytes
+        )
 
     def _end(
         self, reason: str, by_remote: bool, outcome: Outcome, *, elsewhere: bool = False
     ) -> None:
         if self.state is S.ENDED:
             return
-        self._expires_at = self._restart_deadline = None
+        self._expires_at = self._restart_deadline = self._answer_deadline = None
+        self._share = None  # the call's private key dies with it
         self.end_reason = reason
         self.ended_at = self._now
         self._emit(act.ClosePeerConnection())
@@ -291,15 +318,16 @@ class Call:
 
     def _receive_answer(self, answer: CallAnswer) -> None:
         if answer.e2ee is not None:
-            if answer.e2ee.suites[0] not in self.policy.suites:
-                self._refuse_unencrypted(f"answer chose unsupported suite {answer.e2ee.suites[0]}")
+            suite = answer.e2ee.suites[0]
+            if answer.e2ee.version != E2EE_VERSION or suite not in self.policy.suites:
+                self._refuse_unencrypted(f"answer chose unsupported encryption {suite}")
                 return
             try:
-                keys = self._share.derive(answer.e2ee.public_key, self.call_id, Role.CALLER)
+                keys = self._key_share().derive(answer.e2ee.public_key, self.call_id, Role.CALLER)
             except KeyAgreementError as error:
                 self._refuse_unencrypted(str(error))
                 return
-            self._emit(act.UseMediaKeys(keys))
+            self._emit(act.UseMediaKeys(keys, suite))
         elif self.policy.allow_unencrypted:
             self.encrypted = False
             self._emit(act.AllowUnencryptedMedia())
@@ -331,22 +359,21 @@ class Call:
         self.video = invite.has_video
         self._update_remote_streams(invite.sdp_stream_metadata)
         self._expires_at = self._now - self._invite_age_ms / 1000 + invite.lifetime / 1000
+        # Every path passes through ringing, so the history and the states read the same way.
+        self._set_state(S.RINGING)
+        if self._expires_at - self._now < self.policy.min_ring_seconds:
+            # Too old to ring: the user could not answer it in time. Nothing is sent.
+            self._end(HangupReason.INVITE_TIMEOUT.value, True, Outcome.MISSED)
+            return
         if invite.e2ee is None:
             if not self.policy.allow_unencrypted:
-                self._set_state(S.RINGING)  # briefly: the refusal below ends it at once
                 self._refuse_unencrypted("the caller did not offer media encryption")
                 return
             self.encrypted = False
+        elif invite.e2ee.version != E2EE_VERSION:
+            self._refuse_unencrypted(f"unknown media encryption version {invite.e2ee.version}")
         elif not set(invite.e2ee.suites) & set(self.policy.suites):
-            self._set_state(S.RINGING)
             self._refuse_unencrypted("no SFrame suite in common with the caller")
-            return
-        if self._expires_at - self._now < self.policy.min_ring_seconds:
-            # Too old to ring: the user could not answer it in time.
-            self._set_state(S.RINGING)
-            self._end(HangupReason.INVITE_TIMEOUT.value, True, Outcome.MISSED)
-            return
-        self._set_state(S.RINGING)
 
     def _answer(self, cmd: AnswerCall) -> None:
         assert self._invite is not None
@@ -356,11 +383,11 @@ class Call:
         e2ee = self._invite.e2ee
         if e2ee is not None:
             try:
-                keys = self._share.derive(e2ee.public_key, self.call_id, Role.CALLEE)
+                keys = self._key_share().derive(e2ee.public_key, self.call_id, Role.CALLEE)
             except KeyAgreementError as error:
                 self._refuse_unencrypted(str(error))
                 return
-            self._emit(act.UseMediaKeys(keys))
+            self._emit(act.UseMediaKeys(keys, self._chosen_suite()))
         else:
             self._emit(act.AllowUnencryptedMedia())
         self._set_state(S.CREATE_ANSWER)
@@ -372,8 +399,7 @@ class Call:
         self._local_streams = dict(ready.streams)
         e2ee = None
         if self._invite.e2ee is not None:
-            suite = next(s for s in self._invite.e2ee.suites if s in self.policy.suites)
-            e2ee = self._e2ee_params((suite,))
+            e2ee = self._e2ee_params((self._chosen_suite(),))
         self._emit(
             act.SendEvent(
                 CallAnswer(
@@ -386,6 +412,12 @@ class Call:
             )
         )
         self._set_state(S.CONNECTING)
+
+    def _chosen_suite(self) -> int:
+        """The caller's most preferred suite that our policy allows."""
+        assert self._invite is not None
+        assert self._invite.e2ee is not None
+        return next(s for s in self._invite.e2ee.suites if s in self.policy.suites)
 
     def _reject(self, _: RejectCall) -> None:
         self._send(CallReject)
@@ -439,11 +471,16 @@ class Call:
         self._send(CallHangup, reason=reason.value)
         self._end(reason.value, False, Outcome.FAILED)
 
+    def _negotiating(self) -> bool:
+        return bool(self._expected) or self._answer_deadline is not None
+
     def _offer(self, *, ice_restart: bool = False) -> None:
-        if self._pending is not None:
+        if self._negotiating():
+            # One negotiation at a time: this one runs when the current one is over.
             self._renegotiate_again = True
+            self._restart_again = self._restart_again or ice_restart
             return
-        self._pending = "offer"
+        self._expected.append("offer")
         self._emit(
             act.CreateOffer(
                 video=self.video,
@@ -469,25 +506,29 @@ class Call:
             self._offer()
 
     def _send_negotiate(self, ready: LocalDescriptionReady) -> None:
-        kind, self._pending = self._pending, None
-        if kind is None:
+        if not self._expected:
+            return
+        kind = self._expected.popleft()
+        if kind == "dropped":
+            self._next_negotiation()  # an offer we gave up for the far side's (glare)
             return
         self._local_streams = dict(ready.streams)
-        if kind == "offer":
-            self._pending = "awaiting_answer"
         self._send(
             CallNegotiate,
             lifetime=self.policy.invite_lifetime_ms,
             description=SessionDescription(type=kind, sdp=ready.sdp),
             sdp_stream_metadata=self._metadata(),
         )
-        if kind == "answer":
+        if kind == "offer":
+            self._answer_deadline = self._now + self.policy.invite_lifetime_ms / 1000
+        else:
             self._next_negotiation()
 
     def _next_negotiation(self) -> None:
-        if self._renegotiate_again and self._pending is None:
+        if self._renegotiate_again and not self._negotiating():
             self._renegotiate_again = False
-            self._offer()
+            restart, self._restart_again = self._restart_again, False
+            self._offer(ice_restart=restart)
 
     def _receive_negotiate(self, negotiate: CallNegotiate) -> None:
         if negotiate.party_id != self.opponent_party_id:
@@ -495,20 +536,24 @@ class Call:
         self._update_remote_streams(negotiate.sdp_stream_metadata)
         description = negotiate.description
         if description.type == "answer":
-            if self._pending == "awaiting_answer":
-                self._pending = None
+            if self._answer_deadline is not None:
+                self._answer_deadline = None
                 self._emit(act.ApplyAnswer(description.sdp))
                 self._next_negotiation()
             return
-        if self._pending is not None and self.direction is Direction.OUTGOING:
-            return  # offer glare: the caller is the impolite party and keeps its own offer
-        if self._pending is not None:
-            self._renegotiate_again = True  # the polite callee answers, then offers again
+        if "offer" in self._expected or self._answer_deadline is not None:
+            if self.direction is Direction.OUTGOING:
+                return  # offer glare: the caller is the impolite party and keeps its own offer
+            # The polite callee gives its offer up, answers, then offers again.
+            self._expected = deque("dropped" if k == "offer" else k for k in self._expected)
+            self._answer_deadline = None
+            self._renegotiate_again = True
+            self._emit(act.RollbackLocalOffer())
         remote_hold = _is_hold_sdp(description.sdp)
         if remote_hold != self.remote_on_hold:
             self.remote_on_hold = remote_hold
             self._emit(act.RemoteHoldChanged(remote_hold))
-        self._pending = "answer"
+        self._expected.append("answer")
         self._emit(act.CreateAnswer(description.sdp, video=self.video, on_hold=self.on_hold))
 
     # -- any active state ---------------------------------------------------------------------

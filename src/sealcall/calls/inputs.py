@@ -63,7 +63,7 @@ class SetScreenShare:
 class LocalDescriptionReady:
     """The media layer made the offer or answer asked for; ``streams`` maps stream id to purpose."""
 
-    sdp: str
+    sdp: str = field(repr=False)  # ICE credentials and DTLS fingerprint: never printed
     streams: dict[str, StreamPurpose] = field(default_factory=dict)
 
 
@@ -71,7 +71,7 @@ class LocalDescriptionReady:
 class LocalCandidatesReady:
     """The media layer gathered more ICE candidates to send."""
 
-    candidates: tuple[Candidate, ...]
+    candidates: tuple[Candidate, ...] = field(repr=False)  # IP addresses
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sealcall.signaling import CallEvent, CallInvite, HangupReason
+from sealcall.signaling import CallAnswer, CallEvent, CallInvite, CallReject, HangupReason
 
 from . import actions as act
 from .call import Call
@@ -135,7 +135,8 @@ class CallManager:
     def handle_remote(self, remote: RemoteEvent, now: float) -> list[ManagerAction]:
         """Route one remote call event."""
         event = remote.event
-        if event.party_id == self.party_id or event.call_id in self._ignored:
+        own_echo = event.party_id == self.party_id and remote.sender == self.user_id
+        if own_echo or event.call_id in self._ignored:
             return []  # our own echo, or a call that glare or the invitee rule set aside
         call = self.calls.get(event.call_id)
         if isinstance(event, CallInvite):
@@ -145,7 +146,27 @@ class CallManager:
         if call is None:
             self._keep_early(remote)
             return []
+        if not self._sender_may_send(call, remote):
+            self.dropped_events += 1
+            logger.info("dropped %s for call %s from %s", event.TYPE, call.call_id, remote.sender)
+            return []
         return self._wrap(call, call.handle(event, now))
+
+    def _sender_may_send(self, call: Call, remote: RemoteEvent) -> bool:
+        """Only the far party, or (for an incoming call) our own other devices, act on a call.
+
+        Party ids are chosen by senders; user ids are vouched for by the homeserver and, in an
+        encrypted room, by Megolm. Checking them keeps a third room member from answering,
+        hanging up or renegotiating someone else's call.
+        """
+        if remote.sender == call.peer:
+            return True
+        own_device = remote.sender == self.user_id
+        return (
+            own_device
+            and call.direction is Direction.INCOMING
+            and isinstance(remote.event, (CallAnswer, CallReject))
+        )
 
     def _keep_early(self, remote: RemoteEvent) -> None:
         queue = self._early.setdefault(remote.event.call_id, [])
@@ -176,7 +197,6 @@ class CallManager:
                 self._ignored.add(invite.call_id)
                 self._early.pop(invite.call_id, None)
                 return []
-            out += self._wrap(glare, glare.replace(now, invite.call_id))
         call = Call(
             call_id=invite.call_id,
             party_id=self.party_id,
@@ -189,10 +209,12 @@ class CallManager:
         self.rooms[call.call_id] = remote.room_id
         out += self._wrap(call, call.receive_invite(invite, now, remote.age_ms))
         for early in self._early.pop(call.call_id, []):
-            out += self._wrap(call, call.handle(early.event, now))
+            if self._sender_may_send(call, early):
+                out += self._wrap(call, call.handle(early.event, now))
         if call.state is not CallState.RINGING:
-            return out
+            return out  # stale, refused or already over: our own call, if any, goes on
         if glare is not None:
+            out += self._wrap(glare, glare.replace(now, invite.call_id))
             out += self._wrap(call, call.handle(AnswerCall(video=glare.video or None), now))
             return out
         current = next((c for c in self.active_calls() if c is not call), None)

@@ -73,7 +73,11 @@ def derive_call_keys(
 
     The caller's ``send`` equals the callee's ``receive`` and vice versa.
     """
-    if not call_id:
+    try:
+        salt = call_id.encode("utf-8")
+    except (AttributeError, UnicodeEncodeError):
+        raise KeyAgreementError("call id must be valid Unicode text") from None
+    if not salt:
         raise KeyAgreementError("call id must not be empty")
     if not isinstance(peer_public, bytes) or len(peer_public) != PUBLIC_KEY_LENGTH:
         raise KeyAgreementError(f"peer public key must be {PUBLIC_KEY_LENGTH} bytes")
@@ -90,7 +94,7 @@ def derive_call_keys(
     okm = HKDF(
         hashes.SHA256(),
         2 * BASE_KEY_LENGTH,
-        salt=call_id.encode("utf-8"),
+        salt=salt,
         info=_INFO_LABEL + caller_public + callee_public,
     ).derive(shared)
     forward, backward = okm[:BASE_KEY_LENGTH], okm[BASE_KEY_LENGTH:]

@@ -76,6 +76,20 @@ class PeerConnection(RTCPeerConnection):
     def _on_transceiver(self, transceiver: RTCRtpTransceiver) -> None:
         """Called for every new transceiver, local or remote; subclasses attach their hooks."""
 
+    def rollback_local_offer(self) -> None:
+        """Withdraw a pending local re-offer (W3C ``rollback``, which aiortc lacks).
+
+        Only for renegotiation: a connection that has completed one offer/answer keeps its
+        current descriptions, and only the pending offer is dropped.
+        """
+        if self.signalingState != "have-local-offer":
+            return
+        current = getattr(self, "_RTCPeerConnection__currentLocalDescription")  # noqa: B009
+        if current is None or self.remoteDescription is None:
+            raise ValueError("only a re-offer can be rolled back")
+        setattr(self, "_RTCPeerConnection__pendingLocalDescription", None)  # noqa: B010
+        getattr(self, "_RTCPeerConnection__setSignalingState")("stable")  # noqa: B009
+
 
 class _EncryptingRtpSender(RTCRtpSender):
     """An RTP sender whose encoder encrypts; installed per sender by changing its class."""
@@ -85,7 +99,11 @@ class _EncryptingRtpSender(RTCRtpSender):
     async def _next_encoded_frame(self, codec: RTCRtpCodecParameters) -> RTCEncodedFrame | None:
         if getattr(self, "_RTCRtpSender__encoder") is None:  # noqa: B009 - name-mangled
             setattr(self, "_RTCRtpSender__encoder", encrypting_encoder(codec, self._sealcall_tap))  # noqa: B010
-        return await super()._next_encoded_frame(codec)
+        frame = await super()._next_encoded_frame(codec)
+        if frame is not None:
+            # The RTP audio-level header would tell a relay when we speak: leave it out.
+            frame.audio_level = None  # type: ignore[assignment]  # aiortc uses None for video
+        return frame
 
 
 class _DecryptingQueue(queue.Queue[Any]):

@@ -86,6 +86,27 @@ class MediaKeys:
         with self._lock:
             return self._receiver.kids()
 
+    @property
+    def suite(self) -> int:
+        """The SFrame cipher suite in use."""
+        return self._suite
+
+    def use_suite(self, suite: int) -> None:
+        """Switch to another SFrame suite; only before any key is installed."""
+        with self._lock:
+            if suite == self._suite:
+                return
+            if self._sender is not None or self._receiver.kids():
+                raise ValueError("the suite can only change before the first key")
+            self._receiver = SFrameReceiver(suite)
+            self._suite = suite
+
+    def forget(self) -> None:
+        """Drop every key (the call is over: its keys die with it)."""
+        with self._lock:
+            self._sender = None
+            self._receiver = SFrameReceiver(self._suite)
+
     def set_send_key(self, kid: int, key: bytes) -> None:
         """Encrypt from the next frame on with ``key`` under ``kid``."""
         with self._lock:

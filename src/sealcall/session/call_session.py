@@ -241,6 +241,9 @@ class CallSession:
             self._apply_hold(pc, action.on_hold)
             await pc.setLocalDescription(await pc.createAnswer())
             self._feed(LocalDescriptionReady(pc.localDescription.sdp, self._streams()))
+        elif isinstance(action, act.RollbackLocalOffer):
+            if self.pc is not None:
+                self.pc.rollback_local_offer()
         elif isinstance(action, act.ApplyAnswer):
             self._remote_sdp = action.answer_sdp
             await self._ensure_pc().setRemoteDescription(
@@ -249,6 +252,7 @@ class CallSession:
         elif isinstance(action, act.AddRemoteCandidates):
             await self._add_candidates(action.candidates)
         elif isinstance(action, act.UseMediaKeys):
+            self.keys.use_suite(action.suite)
             self.keys.set_send_key(0, action.keys.send)
             self.keys.add_receive_key(0, action.keys.receive)
         elif isinstance(action, act.AllowUnencryptedMedia):
@@ -274,9 +278,10 @@ class CallSession:
                     await pc.addIceCandidate(parsed)
 
     async def close(self) -> None:
-        """Release the media (the call engine does this when the call ends)."""
+        """Release the media and forget the keys (the call engine does this when the call ends)."""
         for track in self._local.values():
             track.stop()
         self._local.clear()
         if self.pc is not None:
             await self.pc.close()
+        self.keys.forget()

@@ -29,7 +29,7 @@ from sealcall.calls import (
     RemoteEvent,
 )
 from sealcall.calls import actions as act
-from sealcall.calls.inputs import LocalInput
+from sealcall.calls.inputs import LocalInput, LocalMediaFailed
 from sealcall.signaling import CallInvite, SignalingError, parse
 from sealcall.transport import RoomEvent, Transport
 
@@ -219,37 +219,59 @@ class VoIP(AsyncIOEventEmitter):
     # -- outputs ---------------------------------------------------------------------------
 
     async def _run(self, out: list[ManagerAction], *, hold_rings: bool = True) -> None:
+        """Carry out actions in order. One failing action (a send that fails, an application
+        handler that raises) is logged and does not stop the rest: a call that ends must still
+        release its media and report its end."""
         for item in out:
-            session = self._session(item.call, item.room_id)
-            action = item.action
-            if isinstance(action, (IncomingCall, CallWaiting)) and self._batched and hold_rings:
+            if (
+                isinstance(item.action, (IncomingCall, CallWaiting))
+                and self._batched
+                and hold_rings
+            ):
                 self._held_rings.append(item)
                 continue
-            if isinstance(action, act.SendEvent):
-                content = action.event.to_dict()["content"]
-                await self.transport.send_room_event(item.room_id, action.event.TYPE, content)
-            elif isinstance(action, IncomingCall):
-                self.emit("incoming_call", session)
-            elif isinstance(action, CallWaiting):
-                current = self._session(action.current, self.manager.rooms[action.current.call_id])
-                self.emit("call_waiting", session, current)
-            elif isinstance(action, act.StateChanged):
-                if action.old is CallState.RINGING and self._ringing is not None:
-                    self._ringing.remove(item.call.call_id)
-                self.emit("state_changed", session, action.old, action.new)
-            elif isinstance(action, act.RemoteStreamsChanged):
-                self.emit("remote_streams_changed", session, action.streams)
-                for track, purpose in session.gone_remote_tracks():
-                    self.emit("remote_media_removed", session, track, purpose)
-                mute = session.remote_mute_state()
-                if mute != session.reported_remote_mute:
-                    session.reported_remote_mute = mute
-                    self.emit("remote_mute_changed", session, *mute)
-            elif isinstance(action, act.RemoteHoldChanged):
-                self.emit("remote_hold_changed", session, action.on_hold)
-            elif isinstance(action, act.CallEnded):
-                self.emit("call_ended", session, action.reason, action.by_remote)
-            elif isinstance(action, act.HistoryItemReady):
-                self.emit("history_item", action.item)
-            else:
-                await session.perform(action)
+            try:
+                await self._run_one(item)
+            except Exception:
+                logger.exception(
+                    "call %s: %s failed", item.call.call_id, type(item.action).__name__
+                )
+                if (
+                    isinstance(item.action, act.SendEvent)
+                    and item.call.state is not CallState.ENDED
+                ):
+                    self.feed(item.call.call_id, LocalMediaFailed("sending a call event failed"))
+        for call_id in [c for c, s in self.sessions.items() if s.call.state is CallState.ENDED]:
+            del self.sessions[call_id]  # its media is closed and its keys are forgotten
+
+    async def _run_one(self, item: ManagerAction) -> None:
+        session = self._session(item.call, item.room_id)
+        action = item.action
+        if isinstance(action, act.SendEvent):
+            content = action.event.to_dict()["content"]
+            await self.transport.send_room_event(item.room_id, action.event.TYPE, content)
+        elif isinstance(action, IncomingCall):
+            self.emit("incoming_call", session)
+        elif isinstance(action, CallWaiting):
+            current = self._session(action.current, self.manager.rooms[action.current.call_id])
+            self.emit("call_waiting", session, current)
+        elif isinstance(action, act.StateChanged):
+            if action.old is CallState.RINGING and self._ringing is not None:
+                self._ringing.remove(item.call.call_id)
+            self.emit("state_changed", session, action.old, action.new)
+        elif isinstance(action, act.RemoteStreamsChanged):
+            self.emit("remote_streams_changed", session, action.streams)
+            for track, purpose in session.gone_remote_tracks():
+                self.emit("remote_media_removed", session, track, purpose)
+            mute = session.remote_mute_state()
+            if mute != session.reported_remote_mute:
+                session.reported_remote_mute = mute
+                self.emit("remote_mute_changed", session, *mute)
+        elif isinstance(action, act.RemoteHoldChanged):
+            self.emit("remote_hold_changed", session, action.on_hold)
+        elif isinstance(action, act.CallEnded):
+            self.emit("call_ended", session, action.reason, action.by_remote)
+        elif isinstance(action, act.HistoryItemReady):
+            self.emit("history_item", action.item)
+        else:
+            await session.perform(action)

@@ -23,8 +23,8 @@ class _RatchetChain:
     """The newest known step of one sender's ratcheting key generation."""
 
     bits: int
-    base_key: bytes
-    kid: int
+    base_key: bytes = field(repr=False)
+    kid: int = 0
     # KIDs of the steps still held, oldest first, so that old steps can be forgotten.
     held: list[int] = field(default_factory=list)
 

@@ -31,7 +31,8 @@ class ReplayWindow:
         """Record ``ctr`` as received (call after :meth:`check` and successful decryption)."""
         offset = self._highest - ctr
         if offset < 0:
-            self._bits = ((self._bits << -offset) | 1) & self._mask
+            # A jump past the window clears it; shifting by the jump could need gigabytes.
+            self._bits = 1 if -offset >= self.size else ((self._bits << -offset) | 1) & self._mask
             self._highest = ctr
         else:
             self._bits |= 1 << offset

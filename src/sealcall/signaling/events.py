@@ -20,6 +20,7 @@ from .fields import (
     req_string,
     required,
     string,
+    valid_text,
 )
 from .parts import (
     E2EE_KEY,
@@ -63,9 +64,9 @@ class CallEvent:
     key_order: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.call_id, str) or not self.call_id:
+        if not valid_text(self.call_id) or not self.call_id:
             raise FieldTypeError("content.call_id", "must be a non-empty string")
-        if not isinstance(self.party_id, str) or not self.party_id:
+        if not valid_text(self.party_id) or not self.party_id:
             raise FieldTypeError("content.party_id", "must be a non-empty string")
         if isinstance(self.version, bool) or not isinstance(self.version, (str, int)):
             raise FieldTypeError("content.version", "must be a string or an integer")

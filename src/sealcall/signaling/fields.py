@@ -26,14 +26,28 @@ def required(obj: JsonObject, key: str, path: str) -> Any:
     return obj[key]
 
 
+MAX_INTEGER = 2**53 - 1  # the largest integer every JSON implementation reads exactly
+
+
+def valid_text(value: object) -> bool:
+    """True for a string that can be encoded as UTF-8 (no lone surrogates)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def string(obj: JsonObject, key: str, path: str, *, optional: bool = False) -> str | None:
-    """A string field; non-empty unless optional and absent."""
+    """A string field (valid Unicode); None if optional and absent."""
     if optional and key not in obj:
         return None
     value = required(obj, key, path)
-    if not isinstance(value, str):
+    if not valid_text(value):
         raise FieldTypeError(f"{path}{key}", "must be a string")
-    return value
+    return str(value)
 
 
 def req_string(obj: JsonObject, key: str, path: str) -> str:
@@ -48,8 +62,8 @@ def integer(obj: JsonObject, key: str, path: str, *, optional: bool = False) -> 
     if optional and key not in obj:
         return None
     value = required(obj, key, path)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise FieldTypeError(f"{path}{key}", "must be a non-negative integer")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_INTEGER:
+        raise FieldTypeError(f"{path}{key}", f"must be an integer from 0 to {MAX_INTEGER}")
     return value
 
 

@@ -67,7 +67,7 @@ class SessionDescription:
 class Candidate:
     """One ICE candidate; an empty ``candidate`` string marks the end of candidates."""
 
-    candidate: str
+    candidate: str = field(repr=False)  # carries an IP address
     sdp_mid: str | None = None
     sdp_mline_index: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)

@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,7 @@ class Credentials:
     homeserver: str
     user_id: str
     device_id: str
-    access_token: str
+    access_token: str = field(repr=False)
 
 
 class MatrixTransport:
