@@ -208,3 +208,33 @@ async def test_upgrade_to_video_and_screen_share() -> None:
     finally:
         await alice.close()
         await bob.close()
+
+
+async def test_renegotiation_glare_over_aiortc() -> None:
+    hub = InMemoryHub(latency=0.05)
+    alice, bob = Device(hub, "@alice:local", "ALICE"), Device(hub, "@bob:local", "BOB")
+    try:
+        session, incoming = await answered_call(alice, bob)
+        # Both change the call at the same moment: their offers cross in the room. Alice (the
+        # caller) keeps her offer; Bob withdraws his (a rollback), answers, and offers again.
+        await asyncio.gather(session.set_screen_share(True), incoming.upgrade_to_video())
+        await eventually(
+            lambda: (session.call_id, "m.usermedia/video") in alice.counters, timeout=10
+        )
+        await eventually(lambda: alice.counter(session.call_id, "video").frames > 10, timeout=10)
+        await eventually(
+            lambda: (session.call_id, "m.screenshare/video") in bob.counters, timeout=10
+        )
+        await eventually(
+            lambda: bob.counter(session.call_id, "video", "m.screenshare").frames > 5, timeout=10
+        )
+        assert session.state.value == incoming.state.value == "connected"
+        offers = [
+            e["content"]["description"]["type"]
+            for _, sender, e in hub.log
+            if sender == "@bob:local" and e["type"] == "m.call.negotiate"
+        ]
+        assert offers == ["offer", "answer", "offer"]
+    finally:
+        await alice.close()
+        await bob.close()

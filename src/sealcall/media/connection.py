@@ -76,19 +76,30 @@ class PeerConnection(RTCPeerConnection):
     def _on_transceiver(self, transceiver: RTCRtpTransceiver) -> None:
         """Called for every new transceiver, local or remote; subclasses attach their hooks."""
 
-    def rollback_local_offer(self) -> None:
+    def _forget_sender(self, sender: RTCRtpSender) -> None:
+        """A rollback removed ``sender``'s transceiver; subclasses drop what they keep of it."""
+
+    def rollback_local_offer(self) -> list[RTCRtpTransceiver]:
         """Withdraw a pending local re-offer (W3C ``rollback``, which aiortc lacks).
 
-        Only for renegotiation: a connection that has completed one offer/answer keeps its
-        current descriptions, and only the pending offer is dropped.
+        Only for renegotiation: the current descriptions stay, the pending offer goes, and so do
+        the transceivers that only that offer introduced (they are returned, stopped; add their
+        tracks again for the next offer).
         """
         if self.signalingState != "have-local-offer":
-            return
+            return []
         current = getattr(self, "_RTCPeerConnection__currentLocalDescription")  # noqa: B009
         if current is None or self.remoteDescription is None:
             raise ValueError("only a re-offer can be rolled back")
+        transceivers: list[RTCRtpTransceiver] = getattr(self, "_RTCPeerConnection__transceivers")  # noqa: B009
+        negotiated = {media.rtp.muxId for media in current.media}
+        removed = [t for t in transceivers if t.mid is None or t.mid not in negotiated]
+        for transceiver in removed:
+            transceivers.remove(transceiver)
+            self._forget_sender(transceiver.sender)
         setattr(self, "_RTCPeerConnection__pendingLocalDescription", None)  # noqa: B010
         getattr(self, "_RTCPeerConnection__setSignalingState")("stable")  # noqa: B009
+        return removed
 
 
 class _EncryptingRtpSender(RTCRtpSender):
@@ -176,6 +187,39 @@ class EncryptedPeerConnection(PeerConnection):
             self._roles[id(sender)] = role
         return sender
 
+    def add_usermedia_track(
+        self, track: MediaStreamTrack, *, new_only: bool = False
+    ) -> RTCRtpSender | None:
+        """Add the microphone or the camera on a transceiver the far side lets us send on.
+
+        aiortc's ``addTrack`` would reuse any transceiver of the kind, even one on which the far
+        side only sends (its screen share). This picks an unused transceiver whose offered
+        direction allows sending, or else adds a new transceiver. While answering, pass
+        ``new_only=True``: then None comes back instead of a new transceiver, because an answer
+        cannot add media (the next offer will).
+        """
+        role = "microphone" if track.kind == "audio" else "camera"
+        for transceiver in self.getTransceivers():
+            offered = getattr(transceiver, "_offerDirection", None)
+            if (
+                transceiver.kind == track.kind
+                and transceiver.sender.track is None
+                and not transceiver.stopped
+                and id(transceiver.sender) not in self._roles
+                and offered in (None, "sendrecv", "sendonly")
+            ):
+                transceiver.sender.replaceTrack(track)
+                transceiver.direction = "sendrecv"
+                sender = transceiver.sender
+                break
+        else:
+            if new_only:
+                return None
+            sender = self.addTransceiver(track, direction="sendrecv").sender
+        if role not in self._roles.values():
+            self._roles[id(sender)] = role
+        return sender
+
     def role_of(self, sender: RTCRtpSender) -> str | None:
         """``microphone``, ``camera``, ``screenshare`` or None for one of our senders."""
         return self._roles.get(id(sender))
@@ -213,6 +257,9 @@ class EncryptedPeerConnection(PeerConnection):
                 del self._roles[id(transceiver.sender)]
                 return True
         return False
+
+    def _forget_sender(self, sender: RTCRtpSender) -> None:
+        self._roles.pop(id(sender), None)
 
     def sender_tap(self, sender: RTCRtpSender) -> SenderTap:
         """The encryption state of one of this connection's senders."""

@@ -75,7 +75,9 @@ class SenderTap:
             protected = self.keys.protect(codec, frame)
         except SFrameError as error:
             self.counters.frames_failed += 1
-            logger.warning("dropped an outgoing %s frame: %s", codec.value, error)
+            # Before the call's keys are agreed, frames are expected to be dropped.
+            level = logging.DEBUG if type(error).__name__ == "MissingKeyError" else logging.WARNING
+            logger.log(level, "dropped an outgoing %s frame: %s", codec.value, error)
             return None
         self.counters.frames_encrypted += 1
         self.counters.bytes_encrypted += len(frame)

@@ -176,19 +176,24 @@ class CallSession:
                     return StreamPurpose.SCREENSHARE
         return StreamPurpose.USERMEDIA
 
-    def _add_local(self, role: str, pc: EncryptedPeerConnection) -> None:
+    def _add_local(self, role: str, pc: EncryptedPeerConnection, answering: bool = False) -> None:
         if role in self._local:
             return
         factory = {"microphone": self.voip.media.microphone, "camera": self.voip.media.camera}[role]
         track = factory()
+        sender = pc.add_usermedia_track(track, new_only=answering)
+        if sender is None:
+            track.stop()  # an answer cannot add media the offer lacks: our next offer will
+            return
         self._local[role] = track
-        sender = pc.addTrack(track)
         sender._stream_id = self._usermedia_stream
 
-    def _prepare_tracks(self, pc: EncryptedPeerConnection, video: bool, screenshare: bool) -> None:
-        self._add_local("microphone", pc)
+    def _prepare_tracks(
+        self, pc: EncryptedPeerConnection, video: bool, screenshare: bool, answering: bool = False
+    ) -> None:
+        self._add_local("microphone", pc, answering)
         if video:
-            self._add_local("camera", pc)
+            self._add_local("camera", pc, answering)
         if screenshare and self._screen_transceiver is None:
             track = self.voip.media.screen()
             self._local["screen"] = track
@@ -201,6 +206,16 @@ class CallSession:
             screen = self._local.pop("screen", None)
             if screen is not None:
                 screen.stop()
+
+    def _forget_senders(self, transceivers: list[RTCRtpTransceiver]) -> None:
+        """Stop the tracks of transceivers a rollback removed; the next offer adds fresh ones."""
+        tracks = {id(t.sender.track) for t in transceivers if t.sender.track is not None}
+        for role, track in list(self._local.items()):
+            if id(track) in tracks:
+                track.stop()
+                del self._local[role]
+        if any(t is self._screen_transceiver for t in transceivers):
+            self._screen_transceiver = None
 
     def _apply_hold(self, pc: EncryptedPeerConnection, on_hold: bool) -> None:
         for transceiver in pc.getTransceivers():
@@ -237,13 +252,15 @@ class CallSession:
             pc = self._ensure_pc()
             self._remote_sdp = action.offer_sdp
             await pc.setRemoteDescription(RTCSessionDescription(action.offer_sdp, "offer"))
-            self._prepare_tracks(pc, action.video, screenshare=self._screen_transceiver is not None)
+            self._prepare_tracks(
+                pc, action.video, self._screen_transceiver is not None, answering=True
+            )
             self._apply_hold(pc, action.on_hold)
             await pc.setLocalDescription(await pc.createAnswer())
             self._feed(LocalDescriptionReady(pc.localDescription.sdp, self._streams()))
         elif isinstance(action, act.RollbackLocalOffer):
             if self.pc is not None:
-                self.pc.rollback_local_offer()
+                self._forget_senders(self.pc.rollback_local_offer())
         elif isinstance(action, act.ApplyAnswer):
             self._remote_sdp = action.answer_sdp
             await self._ensure_pc().setRemoteDescription(
