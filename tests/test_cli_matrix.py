@@ -123,3 +123,73 @@ def test_homeserver_up_add_user_down(tmp_path: Path) -> None:
         assert "@carol:localhost" in re_add.stdout
     finally:
         run("homeserver", "down", "--data-dir", str(data))
+
+
+@pytest.mark.usefixtures("synapse")
+async def test_demo_against_a_given_homeserver(synapse: Homeserver) -> None:
+    suffix = uuid.uuid4().hex[:6]
+    a = await synapse.register(f"demo-a{suffix}", "pw-a")
+    b = await synapse.register(f"demo-b{suffix}", "pw-b")
+    result = run(
+        "demo",
+        "--json",
+        "--homeserver",
+        synapse.url,
+        "--alice",
+        f"{a.user_id}=pw-a",
+        "--bob",
+        f"{b.user_id}=pw-b",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    assert report["homeserver"] == synapse.url
+    assert report["alice_to_bob"]["frames_decrypted"] > 50
+    missing = run("demo", "--homeserver", synapse.url)
+    assert missing.returncode == 2
+    assert "--alice and --bob" in missing.stderr
+
+
+def test_media_file_feeds_the_call_tracks(tmp_path: Path) -> None:
+    import argparse
+    import asyncio
+    import fractions
+
+    import av
+    import numpy as np
+
+    from sealcall.cli.calls import _media
+
+    path = tmp_path / "clip.mkv"
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libvpx", rate=30)
+        video.width, video.height, video.pix_fmt = 160, 120, "yuv420p"
+        audio = container.add_stream("libopus", rate=48000)
+        for i in range(30):
+            frame = av.VideoFrame.from_ndarray(
+                np.full((120, 160, 3), i * 8, np.uint8), format="rgb24"
+            )
+            frame.pts, frame.time_base = i, fractions.Fraction(1, 30)
+            container.mux(video.encode(frame))
+        for i in range(50):
+            samples = av.AudioFrame.from_ndarray(
+                np.zeros((1, 960 * 2), np.int16), format="s16", layout="stereo"
+            )
+            samples.sample_rate, samples.pts = 48000, i * 960
+            container.mux(audio.encode(samples))
+        container.mux(video.encode(None))
+        container.mux(audio.encode(None))
+
+    media = _media(argparse.Namespace(media=str(path)))
+
+    async def first_frames() -> tuple[object, object]:
+        mic, camera = media.microphone(), media.camera()
+        try:
+            return await mic.recv(), await camera.recv()
+        finally:
+            mic.stop()
+            camera.stop()
+
+    sound, picture = asyncio.run(first_frames())
+    assert isinstance(sound, av.AudioFrame)
+    assert isinstance(picture, av.VideoFrame)
+    assert (picture.width, picture.height) == (160, 120)
