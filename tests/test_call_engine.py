@@ -429,3 +429,20 @@ def test_stale_invite_in_glare_does_not_end_our_call() -> None:
     )
     assert alice.call(a_call).state is S.INVITE_SENT
     assert not any(isinstance(a.action, actions.SendEvent) for a in out)
+
+
+def test_ended_calls_are_forgotten_but_their_late_events_still_ignored() -> None:
+    room, alice, bob, call_id = connected_call()
+    alice.do(call_id, HangUp())
+    room.settle()
+    late_invite = next(e for e in alice.sent if isinstance(e, CallInvite))
+    room.wait(601)
+    from sealcall.calls import RemoteEvent
+
+    bob.manager.forget_ended(room.now)
+    assert call_id not in bob.manager.calls
+    # The invite replayed later does not ring again.
+    assert (
+        bob.manager.handle_remote(RemoteEvent("!dm:local", "@alice:local", late_invite), room.now)
+        == []
+    )

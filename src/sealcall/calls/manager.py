@@ -24,6 +24,9 @@ logger = logging.getLogger(__name__)
 # Events for calls we have not seen the invite of (reordered delivery) wait here, bounded.
 EARLY_CALLS = 64
 EARLY_EVENTS_PER_CALL = 32
+# Ended calls are kept this long (late events for them are recognised), then only their ids.
+KEEP_ENDED_SECONDS = 600.0
+MAX_IGNORED = 4096
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,7 @@ class CallManager:
         self.calls: dict[str, Call] = {}
         self.rooms: dict[str, str] = {}
         self._new_call_id = new_call_id or (lambda: uuid.uuid4().hex)
-        self._ignored: set[str] = set()
+        self._ignored: OrderedDict[str, None] = OrderedDict()
         self._early: OrderedDict[str, list[RemoteEvent]] = OrderedDict()
         self.dropped_events = 0
 
@@ -132,8 +135,22 @@ class CallManager:
 
     # -- remote events --------------------------------------------------------------------
 
+    def _ignore(self, call_id: str) -> None:
+        self._ignored[call_id] = None
+        while len(self._ignored) > MAX_IGNORED:
+            self._ignored.popitem(last=False)
+
+    def forget_ended(self, now: float) -> None:
+        """Drop calls that ended more than :data:`KEEP_ENDED_SECONDS` ago (their ids stay known)."""
+        for call_id, call in list(self.calls.items()):
+            if call.ended_at is not None and now - call.ended_at > KEEP_ENDED_SECONDS:
+                del self.calls[call_id]
+                self.rooms.pop(call_id, None)
+                self._ignore(call_id)
+
     def handle_remote(self, remote: RemoteEvent, now: float) -> list[ManagerAction]:
         """Route one remote call event."""
+        self.forget_ended(now)
         event = remote.event
         own_echo = event.party_id == self.party_id and remote.sender == self.user_id
         if own_echo or event.call_id in self._ignored:
@@ -183,10 +200,10 @@ class CallManager:
         invite = remote.event
         assert isinstance(invite, CallInvite)
         if invite.invitee is not None and invite.invitee != self.user_id:
-            self._ignored.add(invite.call_id)
+            self._ignore(invite.call_id)
             return []
         if remote.sender == self.user_id and invite.invitee != self.user_id:
-            self._ignored.add(invite.call_id)  # placed by another device of ours
+            self._ignore(invite.call_id)  # placed by another device of ours
             return []
         out: list[ManagerAction] = []
         glare = self._glare_partner(remote.room_id, remote.sender)
@@ -194,7 +211,7 @@ class CallManager:
             keep_ours = glare.state is CallState.INVITE_SENT and glare.call_id < invite.call_id
             if keep_ours:
                 # The other side yields to our call (the smaller id) and answers it.
-                self._ignored.add(invite.call_id)
+                self._ignore(invite.call_id)
                 self._early.pop(invite.call_id, None)
                 return []
         call = Call(
