@@ -8,14 +8,19 @@ from pathlib import Path
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
 
-def test_encrypted_call_example() -> None:
-    out = subprocess.run(
-        [sys.executable, str(EXAMPLES / "encrypted_call.py")],
+def run_example(name: str) -> str:
+    """Run ``examples/<name>`` as a user would; return what it printed."""
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / name)],
         check=True,
         capture_output=True,
         text=True,
         timeout=120,
     ).stdout
+
+
+def test_encrypted_call_example() -> None:
+    out = run_example("encrypted_call.py")
     decoded = dict(re.findall(r"bob decoded\s+(\w+)\s+(\d+) frames", out))
     assert int(decoded["audio"]) > 100
     assert int(decoded["video"]) > 50
@@ -23,13 +28,7 @@ def test_encrypted_call_example() -> None:
 
 
 def test_voip_call_example() -> None:
-    out = subprocess.run(
-        [sys.executable, str(EXAMPLES / "voip_call.py")],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    ).stdout
+    out = run_example("voip_call.py")
     assert "bob: incoming video call from @alice:example.org" in out
     assert "alice: connecting -> connected" in out
     assert "bob: receiving m.usermedia video" in out
