@@ -134,3 +134,22 @@ async def test_ice_servers_come_from_the_homeserver(
     finally:
         await t.client.close()
         await runner.cleanup()
+
+
+async def test_hostile_event_fields_do_not_break_the_sync(tmp_path: Path) -> None:
+    t, got = transport(tmp_path)
+    try:
+        weird = Event.parse_event(INVITE)
+        weird.source = {**INVITE, "unsigned": "not an object", "origin_server_ts": "x"}
+        weird.decrypted = True
+        t._on_event(room(encrypted=True), weird)
+        assert [e.event["type"] for e in got] == ["m.call.invite"]
+        assert got[0].age_ms >= 0
+
+        class Broken:
+            source = None
+
+        t._on_event(room(encrypted=True), Broken())  # type: ignore[arg-type]
+        assert t.malformed == 1
+    finally:
+        await t.client.close()

@@ -86,6 +86,7 @@ class MatrixTransport:
         self._skip_history = False
         self._key_requests: set[asyncio.Future[Any]] = set()
         self.dropped_plaintext = 0
+        self.malformed = 0
         self.undecryptable = 0
         client.add_event_callback(self._on_event, Event)
 
@@ -186,7 +187,8 @@ class MatrixTransport:
                     listener()
             except asyncio.CancelledError:
                 raise
-            except (aiohttp.ClientError, OSError, TimeoutError) as error:
+            except Exception as error:
+                # Whatever a server or the network does, the device keeps syncing.
                 logger.warning("sync failed: %s", type(error).__name__)
                 await asyncio.sleep(1)
 
@@ -223,6 +225,13 @@ class MatrixTransport:
         self._batch_listeners.append(listener)
 
     def _on_event(self, room: Any, event: Event) -> None:
+        try:
+            self._take_event(room, event)
+        except Exception as error:  # a hostile event must not stop the sync
+            self.malformed += 1
+            logger.warning("dropped an unreadable event: %s", type(error).__name__)
+
+    def _take_event(self, room: Any, event: Event) -> None:
         if isinstance(event, InviteMemberEvent):
             return
         if isinstance(event, MegolmEvent):
@@ -266,9 +275,12 @@ class MatrixTransport:
         if self._skip_history:
             return
         source = event.source
-        age = source.get("unsigned", {}).get("age")
-        if not isinstance(age, int):
-            age = max(0, int(time.time() * 1000) - int(source.get("origin_server_ts", 0)))
+        unsigned = source.get("unsigned")
+        age = unsigned.get("age") if isinstance(unsigned, dict) else None
+        if not isinstance(age, int) or isinstance(age, bool) or age < 0:
+            sent = source.get("origin_server_ts")
+            sent = sent if isinstance(sent, int) and not isinstance(sent, bool) else 0
+            age = max(0, int(time.time() * 1000) - sent)
         payload = {"type": source.get("type"), "content": source.get("content", {})}
         room_event = RoomEvent(room_id, str(event.sender), payload, age)
         for listener in list(self._listeners):
