@@ -84,7 +84,7 @@ class VoIP(AsyncIOEventEmitter):
         add_batch_listener = getattr(transport, "add_batch_listener", None)
         self._batched = add_batch_listener is not None
         if add_batch_listener is not None:
-            add_batch_listener(lambda: self._queue.put_nowait(("flush", None, None, None)))
+            add_batch_listener(self._on_batch_end)
         transport.add_listener(self._on_room_event)
         # Calls that rang when this device last stopped ring again (if still valid).
         self._ringing = RingingStore(Path(state_dir) / "ringing.json") if state_dir else None
@@ -116,7 +116,8 @@ class VoIP(AsyncIOEventEmitter):
 
     def feed(self, call_id: str, result: LocalInput) -> None:
         """Queue a media result for a call (used by :class:`CallSession`)."""
-        self._queue.put_nowait(("command", call_id, result, None))
+        if not self._closing:
+            self._queue.put_nowait(("command", call_id, result, None))
 
     async def close(self, *, hang_up: bool = True) -> None:
         """Finish the work already queued and release all media.
@@ -154,6 +155,10 @@ class VoIP(AsyncIOEventEmitter):
             return
         remote = RemoteEvent(room_event.room_id, room_event.sender, event, room_event.age_ms)
         self._queue.put_nowait(("remote", remote, None, None))
+
+    def _on_batch_end(self) -> None:
+        if not self._closing:
+            self._queue.put_nowait(("flush", None, None, None))
 
     def _track_ringing(self, remote: RemoteEvent) -> None:
         if self._ringing is None or not isinstance(remote.event, CallInvite):
