@@ -85,7 +85,7 @@ async def test_call_answer_and_history(synapse: Homeserver, tmp_path: Path) -> N
         out, err = answer.communicate(timeout=60)
     finally:
         answer.kill()
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.returncode == 0, (result.stdout, result.stderr[-2000:], out, err[-3000:])
     assert "connected" in result.stdout
     assert answer.returncode == 0, err[-2000:]
     assert f"incoming video call from {caller.user_id}" in out

@@ -43,7 +43,6 @@ async def _login(args: argparse.Namespace) -> MatrixTransport:
                 f"no saved login in {store}: give --user and --password (or SEALCALL_PASSWORD)"
             )
         transport = MatrixTransport.from_credentials(saved, store)
-    await transport.start()
     return transport
 
 
@@ -115,6 +114,9 @@ async def _stay(session: CallSession, voip: VoIP, record: str | None, seconds: f
 async def _run_call(args: argparse.Namespace) -> int:
     transport = await _login(args)
     try:
+        # The VoIP instance listens before the first sync, so no call event can slip past it.
+        voip = _voip(args, transport, await transport.ice_servers(), "call")
+        await transport.start()
         room_id = args.room or transport.encrypted_dm_with(args.user_id)
         if room_id is None:
             room_id = await transport.create_dm(args.user_id)
@@ -125,7 +127,6 @@ async def _run_call(args: argparse.Namespace) -> int:
                 lambda: args.user_id in transport.room_members(room_id), 120, "the callee to join"
             )
         print(f"room {room_id}", flush=True)
-        voip = _voip(args, transport, await transport.ice_servers(), "call")
         session = await voip.place_call(room_id, args.user_id, video=args.video)
         await wait_for(
             lambda: session.state in (CallState.CONNECTED, CallState.ENDED),
@@ -146,8 +147,9 @@ async def _run_answer(args: argparse.Namespace) -> int:
     answered: list[CallSession] = []
     joiner: asyncio.Future[None] | None = None
     try:
-        joiner = asyncio.ensure_future(_join_invites(transport))
         voip = _voip(args, transport, await transport.ice_servers(), "answer")
+        await transport.start()
+        joiner = asyncio.ensure_future(_join_invites(transport))
 
         async def ring(session: CallSession) -> None:
             kind = "video" if session.call.video else "voice"
@@ -187,6 +189,7 @@ async def _join_invites(transport: MatrixTransport) -> None:
 async def _run_history(args: argparse.Namespace) -> int:
     transport = await _login(args)
     try:
+        await transport.start()
         entries = calls_from_timeline(await transport.timeline(args.room))
     finally:
         await transport.stop()
