@@ -178,29 +178,48 @@ class MatrixTransport:
                 response = await client.sync(
                     timeout=10_000, full_state=not self._first_sync.is_set()
                 )
-                if isinstance(response, SyncError):
-                    logger.warning("sync failed: %s", response.message)
-                    await asyncio.sleep(1)
-                    continue
-                await self._after_sync()
-                for listener in list(self._batch_listeners):
-                    listener()
             except asyncio.CancelledError:
                 raise
             except Exception as error:
                 # Whatever a server or the network does, the device keeps syncing.
                 logger.warning("sync failed: %s", type(error).__name__)
                 await asyncio.sleep(1)
+                continue
+            if isinstance(response, SyncError):
+                logger.warning("sync failed: %s", response.message)
+                await asyncio.sleep(1)
+                continue
+            await self._after_sync()
+            for listener in list(self._batch_listeners):
+                listener()
 
     async def _after_sync(self) -> None:
+        """Key upkeep after a sync. Each step stands alone: one failing (nio raises when, say,
+        a key claim turns out to be unnecessary) must not hold back the others, nor the end of
+        the batch that lets calls ring."""
         client = self.client
-        if client.should_upload_keys:
-            await client.keys_upload()
-        if client.should_query_keys:
-            await client.keys_query()
-        if client.should_claim_keys:
-            await client.keys_claim(client.get_users_for_key_claiming())
-        await client.send_to_device_messages()
+        steps: list[tuple[str, Callable[[], Any]]] = [
+            ("key upload", lambda: client.keys_upload() if client.should_upload_keys else None),
+            ("key query", lambda: client.keys_query() if client.should_query_keys else None),
+            (
+                "key claim",
+                lambda: (
+                    client.keys_claim(client.get_users_for_key_claiming())
+                    if client.should_claim_keys
+                    else None
+                ),
+            ),
+            ("to-device messages", client.send_to_device_messages),
+        ]
+        for name, step in steps:
+            try:
+                pending = step()
+                if pending is not None:
+                    await pending
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                logger.info("%s after sync failed: %s", name, type(error).__name__)
         self._retry_undecrypted()
         self._first_sync.set()
         self._skip_history = False
@@ -263,7 +282,10 @@ class MatrixTransport:
     def _retry_undecrypted(self) -> None:
         pending, self._undecrypted = self._undecrypted, []
         for room_id, encrypted in pending:
-            decrypted = self.client.decrypt_event(encrypted)
+            try:
+                decrypted = self.client.decrypt_event(encrypted)
+            except Exception:  # nio raises when the key is still missing
+                decrypted = encrypted
             if isinstance(decrypted, MegolmEvent) or not isinstance(decrypted, Event):
                 self._undecrypted.append((room_id, encrypted))
                 continue
