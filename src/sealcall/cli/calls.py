@@ -163,7 +163,16 @@ async def _run_answer(args: argparse.Namespace) -> int:
             answered.append(session)
 
         voip.on("incoming_call", ring)
-        await wait_for(lambda: bool(answered), args.timeout, "an incoming call")
+        try:
+            await wait_for(lambda: bool(answered), args.timeout, "an incoming call")
+        except TimeoutError:
+            print(
+                f"no call came: {transport.undecryptable} events could not be decrypted, "
+                f"{transport.dropped_plaintext} plaintext call events were dropped, "
+                f"{voip.malformed_events} malformed, calls seen: {len(voip.manager.calls)}",
+                file=sys.stderr,
+            )
+            raise
         joiner.cancel()
         session = answered[0]
         await wait_for(

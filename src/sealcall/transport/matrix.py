@@ -319,13 +319,29 @@ class MatrixTransport:
             raise UnencryptedRoomError(
                 f"{room_id} is not end-to-end encrypted: call event not sent"
             )
-        if self.client.should_query_keys:
-            await self.client.keys_query()
+        await self._know_member_devices(room)
         response = await self.client.room_send(
             room_id, event_type, content, ignore_unverified_devices=True
         )
         if isinstance(response, RoomSendError):
             raise MatrixTransportError(f"sending {event_type} failed: {response.message}")
+
+    async def _know_member_devices(self, room: Any) -> None:
+        """Make sure every member's devices are known before the room key is shared.
+
+        A member who joined a moment ago may not have been queried yet; sharing then would
+        leave their devices without the key, and they could not read the call.
+        """
+        client = self.client
+        missing = [
+            user
+            for user in room.users
+            if user != self.user_id and not list(client.device_store.active_user_devices(user))
+        ]
+        if missing and client.olm is not None:
+            client.olm.users_for_key_query.update(missing)
+        if client.should_query_keys:
+            await client.keys_query()
 
     def room_members(self, room_id: str) -> list[str]:
         """The users joined to a room."""
