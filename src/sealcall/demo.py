@@ -85,6 +85,8 @@ async def open_dm(a: MatrixTransport, b: MatrixTransport, timeout: float = 30) -
         )
 
     await wait_for(ready, timeout, "both sides in the encrypted room")
+    for side in (a, b):
+        await side.wait_for_member_devices(room_id, timeout)
     return room_id
 
 

@@ -127,6 +127,8 @@ async def _run_call(args: argparse.Namespace) -> int:
                 lambda: args.user_id in transport.room_members(room_id), 120, "the callee to join"
             )
         print(f"room {room_id}", flush=True)
+        if not await transport.wait_for_member_devices(room_id):
+            print(f"{args.user_id} has no device to encrypt to yet; calling anyway", flush=True)
         session = await voip.place_call(room_id, args.user_id, video=args.video)
         await wait_for(
             lambda: session.state in (CallState.CONNECTED, CallState.ENDED),

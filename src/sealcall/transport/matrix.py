@@ -343,6 +343,27 @@ class MatrixTransport:
         if client.should_query_keys:
             await client.keys_query()
 
+    async def wait_for_member_devices(self, room_id: str, timeout: float = 10.0) -> bool:
+        """Wait until every other member of the room has a device we can encrypt to.
+
+        A member who has just joined may not have published their device keys yet; a call
+        placed before that could not be read on their side. False if ``timeout`` ran out.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            room = self.client.rooms.get(room_id)
+            if room is not None:
+                await self._know_member_devices(room)
+                if all(
+                    list(self.client.device_store.active_user_devices(user))
+                    for user in room.users
+                    if user != self.user_id
+                ):
+                    return True
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.2)
+
     def room_members(self, room_id: str) -> list[str]:
         """The users joined to a room."""
         room = self.client.rooms.get(room_id)
