@@ -87,6 +87,7 @@ class MatrixTransport:
         self._key_requests: set[asyncio.Future[Any]] = set()
         self.dropped_plaintext = 0
         self.malformed = 0
+        self._room_devices: dict[str, frozenset[tuple[str, str]]] = {}
         self.undecryptable = 0
         client.add_event_callback(self._on_event, Event)
 
@@ -342,6 +343,16 @@ class MatrixTransport:
             client.olm.users_for_key_query.update(missing)
         if client.should_query_keys:
             await client.keys_query()
+        # nio shares a room's outbound Megolm session once; a device that appears later would
+        # never get it. When the members' devices change, start a new session for everyone.
+        devices = frozenset(
+            (user, device.id)
+            for user in room.users
+            for device in client.device_store.active_user_devices(user)
+        )
+        if self._room_devices.get(room.room_id, devices) != devices and client.olm is not None:
+            client.olm.outbound_group_sessions.pop(room.room_id, None)
+        self._room_devices[room.room_id] = devices
 
     async def wait_for_member_devices(self, room_id: str, timeout: float = 10.0) -> bool:
         """Wait until every other member of the room has a device we can encrypt to.
