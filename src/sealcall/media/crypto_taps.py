@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from sealcall.e2ee.codecs import Codec, is_key_frame
 from sealcall.sframe import FrameFormatError, SFrameError
 
-from .keys import MediaKeys
+from .keys import MediaKeys, MissingKeyError
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class SenderTap:
         except SFrameError as error:
             self.counters.frames_failed += 1
             # Before the call's keys are agreed, frames are expected to be dropped.
-            level = logging.DEBUG if type(error).__name__ == "MissingKeyError" else logging.WARNING
+            level = logging.DEBUG if isinstance(error, MissingKeyError) else logging.WARNING
             logger.log(level, "dropped an outgoing %s frame: %s", codec.value, error)
             return None
         self.counters.frames_encrypted += 1
