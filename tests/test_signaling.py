@@ -288,3 +288,16 @@ def test_stream_metadata_is_read_from_either_key_stable_first() -> None:
     assert json.dumps(event.to_dict()) == json.dumps(both)
     with pytest.raises(MissingFieldError):
         parse({**only_unstable, "content": {"call_id": "c", "party_id": "p", "version": "1"}})
+
+
+def test_reject_reason_is_read_and_written() -> None:
+    # js-sdk and the Famedly SDK put a reason on m.call.reject (user_busy for a busy callee).
+    text = (
+        '{"type":"m.call.reject","content":{"call_id":"c1","party_id":"B","version":"1",'
+        '"reason":"user_busy"}}'
+    )
+    reject = parse(json.loads(text))
+    assert isinstance(reject, CallReject)
+    assert reject.reason == "user_busy"
+    assert json.dumps(reject.to_dict(), separators=(",", ":")) == text
+    assert "reason" not in CallReject(call_id="c", party_id="p").to_dict()["content"]

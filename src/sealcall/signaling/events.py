@@ -318,9 +318,22 @@ class CallSelectAnswer(CallEvent):
 
 @dataclass(frozen=True, kw_only=True)
 class CallReject(CallEvent):
-    """``m.call.reject``: a callee declines the call on all its user's devices."""
+    """``m.call.reject``: a callee declines the call on all its user's devices.
+
+    ``reason`` is not in the spec's reject, but matrix-js-sdk and the Famedly SDK read and write
+    it (``user_busy`` for a busy callee), and js-sdk shows it as the call's hangup reason.
+    """
 
     TYPE: ClassVar[str] = "m.call.reject"
+    KEYS: ClassVar[tuple[str, ...]] = ("reason",)
+    reason: str | None = None
+
+    def _content(self) -> dict[str, Any]:
+        return {} if self.reason is None else {"reason": self.reason}
+
+    @classmethod
+    def _fields(cls, content: JsonObject) -> dict[str, Any]:
+        return {"reason": string(content, "reason", "content.", optional=True)}
 
 
 @dataclass(frozen=True, kw_only=True)
