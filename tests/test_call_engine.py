@@ -327,7 +327,7 @@ def test_unencrypted_peer_is_refused_unless_policy_allows() -> None:
 def test_a_ringing_call_is_refused_with_a_reject_that_says_why() -> None:
     # Issue 8, item 6: refusing an invite we never answered is m.call.reject (MSC2746).
     room, alice, bob = two_peers()
-    call_id = alice.place()
+    alice.place()
     room.strip_in_flight("org.sealcall.e2ee")  # as an Element-family caller sends it
     room.settle()
     assert bob.sent_types() == ["reject"]
