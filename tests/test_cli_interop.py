@@ -1,8 +1,9 @@
 """Calls with a peer that cannot encrypt frames (an Element-family client): refused with a
-reject that says why, or taken by the user's explicit decision and then reported truthfully.
+reject that says why, or taken by the user's explicit decision and then reported truthfully;
+and `sealcall answer` taking a waiting call once the current one ends.
 
-The peer is a sealcall device whose outgoing call events lose ``org.sealcall.e2ee`` on the way,
-exactly as an app without sealcall's frame encryption sends them.
+The Element-like peer is a sealcall device whose call events lose ``org.sealcall.e2ee`` on the
+way in and out, exactly as an app without sealcall's frame encryption sends and reads them.
 """
 
 import asyncio
@@ -250,3 +251,45 @@ async def test_call_refuses_an_unencrypted_answer_and_says_how_to_opt_in(
     finally:
         answering.cancel()
         await element.stop()
+
+
+@pytest.mark.usefixtures("synapse")
+async def test_answer_auto_takes_the_waiting_call_after_the_current_one(
+    synapse: Homeserver, tmp_path: Path
+) -> None:
+    alice = await device(synapse, tmp_path, "alice")
+    carol = await device(synapse, tmp_path, "carol")
+    bob, password = await account(synapse, "bob")
+    args = cli(
+        "answer",
+        "--auto",
+        "--duration",
+        "4",
+        "--timeout",
+        "100",
+        "--user",
+        bob,
+        "--password",
+        password,
+        "--homeserver",
+        synapse.url,
+        "--loopback",
+        "--store",
+        str(tmp_path / "bob"),
+    )
+    try:
+        answer = asyncio.ensure_future(run_cli(args))
+        await call_from_element(alice, bob)
+        first = alice.voip.manager.active_calls()[0]
+        await wait_for(lambda: first.state.value == "connected", 30, "the first call")
+        await call_from_element(carol, bob)  # rings as call waiting
+        code, out, err = await answer
+        assert code == 0, (out, err[-2000:])
+        assert out.count("incoming voice call from") == 2
+        for caller in (alice, carol):
+            await wait_for(lambda c=caller: bool(c.events["history_item"]), 20, "the end")
+        outcomes = [d.events["history_item"][0][0].outcome for d in (alice, carol)]
+        assert outcomes == [Outcome.ANSWERED, Outcome.ANSWERED]
+    finally:
+        await alice.stop()
+        await carol.stop()
