@@ -380,6 +380,19 @@ def test_declining_an_unencrypted_call_tells_the_caller_why() -> None:
     assert [h.outcome for h in alice.history + bob.history] == [Outcome.FAILED] * 2
 
 
+def test_glare_never_merges_into_an_unencrypted_call_without_the_opt_in() -> None:
+    room = Room()
+    alice = room.add("@alice:local", "ALICE", CallPolicy(allow_unencrypted=True))
+    bob = room.add("@bob:local", "BOB", CallPolicy(ask_unencrypted=True))
+    alice_call = alice.place()
+    bob.place()
+    room.strip_in_flight("org.sealcall.e2ee")
+    room.settle()  # bob's call (the larger id) would yield and auto-answer alice's
+    assert bob.sent_types(alice_call) == ["reject"]
+    assert not any(isinstance(m, actions.AllowUnencryptedMedia) for m in bob.media)
+    assert alice.history[0].end_reason == ENCRYPTION_REQUIRED
+
+
 def test_local_media_failure_before_the_answer_is_a_reject() -> None:
     room, alice, bob = two_peers()
     call_id = alice.place()
