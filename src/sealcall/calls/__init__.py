@@ -1,8 +1,8 @@
 """The 1:1 call engine without I/O: one state machine per call, and a manager for all of them."""
 
 from . import actions
-from .call import ANSWERED_ELSEWHERE, ENCRYPTION_REQUIRED, REJECTED, TRANSITIONS, Call
-from .history import HistoryItem, Outcome
+from .call import ANSWERED_ELSEWHERE, TRANSITIONS, Call
+from .history import ENCRYPTION_REQUIRED, REJECTED, HistoryItem, Outcome
 from .inputs import (
     AnswerCall,
     HangUp,
@@ -27,7 +27,13 @@ from .manager import (
     UnknownCallError,
 )
 from .policy import BusyPolicy, CallPolicy
-from .states import CallError, CallState, Direction, IllegalTransitionError
+from .states import (
+    CallError,
+    CallState,
+    Direction,
+    IllegalTransitionError,
+    UnencryptedCallError,
+)
 
 __all__ = [
     "ANSWERED_ELSEWHERE",
@@ -60,6 +66,7 @@ __all__ = [
     "SetHold",
     "SetMuted",
     "SetScreenShare",
+    "UnencryptedCallError",
     "UnknownCallError",
     "UpgradeToVideo",
     "actions",

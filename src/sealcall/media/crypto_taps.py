@@ -33,10 +33,13 @@ def codec_for(mime_type: str) -> Codec | None:
 
 @dataclass
 class SenderCounters:
-    """What one sender has encrypted."""
+    """What one sender has encrypted, or sent in the clear in a call the user accepted
+    without frame encryption (``frames_unencrypted``: never counted as encrypted)."""
 
     frames_encrypted: int = 0
     bytes_encrypted: int = 0
+    frames_unencrypted: int = 0
+    bytes_unencrypted: int = 0
     frames_failed: int = 0
     frames_paused: int = 0
 
@@ -79,19 +82,28 @@ class SenderTap:
             level = logging.DEBUG if isinstance(error, MissingKeyError) else logging.WARNING
             logger.log(level, "dropped an outgoing %s frame: %s", codec.value, error)
             return None
-        self.counters.frames_encrypted += 1
-        self.counters.bytes_encrypted += len(frame)
+        # The keys turn unencrypted once and never back: if they still encrypt now, this
+        # frame was encrypted; otherwise it is counted as plaintext (never over-claimed).
+        if self.keys.encrypted:
+            self.counters.frames_encrypted += 1
+            self.counters.bytes_encrypted += len(frame)
+        else:
+            self.counters.frames_unencrypted += 1
+            self.counters.bytes_unencrypted += len(frame)
         return protected
 
 
 @dataclass
 class ReceiverCounters:
-    """What one receiver has received, decrypted and dropped."""
+    """What one receiver has received, decrypted and dropped; ``frames_unencrypted`` are
+    frames taken in the clear in a call the user accepted without frame encryption."""
 
     frames_received: int = 0
     bytes_received: int = 0
     frames_decrypted: int = 0
     bytes_decrypted: int = 0
+    frames_unencrypted: int = 0
+    bytes_unencrypted: int = 0
     keyframes_decrypted: int = 0
     frames_dropped: int = 0
     drop_reasons: Counter[str] = field(default_factory=Counter)
@@ -134,9 +146,13 @@ class ReceiverTap:
             self._drop(type(error).__name__)
             return None
         counters = self.counters
+        counters.last_frame_time = self._clock()
+        if not self.keys.encrypted:  # (see SenderTap.protect)
+            counters.frames_unencrypted += 1
+            counters.bytes_unencrypted += len(frame)
+            return frame
         counters.frames_decrypted += 1
         counters.bytes_decrypted += len(frame)
-        counters.last_frame_time = self._clock()
         if codec is not Codec.OPUS and is_key_frame(codec, frame):
             counters.keyframes_decrypted += 1
         return frame

@@ -22,6 +22,7 @@ class OutboundTrackStats:
     paused: bool
     frames_encrypted: int
     bytes_encrypted: int
+    frames_unencrypted: int  # sent in the clear (a call accepted without frame encryption)
     packets_sent: int
     bytes_sent: int
     round_trip_time: float | None
@@ -36,6 +37,7 @@ class InboundTrackStats:
     mid: str | None
     frames_received: int
     frames_decrypted: int
+    frames_unencrypted: int  # taken in the clear (a call accepted without frame encryption)
     frames_dropped: int
     drop_reasons: dict[str, int]
     keyframe_requests: int
@@ -47,10 +49,12 @@ class InboundTrackStats:
 
 @dataclass(frozen=True)
 class MediaStats:
-    """A snapshot of a connection's media."""
+    """A snapshot of a connection's media; ``encrypted`` is False once the connection carries
+    media without frame encryption (by the user's opt-in)."""
 
     outbound: list[OutboundTrackStats] = field(default_factory=list)
     inbound: list[InboundTrackStats] = field(default_factory=list)
+    encrypted: bool = True
 
 
 class StatsCollector:
@@ -71,10 +75,11 @@ class StatsCollector:
         """Gather the current statistics of every transceiver."""
         pc = self.connection
         now = time.monotonic()
-        snapshot = MediaStats()
+        snapshot = MediaStats(encrypted=pc.keys.encrypted)
         for transceiver in pc.getTransceivers():
             sender, receiver = transceiver.sender, transceiver.receiver
-            if sender.track is not None or pc.sender_tap(sender).counters.frames_encrypted:
+            sent = pc.sender_tap(sender).counters
+            if sender.track is not None or sent.frames_encrypted or sent.frames_unencrypted:
                 report = await sender.getStats()
                 out = next(
                     (s for s in report.values() if isinstance(s, RTCOutboundRtpStreamStats)), None
@@ -93,6 +98,7 @@ class StatsCollector:
                         paused=tap.paused,
                         frames_encrypted=tap.counters.frames_encrypted,
                         bytes_encrypted=tap.counters.bytes_encrypted,
+                        frames_unencrypted=tap.counters.frames_unencrypted,
                         packets_sent=out.packetsSent if out else 0,
                         bytes_sent=bytes_sent,
                         round_trip_time=remote.roundTripTime if remote else None,
@@ -114,6 +120,7 @@ class StatsCollector:
                     mid=transceiver.mid,
                     frames_received=counters.frames_received,
                     frames_decrypted=counters.frames_decrypted,
+                    frames_unencrypted=counters.frames_unencrypted,
                     frames_dropped=counters.frames_dropped,
                     drop_reasons=dict(counters.drop_reasons),
                     keyframe_requests=counters.keyframe_requests,
