@@ -91,9 +91,7 @@ class JsSdk:
         page.on("pageerror", lambda err: self.console.append(f"pageerror: {err}"))
 
     async def call(self, method: str, *args: Any) -> Any:
-        return await self.page.evaluate(
-            "([m, args]) => window.H[m](...args)", [method, list(args)]
-        )
+        return await self.page.evaluate("([m, args]) => window.H[m](...args)", [method, list(args)])
 
     async def start(self, base_url: str, user_id: str, password: str) -> None:
         await self.page.wait_for_function("() => window.H !== undefined")

@@ -10,16 +10,12 @@ let client = null;
 function track(call) {
   const rec = {
     callId: call.callId, direction: call.direction, type: call.type, states: [call.state],
-    hangupParty: null, hangupReason: null, placedAt: null, connectedAt: null, error: null,
+    placedAt: null, connectedAt: null, error: null,
   };
   calls.set(call.callId, { call, rec });
   call.on(CallEvent.State, (state) => {
     rec.states.push(state);
     if (state === "connected" && rec.connectedAt === null) rec.connectedAt = performance.now();
-  });
-  call.on(CallEvent.Hangup, () => {
-    rec.hangupParty = call.hangupParty ?? null;
-    rec.hangupReason = call.hangupReason ?? null;
   });
   call.on(CallEvent.Error, (err) => { rec.error = String(err && (err.code || err.message || err)); });
   return rec;
@@ -68,9 +64,25 @@ window.H = {
     if (video) await call.placeVideoCall(); else await call.placeVoiceCall();
     return call.callId;
   },
-  record(callId) { return calls.get(callId)?.rec ?? null; },
+  record(callId) {
+    const entry = calls.get(callId);
+    if (!entry) return null;
+    const { call, rec } = entry;
+    return { ...rec, state: call.state, hangupParty: call.hangupParty ?? null,
+      hangupReason: call.hangupReason ?? null };
+  },
   incoming() { return [...calls.values()].filter((c) => c.rec.direction === "inbound").map((c) => c.rec); },
   state(callId) { return get(callId).state; },
+  // Ends every call that is not over yet (between tests); returns how many are still live.
+  endAll() {
+    let live = 0;
+    for (const { call } of calls.values()) {
+      if (call.state === "ended") continue;
+      live += 1;
+      if (call.state === "ringing") call.reject(); else call.hangup(CallErrorCode.UserHangup, false);
+    }
+    return live;
+  },
   async answer(callId) { await get(callId).answer(); },
   reject(callId) { get(callId).reject(); },
   hangup(callId) { get(callId).hangup(CallErrorCode.UserHangup, false); },
