@@ -15,6 +15,7 @@ from sealcall.calls import (
     HangUp,
     IllegalTransitionError,
     IncomingCall,
+    LocalMediaFailed,
     MediaConnected,
     MediaFailed,
     Outcome,
@@ -193,7 +194,8 @@ def test_busy_policy_answers_user_busy() -> None:
     second, out = carol.manager.place_call("!dm:local", "@bob:local", room.now)
     carol.run(out)
     room.settle()
-    assert bob.sent_types(second.call_id) == ["hangup"]
+    # A reject, not a hang-up: matrix-js-sdk ignores a hang-up before it picked a callee.
+    assert bob.sent_types(second.call_id) == ["reject"]
     assert bob.sent[-1].reason == "user_busy"
     assert carol.history[0].outcome is Outcome.BUSY
     assert bob.history[-1].outcome is Outcome.BUSY
@@ -320,6 +322,34 @@ def test_unencrypted_peer_is_refused_unless_policy_allows() -> None:
     assert not bob.call(call_id).encrypted
     bob.do(call_id, AnswerCall())
     assert any(isinstance(m, actions.AllowUnencryptedMedia) for m in bob.media)
+
+
+def test_a_ringing_call_is_refused_with_a_reject_that_says_why() -> None:
+    # Issue 8, item 6: refusing an invite we never answered is m.call.reject (MSC2746).
+    room, alice, bob = two_peers()
+    alice.place()
+    room.strip_in_flight("org.sealcall.e2ee")  # as an Element-family caller sends it
+    room.settle()
+    assert bob.sent_types() == ["reject"]
+    reject = bob.sent[0]
+    assert reject.reason == "unknown_error"
+    assert reject.extra == {"org.sealcall.reason": ENCRYPTION_REQUIRED}
+    # The caller shows the refusal with our reason, not as a plain "rejected".
+    assert alice.sent_types() == ["invite", "select_answer"]
+    assert [h.outcome for h in alice.history + bob.history] == [Outcome.FAILED] * 2
+    assert [h.end_reason for h in alice.history + bob.history] == [ENCRYPTION_REQUIRED] * 2
+
+
+def test_local_media_failure_before_the_answer_is_a_reject() -> None:
+    room, alice, bob = two_peers()
+    call_id = alice.place()
+    room.settle()
+    bob.do(call_id, LocalMediaFailed("no microphone"))
+    room.settle()
+    assert bob.sent_types() == ["reject"]
+    assert bob.sent[0].reason == "user_media_failed"
+    assert alice.history[0].outcome is bob.history[0].outcome is Outcome.FAILED
+    assert alice.history[0].end_reason == "user_media_failed"
 
 
 def test_illegal_local_command_names_state_and_event() -> None:

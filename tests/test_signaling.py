@@ -238,3 +238,66 @@ def test_hostile_values_are_refused_by_name(mutate: Any, field: str) -> None:
     with pytest.raises(FieldTypeError) as info:
         parse(event)
     assert info.value.field == field
+
+
+UNSTABLE = "org.matrix.msc3077.sdp_stream_metadata"
+
+
+def test_stream_metadata_is_written_under_both_keys() -> None:
+    # matrix-js-sdk reads only the unstable key (and throws on a metadata change without it).
+    metadata = {"s": StreamMetadata(purpose="m.usermedia", audio_muted=True, video_muted=False)}
+    offer = SessionDescription(type="offer", sdp=SDP)
+    for event in (
+        CallInvite(call_id="c", party_id="p", offer=offer, sdp_stream_metadata=metadata),
+        CallAnswer(
+            call_id="c",
+            party_id="q",
+            answer=SessionDescription(type="answer", sdp=SDP),
+            sdp_stream_metadata=metadata,
+        ),
+        CallNegotiate(call_id="c", party_id="p", description=offer, sdp_stream_metadata=metadata),
+        CallSdpStreamMetadataChanged(call_id="c", party_id="p", sdp_stream_metadata=metadata),
+    ):
+        content = event.to_dict()["content"]
+        expected = {"s": {"purpose": "m.usermedia", "audio_muted": True, "video_muted": False}}
+        assert content["sdp_stream_metadata"] == content[UNSTABLE] == expected
+        assert parse(json.loads(json.dumps(event.to_dict()))) == event
+
+
+def test_stream_metadata_is_read_from_either_key_stable_first() -> None:
+    only_unstable = {
+        "type": "m.call.sdp_stream_metadata_changed",
+        "content": {
+            "call_id": "c",
+            "party_id": "p",
+            "version": "1",
+            UNSTABLE: {"s": {"purpose": "m.usermedia", "audio_muted": True}},
+        },
+    }
+    event = parse(only_unstable)
+    assert isinstance(event, CallSdpStreamMetadataChanged)
+    assert event.sdp_stream_metadata == {
+        "s": StreamMetadata(purpose="m.usermedia", audio_muted=True)
+    }
+    assert event.to_dict() == only_unstable
+    both = json.loads(json.dumps(only_unstable))
+    both["content"]["sdp_stream_metadata"] = {"s": {"purpose": "m.screenshare"}}
+    event = parse(both)
+    assert event.sdp_stream_metadata == {"s": StreamMetadata(purpose="m.screenshare")}  # type: ignore[attr-defined]
+    assert event.extra == {UNSTABLE: {"s": {"purpose": "m.usermedia", "audio_muted": True}}}
+    assert json.dumps(event.to_dict()) == json.dumps(both)
+    with pytest.raises(MissingFieldError):
+        parse({**only_unstable, "content": {"call_id": "c", "party_id": "p", "version": "1"}})
+
+
+def test_reject_reason_is_read_and_written() -> None:
+    # js-sdk and the Famedly SDK put a reason on m.call.reject (user_busy for a busy callee).
+    text = (
+        '{"type":"m.call.reject","content":{"call_id":"c1","party_id":"B","version":"1",'
+        '"reason":"user_busy"}}'
+    )
+    reject = parse(json.loads(text))
+    assert isinstance(reject, CallReject)
+    assert reject.reason == "user_busy"
+    assert json.dumps(reject.to_dict(), separators=(",", ":")) == text
+    assert "reason" not in CallReject(call_id="c", party_id="p").to_dict()["content"]

@@ -154,7 +154,7 @@ async def test_call_waiting_and_busy() -> None:
         for device in (alice, bob, carol):
             await device.close()
 
-    # With the busy policy, the second call is answered with user_busy at once.
+    # With the busy policy, the second call is refused with user_busy at once.
     hub = InMemoryHub(latency=0.01)
     alice = Device(hub, "@alice:local", "ALICE")
     bob = Device(hub, "@bob:local", "BOB", CallPolicy(busy=BusyPolicy.REJECT))
@@ -165,8 +165,8 @@ async def test_call_waiting_and_busy() -> None:
         await eventually(lambda: bool(carol.events["history_item"]))
         assert carol.events["history_item"][0][0].outcome is Outcome.BUSY
         assert bob.events["call_waiting"] == []
-        hangups = [e for _, _, e in hub.log if e["type"] == "m.call.hangup"]
-        assert hangups[-1]["content"]["reason"] == "user_busy"
+        rejects = [e for _, _, e in hub.log if e["type"] == "m.call.reject"]
+        assert rejects[-1]["content"]["reason"] == "user_busy"
         assert first.state.value == "connected"
     finally:
         for device in (alice, bob, carol):

@@ -1,8 +1,8 @@
 """The 1:1 call engine without I/O: one state machine per call, and a manager for all of them."""
 
 from . import actions
-from .call import ANSWERED_ELSEWHERE, ENCRYPTION_REQUIRED, REJECTED, TRANSITIONS, Call
-from .history import HistoryItem, Outcome
+from .call import ANSWERED_ELSEWHERE, TRANSITIONS, Call
+from .history import ENCRYPTION_REQUIRED, REJECTED, HistoryItem, Outcome
 from .inputs import (
     AnswerCall,
     HangUp,

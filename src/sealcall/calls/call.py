@@ -33,7 +33,16 @@ from sealcall.signaling import (
 )
 
 from . import actions as act
-from .history import HistoryItem, Outcome
+from .history import (
+    ENCRYPTION_REQUIRED,
+    REASON_KEY,
+    HistoryItem,
+    Outcome,
+    counts_as_answered,
+    hangup_reason,
+    reject_end,
+    unanswered_outcome,
+)
 from .inputs import (
     AnswerCall,
     HangUp,
@@ -59,12 +68,11 @@ S = CallState
 ACTIVE = (S.CREATE_OFFER, S.INVITE_SENT, S.RINGING, S.CREATE_ANSWER, S.CONNECTING, S.CONNECTED)
 IN_CALL = (S.CONNECTING, S.CONNECTED)
 
-# End reasons that are not hangup reasons of the spec.
-REJECTED = "rejected"
+# End reasons that are not hangup reasons of the spec (with REJECTED, ENCRYPTION_REQUIRED).
 ANSWERED_ELSEWHERE = "answered_elsewhere"
 REPLACED = "replaced"
-ENCRYPTION_REQUIRED = "encryption_required"
-REASON_KEY = "org.sealcall.reason"
+# A call not yet answered on the wire: refusing it is an m.call.reject, not a hang-up.
+UNANSWERED = (S.RINGING, S.CREATE_ANSWER)
 
 _TABLE: dict[tuple[CallState, type], str] = {
     (S.FLEDGLING, PlaceCall): "_place",
@@ -127,6 +135,7 @@ class Call(Renegotiation):
         self.ended_at: float | None = None
         self.end_reason: str | None = None
         self.opponent_party_id: str | None = None
+        self._selected = False  # an answer was selected (ours, for an incoming call)
         self.video = False
         self.encrypted = True
         self.audio_muted = False
@@ -255,7 +264,7 @@ class Call(Renegotiation):
         self._emit(act.ClosePeerConnection())
         self._set_state(S.ENDED)
         self._emit(act.CallEnded(reason, by_remote))
-        if self.connected_at is not None:
+        if counts_as_answered(self._selected or self.connected_at is not None, reason):
             outcome = Outcome.ANSWERED
         if reason == REPLACED:
             return  # glare: this invite merged into the surviving call, which has the history
@@ -275,12 +284,27 @@ class Call(Renegotiation):
 
     def _refuse_unencrypted(self, detail: str) -> None:
         logger.warning("call %s refused: %s", self.call_id, detail)
-        self._send(
-            CallHangup,
-            reason=HangupReason.UNKNOWN_ERROR.value,
-            extra={REASON_KEY: ENCRYPTION_REQUIRED},
-        )
+        reason, extra = HangupReason.UNKNOWN_ERROR, {REASON_KEY: ENCRYPTION_REQUIRED}
+        if self.state in UNANSWERED:
+            self._decline(reason, extra)
+            return
+        self._send(CallHangup, reason=reason.value, extra=extra)
         self._end(ENCRYPTION_REQUIRED, False, Outcome.FAILED)
+
+    def _decline(
+        self, reason: HangupReason | None = None, extra: dict[str, Any] | None = None
+    ) -> None:
+        """Refuse a call we have not answered: ``m.call.reject`` (MSC2746), which the caller's
+        SDK honours before it picked a callee (a hang-up it would ignore and ring on)."""
+        reject = CallReject(
+            call_id=self.call_id,
+            party_id=self.party_id,
+            reason=None if reason in (None, HangupReason.USER_HANGUP) else reason.value,
+            extra=extra or {},
+        )
+        self._emit(act.SendEvent(reject))
+        end_reason, outcome = reject_end(reject)
+        self._end(end_reason, False, outcome)
 
     # -- outgoing ----------------------------------------------------------------------------
 
@@ -326,6 +350,7 @@ class Call(Renegotiation):
         self._expires_at = None
         self.opponent_party_id = answer.party_id
         self._send(CallSelectAnswer, selected_party_id=answer.party_id)
+        self._selected = True
         self._update_remote_streams(answer.sdp_stream_metadata)
         self._set_state(S.CONNECTING)
         self._emit(act.ApplyAnswer(answer.answer.sdp))
@@ -333,7 +358,8 @@ class Call(Renegotiation):
 
     def _receive_reject(self, reject: CallReject) -> None:
         self._send(CallSelectAnswer, selected_party_id=reject.party_id)
-        self._end(REJECTED, True, Outcome.REJECTED)
+        reason, outcome = reject_end(reject)
+        self._end(reason, True, outcome)
 
     # -- incoming ----------------------------------------------------------------------------
 
@@ -409,8 +435,7 @@ class Call(Renegotiation):
         return next(s for s in self._invite.e2ee.suites if s in self.policy.suites)
 
     def _reject(self, _: RejectCall) -> None:
-        self._send(CallReject)
-        self._end(REJECTED, False, Outcome.REJECTED)
+        self._decline()
 
     def _selected_while_ringing(self, select: CallSelectAnswer) -> None:
         if select.party_id != self.opponent_party_id:
@@ -422,13 +447,16 @@ class Call(Renegotiation):
         self._end(ANSWERED_ELSEWHERE, True, Outcome.ANSWERED, elsewhere=True)
 
     def _rejected_elsewhere(self, reject: CallReject) -> None:
-        self._end(REJECTED, True, Outcome.REJECTED)
+        reason, outcome = reject_end(reject)
+        self._end(reason, True, outcome)
 
     def _check_selected(self, select: CallSelectAnswer) -> None:
         if select.party_id != self.opponent_party_id or self.direction is Direction.OUTGOING:
             return
         if select.selected_party_id != self.party_id:
             self._end(ANSWERED_ELSEWHERE, True, Outcome.ANSWERED, elsewhere=True)
+        else:
+            self._selected = True
 
     # -- in call ------------------------------------------------------------------------------
 
@@ -466,44 +494,30 @@ class Call(Renegotiation):
         if self.state is S.CREATE_OFFER:
             self._end(cmd.reason.value, False, Outcome.CANCELLED)
             return
-        if self.state is S.RINGING and cmd.reason is HangupReason.USER_BUSY:
-            self._send(CallHangup, reason=cmd.reason.value)
-            self._end(cmd.reason.value, False, Outcome.BUSY)
-            return
-        if self.state is S.RINGING:
-            # Before answering, declining is a reject (it stops the other devices too).
-            self._send(CallReject)
-            self._end(REJECTED, False, Outcome.REJECTED)
+        if self.state in UNANSWERED:
+            # Before answering, declining is a reject (it stops the other devices too); a busy
+            # callee says so in the reject's reason, as the Famedly SDK does.
+            self._decline(cmd.reason)
             return
         self._send(CallHangup, reason=cmd.reason.value)
-        outcome = Outcome.CANCELLED if self.direction is Direction.OUTGOING else Outcome.REJECTED
-        if cmd.reason is HangupReason.USER_BUSY:
-            outcome = Outcome.BUSY
+        outgoing = self.direction is Direction.OUTGOING
+        outcome = unanswered_outcome(cmd.reason.value, by_caller=outgoing, direction=self.direction)
         self._end(cmd.reason.value, False, outcome)
 
     def _receive_hangup(self, hangup: CallHangup) -> None:
         if self.opponent_party_id is not None and hangup.party_id != self.opponent_party_id:
             return
-        reason = hangup.reason or HangupReason.USER_HANGUP.value
-        if hangup.extra.get(REASON_KEY) == ENCRYPTION_REQUIRED:
-            reason = ENCRYPTION_REQUIRED
-        if reason == HangupReason.USER_BUSY.value:
-            outcome = Outcome.BUSY
-        elif reason == ENCRYPTION_REQUIRED or hangup.known_reason in (
-            HangupReason.ICE_FAILED,
-            HangupReason.ICE_TIMEOUT,
-            HangupReason.USER_MEDIA_FAILED,
-            HangupReason.UNKNOWN_ERROR,
-        ):
-            outcome = Outcome.FAILED
-        elif self.direction is Direction.INCOMING:
-            outcome = Outcome.MISSED
-        else:
-            outcome = Outcome.REJECTED
-        self._end(reason, True, outcome)
+        reason = hangup_reason(hangup)
+        by_caller = self.direction is Direction.INCOMING
+        self._end(
+            reason, True, unanswered_outcome(reason, by_caller=by_caller, direction=self.direction)
+        )
 
     def _local_media_failed(self, failure: LocalMediaFailed) -> None:
         logger.warning("call %s: local media failed: %s", self.call_id, failure.detail)
+        if self.state in UNANSWERED:
+            self._decline(HangupReason.USER_MEDIA_FAILED)
+            return
         if self.state is not S.CREATE_OFFER:
             self._send(CallHangup, reason=HangupReason.USER_MEDIA_FAILED.value)
         self._end(HangupReason.USER_MEDIA_FAILED.value, False, Outcome.FAILED)

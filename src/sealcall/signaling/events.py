@@ -6,11 +6,18 @@ fields, top-level event keys and key order are all kept. A missing or ill-typed 
 :class:`~sealcall.signaling.errors.InvalidEventError` naming the field.
 """
 
+import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from .errors import FieldTypeError, InvalidEventError, SignalingError, UnknownEventTypeError
+from .errors import (
+    FieldTypeError,
+    InvalidEventError,
+    MissingFieldError,
+    SignalingError,
+    UnknownEventTypeError,
+)
 from .fields import (
     JsonObject,
     as_object,
@@ -36,6 +43,8 @@ from .parts import (
 VERSION = "1"
 METADATA_KEY = "sdp_stream_metadata"
 UNSTABLE_METADATA_KEY = "org.matrix.msc3077.sdp_stream_metadata"
+# Written under both names: matrix-js-sdk reads only the unstable one.
+BOTH_METADATA_KEYS = (METADATA_KEY, UNSTABLE_METADATA_KEY)
 DEFAULT_LIFETIME_MS = 60_000
 
 
@@ -101,6 +110,11 @@ class CallEvent:
         return {}
 
     @classmethod
+    def _read_keys(cls, content: JsonObject) -> tuple[str, ...]:
+        """The content keys this event type reads from ``content`` (the rest go to ``extra``)."""
+        return cls.KEYS
+
+    @classmethod
     def from_content(cls, content: JsonObject, envelope: dict[str, Any] | None = None) -> Any:
         """Build this event type from its ``content`` object."""
         path = "content."
@@ -111,18 +125,45 @@ class CallEvent:
             call_id=req_string(content, "call_id", path),
             party_id=req_string(content, "party_id", path),
             version=version,
-            extra=extras(content, ("call_id", "party_id", "version", *cls.KEYS)),
+            extra=extras(content, ("call_id", "party_id", "version", *cls._read_keys(content))),
             envelope=envelope or {},
             key_order=tuple(content),
             **cls._fields(content),
         )
 
 
-def _metadata(content: JsonObject) -> tuple[dict[str, StreamMetadata] | None, str]:
-    for key in (METADATA_KEY, UNSTABLE_METADATA_KEY):
-        if key in content:
-            return metadata_from_json(content[key], f"content.{key}"), key
-    return None, METADATA_KEY
+def _same_json(a: object, b: object) -> bool:
+    """Whether two JSON values serialise to the same text (type- and order-sensitive)."""
+    try:
+        return json.dumps(a) == json.dumps(b)
+    except (TypeError, ValueError, RecursionError):
+        return False
+
+
+def _metadata_keys(content: JsonObject) -> tuple[str, ...]:
+    """The stream-metadata keys read from ``content``.
+
+    The stable key wins when both are present; the unstable one (matrix-js-sdk's spelling) is
+    read when it is the only one. A second key that says the same is consumed too; one that
+    differs stays in ``extra``, so the event is written back unchanged.
+    """
+    if METADATA_KEY in content:
+        if UNSTABLE_METADATA_KEY in content and _same_json(
+            content[METADATA_KEY], content[UNSTABLE_METADATA_KEY]
+        ):
+            return tuple(k for k in content if k in (METADATA_KEY, UNSTABLE_METADATA_KEY))
+        return (METADATA_KEY,)
+    if UNSTABLE_METADATA_KEY in content:
+        return (UNSTABLE_METADATA_KEY,)
+    return ()
+
+
+def _metadata(content: JsonObject) -> tuple[dict[str, StreamMetadata] | None, tuple[str, ...]]:
+    keys = _metadata_keys(content)
+    if not keys:
+        return None, BOTH_METADATA_KEYS
+    key = METADATA_KEY if METADATA_KEY in keys else UNSTABLE_METADATA_KEY
+    return metadata_from_json(content[key], f"content.{key}"), keys
 
 
 def _e2ee(content: JsonObject) -> E2eeParams | None:
@@ -131,18 +172,27 @@ def _e2ee(content: JsonObject) -> E2eeParams | None:
 
 @dataclass(frozen=True, kw_only=True)
 class _WithMetadata(CallEvent):
+    """Events with MSC3077 stream metadata, written under ``sdp_stream_metadata`` and
+    ``org.matrix.msc3077.sdp_stream_metadata`` alike (a parsed event keeps the keys it had)."""
+
     sdp_stream_metadata: dict[str, StreamMetadata] | None = None
-    metadata_key: str = field(default=METADATA_KEY, compare=False, repr=False)
+    metadata_keys: tuple[str, ...] = field(default=BOTH_METADATA_KEYS, compare=False, repr=False)
 
     def _metadata_json(self) -> dict[str, Any]:
         if self.sdp_stream_metadata is None:
             return {}
-        return {self.metadata_key: metadata_to_json(self.sdp_stream_metadata)}
+        value = metadata_to_json(self.sdp_stream_metadata)
+        return {key: value for key in self.metadata_keys}
+
+    @classmethod
+    def _read_keys(cls, content: JsonObject) -> tuple[str, ...]:
+        unread = set(BOTH_METADATA_KEYS) - set(_metadata_keys(content))
+        return tuple(k for k in cls.KEYS if k not in unread)
 
     @staticmethod
     def _metadata_fields(content: JsonObject) -> dict[str, Any]:
-        metadata, key = _metadata(content)
-        return {"sdp_stream_metadata": metadata, "metadata_key": key}
+        metadata, keys = _metadata(content)
+        return {"sdp_stream_metadata": metadata, "metadata_keys": keys}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -268,9 +318,22 @@ class CallSelectAnswer(CallEvent):
 
 @dataclass(frozen=True, kw_only=True)
 class CallReject(CallEvent):
-    """``m.call.reject``: a callee declines the call on all its user's devices."""
+    """``m.call.reject``: a callee declines the call on all its user's devices.
+
+    ``reason`` is not in the spec's reject, but matrix-js-sdk and the Famedly SDK read and write
+    it (``user_busy`` for a busy callee), and js-sdk shows it as the call's hangup reason.
+    """
 
     TYPE: ClassVar[str] = "m.call.reject"
+    KEYS: ClassVar[tuple[str, ...]] = ("reason",)
+    reason: str | None = None
+
+    def _content(self) -> dict[str, Any]:
+        return {} if self.reason is None else {"reason": self.reason}
+
+    @classmethod
+    def _fields(cls, content: JsonObject) -> dict[str, Any]:
+        return {"reason": string(content, "reason", "content.", optional=True)}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -338,10 +401,10 @@ class CallSdpStreamMetadataChanged(_WithMetadata):
 
     @classmethod
     def _fields(cls, content: JsonObject) -> dict[str, Any]:
-        metadata, key = _metadata(content)
+        metadata, keys = _metadata(content)
         if metadata is None:
-            raise InvalidEventError(f"content.{METADATA_KEY}", "required field is missing")
-        return {"sdp_stream_metadata": metadata, "metadata_key": key}
+            raise MissingFieldError(f"content.{METADATA_KEY}")
+        return {"sdp_stream_metadata": metadata, "metadata_keys": keys}
 
     def _content(self) -> dict[str, Any]:
         return self._metadata_json()
