@@ -6,6 +6,7 @@ encrypt frames (SFrame), so only a sealcall user who opted in (``allow_unencrypt
 a sealcall user with the default policy refuses, and js-sdk must stop ringing.
 """
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -182,25 +183,57 @@ async def connected_call(peers: Peers, caller: str, video: bool) -> tuple[str, C
     return call_id, session
 
 
-async def mute_both_ways(peers: Peers, call_id: str, session: CallSession, video: bool) -> None:
-    """Each side mutes (and turns its camera off in a video call); the other side is told."""
+async def js_video_frames(js: JsSdk, call_id: str) -> int:
+    return int((await js.call("inbound", call_id))["video"]["frames"])
+
+
+async def js_video_stopped(js: JsSdk, call_id: str, quiet: float = 0.5) -> None:
+    """Wait until js-sdk has decoded no new video frame for ``quiet`` seconds."""
+    last = (await js_video_frames(js, call_id), time.monotonic())
+
+    async def still() -> bool:
+        nonlocal last
+        frames = await js_video_frames(js, call_id)
+        if frames != last[0]:
+            last = (frames, time.monotonic())
+        return time.monotonic() - last[1] >= quiet
+
+    await js.until("video frames to stop", still, WAIT)
+
+
+async def mute_both_ways(peers: Peers, call_id: str, session: CallSession) -> None:
+    """In a video call each side mutes and turns its camera off, then on again; the other side
+    is told each time (MSC3077 stream metadata), and sealcall's camera off stops its frames."""
     js, sc = peers.js, peers.open
     await js.call("setMicMuted", call_id, True)
     await wait_for(lambda: remote_mute(sc, call_id) == (True, False), WAIT, "js-sdk's mute")
-    if video:
-        await js.call("setCameraMuted", call_id, True)
-        await wait_for(lambda: remote_mute(sc, call_id) == (True, True), WAIT, "camera off")
-    await session.set_microphone_muted(True)
-    if video:
-        await session.set_camera_muted(True)
-    want = {"audio": True, "video": video}
-
-    async def told() -> bool:
-        return await js.call("remoteMute", call_id) == want  # type: ignore[no-any-return]
-
-    await js.until("sealcall's mute", told, WAIT)
+    await js.call("setCameraMuted", call_id, True)
+    await wait_for(lambda: remote_mute(sc, call_id) == (True, True), WAIT, "camera off")
     await js.call("setMicMuted", call_id, False)
-    await wait_for(lambda: remote_mute(sc, call_id) == (False, video), WAIT, "js-sdk's unmute")
+    await js.call("setCameraMuted", call_id, False)
+    await wait_for(lambda: remote_mute(sc, call_id) == (False, False), WAIT, "js-sdk's unmute")
+
+    async def js_told(audio: bool, video: bool) -> None:
+        async def told() -> bool:
+            got = await js.call("remoteMute", call_id)
+            return got == {"audio": audio, "video": video}  # type: ignore[no-any-return]
+
+        await js.until(f"sealcall's mute state {audio, video}", told, WAIT)
+
+    await session.set_microphone_muted(True)
+    await js_told(True, False)
+    await session.set_camera_muted(True)
+    await js_told(True, True)
+    await js_video_stopped(js, call_id)
+    before = await js_video_frames(js, call_id)
+    await session.set_camera_muted(False)
+    await session.set_microphone_muted(False)
+    await js_told(False, False)
+
+    async def resumed() -> bool:
+        return await js_video_frames(js, call_id) > before + 5
+
+    await js.until("video frames again", resumed, WAIT)
 
 
 # -- the calls -------------------------------------------------------------------------------
@@ -209,7 +242,7 @@ async def mute_both_ways(peers: Peers, call_id: str, session: CallSession, video
 @pytest.mark.parametrize("caller", ["js", "sealcall"])
 async def test_mute_and_camera_off_seen_on_both_sides(peers: Peers, caller: str) -> None:
     call_id, session = await connected_call(peers, caller, video=True)
-    await mute_both_ways(peers, call_id, session, video=True)
+    await mute_both_ways(peers, call_id, session)
 
 
 @pytest.mark.parametrize(
@@ -236,6 +269,7 @@ async def test_call_connects_carries_media_and_hangs_up(
     assert rec["hangupParty"] == ("local" if hangs_up == "js" else "remote")
     assert rec["hangupReason"] == "user_hangup"
     assert item.outcome is Outcome.ANSWERED
+    assert item.encrypted is False
     assert item.video is video
     assert item.direction.value == ("incoming" if caller == "js" else "outgoing")
     ended = [(r, by) for s, r, by in sc.events["call_ended"] if s.call_id == call_id]
@@ -249,8 +283,10 @@ async def test_jssdk_rejects_sealcalls_call(peers: Peers) -> None:
     await js.call("reject", session.call_id)
     item = await sealcall_history(sc, session.call_id)
     assert item.outcome is Outcome.REJECTED
-    assert session.state.value == "ended"
-    assert (await js.record(session.call_id))["state"] == "ended"
+    ended = [(r, by) for s, r, by in sc.events["call_ended"] if s.call_id == session.call_id]
+    assert ended == [("rejected", True)]
+    rec = await js.record(session.call_id)
+    assert (rec["state"], rec["hangupParty"]) == ("ended", "local")
 
 
 async def test_sealcall_rejects_jssdks_call_and_jssdk_stops_ringing(peers: Peers) -> None:
