@@ -22,6 +22,7 @@ from sealcall.calls import (
 )
 from sealcall.calls.history import HistoryItem
 from sealcall.signaling import CallEvent, StreamPurpose, parse
+from sealcall.transport.base import TimelineEvent
 
 ROOM = "!dm:local"
 
@@ -145,6 +146,8 @@ class Room:
         self._seq = itertools.count()
         self._ready: dict[str, set[str]] = defaultdict(set)
         self.extra_delay: dict[str, float] = {}
+        self.timeline: list[TimelineEvent] = []  # what the room stores, as the server stamps it
+        self._stored: dict[int, tuple[dict[str, Any], int]] = {}  # event in flight -> its entry
 
     def add(self, user_id: str, device_id: str, policy: CallPolicy | None = None) -> Peer:
         peer = Peer(self, user_id, device_id, policy or CallPolicy())
@@ -156,6 +159,8 @@ class Room:
 
     def send(self, sender: Peer, event: CallEvent) -> None:
         data = {**event.to_dict(), "sender": sender.user_id}
+        self.timeline.append(TimelineEvent(sender.user_id, round(self.now * 1000), event.to_dict()))
+        self._stored[id(data)] = (data, len(self.timeline) - 1)
         sent_at = self.now
         for peer in self.peers:
             copies = 2 if self.random.random() < self.duplicate else 1
@@ -168,6 +173,14 @@ class Room:
 
     def strip_in_flight(self, key: str) -> None:
         """Remove ``key`` from the content of every event in flight (a client without it)."""
+        for _, _, _, data, _ in self._queue:
+            stored, index = self._stored.get(id(data), (None, -1))
+            if stored is data:
+                old = self.timeline[index]
+                content = {k: v for k, v in old.event["content"].items() if k != key}
+                self.timeline[index] = TimelineEvent(
+                    old.sender, old.timestamp_ms, {**old.event, "content": content}
+                )
         self._queue = [
             (t, seq, p, {**d, "content": {k: v for k, v in d["content"].items() if k != key}}, at)
             for t, seq, p, d, at in self._queue

@@ -23,6 +23,7 @@ from sealcall.calls import (
     SetHold,
     SetMuted,
     SetScreenShare,
+    UnencryptedCallError,
     UpgradeToVideo,
     actions,
 )
@@ -338,6 +339,45 @@ def test_a_ringing_call_is_refused_with_a_reject_that_says_why() -> None:
     assert alice.sent_types() == ["invite", "select_answer"]
     assert [h.outcome for h in alice.history + bob.history] == [Outcome.FAILED] * 2
     assert [h.end_reason for h in alice.history + bob.history] == [ENCRYPTION_REQUIRED] * 2
+
+
+def test_ask_policy_rings_an_unencrypted_call_and_answering_needs_the_opt_in() -> None:
+    # Issue 8, item 8: the application asks the user about a call that cannot be encrypted.
+    room = Room()
+    alice = room.add("@alice:local", "ALICE", CallPolicy(allow_unencrypted=True))
+    bob = room.add("@bob:local", "BOB", CallPolicy(ask_unencrypted=True))
+    call_id = alice.place()
+    room.strip_in_flight("org.sealcall.e2ee")  # as an Element-family caller sends it
+    room.settle()
+    assert [type(n) for n in bob.notices] == [IncomingCall]
+    assert not bob.call(call_id).encrypted
+    with pytest.raises(UnencryptedCallError):
+        bob.do(call_id, AnswerCall())
+    assert bob.call(call_id).state is S.RINGING
+    assert bob.sent == []
+    bob.do(call_id, AnswerCall(allow_unencrypted=True))
+    room.settle()
+    assert alice.call(call_id).state is bob.call(call_id).state is S.CONNECTED
+    assert any(isinstance(m, actions.AllowUnencryptedMedia) for m in bob.media)
+    alice.do(call_id, HangUp())
+    room.settle()
+    assert [(h.outcome, h.encrypted) for h in alice.history + bob.history] == [
+        (Outcome.ANSWERED, False)
+    ] * 2
+
+
+def test_declining_an_unencrypted_call_tells_the_caller_why() -> None:
+    room = Room()
+    alice = room.add("@alice:local", "ALICE")
+    bob = room.add("@bob:local", "BOB", CallPolicy(ask_unencrypted=True))
+    call_id = alice.place()
+    room.strip_in_flight("org.sealcall.e2ee")
+    room.settle()
+    bob.do(call_id, RejectCall(encryption_required=True))
+    room.settle()
+    assert bob.sent_types() == ["reject"]
+    assert alice.call(call_id).end_reason == ENCRYPTION_REQUIRED
+    assert [h.outcome for h in alice.history + bob.history] == [Outcome.FAILED] * 2
 
 
 def test_local_media_failure_before_the_answer_is_a_reject() -> None:

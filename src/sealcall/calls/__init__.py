@@ -27,7 +27,13 @@ from .manager import (
     UnknownCallError,
 )
 from .policy import BusyPolicy, CallPolicy
-from .states import CallError, CallState, Direction, IllegalTransitionError
+from .states import (
+    CallError,
+    CallState,
+    Direction,
+    IllegalTransitionError,
+    UnencryptedCallError,
+)
 
 __all__ = [
     "ANSWERED_ELSEWHERE",
@@ -60,6 +66,7 @@ __all__ = [
     "SetHold",
     "SetMuted",
     "SetScreenShare",
+    "UnencryptedCallError",
     "UnknownCallError",
     "UpgradeToVideo",
     "actions",

@@ -60,7 +60,7 @@ from .inputs import (
 )
 from .policy import CallPolicy
 from .renegotiation import Renegotiation
-from .states import CallState, Direction, IllegalTransitionError
+from .states import CallState, Direction, IllegalTransitionError, UnencryptedCallError
 
 logger = logging.getLogger(__name__)
 
@@ -381,10 +381,10 @@ class Call(Renegotiation):
             self._end(HangupReason.INVITE_TIMEOUT.value, True, Outcome.MISSED)
             return
         if invite.e2ee is None:
-            if not self.policy.allow_unencrypted:
+            if not (self.policy.allow_unencrypted or self.policy.ask_unencrypted):
                 self._refuse_unencrypted("the caller did not offer media encryption")
                 return
-            self.encrypted = False
+            self.encrypted = False  # rings; answering it needs the user's opt-in
         elif invite.e2ee.version != E2EE_VERSION:
             self._refuse_unencrypted(f"unknown media encryption version {invite.e2ee.version}")
         elif not set(invite.e2ee.suites) & set(self.policy.suites):
@@ -392,6 +392,14 @@ class Call(Renegotiation):
 
     def _answer(self, cmd: AnswerCall) -> None:
         assert self._invite is not None
+        if self._invite.e2ee is None and not (
+            self.policy.allow_unencrypted or cmd.allow_unencrypted
+        ):
+            # Never plaintext without an explicit decision: the call keeps ringing.
+            raise UnencryptedCallError(
+                "this call cannot be end-to-end encrypted: answer with allow_unencrypted=True"
+                " to take it with media protected only hop by hop (DTLS-SRTP)"
+            )
         if cmd.video is not None:
             self.video = cmd.video
         self._expires_at = None
@@ -434,8 +442,11 @@ class Call(Renegotiation):
         assert self._invite.e2ee is not None
         return next(s for s in self._invite.e2ee.suites if s in self.policy.suites)
 
-    def _reject(self, _: RejectCall) -> None:
-        self._decline()
+    def _reject(self, cmd: RejectCall) -> None:
+        if cmd.encryption_required:
+            self._decline(HangupReason.UNKNOWN_ERROR, {REASON_KEY: ENCRYPTION_REQUIRED})
+        else:
+            self._decline()
 
     def _selected_while_ringing(self, select: CallSelectAnswer) -> None:
         if select.party_id != self.opponent_party_id:

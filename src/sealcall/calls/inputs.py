@@ -15,14 +15,25 @@ class PlaceCall:
 
 @dataclass(frozen=True)
 class AnswerCall:
-    """The user accepts the ringing call (``video=None``: as offered)."""
+    """The user accepts the ringing call (``video=None``: as offered).
+
+    ``allow_unencrypted`` is the user's decision to take a call that cannot be end-to-end
+    encrypted (see ``CallPolicy.ask_unencrypted``); without it such an answer is refused.
+    """
 
     video: bool | None = None
+    allow_unencrypted: bool = False
 
 
 @dataclass(frozen=True)
 class RejectCall:
-    """The user declines the ringing call on all their devices."""
+    """The user declines the ringing call on all their devices.
+
+    ``encryption_required``: declined because the call cannot be end-to-end encrypted (the
+    caller is told so, ``org.sealcall.reason``).
+    """
+
+    encryption_required: bool = False
 
 
 @dataclass(frozen=True)

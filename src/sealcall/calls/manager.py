@@ -15,7 +15,7 @@ from sealcall.signaling import CallAnswer, CallEvent, CallInvite, CallReject, Ha
 
 from . import actions as act
 from .call import Call
-from .inputs import AnswerCall, HangUp, LocalInput, PlaceCall
+from .inputs import AnswerCall, HangUp, LocalInput, PlaceCall, RejectCall
 from .policy import BusyPolicy, CallPolicy
 from .states import CallError, CallState, Direction
 
@@ -230,6 +230,9 @@ class CallManager:
                 out += self._wrap(call, call.handle(early.event, now))
         if call.state is not CallState.RINGING:
             return out  # stale, refused or already over: our own call, if any, goes on
+        if glare is not None and not call.encrypted and not self.policy.allow_unencrypted:
+            # Merging would answer a call that cannot be encrypted without asking: refuse it.
+            return out + self._wrap(call, call.handle(RejectCall(encryption_required=True), now))
         if glare is not None:
             out += self._wrap(glare, glare.replace(now, invite.call_id))
             out += self._wrap(call, call.handle(AnswerCall(video=glare.video or None), now))

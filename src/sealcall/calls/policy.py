@@ -18,10 +18,14 @@ class CallPolicy:
     """Settings of the call engine.
 
     ``allow_unencrypted`` is the explicit user decision to accept a peer that cannot encrypt
-    media; by default such calls are refused with the reason ``encryption_required``.
+    media (its media is then protected only hop by hop, by DTLS-SRTP); by default such calls are
+    refused with the reason ``encryption_required``. ``ask_unencrypted`` lets an incoming call
+    that cannot be encrypted ring instead, showing ``encrypted = False``, so the user decides
+    per call: answering it takes ``AnswerCall(allow_unencrypted=True)``.
     """
 
     allow_unencrypted: bool = False
+    ask_unencrypted: bool = False
     invite_lifetime_ms: int = 60_000
     min_ring_seconds: float = 1.0
     ice_restart_attempts: int = 3

@@ -27,6 +27,10 @@ class CallError(Exception):
     """Base class of call-layer errors."""
 
 
+class UnencryptedCallError(CallError):
+    """Answering a call that cannot be end-to-end encrypted without the user's opt-in."""
+
+
 class IllegalTransitionError(CallError):
     """A local command that the call's current state does not allow (our misuse)."""
 

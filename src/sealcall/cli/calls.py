@@ -9,7 +9,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sealcall.calls import CallState
+from sealcall.calls import (
+    ENCRYPTION_REQUIRED,
+    CallError,
+    CallPolicy,
+    CallState,
+    Direction,
+    HistoryItem,
+)
 from sealcall.calls.room_history import calls_from_timeline
 from sealcall.demo import wait_for
 from sealcall.media import LOOPBACK, FileRecorder, file_source
@@ -60,11 +67,25 @@ def _media(args: argparse.Namespace) -> LocalMedia:
     return LocalMedia(microphone=audio, camera=video)
 
 
+HOP_BY_HOP = (
+    "protected only hop by hop, by the connection's DTLS-SRTP,"
+    " not by sealcall's end-to-end frame encryption"
+)
+
+
+def _media_protection(session: CallSession) -> str:
+    if session.encrypted:
+        return "media: end-to-end encrypted (SFrame)"
+    return "media: NOT end-to-end encrypted, protected only hop by hop (DTLS-SRTP)"
+
+
 def _show_progress(voip: VoIP, name: str) -> None:
-    voip.on(
-        "state_changed",
-        lambda s, old, new: print(f"[{name}] {s.call_id[:8]}: {new.value}", flush=True),
-    )
+    def state_changed(session: CallSession, old: CallState, new: CallState) -> None:
+        print(f"[{name}] {session.call_id[:8]}: {new.value}", flush=True)
+        if new is CallState.CONNECTED and old is CallState.CONNECTING:
+            print(f"[{name}] {_media_protection(session)}", flush=True)
+
+    voip.on("state_changed", state_changed)
     voip.on(
         "remote_mute_changed",
         lambda s, audio, video: print(
@@ -86,9 +107,16 @@ async def _record(session: CallSession, path: str | None) -> FileRecorder | None
     return recorder
 
 
-def _voip(args: argparse.Namespace, transport: MatrixTransport, ice: Any, name: str) -> VoIP:
+def _voip(
+    args: argparse.Namespace,
+    transport: MatrixTransport,
+    ice: Any,
+    name: str,
+    policy: CallPolicy,
+) -> VoIP:
     voip = VoIP(
         transport,
+        policy=policy,
         media=_media(args),
         ice_servers=ice,
         host_addresses=LOOPBACK if args.loopback else None,
@@ -98,24 +126,43 @@ def _voip(args: argparse.Namespace, transport: MatrixTransport, ice: Any, name: 
     return voip
 
 
-async def _stay(session: CallSession, voip: VoIP, record: str | None, seconds: float) -> None:
-    """Record while connected, hang up after ``seconds`` (0: wait for the far side), close."""
+async def _stay(session: CallSession, record: str | None, seconds: float) -> None:
+    """Record while connected, hang up after ``seconds`` (0: wait for the far side)."""
     recorder = await _record(session, record) if session.state is CallState.CONNECTED else None
     deadline = time.monotonic() + (seconds or float("inf"))
     while session.state is not CallState.ENDED and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
     if session.state is not CallState.ENDED:
-        await session.hangup()
+        with contextlib.suppress(CallError):  # it may end on its own meanwhile
+            await session.hangup()
     if recorder is not None:
         await recorder.stop()
-    await voip.close()
+
+
+def _explain_outgoing_refusal(peer: str, by_remote: bool) -> None:
+    if by_remote:
+        print(
+            f"sealcall: {peer} refused the call: its device and ours share no media encryption"
+            " (a different sealcall version?)",
+            file=sys.stderr,
+        )
+        return
+    print(
+        f"sealcall: refused: {peer} answered from an app that cannot encrypt media end to end"
+        f" (such as Element). To call anyway, with media {HOP_BY_HOP}, pass"
+        " --allow-unencrypted.",
+        file=sys.stderr,
+    )
 
 
 async def _run_call(args: argparse.Namespace) -> int:
     transport = await _login(args)
     try:
         # The VoIP instance listens before the first sync, so no call event can slip past it.
-        voip = _voip(args, transport, await transport.ice_servers(), "call")
+        policy = CallPolicy(allow_unencrypted=args.allow_unencrypted)
+        voip = _voip(args, transport, await transport.ice_servers(), "call", policy)
+        ends: list[tuple[str, bool]] = []
+        voip.on("call_ended", lambda s, reason, by_remote: ends.append((reason, by_remote)))
         await transport.start()
         room_id = args.room or transport.encrypted_dm_with(args.user_id)
         if room_id is None:
@@ -137,8 +184,11 @@ async def _run_call(args: argparse.Namespace) -> int:
         )
         if session.state is not CallState.CONNECTED:
             await voip.close()
+            if ends and ends[-1][0] == ENCRYPTION_REQUIRED:
+                _explain_outgoing_refusal(args.user_id, ends[-1][1])
             return 1
-        await _stay(session, voip, args.record, args.duration)
+        await _stay(session, args.record, args.duration)
+        await voip.close()
         return 0
     finally:
         await transport.stop()
@@ -146,27 +196,34 @@ async def _run_call(args: argparse.Namespace) -> int:
 
 async def _run_answer(args: argparse.Namespace) -> int:
     transport = await _login(args)
-    answered: list[CallSession] = []
     joiner: asyncio.Future[None] | None = None
     try:
-        voip = _voip(args, transport, await transport.ice_servers(), "answer")
-        await transport.start()
-        joiner = asyncio.ensure_future(_join_invites(transport))
+        # Without --auto the user is asked, so a call that cannot be encrypted rings for them.
+        policy = CallPolicy(allow_unencrypted=args.allow_unencrypted, ask_unencrypted=not args.auto)
+        voip = _voip(args, transport, await transport.ice_servers(), "answer", policy)
+        inbox: asyncio.Queue[CallSession | HistoryItem] = asyncio.Queue()
+        rung: set[str] = set()
 
-        async def ring(session: CallSession) -> None:
-            kind = "video" if session.call.video else "voice"
-            print(f"incoming {kind} call from {session.call.peer}", flush=True)
-            if not args.auto:
-                reply = await asyncio.to_thread(input, "answer? [y/N] ")
-                if reply.strip().lower() not in ("y", "yes"):
-                    await session.reject()
-                    return
-            await session.answer(video=session.call.video)
-            answered.append(session)
+        def ring(session: CallSession, *_: Any) -> None:
+            rung.add(session.call_id)
+            inbox.put_nowait(session)
+
+        def refused(item: HistoryItem) -> None:
+            # Refused on arrival (it never rang): say so rather than wait on.
+            if (
+                item.direction is Direction.INCOMING
+                and item.end_reason == ENCRYPTION_REQUIRED
+                and item.call_id not in rung
+            ):
+                inbox.put_nowait(item)
 
         voip.on("incoming_call", ring)
+        voip.on("call_waiting", ring)  # taken once the current call ends
+        voip.on("history_item", refused)
+        await transport.start()
+        joiner = asyncio.ensure_future(_join_invites(transport))
         try:
-            await wait_for(lambda: bool(answered), args.timeout, "an incoming call")
+            return await _answer_calls(args, voip, inbox)
         except TimeoutError:
             print(
                 f"no call came: {transport.undecryptable} events could not be decrypted, "
@@ -175,17 +232,91 @@ async def _run_answer(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             raise
-        joiner.cancel()
-        session = answered[0]
-        await wait_for(
-            lambda: session.state in (CallState.CONNECTED, CallState.ENDED), 30, "the connection"
-        )
-        await _stay(session, voip, args.record, args.duration)
-        return 0
+        finally:
+            await voip.close()
     finally:
         if joiner is not None:
             joiner.cancel()
         await transport.stop()
+
+
+async def _answer_calls(
+    args: argparse.Namespace, voip: VoIP, inbox: "asyncio.Queue[CallSession | HistoryItem]"
+) -> int:
+    """Answer (or ask about) each call that rings; after a call, take one that is still ringing
+    (call waiting) and stop when none is. 0 once a call was answered, 1 if the first was not."""
+    deadline = time.monotonic() + args.timeout
+    answered = False
+    while True:
+        if answered:
+            if inbox.empty():
+                return 0
+            item = inbox.get_nowait()
+        else:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("timed out waiting for an incoming call")
+            try:
+                item = await asyncio.wait_for(inbox.get(), remaining)
+            except TimeoutError:
+                raise TimeoutError("timed out waiting for an incoming call") from None
+        if isinstance(item, HistoryItem):
+            print(
+                f"refused a call from {item.peer}: it cannot be encrypted end to end (the"
+                " caller's app, such as Element, has no sealcall frame encryption). To take"
+                f" such calls anyway, with media {HOP_BY_HOP}, pass --allow-unencrypted.",
+                flush=True,
+            )
+            if not answered:
+                return 1
+            continue
+        session = item
+        if session.state is not CallState.RINGING:
+            continue  # the caller gave up meanwhile
+        take = await _decide(args, session)
+        try:
+            if take:
+                await session.answer(video=session.call.video, allow_unencrypted=True)
+            else:
+                await session.reject(encryption_required=not session.encrypted)
+        except CallError:
+            print("[answer] the call ended before it was answered", flush=True)
+            continue
+        if not take:
+            print(f"declined the call from {session.call.peer}", flush=True)
+            return 0 if answered else 1
+        await _until_settled(session)
+        await _stay(session, args.record, args.duration)
+        answered = True
+
+
+async def _until_settled(session: CallSession) -> None:
+    await wait_for(
+        lambda: session.state in (CallState.CONNECTED, CallState.ENDED), 30, "the connection"
+    )
+
+
+async def _decide(args: argparse.Namespace, session: CallSession) -> bool:
+    """Whether to take a ringing call: --auto takes what the policy let ring; otherwise ask.
+
+    Only calls the policy let ring get here: a call that cannot be encrypted rings only when
+    the user may opt in (asked here) or did (--allow-unencrypted), so answering it with
+    ``allow_unencrypted`` is their decision.
+    """
+    kind = "video" if session.call.video else "voice"
+    print(f"incoming {kind} call from {session.call.peer}", flush=True)
+    if not session.encrypted:
+        print(
+            f"  this call cannot be encrypted end to end: if answered, its media is {HOP_BY_HOP}",
+            flush=True,
+        )
+    if args.auto:
+        return True
+    question = (
+        "answer? [y/N] " if session.encrypted else "answer without end-to-end encryption? [y/N] "
+    )
+    reply = await asyncio.to_thread(input, question)
+    return reply.strip().lower() in ("y", "yes")
 
 
 async def _join_invites(transport: MatrixTransport) -> None:
@@ -201,7 +332,8 @@ async def _run_history(args: argparse.Namespace) -> int:
     transport = await _login(args)
     try:
         await transport.start()
-        entries = calls_from_timeline(await transport.timeline(args.room))
+        events = await transport.timeline(args.room)
+        entries = calls_from_timeline(events, transport.user_id, transport.room_members(args.room))
     finally:
         await transport.stop()
     for entry in entries:
@@ -274,6 +406,14 @@ def _media_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _unencrypted_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--allow-unencrypted",
+        action="store_true",
+        help=f"{what}; media is then protected only hop by hop (DTLS-SRTP)",
+    )
+
+
 def add_parsers(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """Add the call, answer and history commands."""
     parser = commands.add_parser(
@@ -281,7 +421,9 @@ def add_parsers(commands: "argparse._SubParsersAction[argparse.ArgumentParser]")
         help="call a user (an encrypted DM is created if needed)",
         description=(
             "Place an end-to-end encrypted call to USER_ID, show its progress, hang up after"
-            " --duration seconds. Exit status 0 if the call was answered."
+            " --duration seconds. Exit status 0 if the call was answered. An answer from an app"
+            " that cannot encrypt media end to end (such as Element) is refused, saying so,"
+            " unless --allow-unencrypted."
         ),
     )
     parser.add_argument("user_id", help="whom to call, @name:server")
@@ -293,6 +435,9 @@ def add_parsers(commands: "argparse._SubParsersAction[argparse.ArgumentParser]")
         "--ring-timeout", type=float, default=70.0, help="seconds to wait for an answer"
     )
     parser.add_argument("--room", help="the DM room to use (default: found or created)")
+    _unencrypted_option(
+        parser, "accept a callee whose app cannot encrypt media end to end, such as Element"
+    )
     _login_options(parser)
     _media_options(parser)
     parser.set_defaults(func=call)
@@ -302,10 +447,19 @@ def add_parsers(commands: "argparse._SubParsersAction[argparse.ArgumentParser]")
         help="wait for a call and answer it",
         description=(
             "Join pending DM invites, wait for an incoming call, ask whether to answer (or"
-            " answer at once with --auto), and stay until the call ends (or --duration seconds)."
+            " answer at once with --auto), and stay until the call ends (or --duration seconds);"
+            " then take a call that is still ringing (call waiting) the same way, and exit when"
+            " none is. A call that cannot be encrypted end to end is asked about (or, with"
+            " --auto, refused unless --allow-unencrypted). Exit status 0 if a call was"
+            " answered; a declined or refused call exits 1 at once."
         ),
     )
     parser.add_argument("--auto", action="store_true", help="answer without asking")
+    _unencrypted_option(
+        parser,
+        "take calls from apps that cannot encrypt media end to end, such as Element (without"
+        " it, each such call is asked about, or refused with --auto)",
+    )
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for a call")
     parser.add_argument(
         "--duration",
@@ -322,7 +476,8 @@ def add_parsers(commands: "argparse._SubParsersAction[argparse.ArgumentParser]")
         help="list the calls in a room",
         description=(
             "Render the call events of ROOM as a call list: who called whom, voice or video,"
-            " outcome, duration."
+            " outcome (from our side: a call we placed and gave up on is cancelled, one placed"
+            " to us is missed), duration."
         ),
     )
     parser.add_argument("room", help="room id")

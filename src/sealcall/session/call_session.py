@@ -82,13 +82,27 @@ class CallSession:
 
     # -- commands ------------------------------------------------------------------------
 
-    async def answer(self, video: bool | None = None) -> None:
-        """Accept the ringing call (with the camera if ``video``; None: as offered)."""
-        await self.voip.command(self.call_id, AnswerCall(video=video))
+    @property
+    def encrypted(self) -> bool:
+        """False for a call whose media is not end-to-end encrypted (the far side cannot
+        encrypt, and the user's policy or answer accepted that)."""
+        return self.call.encrypted
 
-    async def reject(self) -> None:
-        """Decline the ringing call on all our devices."""
-        await self.voip.command(self.call_id, RejectCall())
+    async def answer(self, video: bool | None = None, *, allow_unencrypted: bool = False) -> None:
+        """Accept the ringing call (with the camera if ``video``; None: as offered).
+
+        A call that cannot be end-to-end encrypted (``encrypted`` is False) is answered only
+        with ``allow_unencrypted=True`` or a policy that allows it; otherwise
+        :class:`~sealcall.calls.UnencryptedCallError` is raised and the call keeps ringing.
+        """
+        await self.voip.command(
+            self.call_id, AnswerCall(video=video, allow_unencrypted=allow_unencrypted)
+        )
+
+    async def reject(self, *, encryption_required: bool = False) -> None:
+        """Decline the ringing call on all our devices (``encryption_required``: because it
+        cannot be end-to-end encrypted; the caller is told so)."""
+        await self.voip.command(self.call_id, RejectCall(encryption_required=encryption_required))
 
     async def hangup(self) -> None:
         """End the call."""
