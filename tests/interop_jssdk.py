@@ -6,6 +6,7 @@ served from 127.0.0.1. Chromium is Debian's (``/usr/bin/chromium``), driven by P
 """
 
 import asyncio
+import collections
 import functools
 import http.server
 import shutil
@@ -86,7 +87,7 @@ class JsSdk:
     def __init__(self, page: Any) -> None:
         self.page = page
         self.user_id = ""
-        self.console: list[str] = []
+        self.console: collections.deque[str] = collections.deque(maxlen=200)  # the last lines
         page.on("console", lambda msg: self.console.append(f"{msg.type}: {msg.text}"))
         page.on("pageerror", lambda err: self.console.append(f"pageerror: {err}"))
 

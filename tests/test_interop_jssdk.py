@@ -7,6 +7,7 @@ a sealcall user with the default policy refuses, and js-sdk must stop ringing.
 """
 
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -61,7 +62,8 @@ async def peers(
     tmp = tmp_path_factory.mktemp("interop")
     (tmp / "web").mkdir()
     web = StaticServer(build(tmp / "web"))
-    account = await synapse.register("element", "secret-element")
+    name = f"element{uuid.uuid4().hex[:8]}"
+    account = await synapse.register(name, "secret-" + name)
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         js = JsSdk(await browser.new_page())
@@ -82,7 +84,7 @@ async def peers(
                 ms = sorted(peers.setup_ms)
                 print(f"\njs-sdk placeVideoCall -> connected: {ms[len(ms) // 2]:.0f} ms {ms}")
         finally:
-            print("\n".join(js.console[-60:]))  # shown only when something failed
+            print("\n".join(list(js.console)[-60:]))  # shown only when something failed
             await browser.close()
             web.close()
 
