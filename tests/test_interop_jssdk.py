@@ -16,7 +16,7 @@ import pytest_asyncio
 
 from interop_jssdk import CHROMIUM, CHROMIUM_ARGS, JsSdk, StaticServer, build, missing
 from matrix_helpers import MatrixDevice, device
-from sealcall.calls import CallPolicy, Outcome
+from sealcall.calls import CallPolicy, Outcome, UnencryptedCallError
 from sealcall.calls.history import HistoryItem
 from sealcall.demo import wait_for
 from sealcall.homeserver import Homeserver
@@ -28,12 +28,15 @@ WAIT = 20.0  # seconds for any one step; generous for a loaded 2-core machine
 
 
 class Peers:
-    """The js-sdk user and two sealcall users, each in an encrypted DM with the js-sdk user."""
+    """The js-sdk user and three sealcall users, each in an encrypted DM with the js-sdk user."""
 
-    def __init__(self, js: JsSdk, open_: MatrixDevice, strict: MatrixDevice) -> None:
+    def __init__(
+        self, js: JsSdk, open_: MatrixDevice, strict: MatrixDevice, asks: MatrixDevice
+    ) -> None:
         self.js = js
         self.open = open_  # opted in: CallPolicy(allow_unencrypted=True)
         self.strict = strict  # the default policy
+        self.asks = asks  # decides per call: CallPolicy(ask_unencrypted=True)
         self.rooms: dict[str, str] = {}
         self.setup_ms: list[float] = []
 
@@ -72,14 +75,15 @@ async def peers(
             await js.start(synapse.url, account.user_id, account.password)
             open_ = await device(synapse, tmp, "open", CallPolicy(allow_unencrypted=True))
             strict = await device(synapse, tmp, "strict")
-            peers = Peers(js, open_, strict)
+            asks = await device(synapse, tmp, "asks", CallPolicy(ask_unencrypted=True))
+            peers = Peers(js, open_, strict, asks)
             try:
-                for d in (open_, strict):
+                for d in (open_, strict, asks):
                     peers.rooms[d.user_id] = await dm_with_browser(d, js)
                 yield peers
             finally:
-                await open_.stop()
-                await strict.stop()
+                for d in (open_, strict, asks):
+                    await d.stop()
             if peers.setup_ms:
                 ms = sorted(peers.setup_ms)
                 print(f"\njs-sdk placeVideoCall -> connected: {ms[len(ms) // 2]:.0f} ms {ms}")
@@ -94,7 +98,7 @@ async def no_live_calls(peers: Peers) -> AsyncIterator[None]:
     """Each test starts with no call on either side, whatever the previous one left."""
     yield
     await peers.js.call("endAll")
-    for d in (peers.open, peers.strict):
+    for d in (peers.open, peers.strict, peers.asks):
         for session in list(d.voip.sessions.values()):
             if session.state.value == "ringing":
                 await session.reject()
@@ -330,3 +334,32 @@ async def test_default_policy_ends_the_call_jssdk_answered_without_encryption(
     assert rec["hangupParty"] == "remote"
     assert session.call.connected_at is None
     assert (session.call_id, "audio") not in sc.counters
+
+
+async def test_asking_user_answers_jssdks_call_only_when_allowing_it(peers: Peers) -> None:
+    """With ``ask_unencrypted`` js-sdk's call rings as unencrypted; answering needs the explicit
+    ``allow_unencrypted=True``, and then the call connects and carries media."""
+    js, sc = peers.js, peers.asks
+    call_id = str(await js.call("place", peers.rooms[sc.user_id], sc.user_id, False))
+    session = await sealcall_rings(sc, call_id)
+    assert session.call.encrypted is False
+    with pytest.raises(UnencryptedCallError):
+        await session.answer()
+    assert session.state.value == "ringing"
+    await session.answer(allow_unencrypted=True)
+    await js_state(js, call_id, "connected")
+    await media_both_ways(js, sc, call_id, video=False)
+    await js.call("hangup", call_id)
+    item = await sealcall_history(sc, call_id)
+    assert (item.outcome, item.encrypted) == (Outcome.ANSWERED, False)
+
+
+async def test_asking_user_declines_jssdks_call_and_jssdk_stops_ringing(peers: Peers) -> None:
+    js, sc = peers.js, peers.asks
+    call_id = str(await js.call("place", peers.rooms[sc.user_id], sc.user_id, True))
+    session = await sealcall_rings(sc, call_id)
+    await session.reject(encryption_required=True)
+    rec = await js_state(js, call_id, "ended")
+    assert rec["hangupParty"] == "remote"
+    assert "connected" not in rec["states"]
+    assert (await sealcall_history(sc, call_id)).end_reason == "encryption_required"
