@@ -444,8 +444,10 @@ EVENT_TYPES: dict[str, type[CallEvent]] = {
         CallAssertedIdentity,
     )
 }
-# Element's unstable spelling of asserted identity.
+# Element's unstable spellings: asserted identity, and the mute/purpose change that js-sdk sends
+# only under its unstable type.
 EVENT_TYPES["org.matrix.call.asserted_identity"] = CallAssertedIdentity
+EVENT_TYPES["org.matrix.call.sdp_stream_metadata_changed"] = CallSdpStreamMetadataChanged
 
 
 def parse(event: object) -> CallEvent:
