@@ -102,7 +102,7 @@ def test_hang_up_arriving_after_the_media_closed_keeps_its_reason() -> None:
 
 
 def test_restart_then_closed_connection_ends_at_the_earlier_deadline() -> None:
-    room, alice, bob, call_id = connected(ice_restart_timeout=5, ice_restart_attempts=3)
+    room, _, bob, call_id = connected(ice_restart_timeout=5, ice_restart_attempts=3)
     bob.do(call_id, MediaFailed())  # the callee waits for the caller's restarts: 15 s
     room.wait(1)
     bob.do(call_id, MediaClosed())
@@ -192,7 +192,8 @@ def test_ended_calls_are_forgotten_without_further_events() -> None:
     alice.do(call_id, HangUp())
     room.settle()
     room.wait(601)
-    assert call_id not in alice.manager.calls and call_id not in bob.manager.calls
+    assert call_id not in alice.manager.calls
+    assert call_id not in bob.manager.calls
     assert alice.manager.next_deadline() is None
 
 
@@ -271,11 +272,15 @@ def test_unprotectable_media_reads_codecs_per_section() -> None:
     def sdp(*sections: str) -> str:
         return "v=0\r\ns=-\r\n" + "".join(sections)
 
-    opus = "m=audio 9 UDP/TLS/RTP/SAVPF 111 0\r\na=rtpmap:111 OPUS/48000/2\r\na=rtpmap:0 PCMU/8000\r\n"
+    opus = (
+        "m=audio 9 UDP/TLS/RTP/SAVPF 111 0\r\na=rtpmap:111 OPUS/48000/2\r\na=rtpmap:0 PCMU/8000\r\n"
+    )
     pcmu = "m=audio 9 UDP/TLS/RTP/SAVPF 0 8\r\na=rtpmap:0 PCMU/8000\r\n"
     static = "m=audio 9 RTP/AVP 0 8\r\n"  # static payload types, no rtpmap
     vp8 = "m=video 9 UDP/TLS/RTP/SAVPF 96 97\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:97 rtx/90000\r\n"
-    h265 = "m=video 9 UDP/TLS/RTP/SAVPF 98 99\r\na=rtpmap:98 H265/90000\r\na=rtpmap:99 rtx/90000\r\n"
+    h265 = (
+        "m=video 9 UDP/TLS/RTP/SAVPF 98 99\r\na=rtpmap:98 H265/90000\r\na=rtpmap:99 rtx/90000\r\n"
+    )
     opus_in_video = "m=video 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n"
     rejected = "m=video 0 UDP/TLS/RTP/SAVPF 98\r\na=rtpmap:98 H265/90000\r\n"
     data = "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n"

@@ -585,7 +585,7 @@ class Call(Renegotiation):
         if len(taken) < len(candidates):
             if not self.dropped_candidates:  # one line per call, however long the flood
                 logger.warning(
-                    "call %s: over %d remote candidates, dropping the rest",
+                    "call %.32s: over %d remote candidates, dropping the rest",
                     self.call_id,
                     self.policy.max_remote_candidates,
                 )
