@@ -289,3 +289,15 @@ def test_unprotectable_media_reads_codecs_per_section() -> None:
     assert unprotectable_media(sdp(static, vp8)) == ["audio"]
     assert unprotectable_media(sdp(opus, h265)) == ["video"]
     assert unprotectable_media(sdp(opus_in_video)) == ["video"]
+
+
+def test_connection_closing_after_the_call_ended_is_ignored() -> None:
+    # The far side's hang-up is processed first; its connection's close is reported after.
+    room, alice, bob, call_id = connected()
+    bob.do(call_id, HangUp())
+    room.settle()
+    before = len(alice.sent)
+    alice.do(call_id, MediaClosed())
+    alice.do(call_id, MediaFailed())
+    assert len(alice.sent) == before
+    assert alice.call(call_id).end_reason == "user_hangup"

@@ -60,6 +60,7 @@ logger = logging.getLogger(__name__)
 S = CallState
 ACTIVE = (S.CREATE_OFFER, S.INVITE_SENT, S.RINGING, S.CREATE_ANSWER, S.CONNECTING, S.CONNECTED)
 IN_CALL = (S.CONNECTING, S.CONNECTED)
+CONNECTION_REPORTS = (MediaConnected, MediaFailed, MediaClosed)
 
 # End reasons that are not hangup reasons of the spec.
 REJECTED = "rejected"
@@ -167,6 +168,8 @@ class Call(Renegotiation):
         """Process one input; return the actions it causes."""
         name = TRANSITIONS.get((self.state, type(event)))
         if name is None:
+            if self.state is S.ENDED and isinstance(event, CONNECTION_REPORTS):
+                return []  # the connection's state changed while the call was ending: stale
             if isinstance(event, CallEvent):
                 logger.debug(
                     "call %s: %s ignored in state %s", self.call_id, event.TYPE, self.state.value
