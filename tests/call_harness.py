@@ -32,7 +32,8 @@ def fake_sdp(kind: str, *, video: bool, screenshare: bool, on_hold: bool, tag: s
     lines = ["v=0", f"o=- {tag} 1 IN IP4 0.0.0.0", "s=-", f"a={kind}"]
     sections = ["audio"] + (["video"] if video else []) + (["video"] if screenshare else [])
     for media in sections:
-        lines += [f"m={media} 9 UDP/TLS/RTP/SAVPF 96", f"a={direction}"]
+        codec = "opus/48000/2" if media == "audio" else "VP8/90000"
+        lines += [f"m={media} 9 UDP/TLS/RTP/SAVPF 96", f"a=rtpmap:96 {codec}", f"a={direction}"]
     return "\r\n".join(lines) + "\r\n"
 
 

@@ -49,6 +49,7 @@ from .inputs import (
     LocalCandidatesReady,
     LocalDescriptionReady,
     LocalMediaFailed,
+    MediaClosed,
     MediaConnected,
     MediaFailed,
     PlaceCall,
@@ -58,6 +59,7 @@ from .inputs import (
     SetScreenShare,
     UpgradeToVideo,
 )
+from .offer_check import unprotectable_media
 from .policy import CallPolicy
 from .renegotiation import Renegotiation
 from .states import CallState, Direction, IllegalTransitionError, UnencryptedCallError
@@ -67,6 +69,7 @@ logger = logging.getLogger(__name__)
 S = CallState
 ACTIVE = (S.CREATE_OFFER, S.INVITE_SENT, S.RINGING, S.CREATE_ANSWER, S.CONNECTING, S.CONNECTED)
 IN_CALL = (S.CONNECTING, S.CONNECTED)
+CONNECTION_REPORTS = (MediaConnected, MediaFailed, MediaClosed)
 
 # End reasons that are not hangup reasons of the spec (with REJECTED, ENCRYPTION_REQUIRED).
 ANSWERED_ELSEWHERE = "answered_elsewhere"
@@ -95,6 +98,7 @@ _TABLE: dict[tuple[CallState, type], str] = {
 for _state in IN_CALL:
     _TABLE[(_state, CallSelectAnswer)] = "_check_selected"
     _TABLE[(_state, MediaFailed)] = "_media_failed"
+    _TABLE[(_state, MediaClosed)] = "_media_closed"
     _TABLE[(_state, CallNegotiate)] = "_receive_negotiate"
     _TABLE[(_state, LocalDescriptionReady)] = "_send_negotiate"
 for _state in ACTIVE:
@@ -157,6 +161,8 @@ class Call(Renegotiation):
         self._restarts = 0
         self._restart_deadline: float | None = None
         self._early_candidates: dict[str, list[Any]] = {}
+        self._candidates_taken = 0
+        self.dropped_candidates = 0
         self._invite_age_ms = 0
         self._now = now
         self._actions: list[act.Action] = []
@@ -171,6 +177,8 @@ class Call(Renegotiation):
         """Process one input; return the actions it causes."""
         name = TRANSITIONS.get((self.state, type(event)))
         if name is None:
+            if self.state is S.ENDED and isinstance(event, CONNECTION_REPORTS):
+                return []  # the connection's state changed while the call was ending: stale
             if isinstance(event, CallEvent):
                 logger.debug(
                     "call %s: %s ignored in state %s", self.call_id, event.TYPE, self.state.value
@@ -259,6 +267,8 @@ class Call(Renegotiation):
             return
         self._expires_at = self._restart_deadline = self._answer_deadline = None
         self._share = None  # the call's private key dies with it
+        self._invite = None  # an ended call keeps no SDP or candidates: it stays small
+        self._early_candidates.clear()
         self.end_reason = reason
         self.ended_at = self._now
         self._emit(act.ClosePeerConnection())
@@ -373,7 +383,9 @@ class Call(Renegotiation):
         self.opponent_party_id = invite.party_id
         self.video = invite.has_video
         self._update_remote_streams(invite.sdp_stream_metadata)
-        self._expires_at = self._now - self._invite_age_ms / 1000 + invite.lifetime / 1000
+        # The caller chooses the lifetime: a huge one must not ring for ever (nor after restarts).
+        lifetime = min(invite.lifetime, self.policy.max_invite_lifetime_ms)
+        self._expires_at = self._now - self._invite_age_ms / 1000 + lifetime / 1000
         # Every path passes through ringing, so the history and the states read the same way.
         self._set_state(S.RINGING)
         if self._expires_at - self._now < self.policy.min_ring_seconds:
@@ -389,6 +401,26 @@ class Call(Renegotiation):
             self._refuse_unencrypted(f"unknown media encryption version {invite.e2ee.version}")
         elif not set(invite.e2ee.suites) & set(self.policy.suites):
             self._refuse_unencrypted("no SFrame suite in common with the caller")
+        else:
+            self._check_encryptable(invite)
+
+    def _check_encryptable(self, invite: CallInvite) -> None:
+        """Refuse now, before ringing, what answering would only find out later: a call key that
+        no key agreement accepts, an offer with media that cannot be encrypted."""
+        assert invite.e2ee is not None
+        try:
+            # The keys are derived again on answering; this only checks the caller's key.
+            self._key_share().derive(invite.e2ee.public_key, self.call_id, Role.CALLEE)
+        except KeyAgreementError as error:
+            self._refuse_unencrypted(f"unusable call key: {error}")
+            return
+        self._refuse_unprotectable_offer(invite.offer.sdp)
+
+    def _refuse_unprotectable_offer(self, sdp: str) -> bool:
+        kinds = unprotectable_media(sdp)
+        if kinds:
+            self._refuse_unencrypted(f"no codec that can be encrypted for {', '.join(kinds)}")
+        return bool(kinds)
 
     def _answer(self, cmd: AnswerCall) -> None:
         assert self._invite is not None
@@ -492,6 +524,14 @@ class Call(Renegotiation):
         self._restart_deadline = self._now + self.policy.ice_restart_timeout
         self._offer(ice_restart=True)
 
+    def _media_closed(self, _: MediaClosed) -> None:
+        # No ICE restart revives a closed connection. A peer that hangs up closes its media at
+        # once and its hang-up follows through the homeserver, so give that one ICE deadline to
+        # arrive; then the call ends as it would after failed restarts (hang-up, ice_timeout).
+        deadline = self._now + self.policy.ice_restart_timeout
+        if self._restart_deadline is None or deadline < self._restart_deadline:
+            self._restart_deadline = deadline
+
     def _give_up_on_media(self) -> None:
         reason = (
             HangupReason.ICE_TIMEOUT if self.connected_at is not None else HangupReason.ICE_FAILED
@@ -556,12 +596,30 @@ class Call(Renegotiation):
             self.remote_identity = identity.asserted_identity.id
 
     def _receive_candidates(self, event: CallCandidates) -> None:
-        if self.opponent_party_id is None or self.state in (S.RINGING, S.INVITE_SENT):
-            # Not yet answered (or not yet selected): keep them for when the media exists.
-            self._early_candidates.setdefault(event.party_id, []).extend(event.candidates)
+        # Not yet answered (or not yet selected): keep them for when the media exists.
+        early = self.opponent_party_id is None or self.state in (S.RINGING, S.INVITE_SENT)
+        if not early and event.party_id != self.opponent_party_id:
             return
-        if event.party_id == self.opponent_party_id:
-            self._emit(act.AddRemoteCandidates(event.candidates))
+        candidates = self._take_candidates(event.candidates)
+        if early:
+            self._early_candidates.setdefault(event.party_id, []).extend(candidates)
+        elif candidates:
+            self._emit(act.AddRemoteCandidates(candidates))
+
+    def _take_candidates(self, candidates: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The candidates within the call's budget; the rest are dropped and counted."""
+        room = max(0, self.policy.max_remote_candidates - self._candidates_taken)
+        taken = candidates[:room]
+        if len(taken) < len(candidates):
+            if not self.dropped_candidates:  # one line per call, however long the flood
+                logger.warning(
+                    "call %.32s: over %d remote candidates, dropping the rest",
+                    self.call_id,
+                    self.policy.max_remote_candidates,
+                )
+            self.dropped_candidates += len(candidates) - len(taken)
+        self._candidates_taken += len(taken)
+        return taken
 
     def _flush_candidates(self, party_id: str) -> None:
         candidates = self._early_candidates.pop(party_id, [])

@@ -96,6 +96,12 @@ class MediaFailed:
 
 
 @dataclass(frozen=True)
+class MediaClosed:
+    """The peer connection closed under the call (not by us): aiortc does this some 30 s after
+    the far side stops answering ICE consent checks. It cannot come back."""
+
+
+@dataclass(frozen=True)
 class LocalMediaFailed:
     """The media layer could not capture media or build a description."""
 
@@ -115,5 +121,6 @@ LocalInput = (
     | LocalCandidatesReady
     | MediaConnected
     | MediaFailed
+    | MediaClosed
     | LocalMediaFailed
 )

@@ -5,13 +5,21 @@ returns :class:`ManagerAction` items (a call's action together with the call it 
 its own notifications, :class:`IncomingCall` and :class:`CallWaiting`.
 """
 
+import hashlib
 import logging
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sealcall.signaling import CallAnswer, CallEvent, CallInvite, CallReject, HangupReason
+from sealcall.signaling import (
+    CallAnswer,
+    CallCandidates,
+    CallEvent,
+    CallInvite,
+    CallReject,
+    HangupReason,
+)
 
 from . import actions as act
 from .call import Call
@@ -21,7 +29,8 @@ from .states import CallError, CallState, Direction
 
 logger = logging.getLogger(__name__)
 
-# Events for calls we have not seen the invite of (reordered delivery) wait here, bounded.
+# Events for calls we have not seen the invite of (reordered delivery) wait here, bounded, and
+# for at most the longest invite lifetime (an invite later than that could not ring anyway).
 EARLY_CALLS = 64
 EARLY_EVENTS_PER_CALL = 32
 # Ended calls are kept this long (late events for them are recognised), then only their ids.
@@ -83,8 +92,10 @@ class CallManager:
         self.calls: dict[str, Call] = {}
         self.rooms: dict[str, str] = {}
         self._new_call_id = new_call_id or (lambda: uuid.uuid4().hex)
-        self._ignored: OrderedDict[str, None] = OrderedDict()
+        # Digests of call ids: a sender picks the id, and its length is not bounded.
+        self._ignored: OrderedDict[bytes, None] = OrderedDict()
         self._early: OrderedDict[str, list[RemoteEvent]] = OrderedDict()
+        self._early_since: dict[str, float] = {}  # call id -> when its first early event came
         self.dropped_events = 0
 
     # -- queries --------------------------------------------------------------------------
@@ -94,8 +105,11 @@ class CallManager:
         return [c for c in self.calls.values() if c.state is not CallState.ENDED]
 
     def next_deadline(self) -> float | None:
-        """The earliest timer of any call."""
+        """The earliest timer of any call, or when ended calls or early events are forgotten."""
         times = [t for c in self.active_calls() if (t := c.next_deadline()) is not None]
+        ended = [c.ended_at for c in self.calls.values() if c.ended_at is not None]
+        times += [t + KEEP_ENDED_SECONDS for t in ended]
+        times += [t + self._early_seconds() for t in self._early_since.values()]
         return min(times) if times else None
 
     # -- commands -------------------------------------------------------------------------
@@ -125,7 +139,8 @@ class CallManager:
         return self._wrap(call, call.handle(command, now))
 
     def handle_timer(self, now: float) -> list[ManagerAction]:
-        """Run every call's due timers and forget stale early events."""
+        """Run every call's due timers and forget stale early events and ended calls."""
+        self.forget_ended(now)
         out: list[ManagerAction] = []
         for call in self.active_calls():
             deadline = call.next_deadline()
@@ -135,25 +150,37 @@ class CallManager:
 
     # -- remote events --------------------------------------------------------------------
 
+    @staticmethod
+    def _digest(call_id: str) -> bytes:
+        return hashlib.sha256(call_id.encode("utf-8", "surrogatepass")).digest()
+
     def _ignore(self, call_id: str) -> None:
-        self._ignored[call_id] = None
+        self._ignored[self._digest(call_id)] = None
         while len(self._ignored) > MAX_IGNORED:
             self._ignored.popitem(last=False)
 
     def forget_ended(self, now: float) -> None:
-        """Drop calls that ended more than :data:`KEEP_ENDED_SECONDS` ago (their ids stay known)."""
+        """Drop calls that ended :data:`KEEP_ENDED_SECONDS` ago (their ids stay known), and early
+        events that waited for their invite longer than an invite may live."""
         for call_id, call in list(self.calls.items()):
-            if call.ended_at is not None and now - call.ended_at > KEEP_ENDED_SECONDS:
+            if call.ended_at is not None and now - call.ended_at >= KEEP_ENDED_SECONDS:
                 del self.calls[call_id]
                 self.rooms.pop(call_id, None)
                 self._ignore(call_id)
+        for call_id, since in list(self._early_since.items()):
+            if call_id not in self._early or now - since >= self._early_seconds():
+                del self._early_since[call_id]
+                self.dropped_events += len(self._early.pop(call_id, []))
+
+    def _early_seconds(self) -> float:
+        return self.policy.max_invite_lifetime_ms / 1000
 
     def handle_remote(self, remote: RemoteEvent, now: float) -> list[ManagerAction]:
         """Route one remote call event."""
         self.forget_ended(now)
         event = remote.event
         own_echo = event.party_id == self.party_id and remote.sender == self.user_id
-        if own_echo or event.call_id in self._ignored:
+        if own_echo or self._digest(event.call_id) in self._ignored:
             return []  # our own echo, or a call that glare or the invitee rule set aside
         call = self.calls.get(event.call_id)
         if isinstance(event, CallInvite):
@@ -161,7 +188,7 @@ class CallManager:
                 return []  # a duplicate
             return self._new_invite(remote, now)
         if call is None:
-            self._keep_early(remote)
+            self._keep_early(remote, now)
             return []
         if not self._sender_may_send(call, remote):
             self.dropped_events += 1
@@ -185,10 +212,16 @@ class CallManager:
             and isinstance(remote.event, (CallAnswer, CallReject))
         )
 
-    def _keep_early(self, remote: RemoteEvent) -> None:
+    def _keep_early(self, remote: RemoteEvent, now: float) -> None:
         queue = self._early.setdefault(remote.event.call_id, [])
         self._early.move_to_end(remote.event.call_id)
-        if len(queue) >= EARLY_EVENTS_PER_CALL:
+        self._early_since.setdefault(remote.event.call_id, now)
+        if len(queue) >= EARLY_EVENTS_PER_CALL or (
+            # The call takes only so many candidates: keep no more of them than that.
+            isinstance(remote.event, CallCandidates)
+            and len(remote.event.candidates) + _candidates(queue)
+            > self.policy.max_remote_candidates
+        ):
             self.dropped_events += 1
             return
         queue.append(remote)
@@ -260,3 +293,7 @@ class CallManager:
     def _wrap(self, call: Call, actions: list[act.Action]) -> list[ManagerAction]:
         room = self.rooms[call.call_id]
         return [ManagerAction(call, room, a) for a in actions]
+
+
+def _candidates(queue: list[RemoteEvent]) -> int:
+    return sum(len(r.event.candidates) for r in queue if isinstance(r.event, CallCandidates))

@@ -22,20 +22,30 @@ class CallPolicy:
     refused with the reason ``encryption_required``. ``ask_unencrypted`` lets an incoming call
     that cannot be encrypted ring instead, showing ``encrypted = False``, so the user decides
     per call: answering it takes ``AnswerCall(allow_unencrypted=True)``.
+
+    ``ice_restart_timeout`` is the ICE deadline: how long one ICE restart may take, and how long
+    a call whose peer connection closed under it waits for a hang-up before it ends as
+    ``ice_timeout``. ``max_invite_lifetime_ms`` caps the lifetime an incoming invite asks for;
+    ``max_remote_candidates`` caps the remote ICE candidates one call takes (buffered before the
+    answer or handed to the media layer); the rest are dropped and counted.
     """
 
     allow_unencrypted: bool = False
     ask_unencrypted: bool = False
     invite_lifetime_ms: int = 60_000
+    max_invite_lifetime_ms: int = 120_000
     min_ring_seconds: float = 1.0
     ice_restart_attempts: int = 3
     ice_restart_timeout: float = 10.0
     suites: tuple[int, ...] = (CipherSuite.AES_128_GCM_SHA256_128,)
     busy: BusyPolicy = BusyPolicy.WAIT
+    max_remote_candidates: int = 200
 
     def __post_init__(self) -> None:
-        if self.invite_lifetime_ms <= 0 or self.ice_restart_timeout <= 0:
-            raise ValueError("invite lifetime and ICE restart timeout must be positive")
+        if min(self.invite_lifetime_ms, self.max_invite_lifetime_ms, self.ice_restart_timeout) <= 0:
+            raise ValueError("invite lifetimes and ICE restart timeout must be positive")
+        if self.max_remote_candidates < 0:
+            raise ValueError("the remote candidate cap must be >= 0")
         if self.ice_restart_attempts < 0 or self.min_ring_seconds < 0:
             raise ValueError("ICE restart attempts and minimum ring time must be >= 0")
         if not self.suites:

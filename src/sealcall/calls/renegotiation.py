@@ -30,6 +30,7 @@ class Renegotiation:
     direction: Direction
     opponent_party_id: str | None
     video: bool
+    encrypted: bool
     screensharing: bool
     on_hold: bool
     remote_on_hold: bool
@@ -52,6 +53,9 @@ class Renegotiation:
         raise NotImplementedError
 
     def _update_remote_streams(self, metadata: dict[str, StreamMetadata] | None) -> None:
+        raise NotImplementedError
+
+    def _refuse_unprotectable_offer(self, sdp: str) -> bool:
         raise NotImplementedError
 
     def _negotiating(self) -> bool:
@@ -116,8 +120,14 @@ class Renegotiation:
     def _receive_negotiate(self, negotiate: CallNegotiate) -> None:
         if negotiate.party_id != self.opponent_party_id:
             return
-        self._update_remote_streams(negotiate.sdp_stream_metadata)
         description = negotiate.description
+        if (
+            description.type == "offer"
+            and self.encrypted
+            and self._refuse_unprotectable_offer(description.sdp)
+        ):
+            return  # media we could only send in the clear: the call ends
+        self._update_remote_streams(negotiate.sdp_stream_metadata)
         if description.type == "answer":
             if self._answer_deadline is not None:
                 self._answer_deadline = None

@@ -19,6 +19,7 @@ from sealcall.calls import (
     HangUp,
     LocalDescriptionReady,
     LocalMediaFailed,
+    MediaClosed,
     MediaConnected,
     MediaFailed,
     RejectCall,
@@ -152,6 +153,12 @@ class CallSession:
             self._feed(MediaConnected())
         elif pc.connectionState == "failed":
             self._feed(MediaFailed())
+        elif pc.connectionState == "closed" and self._in_call():
+            # Not closed by us (the call has not ended): aiortc gave up on the far side.
+            self._feed(MediaClosed())
+
+    def _in_call(self) -> bool:
+        return self.call.state in (CallState.CONNECTING, CallState.CONNECTED)
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         self.remote_tracks[track.id] = track
@@ -253,6 +260,9 @@ class CallSession:
                 logger.warning("closing call %s failed: %s", self.call_id, type(error).__name__)
                 return
             logger.warning("call %s: %s failed: %s", self.call_id, type(action).__name__, error)
+            if self.pc is not None and self.pc.connectionState == "closed" and self._in_call():
+                self._feed(MediaClosed())  # e.g. an ICE restart offer on a connection now gone
+                return
             self._feed(LocalMediaFailed(f"{type(action).__name__}: {type(error).__name__}"))
 
     async def _perform(self, action: act.Action) -> None:

@@ -1,67 +1,69 @@
 """Calls that ring on this device, kept on disk so a restarted client still rings and answers.
 
 The sync token moves past an invite as soon as it arrives, so after a restart the invite is not
-delivered again; this small file is how a call ringing at shutdown survives it. Each entry holds
-the invite event (whose SDP, like everything else in the store folder, stays on this device) and
-when it arrived; entries leave when the call stops ringing.
+delivered again; this small store is how a call ringing at shutdown survives it. Each ringing call
+is one file in a folder (named by a digest of the call id, which the caller chooses), holding the
+invite event (whose SDP, like everything else in the store folder, stays on this device) and when
+it arrived; the file goes when the call stops ringing. A ring thus writes only its own entry,
+whatever the number of calls ringing at once (a single file rewritten whole grew with each ring;
+an append log would need compaction and a rule for torn writes).
 """
 
+import contextlib
+import hashlib
 import json
+import logging
 from pathlib import Path
-from typing import Any
 
 from sealcall.calls import RemoteEvent
 from sealcall.signaling import CallInvite, SignalingError, parse
 
+logger = logging.getLogger(__name__)
+
 
 class RingingStore:
-    """A JSON file of the invites that are ringing now."""
+    """A folder of the invites that are ringing now, one JSON file each."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
 
-    def _load(self) -> dict[str, dict[str, Any]]:
-        try:
-            data = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
-
-    def _save(self, data: dict[str, dict[str, Any]]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data))
-        tmp.chmod(0o600)
-        tmp.replace(self.path)
+    def _file(self, call_id: str) -> Path:
+        name = hashlib.sha256(call_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+        return self.path / f"{name}.json"
 
     def add(self, remote: RemoteEvent, now: float) -> None:
         """Remember a ringing invite (``now``: wall-clock seconds when it arrived)."""
-        data = self._load()
-        data[remote.event.call_id] = {
+        entry = {
             "room_id": remote.room_id,
             "sender": remote.sender,
             "event": remote.event.to_dict(),
             "arrived_at": now - remote.age_ms / 1000,
         }
-        self._save(data)
+        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        target = self._file(remote.event.call_id)
+        tmp = target.with_suffix(".tmp")
+        tmp.write_text(json.dumps(entry))
+        tmp.chmod(0o600)
+        tmp.replace(target)
 
     def remove(self, call_id: str) -> None:
         """Forget a call that no longer rings."""
-        data = self._load()
-        if data.pop(call_id, None) is not None:
-            self._save(data)
+        with contextlib.suppress(FileNotFoundError):
+            self._file(call_id).unlink()
 
     def restore(self, now: float) -> list[RemoteEvent]:
-        """The remembered invites, aged by the time that passed; unreadable entries are dropped."""
+        """The remembered invites, aged by the time that passed; unreadable entries are deleted."""
         out = []
-        for entry in self._load().values():
+        for path in sorted(self.path.glob("*.json")):
             try:
+                entry = json.loads(path.read_text())
                 event = parse(entry["event"])
                 age_ms = int((now - float(entry["arrived_at"])) * 1000)
-            except (SignalingError, KeyError, TypeError, ValueError):
+                room_id, sender = str(entry["room_id"]), str(entry["sender"])
+            except (OSError, SignalingError, KeyError, TypeError, ValueError):
+                logger.info("dropped an unreadable ringing-call entry")
+                path.unlink(missing_ok=True)
                 continue
             if isinstance(event, CallInvite):
-                out.append(
-                    RemoteEvent(str(entry["room_id"]), str(entry["sender"]), event, max(0, age_ms))
-                )
+                out.append(RemoteEvent(room_id, sender, event, max(0, age_ms)))
         return out

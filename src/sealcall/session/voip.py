@@ -87,7 +87,7 @@ class VoIP(AsyncIOEventEmitter):
             add_batch_listener(self._on_batch_end)
         transport.add_listener(self._on_room_event)
         # Calls that rang when this device last stopped ring again (if still valid).
-        self._ringing = RingingStore(Path(state_dir) / "ringing.json") if state_dir else None
+        self._ringing = RingingStore(Path(state_dir) / "ringing") if state_dir else None
         if self._ringing is not None:
             for remote in self._ringing.restore(self._clock()):
                 self._queue.put_nowait(("remote", remote, None, None))
