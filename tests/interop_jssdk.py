@@ -33,7 +33,13 @@ CHROMIUM_ARGS = [
 
 
 def missing() -> str | None:
-    """What the interop harness lacks on this machine (None: all there)."""
+    """What the interop harness lacks on this machine (None: all there). The pinned npm
+    packages are installed here when npm is present, so the README's test command needs no
+    step of its own for them."""
+    if not (MODULES / ".bin/esbuild").exists() and shutil.which("npm"):
+        subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=INTEROP, check=False
+        )
     if not (MODULES / ".bin/esbuild").exists():
         return f"npm packages: run `npm ci` in {INTEROP}"
     if not CHROMIUM.exists():
