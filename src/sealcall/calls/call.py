@@ -34,8 +34,6 @@ from sealcall.signaling import (
 
 from . import actions as act
 from .history import (
-    ENCRYPTION_REQUIRED,
-    REASON_KEY,
     HistoryItem,
     Outcome,
     counts_as_answered,
@@ -43,6 +41,8 @@ from .history import (
     reject_end,
     unanswered_outcome,
 )
+from .incoming import ANSWERED_ELSEWHERE as ANSWERED_ELSEWHERE
+from .incoming import UNANSWERED, IncomingSide
 from .inputs import (
     AnswerCall,
     HangUp,
@@ -59,10 +59,9 @@ from .inputs import (
     SetScreenShare,
     UpgradeToVideo,
 )
-from .offer_check import unprotectable_media
 from .policy import CallPolicy
 from .renegotiation import Renegotiation
-from .states import CallState, Direction, IllegalTransitionError, UnencryptedCallError
+from .states import CallState, Direction, IllegalTransitionError
 
 logger = logging.getLogger(__name__)
 
@@ -71,11 +70,9 @@ ACTIVE = (S.CREATE_OFFER, S.INVITE_SENT, S.RINGING, S.CREATE_ANSWER, S.CONNECTIN
 IN_CALL = (S.CONNECTING, S.CONNECTED)
 CONNECTION_REPORTS = (MediaConnected, MediaFailed, MediaClosed)
 
-# End reasons that are not hangup reasons of the spec (with REJECTED, ENCRYPTION_REQUIRED).
-ANSWERED_ELSEWHERE = "answered_elsewhere"
+# An end reason that is not a hangup reason of the spec (with REJECTED, ENCRYPTION_REQUIRED,
+# ANSWERED_ELSEWHERE).
 REPLACED = "replaced"
-# A call not yet answered on the wire: refusing it is an m.call.reject, not a hang-up.
-UNANSWERED = (S.RINGING, S.CREATE_ANSWER)
 
 _TABLE: dict[tuple[CallState, type], str] = {
     (S.FLEDGLING, PlaceCall): "_place",
@@ -113,7 +110,8 @@ for _state in ACTIVE:
 TRANSITIONS: dict[tuple[CallState, type], str] = dict(_TABLE)
 
 
-class Call(Renegotiation):
+# IncomingSide first: its _refuse_unprotectable_offer is the one Renegotiation declares.
+class Call(IncomingSide, Renegotiation):
     """One 1:1 call as seen from this device."""
 
     def __init__(
@@ -292,30 +290,6 @@ class Call(Renegotiation):
         )
         self._emit(act.HistoryItemReady(self.history))
 
-    def _refuse_unencrypted(self, detail: str) -> None:
-        logger.warning("call %s refused: %s", self.call_id, detail)
-        reason, extra = HangupReason.UNKNOWN_ERROR, {REASON_KEY: ENCRYPTION_REQUIRED}
-        if self.state in UNANSWERED:
-            self._decline(reason, extra)
-            return
-        self._send(CallHangup, reason=reason.value, extra=extra)
-        self._end(ENCRYPTION_REQUIRED, False, Outcome.FAILED)
-
-    def _decline(
-        self, reason: HangupReason | None = None, extra: dict[str, Any] | None = None
-    ) -> None:
-        """Refuse a call we have not answered: ``m.call.reject`` (MSC2746), which the caller's
-        SDK honours before it picked a callee (a hang-up it would ignore and ring on)."""
-        reject = CallReject(
-            call_id=self.call_id,
-            party_id=self.party_id,
-            reason=None if reason in (None, HangupReason.USER_HANGUP) else reason.value,
-            extra=extra or {},
-        )
-        self._emit(act.SendEvent(reject))
-        end_reason, outcome = reject_end(reject)
-        self._end(end_reason, False, outcome)
-
     # -- outgoing ----------------------------------------------------------------------------
 
     def _place(self, cmd: PlaceCall) -> None:
@@ -370,136 +344,6 @@ class Call(Renegotiation):
         self._send(CallSelectAnswer, selected_party_id=reject.party_id)
         reason, outcome = reject_end(reject)
         self._end(reason, True, outcome)
-
-    # -- incoming ----------------------------------------------------------------------------
-
-    def receive_invite(self, invite: CallInvite, now: float, age_ms: int = 0) -> list[act.Action]:
-        """Start an incoming call from ``invite``, ``age_ms`` old when it reached us."""
-        self._invite_age_ms = age_ms
-        return self.handle(invite, now)
-
-    def _receive_invite(self, invite: CallInvite) -> None:
-        self._invite = invite
-        self.opponent_party_id = invite.party_id
-        self.video = invite.has_video
-        self._update_remote_streams(invite.sdp_stream_metadata)
-        # The caller chooses the lifetime: a huge one must not ring for ever (nor after restarts).
-        lifetime = min(invite.lifetime, self.policy.max_invite_lifetime_ms)
-        self._expires_at = self._now - self._invite_age_ms / 1000 + lifetime / 1000
-        # Every path passes through ringing, so the history and the states read the same way.
-        self._set_state(S.RINGING)
-        if self._expires_at - self._now < self.policy.min_ring_seconds:
-            # Too old to ring: the user could not answer it in time. Nothing is sent.
-            self._end(HangupReason.INVITE_TIMEOUT.value, True, Outcome.MISSED)
-            return
-        if invite.e2ee is None:
-            if not (self.policy.allow_unencrypted or self.policy.ask_unencrypted):
-                self._refuse_unencrypted("the caller did not offer media encryption")
-                return
-            self.encrypted = False  # rings; answering it needs the user's opt-in
-        elif invite.e2ee.version != E2EE_VERSION:
-            self._refuse_unencrypted(f"unknown media encryption version {invite.e2ee.version}")
-        elif not set(invite.e2ee.suites) & set(self.policy.suites):
-            self._refuse_unencrypted("no SFrame suite in common with the caller")
-        else:
-            self._check_encryptable(invite)
-
-    def _check_encryptable(self, invite: CallInvite) -> None:
-        """Refuse now, before ringing, what answering would only find out later: a call key that
-        no key agreement accepts, an offer with media that cannot be encrypted."""
-        assert invite.e2ee is not None
-        try:
-            # The keys are derived again on answering; this only checks the caller's key.
-            self._key_share().derive(invite.e2ee.public_key, self.call_id, Role.CALLEE)
-        except KeyAgreementError as error:
-            self._refuse_unencrypted(f"unusable call key: {error}")
-            return
-        self._refuse_unprotectable_offer(invite.offer.sdp)
-
-    def _refuse_unprotectable_offer(self, sdp: str) -> bool:
-        kinds = unprotectable_media(sdp)
-        if kinds:
-            self._refuse_unencrypted(f"no codec that can be encrypted for {', '.join(kinds)}")
-        return bool(kinds)
-
-    def _answer(self, cmd: AnswerCall) -> None:
-        assert self._invite is not None
-        if self._invite.e2ee is None and not (
-            self.policy.allow_unencrypted or cmd.allow_unencrypted
-        ):
-            # Never plaintext without an explicit decision: the call keeps ringing.
-            raise UnencryptedCallError(
-                "this call cannot be end-to-end encrypted: answer with allow_unencrypted=True"
-                " to take it with media protected only hop by hop (DTLS-SRTP)"
-            )
-        if cmd.video is not None:
-            self.video = cmd.video
-        self._expires_at = None
-        e2ee = self._invite.e2ee
-        if e2ee is not None:
-            try:
-                keys = self._key_share().derive(e2ee.public_key, self.call_id, Role.CALLEE)
-            except KeyAgreementError as error:
-                self._refuse_unencrypted(str(error))
-                return
-            self._emit(act.UseMediaKeys(keys, self._chosen_suite()))
-        else:
-            self._emit(act.AllowUnencryptedMedia())
-        self._set_state(S.CREATE_ANSWER)
-        self._emit(act.CreateAnswer(self._invite.offer.sdp, video=self.video))
-        self._flush_candidates(self._invite.party_id)
-
-    def _send_answer(self, ready: LocalDescriptionReady) -> None:
-        assert self._invite is not None
-        self._local_streams = dict(ready.streams)
-        e2ee = None
-        if self._invite.e2ee is not None:
-            e2ee = self._e2ee_params((self._chosen_suite(),))
-        self._emit(
-            act.SendEvent(
-                CallAnswer(
-                    call_id=self.call_id,
-                    party_id=self.party_id,
-                    answer=SessionDescription(type="answer", sdp=ready.sdp),
-                    sdp_stream_metadata=self._metadata(),
-                    e2ee=e2ee,
-                )
-            )
-        )
-        self._set_state(S.CONNECTING)
-
-    def _chosen_suite(self) -> int:
-        """The caller's most preferred suite that our policy allows."""
-        assert self._invite is not None
-        assert self._invite.e2ee is not None
-        return next(s for s in self._invite.e2ee.suites if s in self.policy.suites)
-
-    def _reject(self, cmd: RejectCall) -> None:
-        if cmd.encryption_required:
-            self._decline(HangupReason.UNKNOWN_ERROR, {REASON_KEY: ENCRYPTION_REQUIRED})
-        else:
-            self._decline()
-
-    def _selected_while_ringing(self, select: CallSelectAnswer) -> None:
-        if select.party_id != self.opponent_party_id:
-            return
-        self._end(ANSWERED_ELSEWHERE, True, Outcome.ANSWERED, elsewhere=True)
-
-    def _answered_elsewhere(self, answer: CallAnswer) -> None:
-        # Another device of ours answered (its party id differs from ours).
-        self._end(ANSWERED_ELSEWHERE, True, Outcome.ANSWERED, elsewhere=True)
-
-    def _rejected_elsewhere(self, reject: CallReject) -> None:
-        reason, outcome = reject_end(reject)
-        self._end(reason, True, outcome)
-
-    def _check_selected(self, select: CallSelectAnswer) -> None:
-        if select.party_id != self.opponent_party_id or self.direction is Direction.OUTGOING:
-            return
-        if select.selected_party_id != self.party_id:
-            self._end(ANSWERED_ELSEWHERE, True, Outcome.ANSWERED, elsewhere=True)
-        else:
-            self._selected = True
 
     # -- in call ------------------------------------------------------------------------------
 
