@@ -199,8 +199,8 @@ async def test_upgrade_to_video_and_screen_share() -> None:
         )
         await eventually(lambda: bool(bob.events["remote_media_removed"]))
         assert bob.events["remote_media_removed"][0][2].value == "m.screenshare"
-        await asyncio.sleep(0.8)
-        assert not screen.active(within=0.5)
+        # The screen's frames stop (a loaded machine may still deliver a few in flight).
+        await eventually(lambda: not screen.active(within=0.5), timeout=10)
         assert bob.counter(session.call_id, "video").active()
         await session.hangup()
         await eventually(lambda: bool(bob.events["history_item"]))
