@@ -80,10 +80,9 @@ async def test_undecryptable_event_is_kept_not_delivered(tmp_path: Path) -> None
         t._on_event(room(encrypted=True), Event.parse_event(ENCRYPTED))
         assert got == []
         assert t.undecryptable == 1
-        assert len(t._undecrypted) == 1
+        assert len(t.keys.pending) == 1
     finally:
-        for task in list(t._key_requests):
-            task.cancel()
+        t.keys.cancel_requests()
         await t.client.close()
 
 
