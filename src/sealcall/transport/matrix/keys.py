@@ -8,6 +8,7 @@ are tried again after each sync.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -17,7 +18,12 @@ from nio import AsyncClient, Event, MegolmEvent
 
 logger = logging.getLogger(__name__)
 
+# Events waiting for their room key: a few per call in practice, so a hostile barrage is cut
+# short by count and by size (oldest dropped first). Key requests are capped likewise: nio keeps
+# one entry per requested session until the key comes.
 MAX_UNDECRYPTED = 256
+MAX_UNDECRYPTED_BYTES = 4 * 1024 * 1024
+MAX_KEY_REQUESTS = 64
 
 
 class RoomKeys:
@@ -26,6 +32,7 @@ class RoomKeys:
     def __init__(self, client: AsyncClient) -> None:
         self.client = client
         self.pending: list[tuple[str, MegolmEvent]] = []
+        self._pending_bytes = 0
         self.requests: set[asyncio.Future[Any]] = set()
         self.undecryptable = 0
         self._room_devices: dict[str, frozenset[tuple[str, str]]] = {}
@@ -62,7 +69,16 @@ class RoomKeys:
         """Keep an event nio could not decrypt (yet), and ask for its key."""
         self.undecryptable += 1
         self.pending.append((room_id, event))
-        del self.pending[:-MAX_UNDECRYPTED]
+        self._pending_bytes += _size(event)
+        while self.pending and (
+            len(self.pending) > MAX_UNDECRYPTED or self._pending_bytes > MAX_UNDECRYPTED_BYTES
+        ):
+            self._pending_bytes -= _size(self.pending.pop(0)[1])
+        if (
+            len(self.requests) >= MAX_KEY_REQUESTS
+            or len(self.client.outgoing_key_requests) >= MAX_KEY_REQUESTS
+        ):
+            return
         task = asyncio.ensure_future(self._request_key(event))
         self.requests.add(task)
         task.add_done_callback(self.requests.discard)
@@ -76,6 +92,7 @@ class RoomKeys:
     def retry(self) -> list[tuple[str, Event]]:
         """The kept events that can be decrypted now (room id, event), oldest first."""
         pending, self.pending = self.pending, []
+        self._pending_bytes = 0
         decrypted_now: list[tuple[str, Event]] = []
         for room_id, encrypted in pending:
             try:
@@ -84,6 +101,7 @@ class RoomKeys:
                 decrypted = encrypted
             if isinstance(decrypted, MegolmEvent) or not isinstance(decrypted, Event):
                 self.pending.append((room_id, encrypted))
+                self._pending_bytes += _size(encrypted)
                 continue
             decrypted.decrypted = True
             decrypted_now.append((room_id, decrypted))
@@ -138,3 +156,11 @@ class RoomKeys:
             if time.monotonic() > deadline:
                 return False
             await asyncio.sleep(0.2)
+
+
+def _size(event: MegolmEvent) -> int:
+    """Roughly what a kept encrypted event costs (its JSON size; Synapse caps events at 64 KB)."""
+    try:
+        return len(json.dumps(event.source)) + 256
+    except (TypeError, ValueError, RecursionError):
+        return 65536

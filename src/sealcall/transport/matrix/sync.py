@@ -1,4 +1,11 @@
-"""The sync loop and event intake: decrypted call events out to the listeners, in order."""
+"""The sync loop and event intake: decrypted call events out to the listeners, in order.
+
+Synapse returns only the latest events of a room per sync (``limited``, with a ``prev_batch``
+token): the rest of the gap since the previous sync is fetched here with ``/messages``, backwards
+from ``prev_batch`` to the previous sync's position, at most :data:`MAX_GAP_PAGES` pages of
+:data:`GAP_PAGE` events per room per sync. The gap's events are delivered first, oldest first,
+then the sync's own timeline, then the batch listeners are told (so calls ring only after all).
+"""
 
 from __future__ import annotations
 
@@ -9,14 +16,29 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from nio import AsyncClient, Event, InviteMemberEvent, MegolmEvent, SyncError
+from nio import (
+    AsyncClient,
+    Event,
+    InviteMemberEvent,
+    MegolmEvent,
+    MessageDirection,
+    RoomMessagesResponse,
+    SyncError,
+    SyncResponse,
+)
 
 from ..base import RoomEvent, RoomEventListener
+from .guard import DeepEventGuard
 from .keys import RoomKeys
 
 logger = logging.getLogger(__name__)
 
 CALL_PREFIXES = ("m.call.", "org.matrix.call.")
+# Timeline events per room in a sync (Synapse's default is 10): fewer gaps to fill.
+TIMELINE_LIMIT = 50
+SYNC_FILTER = {"room": {"timeline": {"limit": TIMELINE_LIMIT}}}
+GAP_PAGE = 100
+MAX_GAP_PAGES = 10
 
 
 class SyncMixin:
@@ -31,6 +53,10 @@ class SyncMixin:
     _sync_task: asyncio.Task[None] | None
     _first_sync: asyncio.Event
     _skip_history: bool
+    _guard: DeepEventGuard
+    _held: list[RoomEvent] | None
+    gap_events = 0
+    gaps_cut = 0
 
     async def start(self, timeout: float = 30.0) -> None:
         """Start syncing; return after the first sync has been processed."""
@@ -41,17 +67,29 @@ class SyncMixin:
     async def _sync_loop(self) -> None:
         client = self.client
         while True:
+            self._guard.install(client.olm)
+            # Where the previous sync ended: a gap in a room's timeline is filled back to here.
+            since = client.next_batch or client.loaded_sync_token
+            # Events taken while nio processes the response are held until the gaps before them
+            # have been delivered.
+            self._held = []
             try:
                 response = await client.sync(
-                    timeout=10_000, full_state=not self._first_sync.is_set()
+                    timeout=10_000,
+                    sync_filter=SYNC_FILTER,
+                    full_state=not self._first_sync.is_set(),
                 )
+                if isinstance(response, SyncResponse) and since and not self._skip_history:
+                    await self._fill_gaps(response, since)
             except asyncio.CancelledError:
                 raise
             except Exception as error:
                 # Whatever a server or the network does, the device keeps syncing.
                 logger.warning("sync failed: %s", type(error).__name__)
+                self._release_held()
                 await asyncio.sleep(1)
                 continue
+            self._release_held()
             if isinstance(response, SyncError):
                 logger.warning("sync failed: %s", response.message)
                 await asyncio.sleep(1)
@@ -59,6 +97,48 @@ class SyncMixin:
             await self._after_sync()
             for listener in list(self._batch_listeners):
                 listener()
+
+    async def _fill_gaps(self, response: SyncResponse, since: str) -> None:
+        """Fetch and take, oldest first, the events each limited room left out since ``since``."""
+        for room_id, info in response.rooms.join.items():
+            timeline = info.timeline
+            if not timeline.limited or not timeline.prev_batch:
+                continue
+            room = self.client.rooms.get(room_id)
+            if room is None:
+                continue
+            gap: list[Any] = []
+            token = timeline.prev_batch
+            for _ in range(MAX_GAP_PAGES):
+                page = await self.client.room_messages(
+                    room_id, start=token, end=since, direction=MessageDirection.back, limit=GAP_PAGE
+                )
+                if not isinstance(page, RoomMessagesResponse):
+                    logger.warning("filling a gap in %s failed: %s", room_id, page.message)
+                    break
+                gap.extend(page.chunk)
+                if not page.chunk or not page.end or page.end == token:
+                    break
+                token = page.end
+            else:
+                self.gaps_cut += 1
+                logger.warning(
+                    "gap in %s longer than %d events: older ones skipped",
+                    room_id,
+                    MAX_GAP_PAGES * GAP_PAGE,
+                )
+            self.gap_events += len(gap)
+            held, self._held = self._held, None  # gap events go out now, before the held ones
+            try:
+                for event in reversed(gap):
+                    self._on_event(room, event)
+            finally:
+                self._held = held
+
+    def _release_held(self) -> None:
+        held, self._held = self._held, None
+        for room_event in held or ():
+            self._tell(room_event)
 
     async def _after_sync(self) -> None:
         await self.keys.upkeep()
@@ -96,6 +176,8 @@ class SyncMixin:
         if isinstance(event, InviteMemberEvent):
             return
         if isinstance(event, MegolmEvent):
+            if self._guard.was_dropped(event):
+                return
             # nio could not decrypt it (yet): ask for the key and try again after each sync.
             self.keys.park(room.room_id, event)
             return
@@ -106,7 +188,7 @@ class SyncMixin:
         if not getattr(event, "decrypted", False):
             if room.encrypted:
                 self.dropped_plaintext += 1
-                logger.warning("dropped a plaintext %s in an encrypted room", event_type)
+                logger.warning("dropped a plaintext call event in an encrypted room")
             return
         self._deliver(room.room_id, event)
 
@@ -122,5 +204,14 @@ class SyncMixin:
             age = max(0, int(time.time() * 1000) - sent)
         payload = {"type": source.get("type"), "content": source.get("content", {})}
         room_event = RoomEvent(room_id, str(event.sender), payload, age)
+        if self._held is not None:
+            self._held.append(room_event)
+        else:
+            self._tell(room_event)
+
+    def _tell(self, room_event: RoomEvent) -> None:
         for listener in list(self._listeners):
-            listener(room_event)
+            try:
+                listener(room_event)
+            except Exception as error:  # one listener's failure must not cost the others
+                logger.warning("a listener failed on an event: %s", type(error).__name__)

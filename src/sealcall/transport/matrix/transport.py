@@ -8,8 +8,9 @@ from pathlib import Path
 
 from nio import AsyncClient, Event, LoginError
 
-from ..base import RoomEventListener
+from ..base import RoomEvent, RoomEventListener
 from .errors import MatrixTransportError
+from .guard import DeepEventGuard, quiet_nio_logs
 from .keys import RoomKeys
 from .login import Credentials, new_client, save_credentials, saved_credentials
 from .rooms import RoomsMixin
@@ -36,7 +37,14 @@ class MatrixTransport(SyncMixin, RoomsMixin):
         self._skip_history = False
         self.dropped_plaintext = 0
         self.malformed = 0
+        self._held: list[RoomEvent] | None = None
+        self._guard = DeepEventGuard(self._count_malformed)
+        self._guard.install(client.olm)
+        quiet_nio_logs()
         client.add_event_callback(self._on_event, Event)
+
+    def _count_malformed(self) -> None:
+        self.malformed += 1
 
     @property
     def user_id(self) -> str:
