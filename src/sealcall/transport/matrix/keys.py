@@ -94,7 +94,15 @@ class RoomKeys:
         pending, self.pending = self.pending, []
         self._pending_bytes = 0
         decrypted_now: list[tuple[str, Event]] = []
+        olm = self.client.olm
         for room_id, encrypted in pending:
+            if olm is not None and not olm.inbound_group_store.get(
+                room_id, encrypted.sender_key, encrypted.session_id
+            ):
+                # Its key has not come: trying would only fail (and make nio log it again).
+                self.pending.append((room_id, encrypted))
+                self._pending_bytes += _size(encrypted)
+                continue
             try:
                 decrypted = self.client.decrypt_event(encrypted)
             except Exception:  # nio raises when the key is still missing
