@@ -1,6 +1,7 @@
 """The Matrix transport's rules, without a homeserver: never plaintext, undecryptable events kept,
 TURN servers from the homeserver."""
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from sealcall.transport.matrix import (
     MatrixTransport,
     UnencryptedRoomError,
 )
+from sealcall.transport.matrix.guard import NoContentFilter
 
 INVITE = {
     "type": "m.call.invite",
@@ -152,3 +154,39 @@ async def test_hostile_event_fields_do_not_break_the_sync(tmp_path: Path) -> Non
         assert t.malformed == 1
     finally:
         await t.client.close()
+
+
+async def test_undecryptable_events_and_key_requests_are_bounded(tmp_path: Path) -> None:
+    t, got = transport(tmp_path)
+    try:
+        for i in range(300):
+            content = {**ENCRYPTED["content"], "session_id": f"s{i}", "ciphertext": "A" * 60_000}
+            event = Event.parse_event({**ENCRYPTED, "event_id": f"${i}", "content": content})
+            t._on_event(room(encrypted=True), event)
+        assert got == []
+        assert t.undecryptable == 300
+        kept = [event.source["content"]["session_id"] for _, event in t.keys.pending]
+        assert 0 < len(kept) * 60_000 <= 4 * 1024 * 1024  # the documented bound
+        assert kept[-1] == "s299"  # the newest are kept
+        assert len(t.keys.requests) <= 64
+    finally:
+        t.keys.cancel_requests()
+        await t.client.close()
+
+
+def test_nio_log_records_carry_no_event_content() -> None:
+    record = logging.LogRecord(
+        "nio.events.misc",
+        logging.WARNING,
+        "x",
+        1,
+        "Error validating event: %s",
+        ("Z" * 40_000,),
+        None,
+    )
+    assert NoContentFilter().filter(record)
+    assert "Z" not in record.getMessage()
+    long = logging.LogRecord("nio.x", logging.WARNING, "x", 1, "a\nb" + "Y" * 5000, None, None)
+    NoContentFilter().filter(long)
+    assert "\n" not in long.getMessage()
+    assert len(long.getMessage()) < 200
