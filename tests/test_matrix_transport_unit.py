@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from nio import Event, MatrixRoom
+from nio import EncryptionError, Event, MatrixRoom, MegolmEvent
 
 from sealcall.homeserver import free_port
 from sealcall.transport import RoomEvent
@@ -16,7 +16,7 @@ from sealcall.transport.matrix import (
     MatrixTransport,
     UnencryptedRoomError,
 )
-from sealcall.transport.matrix.guard import NoContentFilter
+from sealcall.transport.matrix.guard import DeepEventGuard, NoContentFilter
 
 INVITE = {
     "type": "m.call.invite",
@@ -190,3 +190,25 @@ def test_nio_log_records_carry_no_event_content() -> None:
     NoContentFilter().filter(long)
     assert "\n" not in long.getMessage()
     assert len(long.getMessage()) < 200
+
+
+def test_a_too_deep_event_is_dropped_by_the_guard_alone() -> None:
+    class Olm:
+        def decrypt_megolm_event(self, event: Any, room_id: str | None = None) -> Any:
+            raise RecursionError
+
+        def handle_to_device_event(self, event: Any) -> Any:
+            raise RecursionError
+
+    drops: list[None] = []
+    guard = DeepEventGuard(lambda: drops.append(None))
+    olm = Olm()
+    guard.install(olm)
+    guard.install(olm)  # once only
+    event = Event.parse_event(ENCRYPTED)
+    assert isinstance(event, MegolmEvent)
+    with pytest.raises(EncryptionError):  # nio's "could not decrypt": the sync goes on
+        olm.decrypt_megolm_event(event)
+    assert guard.was_dropped(event)
+    assert olm.handle_to_device_event(object()) is None
+    assert len(drops) == 2
