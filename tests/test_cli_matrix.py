@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -111,11 +112,15 @@ def test_homeserver_up_add_user_down(tmp_path: Path) -> None:
         taken = run("homeserver", "up", "--data-dir", str(tmp_path / "other"), "--port", port)
         assert taken.returncode == 1
         assert "already in use" in taken.stderr
+        # urllib asks the server to close the connection: its side is left in TIME_WAIT.
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/_matrix/client/versions") as r:
+            assert r.status == 200
     finally:
         down = run("homeserver", "down", "--data-dir", str(data))
     assert down.returncode == 0
     assert "stopped" in down.stdout
-    # The folder is kept: a second start reuses it and its accounts.
+    # Right after `down`, the same port is free again; the folder is kept and a second start
+    # reuses it and its accounts.
     again = run("homeserver", "up", "--data-dir", str(data), "--port", port)
     try:
         assert again.returncode == 0, again.stderr[-2000:]

@@ -1,12 +1,13 @@
 """The Matrix transport's rules, without a homeserver: never plaintext, undecryptable events kept,
 TURN servers from the homeserver."""
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
-from nio import Event, MatrixRoom
+from nio import EncryptionError, Event, MatrixRoom, MegolmEvent
 
 from sealcall.homeserver import free_port
 from sealcall.transport import RoomEvent
@@ -15,6 +16,7 @@ from sealcall.transport.matrix import (
     MatrixTransport,
     UnencryptedRoomError,
 )
+from sealcall.transport.matrix.guard import DeepEventGuard, NoContentFilter
 
 INVITE = {
     "type": "m.call.invite",
@@ -80,10 +82,9 @@ async def test_undecryptable_event_is_kept_not_delivered(tmp_path: Path) -> None
         t._on_event(room(encrypted=True), Event.parse_event(ENCRYPTED))
         assert got == []
         assert t.undecryptable == 1
-        assert len(t._undecrypted) == 1
+        assert len(t.keys.pending) == 1
     finally:
-        for task in list(t._key_requests):
-            task.cancel()
+        t.keys.cancel_requests()
         await t.client.close()
 
 
@@ -153,3 +154,61 @@ async def test_hostile_event_fields_do_not_break_the_sync(tmp_path: Path) -> Non
         assert t.malformed == 1
     finally:
         await t.client.close()
+
+
+async def test_undecryptable_events_and_key_requests_are_bounded(tmp_path: Path) -> None:
+    t, got = transport(tmp_path)
+    try:
+        for i in range(300):
+            content = {**ENCRYPTED["content"], "session_id": f"s{i}", "ciphertext": "A" * 60_000}
+            event = Event.parse_event({**ENCRYPTED, "event_id": f"${i}", "content": content})
+            t._on_event(room(encrypted=True), event)
+        assert got == []
+        assert t.undecryptable == 300
+        kept = [event.source["content"]["session_id"] for _, event in t.keys.pending]
+        assert 0 < len(kept) * 60_000 <= 4 * 1024 * 1024  # the documented bound
+        assert kept[-1] == "s299"  # the newest are kept
+        assert len(t.keys.requests) <= 64
+    finally:
+        t.keys.cancel_requests()
+        await t.client.close()
+
+
+def test_nio_log_records_carry_no_event_content() -> None:
+    record = logging.LogRecord(
+        "nio.events.misc",
+        logging.WARNING,
+        "x",
+        1,
+        "Error validating event: %s",
+        ("Z" * 40_000,),
+        None,
+    )
+    assert NoContentFilter().filter(record)
+    assert "Z" not in record.getMessage()
+    long = logging.LogRecord("nio.x", logging.WARNING, "x", 1, "a\nb" + "Y" * 5000, None, None)
+    NoContentFilter().filter(long)
+    assert "\n" not in long.getMessage()
+    assert len(long.getMessage()) < 200
+
+
+def test_a_too_deep_event_is_dropped_by_the_guard_alone() -> None:
+    class Olm:
+        def decrypt_megolm_event(self, event: Any, room_id: str | None = None) -> Any:
+            raise RecursionError
+
+        def handle_to_device_event(self, event: Any) -> Any:
+            raise RecursionError
+
+    drops: list[None] = []
+    guard = DeepEventGuard(lambda: drops.append(None))
+    olm = Olm()
+    guard.install(olm)
+    guard.install(olm)  # once only
+    event = Event.parse_event(ENCRYPTED)
+    assert isinstance(event, MegolmEvent)
+    with pytest.raises(EncryptionError):  # nio's "could not decrypt": the sync goes on
+        olm.decrypt_megolm_event(event)
+    assert guard.was_dropped(event)
+    assert olm.handle_to_device_event(object()) is None
+    assert len(drops) == 2

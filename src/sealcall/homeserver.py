@@ -54,8 +54,13 @@ def free_port() -> int:
 
 
 def port_is_free(port: int) -> bool:
-    """True if ``port`` can be bound on 127.0.0.1."""
+    """True if ``port`` can be bound on 127.0.0.1 (nothing listens on it).
+
+    With ``SO_REUSEADDR``, as Synapse (Twisted) binds: connections a stopped server left in
+    TIME_WAIT do not hold the port.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

@@ -1,0 +1,46 @@
+"""Logging in: the nio client, its store folder, and the saved credentials."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nio import AsyncClient, AsyncClientConfig
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a restarted client needs to log in again without a password."""
+
+    homeserver: str
+    user_id: str
+    device_id: str
+    access_token: str = field(repr=False)
+
+
+def new_client(
+    homeserver: str, user_id: str, store_dir: Path, device_id: str | None
+) -> AsyncClient:
+    """A nio client with E2EE whose crypto store and sync token live in ``store_dir``."""
+    store_dir.mkdir(parents=True, exist_ok=True)
+    store_dir.chmod(0o700)
+    config = AsyncClientConfig(store_sync_tokens=True, encryption_enabled=True)
+    return AsyncClient(
+        homeserver, user_id, device_id=device_id, store_path=str(store_dir), config=config
+    )
+
+
+def saved_credentials(store_dir: str | Path) -> Credentials | None:
+    """The credentials saved in ``store_dir``, if any."""
+    path = Path(store_dir) / "credentials.json"
+    if not path.exists():
+        return None
+    return Credentials(**json.loads(path.read_text()))
+
+
+def save_credentials(store_dir: Path, credentials: Credentials) -> None:
+    """Save ``credentials`` in ``store_dir``, readable by us only."""
+    path = store_dir / "credentials.json"
+    path.write_text(json.dumps(credentials.__dict__))
+    path.chmod(0o600)
