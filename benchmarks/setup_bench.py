@@ -1,6 +1,7 @@
 """Where the setup time of a video call goes: the same as ``sealcall setup-bench``.
 
-Run: ``python benchmarks/setup_bench.py [--json] [--calls N] [--homeserver URL --alice .. --bob ..]``.
+Run: ``python benchmarks/setup_bench.py [--json] [--calls N]``
+(``--homeserver URL --alice @a:hs=PW --bob @b:hs=PW`` for another homeserver).
 """
 
 import sys

@@ -25,7 +25,6 @@ from sealcall.demo import _demo_accounts, _homeserver, connect_pair, wait_for
 from sealcall.media import LOOPBACK, EncryptedPeerConnection
 from sealcall.session import CallSession, VoIP
 from sealcall.transport import RoomEvent
-from sealcall.transport.matrix import MatrixTransport
 
 # Steps in the order they normally happen, with what each means (the human table's labels).
 STEPS: dict[str, str] = {
@@ -66,6 +65,7 @@ class _Probe:
     def __init__(self, caller: VoIP, callee: VoIP) -> None:
         self.current: _CallStamps | None = None
         self.sessions: dict[str, CallSession] = {}
+        self._answering: set[asyncio.Future[None]] = set()
         self._hook_sends(caller.transport, {"m.call.invite": "invite_sent"})
         self._hook_sends(callee.transport, {"m.call.answer": "answer_sent"})
         caller.transport.add_listener(self._caller_heard)
@@ -109,7 +109,9 @@ class _Probe:
             return pc
 
         session._ensure_pc = ensure_and_watch  # type: ignore[method-assign]  # this session only
-        asyncio.ensure_future(session.answer())
+        task = asyncio.ensure_future(session.answer())
+        self._answering.add(task)
+        task.add_done_callback(self._answering.discard)
 
     def watch(self, pc: EncryptedPeerConnection, side: str) -> None:
         """Stamp ICE, DTLS and the first decrypted frame of ``pc`` (once per connection)."""
@@ -182,9 +184,11 @@ async def _one_call(
         probe.watch(session.pc, "caller")
     try:
         await wait_for(
-            lambda: "first_frame_at_caller" in stamps.stamps
-            and "first_frame_at_callee" in stamps.stamps
-            and "connected" in stamps.stamps,
+            lambda: (
+                "first_frame_at_caller" in stamps.stamps
+                and "first_frame_at_callee" in stamps.stamps
+                and "connected" in stamps.stamps
+            ),
             timeout,
             "a connected call with decrypted frames both ways",
         )
