@@ -68,7 +68,8 @@ def _end_check_pacing_early(transceiver: RTCRtpTransceiver) -> None:
         started: bool = periodic()
         if not started or connection._remote_candidates_expected():
             return started
-        return any(pair.state in startable for pair in connection._check_list)
+        # A pair whose check task exists has been started, even before the task ran.
+        return any(p.state in startable and p.task is None for p in connection._check_list)
 
     connection._check_periodic = periodic_without_idle_tick
     connection._sealcall_prompt = True
