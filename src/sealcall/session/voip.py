@@ -109,7 +109,7 @@ class VoIP(AsyncIOEventEmitter):
         return holder[0]
 
     async def command(self, call_id: str, command: LocalInput) -> None:
-        """Give a command to a call and wait until the engine took it."""
+        """Give a command to a call; return once the engine took it and sent its call events."""
         self._check_open()
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         await self._queue.put(("command", call_id, command, done))
