@@ -55,6 +55,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--rounds", type=int, default=3, help="plain/encrypted pairs; the best counts (default 3)"
     )
     media.set_defaults(func=bench.media_bench)
+
+    setup = commands.add_parser(
+        "setup-bench",
+        help="time each step of setting up a video call between two sealcall clients",
+        description=(
+            "Start an embedded Synapse unless --homeserver is given, place --calls video calls "
+            "between two sealcall clients in an encrypted DM, one after the other, and print "
+            "the median, 90th percentile and minimum milliseconds from place_call to each step: "
+            "offer created, invite sent and delivered, answer created, sent and received, ICE "
+            "and DTLS connected on each side, call connected, first decrypted frame each way."
+        ),
+    )
+    setup.add_argument("--json", action="store_true", help="print the results as JSON")
+    setup.add_argument("--calls", type=int, default=10, help="calls to place (default 10)")
+    setup.add_argument("--homeserver", metavar="URL", help="use this homeserver instead")
+    setup.add_argument(
+        "--alice", type=server._account, metavar="@USER:HS=PASSWORD", help="caller account"
+    )
+    setup.add_argument(
+        "--bob", type=server._account, metavar="@USER:HS=PASSWORD", help="callee account"
+    )
+    setup.set_defaults(func=bench.setup_bench)
     return parser
 
 

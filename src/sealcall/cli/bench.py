@@ -1,8 +1,9 @@
-"""``sealcall sframe-bench`` and ``sealcall media-bench``."""
+"""``sealcall sframe-bench``, ``sealcall media-bench`` and ``sealcall setup-bench``."""
 
 import argparse
 import asyncio
 import json
+import sys
 
 
 def sframe_bench(args: argparse.Namespace) -> int:
@@ -39,4 +40,26 @@ def media_bench(args: argparse.Namespace) -> int:
     print(f"  plain      {report['plain_cpu_per_media_second']:.3f}")
     print(f"  encrypted  {report['encrypted_cpu_per_media_second']:.3f}")
     print(f"  ratio      {report['ratio']:.3f}")
+    return 0
+
+
+def setup_bench(args: argparse.Namespace) -> int:
+    from sealcall.bench.setup_bench import report_text, run
+    from sealcall.homeserver import HomeserverError
+
+    if args.calls < 1:
+        print("sealcall setup-bench: --calls must be at least 1", file=sys.stderr)
+        return 2
+    accounts = None
+    if args.homeserver:
+        if not (args.alice and args.bob):
+            print("sealcall setup-bench: --homeserver needs --alice and --bob", file=sys.stderr)
+            return 2
+        accounts = (args.alice, args.bob)
+    try:
+        report = asyncio.run(run(args.calls, homeserver_url=args.homeserver, accounts=accounts))
+    except (HomeserverError, TimeoutError, RuntimeError) as error:
+        print(f"sealcall setup-bench: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(report, indent=2) if args.json else report_text(report))
     return 0

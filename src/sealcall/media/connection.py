@@ -13,6 +13,7 @@ import queue
 from collections.abc import Sequence
 from typing import Any
 
+from aioice.ice import CandidatePair
 from aiortc import (
     RTCConfiguration,
     RTCIceServer,
@@ -47,6 +48,33 @@ def _restrict_host_addresses(transceiver: RTCRtpTransceiver, addresses: Sequence
     connection._sealcall_restricted = True
 
 
+def _end_check_pacing_early(transceiver: RTCRtpTransceiver) -> None:
+    """Let ICE report completion as soon as its last check succeeds.
+
+    aioice's ``connect()`` starts one check per 20 ms tick and only looks at the check list
+    again after the next tick, even when the check it just started was the last one that could
+    ever be started; on loopback that idle tick is most of the ICE time of a call. Once no pair
+    is left to start and no remote candidate can still arrive, the tick would only end the
+    loop, so end it now (checks that arrive later are triggered checks, which aioice starts by
+    itself). Per connection: aioice itself is not patched.
+    """
+    connection: Any = transceiver.receiver.transport.transport.iceGatherer._connection
+    if getattr(connection, "_sealcall_prompt", False) or not hasattr(connection, "_check_periodic"):
+        return  # bundled transceivers share one transport; another aioice paces differently
+    periodic = connection._check_periodic
+    startable = (CandidatePair.State.WAITING, CandidatePair.State.FROZEN)
+
+    def periodic_without_idle_tick() -> bool:
+        started: bool = periodic()
+        if not started or connection._remote_candidates_expected():
+            return started
+        # A pair whose check task exists has been started, even before the task ran.
+        return any(p.state in startable and p.task is None for p in connection._check_list)
+
+    connection._check_periodic = periodic_without_idle_tick
+    connection._sealcall_prompt = True
+
+
 class PeerConnection(RTCPeerConnection):
     """An ``RTCPeerConnection`` whose ICE servers are always explicit.
 
@@ -70,6 +98,7 @@ class PeerConnection(RTCPeerConnection):
         transceiver: RTCRtpTransceiver = create(direction, kind, sender_track)
         if self._host_addresses is not None:
             _restrict_host_addresses(transceiver, self._host_addresses)
+        _end_check_pacing_early(transceiver)
         self._on_transceiver(transceiver)
         return transceiver
 

@@ -91,7 +91,11 @@ class PatternVideoTrack(MediaStreamTrack):
         self.width, self.height, self.fps = width, height, fps
         self._pacer = _Pacer(1.0 / fps)
         # Wide gradients are scrolled through a window: one slice and copy per frame.
-        self._luma = (np.add.outer(np.arange(height), np.arange(2 * width)) % 256).astype(np.uint8)
+        # uint8 sums wrap at 256 by themselves: no wide intermediate array (this runs while a
+        # call is being set up).
+        rows = (np.arange(height) % 256).astype(np.uint8)
+        columns = (np.arange(2 * width) % 256).astype(np.uint8)
+        self._luma = np.add.outer(rows, columns)
         half_w, half_h = width // 2, height // 2
         self._chroma = (np.arange(2 * half_w) % 256).astype(np.uint8)[None, :].repeat(half_h, 0)
 

@@ -78,6 +78,11 @@ class VoIP(AsyncIOEventEmitter):
         self._queue: asyncio.Queue[_Work] = asyncio.Queue()
         self._worker = asyncio.ensure_future(self._work())
         self._timer: asyncio.TimerHandle | None = None
+        # Call events go out in order, each send after the one before, while the engine goes on
+        # with the next input: a send is a homeserver round trip, and media (ICE, DTLS) must
+        # not wait for one (the caller's select_answer used to hold back "connected").
+        self._last_send: asyncio.Task[None] | None = None
+        self._input_sends: list[asyncio.Task[None]] = []
         # A transport that delivers whole sync responses lets us ring only once the response
         # is processed, so a call hung up later in the same response never rings (MSC2746).
         self._held_rings: list[ManagerAction] = []
@@ -104,7 +109,7 @@ class VoIP(AsyncIOEventEmitter):
         return holder[0]
 
     async def command(self, call_id: str, command: LocalInput) -> None:
-        """Give a command to a call and wait until the engine took it."""
+        """Give a command to a call; return once the engine took it and sent its call events."""
         self._check_open()
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         await self._queue.put(("command", call_id, command, done))
@@ -135,6 +140,8 @@ class VoIP(AsyncIOEventEmitter):
         self._closing = True  # from here on, arriving events are not taken any more
         await self._queue.put(("stop", None, None, None))
         await self._worker
+        if self._last_send is not None:
+            await asyncio.wait({self._last_send})
         if self._timer is not None:
             self._timer.cancel()
         for session in self.sessions.values():
@@ -172,6 +179,7 @@ class VoIP(AsyncIOEventEmitter):
             kind, subject, extra, done = await self._queue.get()
             if kind == "stop":
                 return
+            self._input_sends = []
             try:
                 now = self._clock()
                 if kind == "remote":
@@ -198,8 +206,21 @@ class VoIP(AsyncIOEventEmitter):
                     logger.exception("call engine input %s failed", kind)
             else:
                 if done is not None and not done.done():
-                    done.set_result(None)
+                    # A command returns once its call events have been sent.
+                    self._resolve_after_sends(done, self._input_sends)
             self._schedule_timer()
+
+    @staticmethod
+    def _resolve_after_sends(done: asyncio.Future[None], sends: list[asyncio.Task[None]]) -> None:
+        if not sends:
+            done.set_result(None)
+            return
+
+        def resolve(_: object) -> None:
+            if not done.done():
+                done.set_result(None)
+
+        asyncio.gather(*sends).add_done_callback(resolve)
 
     def _schedule_timer(self) -> None:
         if self._closing:
@@ -249,12 +270,30 @@ class VoIP(AsyncIOEventEmitter):
         for call_id in [c for c, s in self.sessions.items() if s.call.state is CallState.ENDED]:
             del self.sessions[call_id]  # its media is closed and its keys are forgotten
 
+    def _send_in_order(self, item: ManagerAction, action: act.SendEvent) -> None:
+        """Send a call event after every event sent before it, without holding up the engine."""
+        content = action.event.to_dict()["content"]
+        previous = self._last_send
+
+        async def send() -> None:
+            if previous is not None:
+                await asyncio.wait({previous})  # it handles its own errors
+            try:
+                await self.transport.send_room_event(item.room_id, action.event.TYPE, content)
+            except Exception:
+                logger.exception("call %s: sending %s failed", item.call.call_id, action.event.TYPE)
+                if item.call.state is not CallState.ENDED:
+                    self.feed(item.call.call_id, LocalMediaFailed("sending a call event failed"))
+
+        task = asyncio.ensure_future(send())
+        self._last_send = task
+        self._input_sends.append(task)
+
     async def _run_one(self, item: ManagerAction) -> None:
         session = self._session(item.call, item.room_id)
         action = item.action
         if isinstance(action, act.SendEvent):
-            content = action.event.to_dict()["content"]
-            await self.transport.send_room_event(item.room_id, action.event.TYPE, content)
+            self._send_in_order(item, action)
         elif isinstance(action, IncomingCall):
             self.emit("incoming_call", session)
         elif isinstance(action, CallWaiting):

@@ -12,7 +12,13 @@ from ..base import RoomEvent, RoomEventListener
 from .errors import MatrixTransportError
 from .guard import DeepEventGuard, quiet_nio_logs
 from .keys import RoomKeys
-from .login import Credentials, new_client, save_credentials, saved_credentials
+from .login import (
+    Credentials,
+    new_client,
+    save_credentials,
+    saved_credentials,
+    use_write_ahead_log,
+)
 from .rooms import RoomsMixin
 from .sync import SyncMixin
 
@@ -42,6 +48,7 @@ class MatrixTransport(SyncMixin, RoomsMixin):
         self._guard.install(client.olm)
         quiet_nio_logs()
         client.add_event_callback(self._on_event, Event)
+        use_write_ahead_log(client)
 
     def _count_malformed(self) -> None:
         self.malformed += 1
