@@ -3,6 +3,7 @@ floods of call events, endless invite lifetimes across restarts, unusable call k
 
 import base64
 import gc
+import logging
 import tracemalloc
 from collections import defaultdict
 from collections.abc import Callable
@@ -98,13 +99,13 @@ async def test_heap_returns_after_a_barrage_of_hostile_call_events(tmp_path: Pat
         await settle(voip, hub, lambda: True)
         gc.collect()
         before = tracemalloc.get_traced_memory()[0]
-        calls = [f"{'x' * 1000}-{n}" for n in range(100)]  # long ids: the caller chooses them
+        calls = [f"{'x' * 240}-{n}" for n in range(100)]  # long ids: the caller chooses them
         for call_id in calls:
             hub.publish(ROOM, EVE, invite(call_id, padding=8_000))
             for _ in range(4):
                 hub.publish(ROOM, EVE, candidates(call_id, 250))
         for n in range(60):  # events for calls whose invite never comes
-            unknown = f"{'y' * 1000}-{n}"
+            unknown = f"{'y' * 240}-{n}"
             for _ in range(4):
                 hub.publish(ROOM, EVE, candidates(unknown, 100))
             sdp = "v=0\r\n" + "a=x-padding:" + "q" * 8_000 + "\r\n"
@@ -130,6 +131,29 @@ async def test_heap_returns_after_a_barrage_of_hostile_call_events(tmp_path: Pat
         assert after - before < 10_000_000, f"heap grew by {(after - before) / 1e6:.1f} MB"
     finally:
         tracemalloc.stop()
+        await voip.close()
+
+
+async def test_huge_ids_and_types_are_dropped_and_logged_in_one_short_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    hub, clock = InMemoryHub(), Clock()
+    voip, seen = bob_voip(hub, clock, tmp_path)
+    try:
+        huge = invite("huge")
+        huge["content"]["call_id"] = "Z" * 40_000
+        hub.publish(ROOM, EVE, huge)
+        hub.publish(ROOM, EVE, {"type": "m.call." + "Z" * 40_000, "content": {}})
+        hub.publish(ROOM, EVE, invite("fine"))
+        await eventually(lambda: bool(seen["incoming_call"]))
+        assert [s.call_id for (s,) in seen["incoming_call"]] == ["fine"]
+        assert voip.malformed_events == 2
+        for record in caplog.records:
+            message = record.getMessage()
+            assert "Z" * 300 not in message
+            assert len(message) < 500
+    finally:
         await voip.close()
 
 

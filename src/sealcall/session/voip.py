@@ -158,7 +158,7 @@ class VoIP(AsyncIOEventEmitter):
             event = parse(room_event.event)
         except SignalingError as error:
             self.malformed_events += 1
-            logger.info("dropped a malformed call event: %s", error)
+            logger.info("dropped a malformed call event: %.200s", error)
             return
         remote = RemoteEvent(room_event.room_id, room_event.sender, event, room_event.age_ms)
         self._queue.put_nowait(("remote", remote, None, None))

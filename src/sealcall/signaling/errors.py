@@ -28,5 +28,5 @@ class UnknownEventTypeError(SignalingError):
     """The event type is not a call event this library understands."""
 
     def __init__(self, event_type: object) -> None:
-        super().__init__(f"not a call event type: {event_type!r}")
+        super().__init__(f"not a call event type: {event_type!r:.80}")
         self.event_type = event_type

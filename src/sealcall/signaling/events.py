@@ -46,6 +46,7 @@ UNSTABLE_METADATA_KEY = "org.matrix.msc3077.sdp_stream_metadata"
 # Written under both names: matrix-js-sdk reads only the unstable one.
 BOTH_METADATA_KEYS = (METADATA_KEY, UNSTABLE_METADATA_KEY)
 DEFAULT_LIFETIME_MS = 60_000
+MAX_ID_LENGTH = 255  # call and party ids; js-sdk and Famedly make ids of a few dozen characters
 
 
 class HangupReason(StrEnum):
@@ -73,10 +74,15 @@ class CallEvent:
     key_order: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not valid_text(self.call_id) or not self.call_id:
-            raise FieldTypeError("content.call_id", "must be a non-empty string")
-        if not valid_text(self.party_id) or not self.party_id:
-            raise FieldTypeError("content.party_id", "must be a non-empty string")
+        # Ids end up in logs, history items and bounded sets: a 40 KB id is hostile, not an id.
+        if not valid_text(self.call_id) or not 0 < len(self.call_id) <= MAX_ID_LENGTH:
+            raise FieldTypeError(
+                "content.call_id", f"must be a non-empty string of at most {MAX_ID_LENGTH}"
+            )
+        if not valid_text(self.party_id) or not 0 < len(self.party_id) <= MAX_ID_LENGTH:
+            raise FieldTypeError(
+                "content.party_id", f"must be a non-empty string of at most {MAX_ID_LENGTH}"
+            )
         if isinstance(self.version, bool) or not isinstance(self.version, (str, int)):
             raise FieldTypeError("content.version", "must be a string or an integer")
 
