@@ -1,21 +1,33 @@
 """Remote tracks nobody reads hold only their newest frames; a long call's memory stays flat."""
 
 import asyncio
+import json
+import subprocess
+import sys
 
 import av
 import pytest
+from aiortc.mediastreams import MediaStreamTrack
 
 from sealcall.bench.soak import run as soak
+from sealcall.demo import RemoteMediaReader
 from sealcall.media import (
+    LOOPBACK,
+    EncryptedPeerConnection,
     LatestFrames,
     PatternVideoTrack,
+    PeerConnection,
     SyntheticAudioTrack,
     frames_dropped,
     frames_unread,
+    negotiate,
 )
 from sealcall.media.remote_tracks import AUDIO_FRAMES_KEPT, VIDEO_FRAMES_KEPT
+from sealcall.session import CallSession, VoIP
+from sealcall.transport import InMemoryHub, InMemoryTransport
+from voip_helpers import ROOM, SMALL_MEDIA
 
-from media_helpers import av_call, connect, plain, until
+from media_helpers import call_keys, until
 
 
 async def test_latest_frames_keeps_the_newest_and_always_takes_the_end_marker() -> None:
@@ -26,21 +38,24 @@ async def test_latest_frames_keeps_the_newest_and_always_takes_the_end_marker() 
     assert queue.frames_dropped == 7
     queue.put_nowait(None)  # the end of the track gets in even when full
     assert [queue.get_nowait() for _ in range(3)] == [8, 9, None]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at least one frame"):
         LatestFrames(0)
 
 
 @pytest.mark.parametrize("encrypted", [True, False])
 async def test_unread_remote_tracks_hold_only_their_newest_frames(encrypted: bool) -> None:
-    a, b = av_call()
-    if not encrypted:
-        a, b = plain(), plain()
-        a.pc.addTrack(SyntheticAudioTrack())
-        a.pc.addTrack(PatternVideoTrack(320, 240))
-    tracks = []
-    b.pc.on("track", tracks.append)  # kept, never read
+    if encrypted:
+        keys_a, keys_b = call_keys()
+        a: PeerConnection = EncryptedPeerConnection(keys_a, host_addresses=LOOPBACK)
+        b: PeerConnection = EncryptedPeerConnection(keys_b, host_addresses=LOOPBACK)
+    else:
+        a, b = PeerConnection(host_addresses=LOOPBACK), PeerConnection(host_addresses=LOOPBACK)
+    a.addTrack(SyntheticAudioTrack())
+    a.addTrack(PatternVideoTrack(320, 240))
+    tracks: list[MediaStreamTrack] = []
+    b.on("track", tracks.append)  # kept, never read
     try:
-        await connect(a, b)
+        await negotiate(a, b)
         await until(lambda: len(tracks) == 2 and all(frames_dropped(t) > 30 for t in tracks))
         by_kind = {t.kind: t for t in tracks}
         assert frames_unread(by_kind["video"]) <= VIDEO_FRAMES_KEPT
@@ -50,10 +65,41 @@ async def test_unread_remote_tracks_hold_only_their_newest_frames(encrypted: boo
         dropped = frames_dropped(video)
         frame = await asyncio.wait_for(video.recv(), 5)
         assert isinstance(frame, av.VideoFrame)
-        assert frame.pts is not None and frame.pts > (dropped - 1) * 3000  # 90 kHz, 30 fps
+        assert frame.pts is not None
+        assert frame.pts > (dropped - 1) * 3000  # 90 kHz, 30 fps
     finally:
         await a.close()
         await b.close()
+
+
+async def test_remote_media_reader_reads_every_track_of_a_call_and_forgets_it_when_it_ends() -> (
+    None
+):
+    hub = InMemoryHub()
+    voips = []
+    for user in ("@alice:local", "@bob:local"):
+        transport = InMemoryTransport(hub, user, "D")
+        transport.join(ROOM)
+        voips.append(VoIP(transport, media=SMALL_MEDIA, host_addresses=LOOPBACK))
+    alice, bob = voips
+    reader = RemoteMediaReader(bob)
+    incoming: list[CallSession] = []
+    bob.on("incoming_call", incoming.append)
+    try:
+        call = await alice.place_call(ROOM, "@bob:local", video=True)
+        await until(lambda: bool(incoming))
+        await incoming[0].answer()
+        await until(lambda: reader.frames(call.call_id) > 100)
+        tracks = [c.track for c in reader.counters[call.call_id]]
+        assert sorted(t.kind for t in tracks) == ["audio", "video"]
+        await until(lambda: all(c.frames > 10 for c in reader.counters[call.call_id]))
+        await call.hangup()
+        await until(lambda: call.call_id not in reader.counters)
+        assert all(t.readyState == "ended" for t in tracks)
+    finally:
+        await reader.stop()
+        await alice.close()
+        await bob.close()
 
 
 async def test_a_minute_long_video_call_stops_growing_after_ten_seconds() -> None:
@@ -71,3 +117,33 @@ async def test_a_minute_long_video_call_stops_growing_after_ten_seconds() -> Non
     # outside it) per frame: +1.3 MB of heap and +270 MB of RSS from 10 s to 60 s here.
     assert last["heap_mb"] - first["heap_mb"] < 0.4
     assert last["rss_mb"] - first["rss_mb"] < 60
+
+
+def test_soak_command_prints_samples_growth_and_frames_as_json() -> None:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sealcall",
+            "soak",
+            "--json",
+            "--minutes",
+            "0.05",
+            "--interval",
+            "1",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    report = json.loads(out)
+    samples = report["samples"]
+    assert len(samples) >= 3
+    assert samples[-1]["seconds"] >= 3.0
+    assert all(s["rss_mb"] > 0 and s["heap_mb"] > 0 for s in samples)
+    assert report["frames_alice_to_bob"] > samples[0]["frames_alice_to_bob"]
+    assert report["frames_bob_to_alice"] > samples[0]["frames_bob_to_alice"]
+    assert isinstance(report["rss_mb_per_minute"], float)
+    assert isinstance(report["heap_mb_per_minute"], float)
+    assert report["call_state_at_end"] == "connected"

@@ -4,8 +4,8 @@ Two :class:`~sealcall.session.VoIP` devices in this process call each other thro
 engine over the in-memory transport (no homeserver: the figures are the media path's and the
 engine's, not Synapse's or nio's), with real aiortc over loopback and SFrame on every frame:
 640x480 VP8 and Opus each way. Alice reads her remote tracks (a
-:class:`~sealcall.media.FrameCounter`, as ``sealcall call`` does); Bob leaves his unread, as an
-application that shows nothing would. Every ``interval`` seconds a sample records the process's
+:class:`~sealcall.demo.RemoteMediaReader`, as ``sealcall call`` does); Bob leaves his unread, as
+an application that shows nothing would. Every ``interval`` seconds a sample records the process's
 RSS, the Python heap (tracemalloc) and the frames decrypted each way, so a call that stalls
 shows. Growth is the least-squares slope of the samples after the warm-up, in MB per minute.
 """
@@ -21,7 +21,8 @@ import tracemalloc
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from sealcall.media import LOOPBACK, FrameCounter, PatternVideoTrack, SyntheticAudioTrack
+from sealcall.demo import RemoteMediaReader
+from sealcall.media import LOOPBACK, PatternVideoTrack, SyntheticAudioTrack
 from sealcall.session import CallSession, LocalMedia, VoIP
 from sealcall.transport import InMemoryHub, InMemoryTransport
 
@@ -42,9 +43,8 @@ class Sample:
 
 def rss_bytes() -> int:
     """The resident set size of this process now (the peak where /proc is missing)."""
-    with contextlib.suppress(OSError):
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    with contextlib.suppress(OSError), open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
 
@@ -108,17 +108,13 @@ async def run(
         devices.append(VoIP(transport, media=media, host_addresses=LOOPBACK))
     alice, bob = devices
     sessions: dict[str, CallSession] = {}
-    readers: list[FrameCounter] = []
 
     async def answer(session: CallSession) -> None:
         sessions["bob"] = session
         await session.answer()
 
     bob.on("incoming_call", answer)
-    if alice_reads:
-        alice.on(
-            "remote_media_added", lambda s, track, p: readers.append(FrameCounter(track).start())
-        )
+    reader = RemoteMediaReader(alice) if alice_reads else None
     started_tracing = not tracemalloc.is_tracing()
     if started_tracing:
         tracemalloc.start()
@@ -149,7 +145,7 @@ async def run(
             await asyncio.sleep(min(interval, end - now))
         call_state = sessions["alice"].state.value
     finally:
-        for reader in readers:
+        if reader is not None:
             await reader.stop()
         await alice.close()
         await bob.close()

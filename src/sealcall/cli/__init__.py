@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--rounds", type=int, default=3, help="plain/encrypted pairs; the best counts (default 3)"
     )
     media.set_defaults(func=bench.media_bench)
+    bench.add_soak_parser(commands)
     return parser
 
 

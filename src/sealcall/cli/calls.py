@@ -11,7 +11,7 @@ from typing import Any
 
 from sealcall.calls import CallState
 from sealcall.calls.room_history import calls_from_timeline
-from sealcall.demo import wait_for
+from sealcall.demo import RemoteMediaReader, wait_for
 from sealcall.media import LOOPBACK, FileRecorder, file_source
 from sealcall.session import CallSession, LocalMedia, VoIP
 from sealcall.transport.matrix import Credentials, MatrixTransport, MatrixTransportError
@@ -95,6 +95,8 @@ def _voip(args: argparse.Namespace, transport: MatrixTransport, ice: Any, name: 
         state_dir=_store(args),
     )
     _show_progress(voip, name)
+    if not args.record:
+        RemoteMediaReader(voip)  # play what arrives into nothing; --record reads it instead
     return voip
 
 

@@ -10,7 +10,7 @@ the oldest, as a video element shows the latest picture. A reader that keeps up 
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, cast
 
 from aiortc import RTCRtpReceiver
 from aiortc.mediastreams import MediaStreamTrack
@@ -63,15 +63,22 @@ def frames_unread(track: MediaStreamTrack) -> int:
 
 
 def bound_track(track: MediaStreamTrack) -> None:
-    """Give an aiortc remote track a :class:`LatestFrames` queue (before its decoder starts)."""
+    """Make an aiortc remote track's frame queue a :class:`LatestFrames`, in place.
+
+    In place, because a reader may already wait on the queue (aiortc announces a track before
+    its receiver starts): a new queue would leave that reader waiting forever.
+    """
     queue = getattr(track, "_queue", None)
-    if isinstance(queue, LatestFrames) or not isinstance(queue, asyncio.Queue):
-        return
+    if type(queue) is not asyncio.Queue:
+        return  # already bounded, or not an aiortc remote track
     capacity = VIDEO_FRAMES_KEPT if track.kind == "video" else AUDIO_FRAMES_KEPT
-    bounded = LatestFrames(capacity)
-    while not queue.empty():  # nothing is decoded before the receiver starts; kept if so
-        bounded.put_nowait(queue.get_nowait())
-    track._queue = bounded  # type: ignore[attr-defined]
+    bounded = cast(LatestFrames, queue)
+    bounded.__class__ = LatestFrames
+    bounded.capacity = capacity
+    bounded.frames_dropped = 0
+    while bounded.qsize() > capacity:  # nothing is decoded before the receiver starts
+        bounded.get_nowait()
+        bounded.frames_dropped += 1
 
 
 class BoundedRtpReceiver(RTCRtpReceiver):
