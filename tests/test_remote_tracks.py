@@ -111,6 +111,7 @@ async def test_a_minute_long_video_call_stops_growing_after_ten_seconds() -> Non
     last = samples[-1]
     assert last["seconds"] >= 55.0
     assert report["call_state_at_end"] == "connected"
+    assert report["media_flowing_at_end"] is True
     for direction in ("frames_alice_to_bob", "frames_bob_to_alice"):
         assert last[direction] - first[direction] > 500, direction  # media kept flowing
     # Before the bound each unread side kept ~165 bytes of Python heap (and a decoded picture
@@ -147,3 +148,4 @@ def test_soak_command_prints_samples_growth_and_frames_as_json() -> None:
     assert isinstance(report["rss_mb_per_minute"], float)
     assert isinstance(report["heap_mb_per_minute"], float)
     assert report["call_state_at_end"] == "connected"
+    assert report["media_flowing_at_end"] is True

@@ -39,6 +39,7 @@ class Sample:
     heap_mb: float
     frames_alice_to_bob: int
     frames_bob_to_alice: int
+    connections: str  # alice's and bob's peer connection states, "connected/connected"
 
 
 def rss_bytes() -> int:
@@ -69,6 +70,10 @@ def _decrypted(session: CallSession | None) -> int:
         return 0
     pc = session.pc
     return sum(pc.receiver_tap(r).counters.frames_decrypted for r in pc.getReceivers())
+
+
+def _connection(session: CallSession) -> str:
+    return session.pc.connectionState if session.pc is not None else "none"
 
 
 async def _until(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -136,6 +141,7 @@ async def run(
                 heap_mb=round(tracemalloc.get_traced_memory()[0] / MB, 3),
                 frames_alice_to_bob=_decrypted(sessions["bob"]),
                 frames_bob_to_alice=_decrypted(sessions["alice"]),
+                connections="/".join(_connection(sessions[n]) for n in ("alice", "bob")),
             )
             samples.append(sample)
             on_sample(sample)
@@ -152,6 +158,11 @@ async def run(
         if started_tracing:
             tracemalloc.stop()
     after = [s for s in samples if s.seconds >= warmup]
+    # A call whose media stopped (its connection closed, a side stalled) must not pass for flat.
+    flowing = len(samples) >= 2 and all(
+        getattr(samples[-1], way) > getattr(samples[-2], way)
+        for way in ("frames_alice_to_bob", "frames_bob_to_alice")
+    )
     rss_growth = slope_per_minute([(s.seconds, s.rss_mb) for s in after])
     heap_growth = slope_per_minute([(s.seconds, s.heap_mb) for s in after])
     readers_text = "alice reads her remote tracks, bob does not" if alice_reads else "no reader"
@@ -165,6 +176,8 @@ async def run(
         "interval_seconds": interval,
         "warmup_seconds": warmup,
         "call_state_at_end": call_state,
+        "connections_at_end": samples[-1].connections,
+        "media_flowing_at_end": flowing,
         "rss_mb_per_minute": None if rss_growth is None else round(rss_growth, 2),
         "heap_mb_per_minute": None if heap_growth is None else round(heap_growth, 3),
         "frames_alice_to_bob": samples[-1].frames_alice_to_bob,

@@ -49,7 +49,7 @@ def soak(args: argparse.Namespace) -> int:
         print(
             f"{s.seconds:>7.1f} s  RSS {s.rss_mb:>8.1f} MB  heap {s.heap_mb:>7.2f} MB"
             f"  decrypted alice->bob {s.frames_alice_to_bob:>7}  bob->alice"
-            f" {s.frames_bob_to_alice:>7}",
+            f" {s.frames_bob_to_alice:>7}  {s.connections}",
             flush=True,
         )
 
@@ -64,6 +64,8 @@ def soak(args: argparse.Namespace) -> int:
     print(f"growth after the first {report['warmup_seconds']:.0f} s:")
     print(f"  RSS   {report['rss_mb_per_minute']} MB/min")
     print(f"  heap  {report['heap_mb_per_minute']} MB/min")
+    if not report["media_flowing_at_end"]:
+        print(f"media had stopped by the end (connections {report['connections_at_end']})")
     return 0
 
 
