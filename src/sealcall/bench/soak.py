@@ -1,53 +1,46 @@
-"""``sealcall soak``: a long encrypted video call, its memory sampled as it goes.
+"""``sealcall soak``: a long encrypted video call, the memory of both ends sampled as it goes.
 
-Two :class:`~sealcall.session.VoIP` devices in this process call each other through the real call
-engine over the in-memory transport (no homeserver: the figures are the media path's and the
-engine's, not Synapse's or nio's), with real aiortc over loopback and SFrame on every frame:
-640x480 VP8 and Opus each way. Alice reads her remote tracks (a
+Alice (this process) calls Bob (a child process, :mod:`sealcall.bench.soak_peer`) through the
+real call engine, with real aiortc over loopback and SFrame on every frame: 640x480 VP8 and Opus
+each way. The call events travel over a pipe between the two processes
+(:mod:`sealcall.bench.soak_link`), not through a homeserver, so the figures are the media path's
+and the engine's, not Synapse's or nio's. Alice reads her remote tracks (a
 :class:`~sealcall.demo.RemoteMediaReader`, as ``sealcall call`` does); Bob leaves his unread, as
-an application that shows nothing would. Every ``interval`` seconds a sample records the process's
-RSS, the Python heap (tracemalloc) and the frames decrypted each way, so a call that stalls
-shows. Growth is the least-squares slope of the samples after the warm-up, in MB per minute.
+an application that shows nothing would. Every ``interval`` seconds a sample records each
+process's RSS and Python heap (tracemalloc), the frames decrypted each way and the connection
+states, so a call that stalls shows. Growth is the least-squares slope of the samples after the
+warm-up, in MB per minute.
 """
 
 import asyncio
 import contextlib
 import gc
-import os
-import resource
 import sys
 import time
 import tracemalloc
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from sealcall.demo import RemoteMediaReader
 from sealcall.media import LOOPBACK, PatternVideoTrack, SyntheticAudioTrack
-from sealcall.session import CallSession, LocalMedia, VoIP
-from sealcall.transport import InMemoryHub, InMemoryTransport
+from sealcall.session import LocalMedia, VoIP
 
-ROOM = "!soak:local"
-MB = 1024 * 1024
+from .soak_link import ROOM, USERS, LinkTransport, Memory, measure
 
 
 @dataclass(frozen=True)
 class Sample:
-    """The process's memory and the call's progress at one moment."""
+    """Both processes' memory and the call's progress at one moment."""
 
     seconds: float
-    rss_mb: float
-    heap_mb: float
+    alice_rss_mb: float
+    alice_heap_mb: float
+    bob_rss_mb: float
+    bob_heap_mb: float
     frames_alice_to_bob: int
     frames_bob_to_alice: int
     connections: str  # alice's and bob's peer connection states, "connected/connected"
-
-
-def rss_bytes() -> int:
-    """The resident set size of this process now (the peak where /proc is missing)."""
-    with contextlib.suppress(OSError), open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
 
 
 def slope_per_minute(points: list[tuple[float, float]]) -> float | None:
@@ -61,19 +54,7 @@ def slope_per_minute(points: list[tuple[float, float]]) -> float | None:
     if var == 0:
         return None
     cov = sum((t - mean_t) * (v - mean_v) for t, v in points)
-    return cov / var * 60
-
-
-def _decrypted(session: CallSession | None) -> int:
-    """Frames (audio and video) decrypted so far by ``session``'s receivers."""
-    if session is None or session.pc is None:
-        return 0
-    pc = session.pc
-    return sum(pc.receiver_tap(r).counters.frames_decrypted for r in pc.getReceivers())
-
-
-def _connection(session: CallSession) -> str:
-    return session.pc.connectionState if session.pc is not None else "none"
+    return round(cov / var * 60, 3)
 
 
 async def _until(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -82,6 +63,23 @@ async def _until(condition: Callable[[], bool], timeout: float, what: str) -> No
         if time.monotonic() > deadline:
             raise RuntimeError(f"the soak call did not get {what} within {timeout:.0f} s")
         await asyncio.sleep(0.05)
+
+
+class _Bob:
+    """The child process and what it last said."""
+
+    def __init__(self) -> None:
+        self.ready = asyncio.Event()
+        self.gone = asyncio.Event()
+        self.memory: asyncio.Future[Memory] | None = None
+
+    def on_message(self, message: dict[str, Any]) -> None:
+        if "ready" in message:
+            self.ready.set()
+        elif "memory" in message and self.memory is not None and not self.memory.done():
+            self.memory.set_result(Memory(**message["memory"]))
+        elif "eof" in message:
+            self.gone.set()
 
 
 async def run(
@@ -102,46 +100,61 @@ async def run(
     """
     seconds = minutes * 60
     warmup = min(60.0, seconds / 3) if warmup is None else warmup
-    media = LocalMedia(
-        microphone=SyntheticAudioTrack, camera=lambda: PatternVideoTrack(width, height)
-    )
-    hub = InMemoryHub()
-    devices = []
-    for user in ("@alice:soak", "@bob:soak"):
-        transport = InMemoryTransport(hub, user, "SOAK")
-        transport.join(ROOM)
-        devices.append(VoIP(transport, media=media, host_addresses=LOOPBACK))
-    alice, bob = devices
-    sessions: dict[str, CallSession] = {}
-
-    async def answer(session: CallSession) -> None:
-        sessions["bob"] = session
-        await session.answer()
-
-    bob.on("incoming_call", answer)
-    reader = RemoteMediaReader(alice) if alice_reads else None
     started_tracing = not tracemalloc.is_tracing()
     if started_tracing:
         tracemalloc.start()
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "sealcall.bench.soak_peer",
+        str(width),
+        str(height),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        limit=1 << 22,
+    )
+    assert child.stdin is not None
+    assert child.stdout is not None
+    bob = _Bob()
+    link = LinkTransport(USERS[0], child.stdout, child.stdin, bob.on_message)
+    media = LocalMedia(
+        microphone=SyntheticAudioTrack, camera=lambda: PatternVideoTrack(width, height)
+    )
+    alice = VoIP(link, media=media, host_addresses=LOOPBACK)
+    reader = RemoteMediaReader(alice) if alice_reads else None
     samples: list[Sample] = []
+
+    async def bob_now() -> Memory:
+        bob.memory = asyncio.get_running_loop().create_future()
+        link.send({"sample": True})
+        return await asyncio.wait_for(bob.memory, 60)
+
     try:
-        sessions["alice"] = await alice.place_call(ROOM, "@bob:soak", video=True)
-        await _until(
-            lambda: _decrypted(sessions["alice"]) > 0 and _decrypted(sessions.get("bob")) > 0,
-            60,
-            "decrypted frames both ways",
-        )
+        await asyncio.wait_for(bob.ready.wait(), 60)
+        call = await alice.place_call(ROOM, USERS[1], video=True)
+
+        async def both_decrypting() -> bool:
+            return measure(call).frames_decrypted > 0 and (await bob_now()).frames_decrypted > 0
+
+        deadline = time.monotonic() + 60
+        while not await both_decrypting():
+            if time.monotonic() > deadline or bob.gone.is_set():
+                raise RuntimeError("the soak call did not get decrypted frames both ways")
+            await asyncio.sleep(0.2)
         start = time.monotonic()
         end = start + seconds
         while True:
             gc.collect()
+            ours, theirs = measure(call), await bob_now()
             sample = Sample(
                 seconds=round(time.monotonic() - start, 1),
-                rss_mb=round(rss_bytes() / MB, 2),
-                heap_mb=round(tracemalloc.get_traced_memory()[0] / MB, 3),
-                frames_alice_to_bob=_decrypted(sessions["bob"]),
-                frames_bob_to_alice=_decrypted(sessions["alice"]),
-                connections="/".join(_connection(sessions[n]) for n in ("alice", "bob")),
+                alice_rss_mb=ours.rss_mb,
+                alice_heap_mb=ours.heap_mb,
+                bob_rss_mb=theirs.rss_mb,
+                bob_heap_mb=theirs.heap_mb,
+                frames_alice_to_bob=theirs.frames_decrypted,
+                frames_bob_to_alice=ours.frames_decrypted,
+                connections=f"{ours.connection}/{theirs.connection}",
             )
             samples.append(sample)
             on_sample(sample)
@@ -149,28 +162,57 @@ async def run(
             if now >= end:
                 break
             await asyncio.sleep(min(interval, end - now))
-        call_state = sessions["alice"].state.value
+        call_state = call.state.value
     finally:
         if reader is not None:
             await reader.stop()
         await alice.close()
-        await bob.close()
+        with contextlib.suppress(ConnectionError):
+            link.send({"stop": True})
+        try:
+            await asyncio.wait_for(child.wait(), 30)
+        except TimeoutError:
+            child.kill()
+            await child.wait()
+        await link.close()
         if started_tracing:
             tracemalloc.stop()
+    return _report(samples, minutes, interval, warmup, width, height, alice_reads, call_state)
+
+
+def _report(
+    samples: list[Sample],
+    minutes: float,
+    interval: float,
+    warmup: float,
+    width: int,
+    height: int,
+    alice_reads: bool,
+    call_state: str,
+) -> dict[str, object]:
     after = [s for s in samples if s.seconds >= warmup]
+
+    def growth(field: str) -> float | None:
+        return slope_per_minute([(s.seconds, getattr(s, field)) for s in after])
+
     # A call whose media stopped (its connection closed, a side stalled) must not pass for flat.
     flowing = len(samples) >= 2 and all(
         getattr(samples[-1], way) > getattr(samples[-2], way)
         for way in ("frames_alice_to_bob", "frames_bob_to_alice")
     )
-    rss_growth = slope_per_minute([(s.seconds, s.rss_mb) for s in after])
-    heap_growth = slope_per_minute([(s.seconds, s.heap_mb) for s in after])
-    readers_text = "alice reads her remote tracks, bob does not" if alice_reads else "no reader"
+    per_side = {
+        side: {
+            "rss_mb_per_minute": growth(f"{side}_rss_mb"),
+            "heap_mb_per_minute": growth(f"{side}_heap_mb"),
+        }
+        for side in ("alice", "bob")
+    }
+    readers = "alice reads her remote tracks, bob does not" if alice_reads else "neither reads"
     return {
         "benchmark": "soak",
         "call": (
             f"{width}x{height} 30 fps VP8 + Opus each way, SFrame-encrypted, loopback, "
-            f"VoIP over the in-memory transport; {readers_text}"
+            f"two processes, call events over a pipe; {readers}"
         ),
         "minutes": minutes,
         "interval_seconds": interval,
@@ -178,8 +220,7 @@ async def run(
         "call_state_at_end": call_state,
         "connections_at_end": samples[-1].connections,
         "media_flowing_at_end": flowing,
-        "rss_mb_per_minute": None if rss_growth is None else round(rss_growth, 2),
-        "heap_mb_per_minute": None if heap_growth is None else round(heap_growth, 3),
+        **per_side,
         "frames_alice_to_bob": samples[-1].frames_alice_to_bob,
         "frames_bob_to_alice": samples[-1].frames_bob_to_alice,
         "samples": [asdict(s) for s in samples],

@@ -46,24 +46,29 @@ def soak(args: argparse.Namespace) -> int:
     from sealcall.bench.soak import Sample, run
 
     def show(s: Sample) -> None:
+        alice = f"alice RSS {s.alice_rss_mb:>6.1f} MB heap {s.alice_heap_mb:>5.2f} MB"
+        bob = f"bob RSS {s.bob_rss_mb:>6.1f} MB heap {s.bob_heap_mb:>5.2f} MB"
+        frames = f"decrypted a->b {s.frames_alice_to_bob:>6} b->a {s.frames_bob_to_alice:>6}"
         print(
-            f"{s.seconds:>7.1f} s  RSS {s.rss_mb:>8.1f} MB  heap {s.heap_mb:>7.2f} MB"
-            f"  decrypted alice->bob {s.frames_alice_to_bob:>7}  bob->alice"
-            f" {s.frames_bob_to_alice:>7}  {s.connections}",
+            f"{s.seconds:>6.1f} s  {alice}  {bob}  {frames}  {s.connections}",
             flush=True,
         )
 
     if not args.json:
-        print("Soak: one encrypted 640x480 VP8 + Opus call each way, memory sampled", flush=True)
+        print("Soak: an encrypted 640x480 VP8 + Opus call each way, two processes", flush=True)
     report = asyncio.run(
         run(args.minutes, interval=args.interval, on_sample=(lambda _: None) if args.json else show)
     )
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    print(f"growth after the first {report['warmup_seconds']:.0f} s:")
-    print(f"  RSS   {report['rss_mb_per_minute']} MB/min")
-    print(f"  heap  {report['heap_mb_per_minute']} MB/min")
+    print(f"growth after the first {report['warmup_seconds']:.0f} s, MB per minute:")
+    for side in ("alice", "bob"):
+        growth = report[side]
+        assert isinstance(growth, dict)
+        print(
+            f"  {side:<5}  RSS {growth['rss_mb_per_minute']}  heap {growth['heap_mb_per_minute']}"
+        )
     if not report["media_flowing_at_end"]:
         print(f"media had stopped by the end (connections {report['connections_at_end']})")
     return 0
@@ -83,11 +88,11 @@ def add_soak_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParse
         help="memory of a long encrypted video call, sampled as it goes",
         description=(
             "Hold one end-to-end encrypted 640x480 VP8 + Opus call each way between two VoIP "
-            "devices in this process (real call engine over the in-memory transport, real aiortc "
-            "over loopback) for --minutes, sample RSS, the Python heap (tracemalloc) and the "
-            "frames decrypted each way every --interval seconds, and print the growth per minute "
-            "after the first minute (a third of the call if shorter). One side reads its remote "
-            "tracks, the other leaves them unread."
+            "devices, this process and a child (real call engine, call events over a pipe, real "
+            "aiortc over loopback) for --minutes; sample each process's RSS and Python heap "
+            "(tracemalloc), the frames decrypted each way and the connection states every "
+            "--interval seconds, and print the growth per minute after the first minute (a third "
+            "of the call if shorter). The caller reads its remote tracks, the callee does not."
         ),
     )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")

@@ -9,14 +9,11 @@ the oldest, as a video element shows the latest picture. A reader that keeps up 
 """
 
 import asyncio
-import logging
 from typing import Any, cast
 
 from aiortc import RTCRtpReceiver
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcrtpparameters import RTCRtpReceiveParameters
-
-logger = logging.getLogger(__name__)
 
 # Unread decoded frames a remote track holds: a few video frames (about 130 ms at 30 fps,
 # 1.8 MB at 640x480) and half a second of audio (25 frames of 20 ms), so a reader that pauses
