@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--rounds", type=int, default=7, help="batches; the best counts (default 7)"
     )
     sframe.set_defaults(func=bench.sframe_bench)
+    bench.add_soak_parser(commands)
 
     media = commands.add_parser(
         "media-bench",
@@ -55,7 +56,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--rounds", type=int, default=3, help="plain/encrypted pairs; the best counts (default 3)"
     )
     media.set_defaults(func=bench.media_bench)
-    bench.add_soak_parser(commands)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""``sealcall sframe-bench``, ``sealcall media-bench`` and ``sealcall soak``."""
+"""``sealcall sframe-bench`` and ``sealcall media-bench``."""
 
 import argparse
 import asyncio
@@ -25,20 +25,6 @@ def sframe_bench(args: argparse.Namespace) -> int:
             f" {r.protect_ratio:>6.2f} {r.unprotect_us:>10.2f} {r.aesgcm_decrypt_us:>9.2f}"
             f" {r.unprotect_ratio:>6.2f}"
         )
-    return 0
-
-
-def media_bench(args: argparse.Namespace) -> int:
-    from sealcall.bench.media_bench import run
-
-    report = asyncio.run(run(seconds=args.seconds, rounds=args.rounds))
-    if args.json:
-        print(json.dumps(report, indent=2))
-        return 0
-    print(f"Loopback call, {report['call']}: CPU seconds per media second")
-    print(f"  plain      {report['plain_cpu_per_media_second']:.3f}")
-    print(f"  encrypted  {report['encrypted_cpu_per_media_second']:.3f}")
-    print(f"  ratio      {report['ratio']:.3f}")
     return 0
 
 
@@ -103,3 +89,17 @@ def add_soak_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParse
         "--interval", type=_positive, default=5.0, help="seconds between samples (default 5)"
     )
     parser.set_defaults(func=soak)
+
+
+def media_bench(args: argparse.Namespace) -> int:
+    from sealcall.bench.media_bench import run
+
+    report = asyncio.run(run(seconds=args.seconds, rounds=args.rounds))
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"Loopback call, {report['call']}: CPU seconds per media second")
+    print(f"  plain      {report['plain_cpu_per_media_second']:.3f}")
+    print(f"  encrypted  {report['encrypted_cpu_per_media_second']:.3f}")
+    print(f"  ratio      {report['ratio']:.3f}")
+    return 0

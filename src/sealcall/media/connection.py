@@ -72,9 +72,9 @@ class PeerConnection(RTCPeerConnection):
     ) -> RTCRtpTransceiver:
         create = super()._RTCPeerConnection__createTransceiver  # type: ignore[misc]
         transceiver: RTCRtpTransceiver = create(direction, kind, sender_track)
+        bound_receiver(transceiver.receiver)
         if self._host_addresses is not None:
             _restrict_host_addresses(transceiver, self._host_addresses)
-        bound_receiver(transceiver.receiver)
         self._on_transceiver(transceiver)
         return transceiver
 
