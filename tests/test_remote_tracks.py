@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import statistics
 import subprocess
 import sys
 
@@ -107,18 +108,27 @@ async def test_a_minute_long_video_call_stops_growing_after_ten_seconds() -> Non
     report = await soak(1.0, interval=5.0, warmup=10.0, width=320, height=240, alice_reads=False)
     samples = report["samples"]
     assert isinstance(samples, list)
-    first = next(s for s in samples if s["seconds"] >= 10.0)
-    last = samples[-1]
-    assert last["seconds"] >= 55.0
+    after_warmup = [s for s in samples if s["seconds"] >= 10.0]
+    assert len(after_warmup) >= 9
+    assert after_warmup[-1]["seconds"] >= 55.0
     assert report["call_state_at_end"] == "connected"
     assert report["media_flowing_at_end"] is True
+    first, last = after_warmup[0], after_warmup[-1]
     for direction in ("frames_alice_to_bob", "frames_bob_to_alice"):
         assert last[direction] - first[direction] > 500, direction  # media kept flowing
+
+    def growth(field: str) -> float:
+        # Median of the last three samples against the first three: a leak grows steadily, a
+        # moment's backlog on a loaded machine does not count.
+        early = statistics.median(s[field] for s in after_warmup[:3])
+        late = statistics.median(s[field] for s in after_warmup[-3:])
+        return float(late - early)
+
     # Before the bound each unread side kept ~165 bytes of Python heap (and a decoded picture
-    # outside it) per frame: +0.65 MB of heap and +130 MB of RSS from 10 s to 60 s here.
+    # outside it) per frame: some +0.5 MB of heap and +200 MB of RSS by this measure.
     for side in ("alice", "bob"):
-        assert last[f"{side}_heap_mb"] - first[f"{side}_heap_mb"] < 0.3, side
-        assert last[f"{side}_rss_mb"] - first[f"{side}_rss_mb"] < 40, side
+        assert growth(f"{side}_heap_mb") < 0.25, side
+        assert growth(f"{side}_rss_mb") < 40, side
 
 
 def test_soak_command_prints_samples_growth_and_frames_as_json() -> None:
