@@ -1,8 +1,9 @@
 """The demo: two accounts place an end-to-end encrypted video call through a real homeserver.
 
 By default an embedded Synapse is started in a temporary folder (removed afterwards, or kept with
-``data_dir``). The call runs with synthetic media: a mute, a camera off/on, a hang-up; the report
-gives the setup time, the frames each way, the bitrate and the history as the room records it.
+``data_dir``). The call runs with synthetic media, each side reading what it receives: a mute, a
+camera off/on, a hang-up; the report gives the setup time, the frames each way, the bitrate and
+the history as the room records it.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from aiortc.mediastreams import MediaStreamTrack
+
 from sealcall.calls.room_history import calls_from_timeline
 from sealcall.homeserver import Homeserver
-from sealcall.media import LOOPBACK
+from sealcall.media import LOOPBACK, FrameCounter
 from sealcall.media.stats import StatsCollector
 from sealcall.session import CallSession, VoIP
 from sealcall.transport.matrix import MatrixTransport
@@ -60,6 +63,33 @@ async def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> 
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out waiting for {what}")
         await asyncio.sleep(0.02)
+
+
+class RemoteMediaReader:
+    """Reads every remote track of a VoIP instance's calls, as a player would.
+
+    Each frame is counted (:class:`~sealcall.media.FrameCounter`) and let go at once: nothing
+    is kept. A reader forgets a call when it ends (its counters stop with the call's tracks).
+    """
+
+    def __init__(self, voip: VoIP) -> None:
+        self.counters: dict[str, list[FrameCounter]] = {}  # call id -> one per remote track
+        voip.on("remote_media_added", self._added)
+        voip.on("call_ended", lambda session, *_: self.counters.pop(session.call_id, None))
+
+    def _added(self, session: CallSession, track: MediaStreamTrack, purpose: object) -> None:
+        self.counters.setdefault(session.call_id, []).append(FrameCounter(track).start())
+
+    def frames(self, call_id: str) -> int:
+        """Frames read so far from the live call ``call_id``."""
+        return sum(c.frames for c in self.counters.get(call_id, ()))
+
+    async def stop(self) -> None:
+        """Stop reading."""
+        for counters in self.counters.values():
+            for counter in counters:
+                await counter.stop()
+        self.counters.clear()
 
 
 async def open_dm(a: MatrixTransport, b: MatrixTransport, timeout: float = 30) -> str:
@@ -170,6 +200,7 @@ async def _call(
     progress(f"{a.user_id} and {b.user_id} share the encrypted room {room_id}")
     alice = VoIP(a, ice_servers=await a.ice_servers(), host_addresses=LOOPBACK)
     bob = VoIP(b, ice_servers=await b.ice_servers(), host_addresses=LOOPBACK)
+    readers = [RemoteMediaReader(alice), RemoteMediaReader(bob)]
     sessions: dict[str, CallSession] = {}
 
     async def answer(session: CallSession) -> None:
@@ -236,6 +267,8 @@ async def _call(
         ]
         return report
     finally:
+        for reader in readers:
+            await reader.stop()
         await alice.close()
         await bob.close()
         await a.stop()

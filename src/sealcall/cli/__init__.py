@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--rounds", type=int, default=7, help="batches; the best counts (default 7)"
     )
     sframe.set_defaults(func=bench.sframe_bench)
+    bench.add_soak_parser(commands)
 
     media = commands.add_parser(
         "media-bench",

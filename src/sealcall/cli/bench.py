@@ -29,6 +29,69 @@ def sframe_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def soak(args: argparse.Namespace) -> int:
+    from sealcall.bench.soak import Sample, run
+
+    def show(s: Sample) -> None:
+        alice = f"alice RSS {s.alice_rss_mb:>6.1f} MB heap {s.alice_heap_mb:>5.2f} MB"
+        bob = f"bob RSS {s.bob_rss_mb:>6.1f} MB heap {s.bob_heap_mb:>5.2f} MB"
+        frames = f"decrypted a->b {s.frames_alice_to_bob:>6} b->a {s.frames_bob_to_alice:>6}"
+        print(
+            f"{s.seconds:>6.1f} s  {alice}  {bob}  {frames}  {s.connections}",
+            flush=True,
+        )
+
+    if not args.json:
+        print("Soak: an encrypted 640x480 VP8 + Opus call each way, two processes", flush=True)
+    report = asyncio.run(
+        run(args.minutes, interval=args.interval, on_sample=(lambda _: None) if args.json else show)
+    )
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"growth after the first {report['warmup_seconds']:.0f} s, MB per minute:")
+    for side in ("alice", "bob"):
+        growth = report[side]
+        assert isinstance(growth, dict)
+        print(
+            f"  {side:<5}  RSS {growth['rss_mb_per_minute']}  heap {growth['heap_mb_per_minute']}"
+        )
+    if not report["media_flowing_at_end"]:
+        print(f"media had stopped by the end (connections {report['connections_at_end']})")
+    return 0
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def add_soak_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Add ``sealcall soak``."""
+    parser = commands.add_parser(
+        "soak",
+        help="memory of a long encrypted video call, sampled as it goes",
+        description=(
+            "Hold one end-to-end encrypted 640x480 VP8 + Opus call each way between two VoIP "
+            "devices, this process and a child (real call engine, call events over a pipe, real "
+            "aiortc over loopback) for --minutes; sample each process's RSS and Python heap "
+            "(tracemalloc), the frames decrypted each way and the connection states every "
+            "--interval seconds, and print the growth per minute after the first minute (a third "
+            "of the call if shorter). The caller reads its remote tracks, the callee does not."
+        ),
+    )
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument(
+        "--minutes", type=_positive, default=5.0, help="call length; fractions allowed (default 5)"
+    )
+    parser.add_argument(
+        "--interval", type=_positive, default=5.0, help="seconds between samples (default 5)"
+    )
+    parser.set_defaults(func=soak)
+
+
 def media_bench(args: argparse.Namespace) -> int:
     from sealcall.bench.media_bench import run
 

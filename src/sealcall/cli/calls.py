@@ -18,7 +18,7 @@ from sealcall.calls import (
     HistoryItem,
 )
 from sealcall.calls.room_history import calls_from_timeline
-from sealcall.demo import wait_for
+from sealcall.demo import RemoteMediaReader, wait_for
 from sealcall.media import LOOPBACK, FileRecorder, file_source
 from sealcall.session import CallSession, LocalMedia, VoIP
 from sealcall.transport.matrix import Credentials, MatrixTransport, MatrixTransportError
@@ -123,6 +123,8 @@ def _voip(
         state_dir=_store(args),
     )
     _show_progress(voip, name)
+    if not args.record:
+        RemoteMediaReader(voip)  # play what arrives into nothing; --record reads it instead
     return voip
 
 

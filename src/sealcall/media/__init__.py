@@ -1,11 +1,13 @@
 """End-to-end encrypted media on aiortc: frames are SFrame-protected before packetization and
 unprotected after the jitter buffer, so relays and SFUs that terminate DTLS see only ciphertext.
+Remote tracks hold only their newest few decoded frames, so a track nobody reads costs no memory.
 """
 
 from .connection import LOOPBACK, EncryptedPeerConnection, PeerConnection
 from .crypto_taps import ReceiverCounters, ReceiverTap, SenderCounters, SenderTap
 from .keys import MediaKeys, local_call_keys
 from .negotiation import negotiate
+from .remote_tracks import LatestFrames, frames_dropped, frames_unread
 from .sinks import FileRecorder, FrameCounter
 from .sources import (
     CaptureUnavailableError,
@@ -24,6 +26,7 @@ __all__ = [
     "EncryptedPeerConnection",
     "FileRecorder",
     "FrameCounter",
+    "LatestFrames",
     "MediaKeys",
     "PatternVideoTrack",
     "PeerConnection",
@@ -34,6 +37,8 @@ __all__ = [
     "SyntheticAudioTrack",
     "camera_source",
     "file_source",
+    "frames_dropped",
+    "frames_unread",
     "local_call_keys",
     "microphone_source",
     "microphone_unavailable_reason",

@@ -1,7 +1,8 @@
 """Peer connections with explicit ICE settings, and with end-to-end encrypted media.
 
 :class:`PeerConnection` is aiortc's ``RTCPeerConnection`` that never falls back to aiortc's default
-outside STUN server and can be held to given host addresses (loopback for tests and demos).
+outside STUN server and can be held to given host addresses (loopback for tests and demos), and
+whose remote tracks hold only their newest frames.
 :class:`EncryptedPeerConnection` adds frame encryption: every transceiver it creates gets its own
 :class:`~sealcall.media.crypto_taps.SenderTap` and
 :class:`~sealcall.media.crypto_taps.ReceiverTap` bound to the connection's
@@ -29,6 +30,7 @@ from aiortc.rtcrtpsender import RTCEncodedFrame
 from .crypto_taps import SUPPORTED_MIME_TYPES, ReceiverTap, SenderTap
 from .encoders import encrypting_encoder
 from .keys import MediaKeys
+from .remote_tracks import bound_receiver
 
 LOOPBACK = ("127.0.0.1",)
 
@@ -79,7 +81,9 @@ class PeerConnection(RTCPeerConnection):
     """An ``RTCPeerConnection`` whose ICE servers are always explicit.
 
     ``ice_servers`` defaults to none (host candidates only): aiortc's built-in default STUN
-    server is never used. ``host_addresses`` limits the local addresses ICE binds to.
+    server is never used. ``host_addresses`` limits the local addresses ICE binds to. Its
+    remote tracks keep only their newest frames (:mod:`sealcall.media.remote_tracks`), so a
+    track nobody reads does not grow.
     """
 
     def __init__(
@@ -96,6 +100,7 @@ class PeerConnection(RTCPeerConnection):
     ) -> RTCRtpTransceiver:
         create = super()._RTCPeerConnection__createTransceiver  # type: ignore[misc]
         transceiver: RTCRtpTransceiver = create(direction, kind, sender_track)
+        bound_receiver(transceiver.receiver)
         if self._host_addresses is not None:
             _restrict_host_addresses(transceiver, self._host_addresses)
         _end_check_pacing_early(transceiver)
