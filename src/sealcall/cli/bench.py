@@ -1,4 +1,4 @@
-"""``sealcall sframe-bench``, ``sealcall media-bench`` and ``sealcall setup-bench``."""
+"""``sealcall sframe-bench``, ``media-bench``, ``setup-bench`` and ``soak``."""
 
 import argparse
 import asyncio
