@@ -52,7 +52,8 @@ def test_first_key_is_used_at_once_and_sent_to_every_other_member() -> None:
     actions = sender.start([ME, ALICE, BOB], 0.0)
     assert [type(a) for a in actions] == [UseKey, SendKey]
     first = uses(actions)[0].key
-    assert first.index == 0 and len(first.key) == 32
+    assert first.index == 0
+    assert len(first.key) == 32
     assert sends(actions) == [SendKey(first, (ALICE, BOB))]  # never to ourselves
     assert sender.next_deadline() is None
 
@@ -62,7 +63,8 @@ def test_leave_makes_a_new_key_sent_to_the_rest_and_used_only_after_the_delay() 
     actions = sender.update_members([ALICE, BOB], 20.0)
     (send,) = actions
     assert isinstance(send, SendKey)
-    assert send.key.index == 1 and send.key.key != first.key
+    assert send.key.index == 1
+    assert send.key.key != first.key
     assert send.targets == (ALICE, BOB)  # Carol, who left, never gets it
     assert sender.current_index == 0
     assert sender.next_deadline() == 21.0
@@ -111,7 +113,8 @@ def test_joiner_after_ten_seconds_causes_a_new_key_for_everyone() -> None:
     sender, first = started([ALICE])
     actions = sender.update_members([ALICE, BOB], 10.0)
     (send,) = sends(actions)
-    assert send.key.index == 1 and send.key.key != first.key
+    assert send.key.index == 1
+    assert send.key.key != first.key
     assert send.targets == (ALICE, BOB)
     assert uses(actions) == []
     assert sender.handle_timer(11.0) == [UseKey(send.key)]
@@ -136,7 +139,8 @@ def test_two_quick_leaves_each_cut_off_their_leaver() -> None:
     sender, _ = started([ALICE, BOB, CAROL])
     (k1,) = sends(sender.update_members([ALICE, BOB], 10.0))
     (k2,) = sends(sender.update_members([ALICE], 10.5))
-    assert k1.targets == (ALICE, BOB) and k2.targets == (ALICE,)
+    assert k1.targets == (ALICE, BOB)
+    assert k2.targets == (ALICE,)
     assert (k1.key.index, k2.key.index) == (1, 2)
     assert sender.handle_timer(11.0) == [UseKey(k1.key)]  # Carol is out after 1 s
     assert sender.handle_timer(11.5) == [UseKey(k2.key)]  # Bob too
@@ -213,9 +217,9 @@ def test_key_request_during_a_rotation_gets_both_keys() -> None:
 
 
 def test_group_key_validates_and_hides_key() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="index"):
         GroupKey(256, bytes(32))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="32 bytes"):
         GroupKey(0, bytes(16))
     assert "secret" in repr(GroupKey(1, b"\xaa" * 32))
     assert "aa" not in repr(GroupKey(1, b"\xaa" * 32)).lower().replace("secret", "")
@@ -274,7 +278,8 @@ def test_key_from_a_member_over_olm_decrypts_that_members_frames_only() -> None:
     assert give(ring, olm(ALICE), k, 0.0, member_id="m-alice") is KeyVerdict.ACCEPTED
     assert opens(ring, ALICE, sealed(k))
     assert not opens(ring, BOB, sealed(k))  # one ring per sender: Bob's frames need Bob's key
-    assert ring.kids(*ALICE.device) == [0] and ring.kids(*BOB.device) == []
+    assert ring.kids(*ALICE.device) == [0]
+    assert ring.kids(*BOB.device) == []
 
 
 @pytest.mark.parametrize(
@@ -298,7 +303,8 @@ def test_keys_not_from_the_member_device_they_claim_are_refused_and_counted(
     k = key(0, 7)
     assert give(ring, origin, k, 0.0, **kwargs) is verdict  # type: ignore[arg-type]
     assert ring.counters[verdict.value] == 1
-    assert ring.kids(*ALICE.device) == [] and ring.kids(*BOB.device) == []
+    assert ring.kids(*ALICE.device) == []
+    assert ring.kids(*BOB.device) == []
     assert not opens(ring, ALICE, sealed(k))
 
 

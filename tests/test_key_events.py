@@ -1,4 +1,4 @@
-"""Group key messages: the MSC4143 form we write, matrix-js-sdk's form we also read, hostile input."""
+"""Group key messages: the MSC4143 form we write, the js-sdk form we also read, hostile input."""
 
 import base64
 import json
@@ -43,7 +43,8 @@ def test_we_write_the_msc4143_form_and_read_it_back() -> None:
     assert "=" not in written["media_key"]["key"]  # unpadded
     again = EncryptionKeyContent.parse(json.loads(json.dumps(written)))
     assert again == content
-    assert again.key.key == KEY and again.key.index == 7
+    assert again.key.key == KEY
+    assert again.key.index == 7
 
 
 def test_we_read_matrix_js_sdk_form() -> None:
@@ -62,14 +63,16 @@ def test_we_read_matrix_js_sdk_form() -> None:
     older = {**jssdk, "roomId": jssdk["room_id"], "member": {"claimed_device_id": "ADEV"}}
     del older["room_id"]
     content = EncryptionKeyContent.parse(older)
-    assert content.member_id is None and content.room_id == "!room:example.org"
+    assert content.member_id is None
+    assert content.room_id == "!room:example.org"
     with pytest.raises(InvalidEventError):
         content.to_dict()  # we never write a key without the sender's membership
 
 
 def test_repr_never_shows_the_key() -> None:
     content = EncryptionKeyContent.parse(msc_content())
-    assert KEY_B64 not in repr(content) and KEY.hex() not in repr(content)
+    assert KEY_B64 not in repr(content)
+    assert KEY.hex() not in repr(content)
 
 
 @pytest.mark.parametrize(
@@ -89,11 +92,27 @@ def test_repr_never_shows_the_key() -> None:
         ({"media_key": {"index": 1.0, "key": KEY_B64}}, FieldTypeError, "content.media_key.index"),
         ({"media_key": {"index": 1}}, MissingFieldError, "content.media_key.key"),
         ({"media_key": {"index": 1, "key": KEY_B64[:22]}}, FieldTypeError, "content.media_key.key"),
-        ({"media_key": {"index": 1, "key": KEY_B64 + "AAAA"}}, FieldTypeError, "content.media_key.key"),
+        (
+            {"media_key": {"index": 1, "key": KEY_B64 + "AAAA"}},
+            FieldTypeError,
+            "content.media_key.key",
+        ),
         ({"media_key": {"index": 1, "key": "!" * 43}}, FieldTypeError, "content.media_key.key"),
-        ({"media_key": {"index": 1, "key": KEY_B64[:-1] + "_"}}, FieldTypeError, "content.media_key.key"),
-        ({"media_key": {"index": 1, "key": KEY_B64 + "=="}}, FieldTypeError, "content.media_key.key"),
-        ({"org.sealcall.format": "livekit"}, UnsupportedKeyFormatError, "content.org.sealcall.format"),
+        (
+            {"media_key": {"index": 1, "key": KEY_B64[:-1] + "_"}},
+            FieldTypeError,
+            "content.media_key.key",
+        ),
+        (
+            {"media_key": {"index": 1, "key": KEY_B64 + "=="}},
+            FieldTypeError,
+            "content.media_key.key",
+        ),
+        (
+            {"org.sealcall.format": "livekit"},
+            UnsupportedKeyFormatError,
+            "content.org.sealcall.format",
+        ),
         ({"org.sealcall.format": 1}, FieldTypeError, "content.org.sealcall.format"),
     ],
 )
@@ -135,7 +154,9 @@ def test_request_round_trip_and_errors() -> None:
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=50),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 FIELDS = ["room_id", "roomId", "member_id", "member", "media_key", "keys", "org.sealcall.format"]
@@ -145,7 +166,7 @@ def near_valid() -> st.SearchStrategy[dict[str, Any]]:
     """A valid content with some fields replaced by arbitrary JSON."""
     return st.builds(
         lambda repl: {**msc_content(), **repl},
-        st.dictionaries(st.sampled_from(FIELDS + ["index", "key", "id"]), JSON, max_size=3),
+        st.dictionaries(st.sampled_from([*FIELDS, "index", "key", "id"]), JSON, max_size=3),
     )
 
 
@@ -156,7 +177,8 @@ def test_fuzzed_key_content_raises_only_signaling_errors(content: Any) -> None:
         parsed = EncryptionKeyContent.parse(content)
     except SignalingError:
         return
-    assert len(parsed.key.key) == 32 and 0 <= parsed.key.index <= 255
+    assert len(parsed.key.key) == 32
+    assert 0 <= parsed.key.index <= 255
     if parsed.member_id is not None:
         assert EncryptionKeyContent.parse(parsed.to_dict()).key == parsed.key
 
@@ -172,7 +194,9 @@ def test_fuzzed_key_content_raises_only_signaling_errors(content: Any) -> None:
                 "key_owner": {"user_id": "@a:s", "device_id": "D"},
                 **repl,
             },
-            st.dictionaries(st.sampled_from(["room_id", "member_id", "key_owner"]), JSON, max_size=2),
+            st.dictionaries(
+                st.sampled_from(["room_id", "member_id", "key_owner"]), JSON, max_size=2
+            ),
         ),
     )
 )
