@@ -1,6 +1,8 @@
 """Group media keys, sender side and receiver key rings: whole sequences under a fake clock."""
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sealcall.e2ee import (
     Codec,
@@ -411,3 +413,69 @@ def test_an_unknown_kid_asks_at_once_then_backs_off() -> None:
     assert ring.on_unknown_key(*ALICE.device, 7.0) == [RequestKey(ALICE)]
     assert ring.on_unknown_key(*CAROL.device, 7.0) == []
     assert ring.counters["unknown_sender_frame"] == 1
+
+
+# --- hostile sequences ------------------------------------------------------------------------
+
+PEOPLE = [ALICE, BOB, CAROL, MemberDevice(ALICE.user_id, ALICE.device_id, "m-alice-2")]
+ORIGINS = [olm(m) for m in PEOPLE] + [
+    ToDeviceSender(BOB.user_id, BOB.device_id, olm_encrypted=False),
+    ToDeviceSender("@mallory:example.org", "MDEV", olm_encrypted=True),
+]
+OPERATION = st.one_of(
+    st.tuples(st.just("members"), st.lists(st.sampled_from(PEOPLE), max_size=4)),
+    st.tuples(
+        st.just("key"),
+        st.sampled_from(ORIGINS),
+        st.sampled_from([None, "m-alice", "m-bob", "m-alice-2", "x"]),
+        st.sampled_from([None, "ADEV", "BDEV"]),
+        st.integers(min_value=0, max_value=255),
+        st.integers(min_value=0, max_value=3),
+    ),
+    st.tuples(st.just("timer")),
+    st.tuples(st.just("unknown"), st.sampled_from(PEOPLE)),
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(OPERATION, st.floats(min_value=0, max_value=3)), max_size=40))
+def test_any_sequence_keeps_the_ring_bounded_and_members_only(
+    operations: list[tuple[tuple[object, ...], float]],
+) -> None:
+    ring = GroupKeyRing(ROOM, ME.device, max_keys_per_sender=3, max_requests=2)
+    members: list[MemberDevice] = []
+    now = 0.0
+    requests = 0
+    for op, step in operations:
+        now += step
+        if op[0] == "members":
+            members = list(op[1])  # type: ignore[arg-type]
+            ring.set_members(members, now)
+        elif op[0] == "key":
+            _, origin, member_id, claimed, index, fill = op
+            assert isinstance(origin, ToDeviceSender)
+            verdict = ring.on_key(
+                origin,
+                room_id=ROOM,
+                member_id=member_id,  # type: ignore[arg-type]
+                claimed_device_id=claimed,  # type: ignore[arg-type]
+                key=key(index, fill),  # type: ignore[arg-type]
+                now=now,
+            )
+            current = {s.device: s for s in ring.senders}  # one membership per device
+            if verdict in (KeyVerdict.ACCEPTED, KeyVerdict.DUPLICATE):
+                assert origin.olm_encrypted
+                assert origin.device in current
+                assert member_id in (None, current[origin.device].membership_id)  # type: ignore[index]
+        elif op[0] == "timer":
+            requests += len(ring.handle_timer(now))
+            deadline = ring.next_deadline()
+            assert deadline is None or deadline > now  # a timer never spins
+        else:
+            member = op[1]
+            assert isinstance(member, MemberDevice)
+            requests += len(ring.on_unknown_key(member.user_id, member.device_id, now))
+        for sender in ring.senders:
+            assert len(ring.kids(*sender.device)) <= 3
+        assert set(ring.senders) <= set(members)
+    assert requests == ring.counters["requests_sent"]
