@@ -81,7 +81,7 @@ class Call:
         member = MemberDevice(f"@{name}:example.org", name.upper(), f"m-{name}")
         device = Device(
             member,
-            GroupKeySender(member.device, use_delay=self.use_delay),
+            GroupKeySender(ROOM, member.device, use_delay=self.use_delay),
             GroupKeyRing(ROOM, member.device),
         )
         self.devices[member.device_id] = device
@@ -145,8 +145,8 @@ class Call:
                 device,
                 device.keys.on_key_request(
                     origin,
-                    room_matches=request.room_id == ROOM,
-                    requested=request.key_owner,
+                    room_id=request.room_id,
+                    key_owner=request.key_owner,
                     member_id=request.member_id,
                     now=self.now,
                 ),

@@ -41,7 +41,7 @@ def uses(actions: list[SendKey | UseKey]) -> list[UseKey]:
 
 
 def started(members: list[MemberDevice], now: float = 0.0) -> tuple[GroupKeySender, GroupKey]:
-    sender = GroupKeySender(ME.device)
+    sender = GroupKeySender(ROOM, ME.device)
     actions = sender.start(members, now)
     return sender, uses(actions)[0].key
 
@@ -50,7 +50,7 @@ def started(members: list[MemberDevice], now: float = 0.0) -> tuple[GroupKeySend
 
 
 def test_first_key_is_used_at_once_and_sent_to_every_other_member() -> None:
-    sender = GroupKeySender(ME.device)
+    sender = GroupKeySender(ROOM, ME.device)
     actions = sender.start([ME, ALICE, BOB], 0.0)
     assert [type(a) for a in actions] == [UseKey, SendKey]
     first = uses(actions)[0].key
@@ -79,7 +79,7 @@ def test_leave_makes_a_new_key_sent_to_the_rest_and_used_only_after_the_delay() 
 
 
 def test_use_delay_is_configurable() -> None:
-    sender = GroupKeySender(ME.device, use_delay=0.25)
+    sender = GroupKeySender(ROOM, ME.device, use_delay=0.25)
     sender.start([ALICE, BOB], 0.0)
     sender.update_members([ALICE], 3.0)
     assert sender.next_deadline() == 3.25
@@ -167,7 +167,7 @@ def test_no_change_means_no_action() -> None:
 
 
 def test_members_beyond_the_limit_are_counted_and_ignored() -> None:
-    sender = GroupKeySender(ME.device, max_members=2)
+    sender = GroupKeySender(ROOM, ME.device, max_members=2)
     actions = sender.start([ALICE, BOB, CAROL], 0.0)
     assert len(sends(actions)[0].targets) == 2
     assert sender.counters["excess_members"] == 1
@@ -178,8 +178,8 @@ def test_key_request_is_answered_only_for_a_current_member_over_olm() -> None:
 
     def ask(origin: ToDeviceSender, now: float, **kw: object) -> list[SendKey]:
         args: dict[str, object] = {
-            "room_matches": True,
-            "requested": ME.device,
+            "room_id": ROOM,
+            "key_owner": ME.device,
             "member_id": None,
             "now": now,
         }
@@ -190,8 +190,8 @@ def test_key_request_is_answered_only_for_a_current_member_over_olm() -> None:
     assert ask(olm(CAROL), 1.0) == []  # not a member
     plaintext = ToDeviceSender(BOB.user_id, BOB.device_id, olm_encrypted=False)
     assert ask(plaintext, 1.0) == []
-    assert ask(olm(BOB), 1.0, room_matches=False) == []
-    assert ask(olm(BOB), 1.0, requested=ALICE.device) == []
+    assert ask(olm(BOB), 1.0, room_id="!other:example.org") == []
+    assert ask(olm(BOB), 1.0, key_owner=ALICE.device) == []
     assert ask(olm(BOB), 1.0, member_id="m-bob-old") == []
     assert ask(olm(ALICE), 1.5) == []  # answered a moment ago
     assert ask(olm(BOB), 1.0, member_id="m-bob") == [SendKey(first, (BOB,))]
@@ -213,7 +213,7 @@ def test_key_request_during_a_rotation_gets_both_keys() -> None:
     sender, first = started([ALICE, BOB])
     (rotated,) = sends(sender.update_members([ALICE], 3.0))
     answer = sender.on_key_request(
-        olm(ALICE), room_matches=True, requested=ME.device, member_id=None, now=3.5
+        olm(ALICE), room_id=ROOM, key_owner=ME.device, member_id=None, now=3.5
     )
     assert answer == [SendKey(first, (ALICE,)), SendKey(rotated.key, (ALICE,))]
 

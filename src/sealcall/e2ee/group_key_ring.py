@@ -75,7 +75,9 @@ def _is_newer(index: int, than: int) -> bool:
 class GroupKeyRing:
     """The media keys of every other member device of one call, by sender.
 
-    ``own`` is our ``(user_id, device_id)`` (never a sender here). Call :meth:`set_members` on
+    ``own`` is our ``(user_id, device_id)`` (never a sender here). ``grace_period`` must exceed
+    the senders' use delay (ours: 1 s) plus delivery time, or frames under the old key would be
+    refused before the sender switches. Call :meth:`set_members` on
     every membership change, :meth:`on_key` for each received key, :meth:`on_unknown_key` when a
     frame names a KID we lack, and :meth:`handle_timer` at :meth:`next_deadline`.
     """

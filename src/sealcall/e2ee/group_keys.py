@@ -143,7 +143,8 @@ def members_by_device(
 class GroupKeySender:
     """Our sending device's media keys: when to make one, whom to send it to, when to use it.
 
-    ``own`` is our ``(user_id, device_id)``; ``random_bytes`` exists for tests. Call
+    ``room_id`` is the call's room, ``own`` our ``(user_id, device_id)``; ``random_bytes``
+    exists for tests. Call
     :meth:`start` once with the members at the time we joined, then :meth:`update_members` on
     every membership change, :meth:`on_key_request` for each key request and
     :meth:`handle_timer` at :meth:`next_deadline`.
@@ -151,6 +152,7 @@ class GroupKeySender:
 
     def __init__(
         self,
+        room_id: str,
         own: DeviceKey,
         *,
         use_delay: float = DEFAULT_USE_DELAY,
@@ -161,6 +163,7 @@ class GroupKeySender:
     ) -> None:
         if use_delay < 0 or young_key_age < 0 or answer_interval < 0 or max_members < 1:
             raise ValueError("delays must be >= 0 and max_members >= 1")
+        self._room_id = room_id
         self._own = own
         self._use_delay = use_delay
         self._young_key_age = young_key_age
@@ -258,18 +261,18 @@ class GroupKeySender:
         self,
         origin: ToDeviceSender,
         *,
-        room_matches: bool,
-        requested: DeviceKey,
+        room_id: str,
+        key_owner: DeviceKey,
         member_id: str | None,
         now: float,
     ) -> list[SendKey]:
         """Answer a key request, only from a current member device and only over Olm.
 
-        ``origin`` is what the transport's Olm decryption says about the sender; ``requested``
+        ``origin`` is what the transport's Olm decryption says about the sender; ``key_owner``
         is the device whose key is asked for (it must be ours); ``member_id`` the membership the
         requester claims (it must be its current one). Anything else is refused and counted.
         """
-        reason = self._refuse_request(origin, room_matches, requested, member_id)
+        reason = self._refuse_request(origin, room_id, key_owner, member_id)
         if reason is None and self._current is None:
             reason = "request_before_start"
         if reason is None:
@@ -291,15 +294,15 @@ class GroupKeySender:
     def _refuse_request(
         self,
         origin: ToDeviceSender,
-        room_matches: bool,
-        requested: DeviceKey,
+        room_id: str,
+        key_owner: DeviceKey,
         member_id: str | None,
     ) -> str | None:
         if origin.device is None:
             return "request_plaintext"
-        if not room_matches:
+        if room_id != self._room_id:
             return "request_wrong_room"
-        if requested != self._own:
+        if key_owner != self._own:
             return "request_misaddressed"
         member = self._members.get(origin.device)
         if member is None:
