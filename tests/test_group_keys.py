@@ -218,6 +218,17 @@ def test_key_request_during_a_rotation_gets_both_keys() -> None:
     assert answer == [SendKey(first, (ALICE,)), SendKey(rotated.key, (ALICE,))]
 
 
+def test_key_request_never_gives_a_joiner_a_key_older_than_its_join() -> None:
+    sender, first = started([ALICE])
+    (rotated,) = sends(sender.update_members([ALICE, BOB], 30.0))  # key 0 is too old for Bob
+    assert rotated.targets == (ALICE, BOB)
+    answer = sender.on_key_request(
+        olm(BOB), room_id=ROOM, key_owner=ME.device, member_id=None, now=30.5
+    )
+    assert answer == [SendKey(rotated.key, (BOB,))]  # not the key in use, made before he came
+    assert all(a.key != first for a in answer)
+
+
 def test_group_key_validates_and_hides_key() -> None:
     with pytest.raises(ValueError, match="index"):
         GroupKey(256, bytes(32))

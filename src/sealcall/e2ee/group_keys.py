@@ -10,8 +10,9 @@ goes to every current member device over Olm; the group layer turns :class:`Send
   frame needs it. The departed device never receives it.
 - On a join, a key younger than ``young_key_age`` is sent to the joiner alone; an older one is
   replaced by a new key for everyone (the joiner then cannot read what was sent long before).
-- A key request is answered only for a current member device, at most once per
-  ``answer_interval`` per device.
+- A key request is answered only for a current member device, only with keys that device was
+  sent before (a lost message is repeated; a joiner never gets a key older than its join), at
+  most once per ``answer_interval`` per device.
 
 Like every pure core here: ``now`` in, actions out; :meth:`GroupKeySender.next_deadline` says
 when :meth:`GroupKeySender.handle_timer` has work to do. Key bytes never appear in ``repr`` or logs.
@@ -119,6 +120,13 @@ class _OwnKey:
     key: GroupKey = field(repr=False)
     created_at: float
     use_at: float
+    # Who was sent this key: a key request is answered only with keys its sender already had.
+    shared: set[MemberDevice] = field(default_factory=set)
+
+    def send(self, targets: Iterable[MemberDevice]) -> list["SendKey | UseKey"]:
+        targets = tuple(sorted(targets))
+        self.shared.update(targets)
+        return [SendKey(self.key, targets)] if targets else []
 
 
 def members_by_device(
@@ -205,10 +213,7 @@ class GroupKeySender:
         self._members = members_by_device(members, self._own, self._max_members, self.counters)
         first = _OwnKey(GroupKey(0, self._random(GROUP_KEY_LENGTH)), now, now)
         self._current = first
-        actions: list[SendKey | UseKey] = [UseKey(first.key)]
-        if self._members:
-            actions.append(SendKey(first.key, tuple(self.members)))
-        return actions
+        return [UseKey(first.key), *first.send(self._members.values())]
 
     def _newest(self) -> _OwnKey:
         assert self._current is not None, "GroupKeySender.start was not called"
@@ -223,10 +228,7 @@ class GroupKeySender:
             self._pending.pop(0)
             self.counters["pending_dropped"] += 1
         self.counters["rotations"] += 1
-        actions: list[SendKey | UseKey] = []
-        if self._members:
-            actions.append(SendKey(made.key, tuple(self.members)))
-        return actions + self.handle_timer(now)
+        return made.send(self._members.values()) + self.handle_timer(now)
 
     def update_members(self, members: Iterable[MemberDevice], now: float) -> list[SendKey | UseKey]:
         """Apply the current membership: rotate on any leave, share or rotate on a join.
@@ -242,6 +244,8 @@ class GroupKeySender:
                 del self._last_answer[device]
         if self._current is None:
             return []
+        for own_key in self._live_keys():
+            own_key.shared.intersection_update(new.values())
         if any(device not in new for device in old):
             return self._rotate(now)
         joiners = [m for d, m in sorted(new.items()) if old.get(d) != m]
@@ -250,7 +254,7 @@ class GroupKeySender:
         young = [k for k in self._live_keys() if now - k.created_at < self._young_key_age]
         if not young:
             return self._rotate(now)
-        return [SendKey(k.key, tuple(joiners)) for k in young]
+        return [action for k in young for action in k.send(joiners)]
 
     def _live_keys(self) -> list[_OwnKey]:
         """The key in use and those about to be, oldest first."""
@@ -288,8 +292,9 @@ class GroupKeySender:
         assert origin.device is not None
         self._last_answer[origin.device] = now
         member = self._members[origin.device]
-        self.counters["requests_answered"] += 1
-        return [SendKey(k.key, (member,)) for k in self._live_keys()]
+        answer = [SendKey(k.key, (member,)) for k in self._live_keys() if member in k.shared]
+        self.counters["requests_answered" if answer else "request_nothing_shared"] += 1
+        return answer
 
     def _refuse_request(
         self,
