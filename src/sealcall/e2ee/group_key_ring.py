@@ -259,10 +259,6 @@ class GroupKeyRing:
             for index in ring.receiver.expire(now):
                 ring.keys.pop(index, None)
                 ring.expires.pop(index, None)
-        waiting = [r for r in self._rings.values() if not r.keys]
-        for ring in waiting:
-            if ring.next_request_at is None and ring.requests < self._max_requests:
-                ring.next_request_at = now + self._request_delay
         return self._due_requests(now, self._rings.values())
 
     def next_deadline(self) -> float | None:
