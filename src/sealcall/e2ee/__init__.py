@@ -1,4 +1,5 @@
-"""End-to-end media encryption above SFrame: codec-aware frame protection and call key agreement."""
+"""End-to-end media encryption above SFrame: codec-aware frame protection, 1:1 call key agreement,
+group media keys (sender side and per-sender key rings)."""
 
 from .codecs import (
     Codec,
@@ -8,6 +9,16 @@ from .codecs import (
     vp8_dimensions,
     vp8_is_key_frame,
     vp8_prefix_length,
+)
+from .group_key_ring import GroupKeyRing, KeyVerdict
+from .group_keys import (
+    GroupKey,
+    GroupKeySender,
+    MemberDevice,
+    RequestKey,
+    SendKey,
+    ToDeviceSender,
+    UseKey,
 )
 from .key_agreement import (
     CallKeys,
@@ -20,9 +31,18 @@ from .key_agreement import (
 __all__ = [
     "CallKeys",
     "Codec",
+    "GroupKey",
+    "GroupKeyRing",
+    "GroupKeySender",
     "KeyAgreementError",
     "KeyShare",
+    "KeyVerdict",
+    "MemberDevice",
+    "RequestKey",
     "Role",
+    "SendKey",
+    "ToDeviceSender",
+    "UseKey",
     "derive_call_keys",
     "is_key_frame",
     "protect_frame",

@@ -26,6 +26,14 @@ from .events import (
     HangupReason,
     parse,
 )
+from .key_events import (
+    ENCRYPTION_KEY_EVENT,
+    ENCRYPTION_KEY_REQUEST_EVENT,
+    JSSDK_ENCRYPTION_KEY_EVENT,
+    EncryptionKeyContent,
+    EncryptionKeyRequest,
+    UnsupportedKeyFormatError,
+)
 from .parts import (
     E2EE_KEY,
     E2EE_VERSION,
@@ -41,7 +49,10 @@ __all__ = [
     "DEFAULT_LIFETIME_MS",
     "E2EE_KEY",
     "E2EE_VERSION",
+    "ENCRYPTION_KEY_EVENT",
+    "ENCRYPTION_KEY_REQUEST_EVENT",
     "EVENT_TYPES",
+    "JSSDK_ENCRYPTION_KEY_EVENT",
     "METADATA_KEY",
     "UNSTABLE_METADATA_KEY",
     "VERSION",
@@ -58,6 +69,8 @@ __all__ = [
     "CallSelectAnswer",
     "Candidate",
     "E2eeParams",
+    "EncryptionKeyContent",
+    "EncryptionKeyRequest",
     "FieldTypeError",
     "HangupReason",
     "InvalidEventError",
@@ -67,5 +80,6 @@ __all__ = [
     "StreamMetadata",
     "StreamPurpose",
     "UnknownEventTypeError",
+    "UnsupportedKeyFormatError",
     "parse",
 ]
