@@ -242,17 +242,24 @@ class ToDeviceMessages:
         assert olm is not None
         unknown = {user for user, device in wanted if self._device(user, device) is None}
         olm.users_for_key_query.update(unknown)
-        if client.should_query_keys:
-            await client.keys_query()
-        claim: dict[str, list[str]] = {}
-        for user, device_id in wanted:
-            device = self._device(user, device_id)
-            if device is not None and olm.session_store.get(device.curve25519) is None:
-                claim.setdefault(user, []).append(device_id)
-        if claim:
-            response = await client.keys_claim(claim)
-            if not hasattr(response, "one_time_keys"):
-                logger.warning("claiming one-time keys failed: %s", type(response).__name__)
+        # A failed query or claim leaves its devices without a session: they are named in the
+        # UnencryptableDeviceError, which is the one way this fails.
+        try:
+            if client.should_query_keys:
+                await client.keys_query()
+            claim: dict[str, list[str]] = {}
+            for user, device_id in wanted:
+                device = self._device(user, device_id)
+                if device is not None and olm.session_store.get(device.curve25519) is None:
+                    claim.setdefault(user, []).append(device_id)
+            if claim:
+                response = await client.keys_claim(claim)
+                if not hasattr(response, "one_time_keys"):
+                    logger.warning("claiming one-time keys failed: %s", type(response).__name__)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            logger.warning("preparing Olm sessions failed: %s", type(error).__name__)
 
     async def _put(self, batch: dict[str, dict[str, Any]], count: int) -> int:
         url = path(V3, "sendToDevice", "m.room.encrypted", uuid.uuid4().hex)
