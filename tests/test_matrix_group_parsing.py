@@ -17,6 +17,7 @@ from sealcall.transport.matrix.delayed import (
 from sealcall.transport.matrix.state import StateEvent, parse_state_event
 from sealcall.transport.matrix.to_device import (
     MAX_WAITING,
+    MAX_WAITING_BYTES,
     MAX_WAITING_SYNCS,
     ToDeviceMessages,
 )
@@ -118,6 +119,16 @@ def test_waiting_messages_are_bounded() -> None:
     assert len(messages.waiting) == MAX_WAITING
     assert messages.dropped_overflow == 10
     assert messages.waiting[0].content == {"n": 10}  # oldest dropped first
+
+
+def test_waiting_messages_are_bounded_in_bytes_too() -> None:
+    messages, client, _, _ = intake()
+    big = {"blob": "x" * (MAX_WAITING_BYTES // 8)}
+    for _ in range(12):
+        client.olm._handle_olm_event("@a:x", "CURVE-A", payload("m.call.invite", big))
+    assert len(messages.waiting) < 8
+    assert messages.dropped_overflow == 12 - len(messages.waiting)
+    assert sum(item.size for item in messages.waiting) <= MAX_WAITING_BYTES
 
 
 def test_plaintext_messages_of_group_types_are_counted() -> None:

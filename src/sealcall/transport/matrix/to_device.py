@@ -15,6 +15,7 @@ of our types is dropped and counted.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import uuid
 from collections import deque
@@ -43,6 +44,7 @@ GROUP_TO_DEVICE_PREFIXES = (
 # Messages waiting for their sender's device keys, oldest dropped first when full; and how many
 # syncs (each followed by a key query) one may wait before it is dropped as from no known device.
 MAX_WAITING = 256
+MAX_WAITING_BYTES = 4 * 1024 * 1024
 MAX_WAITING_SYNCS = 3
 # Recipients per /sendToDevice request.
 BATCH = 50
@@ -83,6 +85,7 @@ class _Waiting:
     ed25519: str
     type: str
     content: dict[str, Any]
+    size: int
     syncs: int = 0
 
 
@@ -93,6 +96,7 @@ class ToDeviceMessages:
         self.client = client
         self.listeners: list[DeviceMessageListener] = []
         self.waiting: deque[_Waiting] = deque()
+        self._waiting_bytes = 0
         self.dropped_plaintext = 0
         self.dropped_unverified = 0
         self.dropped_overflow = 0
@@ -124,9 +128,15 @@ class ToDeviceMessages:
         if not isinstance(ed25519, str) or not isinstance(content, dict):
             self._drop_unverified("no signing key in the payload")
             return
-        self.waiting.append(_Waiting(sender, sender_key, ed25519, str(payload["type"]), content))
-        while len(self.waiting) > MAX_WAITING:
-            self.waiting.popleft()
+        try:
+            size = len(json.dumps(content)) + 256
+        except (TypeError, ValueError, RecursionError):
+            size = MAX_WAITING_BYTES
+        kind = str(payload["type"])
+        self.waiting.append(_Waiting(sender, sender_key, ed25519, kind, content, size))
+        self._waiting_bytes += size
+        while len(self.waiting) > MAX_WAITING or self._waiting_bytes > MAX_WAITING_BYTES:
+            self._waiting_bytes -= self.waiting.popleft().size
             self.dropped_overflow += 1
             logger.warning("dropped a to-device message: too many waiting for device keys")
         olm = self.client.olm
@@ -153,6 +163,7 @@ class ToDeviceMessages:
         messages reach the listeners in the order they were sent.
         """
         waiting, self.waiting = self.waiting, deque()
+        self._waiting_bytes = 0
         held: set[str] = set()
         store = self.client.device_store
         for item in waiting:
@@ -168,6 +179,7 @@ class ToDeviceMessages:
                     continue
                 held.add(item.sender_key)
                 self.waiting.append(item)
+                self._waiting_bytes += item.size
                 continue
             if device.ed25519 != item.ed25519:
                 self._drop_unverified("signing key does not match the sending device")
