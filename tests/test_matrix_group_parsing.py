@@ -8,7 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sealcall.transport.matrix import DelayedEventsUnsupportedError, DeviceMessage
+from sealcall.transport.matrix import (
+    DelayedEventGoneError,
+    DelayedEventsUnsupportedError,
+    DeviceMessage,
+    MatrixRequestError,
+)
 from sealcall.transport.matrix.delayed import (
     DelayedEventsMixin,
     DelayedEventSupport,
@@ -222,3 +227,46 @@ async def test_nothing_is_sent_when_the_server_cannot_delay() -> None:
     transport._delayed_support = DelayedEventSupport(True, 1000)
     with pytest.raises(DelayedEventsUnsupportedError):
         await transport._schedule_state("!r", "t", "k", {}, 5000)
+
+
+class Answer:
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        self.status, self.body = status, body
+
+    async def json(self, content_type: Any = None) -> dict[str, Any]:
+        return self.body
+
+
+class Scripted(DelayedEventsMixin):
+    """A transport whose homeserver answers from a script; the requests it got."""
+
+    def __init__(self, *answers: Answer) -> None:
+        self.requests: list[tuple[str, str]] = []
+        script = list(answers)
+
+        async def send(method: str, url: str, data: Any, headers: Any = None) -> Answer:
+            self.requests.append((method, url))
+            return script.pop(0)
+
+        self.client = SimpleNamespace(send=send, access_token="t")  # type: ignore[assignment]
+
+
+UNRECOGNIZED = Answer(404, {"errcode": "M_UNRECOGNIZED"})
+
+
+async def test_delayed_event_updates_fall_back_to_the_action_in_the_path() -> None:
+    transport = Scripted(UNRECOGNIZED, Answer(200, {}))
+    await transport.restart_delayed_event("abc")
+    assert [url.rsplit("/", 2)[-2:] for _, url in transport.requests] == [
+        ["delayed_events", "abc"],
+        ["abc", "restart"],
+    ]
+
+
+async def test_delayed_event_updates_say_what_went_wrong() -> None:
+    with pytest.raises(DelayedEventsUnsupportedError):
+        await Scripted(UNRECOGNIZED, UNRECOGNIZED).cancel_delayed_event("abc")
+    with pytest.raises(DelayedEventGoneError):
+        await Scripted(Answer(404, {"errcode": "M_NOT_FOUND"})).send_delayed_event("abc")
+    with pytest.raises(MatrixRequestError):
+        await Scripted(Answer(429, {"errcode": "M_LIMIT_EXCEEDED"})).send_delayed_event("abc")

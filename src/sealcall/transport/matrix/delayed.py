@@ -123,14 +123,22 @@ class DelayedEventsMixin:
 
     async def _update_delayed(self, delay_id: str, action: str) -> None:
         assert action in ACTIONS
-        url = path(MSC4140, "delayed_events", delay_id)
-        try:
-            await request(self.client, "POST", url, {"action": action}, f"{action} delayed event")
-        except MatrixRequestError as error:
-            if error.errcode == "M_NOT_FOUND":
-                raise DelayedEventGoneError(
-                    f"delayed event {delay_id[:64]} is no longer scheduled"
-                ) from None
-            if error.errcode == "M_UNRECOGNIZED":
-                raise DelayedEventsUnsupportedError("no delayed events on this server") from None
-            raise
+        what = f"{action} delayed event"
+        # The MSC's first form names the action in the body; its later revision (which Synapse
+        # also serves on workers) in the path. Either will do.
+        forms = [
+            (path(MSC4140, "delayed_events", delay_id), {"action": action}),
+            (path(MSC4140, "delayed_events", delay_id, action), {}),
+        ]
+        for url, body in forms:
+            try:
+                await request(self.client, "POST", url, body, what)
+                return
+            except MatrixRequestError as error:
+                if error.errcode == "M_NOT_FOUND":
+                    raise DelayedEventGoneError(
+                        f"delayed event {delay_id[:64]} is no longer scheduled"
+                    ) from None
+                if error.errcode != "M_UNRECOGNIZED":
+                    raise
+        raise DelayedEventsUnsupportedError("no delayed events on this server")
