@@ -177,6 +177,35 @@ async def test_a_plaintext_group_message_is_dropped_and_counted(devices: Devices
     assert b.transport.dropped_plaintext_to_device == 1
 
 
+async def test_a_garbled_olm_message_is_dropped_alone(devices: Devices) -> None:
+    """vodozemac raises on a ciphertext that is not base64, and nio does not catch it: the rest
+    of that sync (here: a good message right behind it) was lost. Any user can send one."""
+    a = await devices.new("alice")
+    b = await devices.new("bob")
+    await a.transport.send_to_device(b.user_id, b.device_id, KIND, {"n": 0})
+    await wait_for(lambda: bool(b.messages), 15, "the first message")
+    await b.transport.stop()  # both messages below then come in one sync
+    curve = b.transport.client.olm.account.identity_keys["curve25519"]
+    garbled = {
+        "algorithm": "m.olm.v1.curve25519-aes-sha2",
+        "sender_key": a.transport.client.olm.account.identity_keys["curve25519"],
+        "ciphertext": {curve: {"type": 0, "body": "!!! not base64 !!!"}},
+    }
+    url = path(V3, "sendToDevice", "m.room.encrypted", uuid.uuid4().hex)
+    await request(
+        a.transport.client, "PUT", url, {"messages": {b.user_id: {b.device_id: garbled}}}, "x"
+    )
+    await a.transport.send_to_device(b.user_id, b.device_id, KIND, {"n": 1})
+    saved = MatrixTransport.saved_credentials(b.transport.store_dir)
+    assert saved is not None
+    again = Device(MatrixTransport.from_credentials(saved, b.transport.store_dir), b.password)
+    devices.started.append(again)
+    await again.transport.start()
+    await wait_for(lambda: bool(again.messages), 15, "the message behind the garbled one")
+    assert [m.content for m in again.messages] == [{"n": 1}]
+    assert again.transport.malformed == 1
+
+
 async def test_a_device_that_cannot_be_encrypted_to_gets_nothing_and_is_named(
     devices: Devices,
 ) -> None:
