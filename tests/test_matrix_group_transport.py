@@ -186,15 +186,15 @@ async def test_a_garbled_olm_message_is_dropped_alone(devices: Devices) -> None:
     await wait_for(lambda: bool(b.messages), 15, "the first message")
     await b.transport.stop()  # both messages below then come in one sync
     curve = b.transport.client.olm.account.identity_keys["curve25519"]
-    garbled = {
-        "algorithm": "m.olm.v1.curve25519-aes-sha2",
-        "sender_key": a.transport.client.olm.account.identity_keys["curve25519"],
-        "ciphertext": {curve: {"type": 0, "body": "!!! not base64 !!!"}},
-    }
-    url = path(V3, "sendToDevice", "m.room.encrypted", uuid.uuid4().hex)
-    await request(
-        a.transport.client, "PUT", url, {"messages": {b.user_id: {b.device_id: garbled}}}, "x"
-    )
+    for kind in (0, 1):  # a pre-key message and a normal one
+        garbled = {
+            "algorithm": "m.olm.v1.curve25519-aes-sha2",
+            "sender_key": a.transport.client.olm.account.identity_keys["curve25519"],
+            "ciphertext": {curve: {"type": kind, "body": "!!! not base64 !!!"}},
+        }
+        url = path(V3, "sendToDevice", "m.room.encrypted", uuid.uuid4().hex)
+        messages = {"messages": {b.user_id: {b.device_id: garbled}}}
+        await request(a.transport.client, "PUT", url, messages, "garbled")
     await a.transport.send_to_device(b.user_id, b.device_id, KIND, {"n": 1})
     saved = MatrixTransport.saved_credentials(b.transport.store_dir)
     assert saved is not None
@@ -203,7 +203,7 @@ async def test_a_garbled_olm_message_is_dropped_alone(devices: Devices) -> None:
     await again.transport.start()
     await wait_for(lambda: bool(again.messages), 15, "the message behind the garbled one")
     assert [m.content for m in again.messages] == [{"n": 1}]
-    assert again.transport.malformed == 1
+    assert again.transport.malformed == 2
 
 
 async def test_a_device_that_cannot_be_encrypted_to_gets_nothing_and_is_named(
