@@ -184,6 +184,10 @@ class Homeserver:
             "rc_invites": {"per_room": _FAST, "per_user": _FAST, "per_issuer": _FAST},
             "rc_key_requests": _FAST,
             "rc_admin_redaction": _FAST,
+            # MSC4140 delayed events: a group-call member schedules its own leave, restarting
+            # the delay every few seconds (so the management endpoints must not be throttled).
+            "max_event_delay_duration": "24h",
+            "rc_delayed_event_mgmt": _FAST,
         }
         self.config_path.write_text(json.dumps(config, indent=2))
         self.config_path.chmod(0o600)

@@ -7,11 +7,31 @@ plaintext call event arriving in an encrypted room is dropped.
 
 Modules: :mod:`.login` (credentials and the store), :mod:`.sync` (the sync loop and event intake),
 :mod:`.keys` (key upkeep, to-device messages, undecryptable events), :mod:`.rooms` (rooms, sending,
-the timeline, TURN servers) and :mod:`.transport` (the class that puts them together).
+the timeline, TURN servers), :mod:`.to_device` (Olm-encrypted to-device messages for group calls),
+:mod:`.state` (room state, group rooms), :mod:`.delayed` (MSC4140 delayed events), :mod:`.http`
+(requests nio has no method for) and :mod:`.transport` (the class that puts them together).
 """
 
+from .delayed import DelayedEventGoneError, DelayedEventsUnsupportedError, DelayedEventSupport
 from .errors import MatrixTransportError, UnencryptedRoomError
+from .http import MatrixRequestError
 from .login import Credentials
+from .state import CALL_MEMBER, CallMembershipForbiddenError, StateEvent
+from .to_device import DeviceMessage, UnencryptableDeviceError
 from .transport import MatrixTransport
 
-__all__ = ["Credentials", "MatrixTransport", "MatrixTransportError", "UnencryptedRoomError"]
+__all__ = [
+    "CALL_MEMBER",
+    "CallMembershipForbiddenError",
+    "Credentials",
+    "DelayedEventGoneError",
+    "DelayedEventSupport",
+    "DelayedEventsUnsupportedError",
+    "DeviceMessage",
+    "MatrixRequestError",
+    "MatrixTransport",
+    "MatrixTransportError",
+    "StateEvent",
+    "UnencryptableDeviceError",
+    "UnencryptedRoomError",
+]

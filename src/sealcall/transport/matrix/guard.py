@@ -1,10 +1,11 @@
-"""Hostile input that nio does not survive on its own: too-deep events and content in logs.
+"""Hostile input that nio does not survive on its own: too-deep or garbled events, content in logs.
 
 A member of a room (or any user, for to-device messages) can send an encrypted event whose
 plaintext nests thousands of levels deep. Synapse cannot see into it; nio's ``json.loads`` then
 raises :class:`RecursionError`, which nio does not catch, so the rest of the sync response would
-be skipped. Here nio's decryption is wrapped so such an event is dropped alone, counted, and
-logged in one line.
+be skipped. An Olm to-device message whose ciphertext is not base64 does the same (vodozemac
+raises). Here nio's decryption is wrapped so such an event is dropped alone, counted, and logged
+in one line.
 
 nio's schema-validation warnings quote the event (a 40 KB field makes a 40 KB log line). A
 filter on nio's loggers keeps every nio record to one short line without content.
@@ -90,14 +91,19 @@ class DeepEventGuard:
             except RecursionError:
                 self._drop("", "to-device message")
                 return None
+            except Exception as error:
+                # A ciphertext that is not base64 makes vodozemac raise, and nio does not catch
+                # it: the rest of the sync would be lost. Anyone can send us one.
+                self._drop("", "to-device message", f"unreadable ({type(error).__name__})")
+                return None
 
         olm.decrypt_megolm_event = guarded_megolm
         olm.handle_to_device_event = guarded_to_device
         olm._sealcall_guarded = True
 
-    def _drop(self, event_id: str, what: str) -> None:
+    def _drop(self, event_id: str, what: str, why: str = "nested too deeply to parse") -> None:
         self._on_drop()
-        logger.warning("dropped a %s nested too deeply to parse %s", what, event_id)
+        logger.warning("dropped a %s %s %s", what, why, event_id)
         if event_id:
             self._dropped[event_id] = None
             while len(self._dropped) > MAX_REMEMBERED_DROPS:

@@ -30,6 +30,7 @@ from nio import (
 from ..base import RoomEvent, RoomEventListener
 from .guard import DeepEventGuard
 from .keys import RoomKeys
+from .to_device import ToDeviceMessages
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class SyncMixin:
 
     client: AsyncClient
     keys: RoomKeys
+    to_device: ToDeviceMessages
     dropped_plaintext: int
     malformed: int
     _listeners: list[RoomEventListener]
@@ -55,6 +57,7 @@ class SyncMixin:
     _skip_history: bool
     _guard: DeepEventGuard
     _held: list[RoomEvent] | None
+    _take_state: Callable[[SyncResponse], None]
     gap_events = 0
     gaps_cut = 0
 
@@ -68,6 +71,7 @@ class SyncMixin:
         client = self.client
         while True:
             self._guard.install(client.olm)
+            self.to_device.install(client.olm)
             # Where the previous sync ended: a gap in a room's timeline is filled back to here.
             since = client.next_batch or client.loaded_sync_token
             # Events taken while nio processes the response are held until the gaps before them
@@ -94,6 +98,7 @@ class SyncMixin:
                 logger.warning("sync failed: %s", response.message)
                 await asyncio.sleep(1)
                 continue
+            self._take_state(response)
             await self._after_sync()
             for listener in list(self._batch_listeners):
                 listener()
@@ -143,6 +148,7 @@ class SyncMixin:
 
     async def _after_sync(self) -> None:
         await self.keys.upkeep()
+        self.to_device.flush()  # after the key query that tells who sent them
         for room_id, event in self.keys.retry():
             if str(event.source.get("type", "")).startswith(CALL_PREFIXES):
                 self._deliver(room_id, event)

@@ -20,10 +20,12 @@ from .login import (
     use_write_ahead_log,
 )
 from .rooms import RoomsMixin
+from .state import StateListener, StateMixin
 from .sync import SyncMixin
+from .to_device import ToDeviceMessages, ToDeviceMixin
 
 
-class MatrixTransport(SyncMixin, RoomsMixin):
+class MatrixTransport(SyncMixin, RoomsMixin, StateMixin, ToDeviceMixin):
     """One Matrix device (a :class:`~sealcall.transport.base.Transport`) with E2EE.
 
     Create with :meth:`login` (password) or :meth:`from_credentials` (saved credentials), then
@@ -36,6 +38,9 @@ class MatrixTransport(SyncMixin, RoomsMixin):
         self.client = client
         self.store_dir = store_dir
         self.keys = RoomKeys(client)
+        self.to_device = ToDeviceMessages(client)
+        self.to_device.install(client.olm)
+        self._state_listeners: list[tuple[frozenset[str], StateListener]] = []
         self._listeners: list[RoomEventListener] = []
         self._batch_listeners: list[Callable[[], None]] = []
         self._sync_task: asyncio.Task[None] | None = None
