@@ -246,9 +246,15 @@ def test_ring_starts_at_server_time_when_sender_clock_is_off() -> None:
         ({"lifetime": -5}, "content.lifetime"),
         ({"lifetime": 1.5}, "content.lifetime"),
         ({"sender_ts": "now"}, "content.sender_ts"),
-        ({"m.relates_to": {"event_id": "$x", "rel_type": "m.thread"}}, "content.m.relates_to.rel_type"),
+        (
+            {"m.relates_to": {"event_id": "$x", "rel_type": "m.thread"}},
+            "content.m.relates_to.rel_type",
+        ),
         ({"m.relates_to": {"rel_type": "m.reference"}}, "content.m.relates_to.event_id"),
-        ({"m.relates_to": {"rel_type": "m.reference", "event_id": ""}}, "content.m.relates_to.event_id"),
+        (
+            {"m.relates_to": {"rel_type": "m.reference", "event_id": ""}},
+            "content.m.relates_to.event_id",
+        ),
         ({"m.mentions": "all"}, "content.m.mentions"),
         ({"m.mentions": {"user_ids": [1]}}, "content.m.mentions.user_ids"),
         ({"m.call.intent": 3}, "content.m.call.intent"),

@@ -66,7 +66,11 @@ NOTIFICATION = {
     "lifetime": 30000,
 }
 DECLINE = {"m.relates_to": {"rel_type": "m.reference", "event_id": "$n"}}
-PARSERS = [(parse_member_content, MEMBER), (parse_notification, NOTIFICATION), (parse_decline, DECLINE)]
+PARSERS = [
+    (parse_member_content, MEMBER),
+    (parse_notification, NOTIFICATION),
+    (parse_decline, DECLINE),
+]
 
 
 def _same(a: object, b: object) -> bool:

@@ -11,9 +11,7 @@ from sealcall.group import (
     Ignored,
     JoinCall,
     LeaveCall,
-    LeftReason,
     MemberDevice,
-    MemberJoined,
     MemberLeft,
     MemberRejoined,
     MembershipStateError,
@@ -127,9 +125,17 @@ def test_spoofed_sender_is_ignored_and_counted() -> None:
     table.handle(state(ALICE, "A1", content("A1"), T0), T0)
     alice_key = member_state_key(ALICE, "A1")
     # Eve writes at Alice's key: neither a fake member nor Alice's removal.
-    assert table.handle(state(EVE, "A1", content("A1", membershipID="evil"), T0 + 1, alice_key), T0 + 1) == []
+    assert (
+        table.handle(
+            state(EVE, "A1", content("A1", membershipID="evil"), T0 + 1, alice_key), T0 + 1
+        )
+        == []
+    )
     assert table.handle(state(EVE, "A1", {}, T0 + 2, alice_key), T0 + 2) == []
-    assert table.handle(state(EVE, "X", content("X"), T0 + 3, member_state_key(BOB, "X")), T0 + 3) == []
+    assert (
+        table.handle(state(EVE, "X", content("X"), T0 + 3, member_state_key(BOB, "X")), T0 + 3)
+        == []
+    )
     assert table.ignored[Ignored.SPOOFED] == 3
     (member,) = table.members()
     assert member.device == MemberDevice(ALICE, "A1")
@@ -141,7 +147,9 @@ def test_sender_not_joined_counts_only_once_joined() -> None:
     assert table.handle(state(BOB, "B1", content("B1"), T0), T0) == []
     assert table.ignored[Ignored.NOT_JOINED] == 1
     assert table.members() == []
-    assert kinds(table.handle(RoomMembershipChanged(BOB, True), T0 + 5)) == [("MemberJoined", "B1", "")]
+    assert kinds(table.handle(RoomMembershipChanged(BOB, True), T0 + 5)) == [
+        ("MemberJoined", "B1", "")
+    ]
 
 
 def test_user_leaving_the_room_removes_its_devices_for_good() -> None:
@@ -178,7 +186,9 @@ def test_content_is_read_not_the_key() -> None:
 def test_rejoin_with_new_membership_id() -> None:
     table = joined(ALICE)
     table.handle(state(ALICE, "A1", content("A1", membershipID="m1", created_ts=T0), T0), T0)
-    events = table.handle(state(ALICE, "A1", content("A1", membershipID="m2", created_ts=T0 + 9), T0 + 9), T0 + 9)
+    events = table.handle(
+        state(ALICE, "A1", content("A1", membershipID="m2", created_ts=T0 + 9), T0 + 9), T0 + 9
+    )
     assert len(events) == 1
     rejoined = events[0]
     assert isinstance(rejoined, MemberRejoined)
@@ -198,7 +208,9 @@ def test_malformed_and_foreign_contents() -> None:
     table = joined(ALICE)
     table.handle(state(ALICE, "A1", content("A1"), T0), T0)
     # The sender's own malformed write replaced its membership in the room state.
-    events = table.handle(state(ALICE, "A1", {"device_id": 5, "application": "m.call"}, T0 + 1), T0 + 1)
+    events = table.handle(
+        state(ALICE, "A1", {"device_id": 5, "application": "m.call"}, T0 + 1), T0 + 1
+    )
     assert kinds(events) == [("MemberLeft", "A1", "left")]
     assert table.ignored[Ignored.MALFORMED] == 1
     other = content("A2", call_id="breakout")
@@ -222,15 +234,21 @@ def test_member_cap_drops_new_devices_and_counts() -> None:
     assert [m.device.device_id for m in table.members()] == ["B0", "B1", "B2"]
     assert table.ignored[Ignored.OVER_CAPACITY] == 2
     # Our own device is always tracked, and known devices still refresh and leave.
-    assert kinds(table.handle(state(ALICE, "OWN", content("OWN"), T0), T0)) == [("MemberJoined", "OWN", "")]
+    assert kinds(table.handle(state(ALICE, "OWN", content("OWN"), T0), T0)) == [
+        ("MemberJoined", "OWN", "")
+    ]
     assert table.handle(state(BOB, "B0", content("B0", created_ts=T0), T0 + 1), T0 + 1) == []
-    assert kinds(table.handle(state(BOB, "B1", {}, T0 + 2), T0 + 2)) == [("MemberLeft", "B1", "left")]
+    assert kinds(table.handle(state(BOB, "B1", {}, T0 + 2), T0 + 2)) == [
+        ("MemberLeft", "B1", "left")
+    ]
 
 
 def test_places_call_is_the_lower_device() -> None:
     a1, a2, b1 = MemberDevice(ALICE, "A1"), MemberDevice(ALICE, "A2"), MemberDevice(BOB, "A0")
-    assert places_call(a1, b1) and not places_call(b1, a1)
-    assert places_call(a1, a2) and not places_call(a2, a1)
+    assert places_call(a1, b1)
+    assert not places_call(b1, a1)
+    assert places_call(a1, a2)
+    assert not places_call(a2, a1)
     for x, y in itertools.permutations([a1, a2, b1], 2):
         assert places_call(x, y) != places_call(y, x)  # exactly one side calls
     with pytest.raises(ValueError, match="itself"):
@@ -287,7 +305,8 @@ def test_own_join_refresh_leave() -> None:
     # Leave: {} at the same key, and no more refreshes.
     actions = me.handle(LeaveCall(), T0 + HOUR + 1)
     assert sent(actions) == [SendMemberState(join.state_key, {})]
-    assert me.state is OwnState.IDLE and me.next_deadline() is None
+    assert me.state is OwnState.IDLE
+    assert me.next_deadline() is None
     assert me.observe(table.handle(state(ALICE, "OWN", {}, T0 + HOUR + 5), T0 + HOUR + 5), T0) == []
     # Joining again is a new session.
     (again,) = sent(me.handle(JoinCall(), T0 + HOUR + 9))
