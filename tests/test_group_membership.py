@@ -81,6 +81,7 @@ def test_join_then_leave_with_empty_content() -> None:
     assert member.created == T0  # no created_ts: the event's own timestamp
     assert member.expires_at == T0 + HOUR
     assert member.member_id == f"{ALICE}:A1"
+    assert {member: "connection"}[member] == "connection"  # members key the mesh's dicts
 
     events = table.handle(state(ALICE, "A1", {}, T0 + 10), T0 + 10)
     assert kinds(events) == [("MemberLeft", "A1", "left")]

@@ -15,7 +15,7 @@ real one either). Times are Unix milliseconds, the clock of ``origin_server_ts``
 
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -63,7 +63,7 @@ class Member:
     created: int  # created_ts, or the first event's origin_server_ts
     expires_at: int
     state_key: str
-    content: CallMember
+    content: CallMember = field(compare=False)  # holds JSON: not hashed, nor compared
     event_id: str | None = None
 
     @property
