@@ -1,5 +1,6 @@
 """Group calls without I/O: MatrixRTC membership (who is in the room's call), our own
-membership, the mesh rule, and the ringing events."""
+membership, the mesh rule, the mesh's pair signaling (envelope, ordering, retries), and the
+ringing events."""
 
 from .errors import LegacyMembershipError, StateKeyError
 from .member_event import (
@@ -32,6 +33,27 @@ from .membership import (
     RoomMembershipChanged,
     places_call,
 )
+from .mesh_inbox import Dropped, MeshInbox, PeerSignal
+from .mesh_retry import (
+    DELIBERATE_REASONS,
+    MEMBER_LEFT,
+    NEW_SESSION,
+    RETRY_DELAYS,
+    GiveUp,
+    PairRetry,
+    RetryAt,
+    is_deliberate,
+)
+from .mesh_signaling import (
+    ENVELOPE_KEYS,
+    MeshSender,
+    OutgoingSignal,
+    SignalEnvelope,
+    conf_id_for_room,
+    pair_call_id,
+    unwrap_signal,
+    wrap_signal,
+)
 from .notification import (
     DECLINE_EVENT_TYPE,
     MAX_RING_LIFETIME_MS,
@@ -63,15 +85,22 @@ __all__ = [
     "CALL_APPLICATION",
     "DECLINE_EVENT_TYPE",
     "DEFAULT_EXPIRES_MS",
+    "DELIBERATE_REASONS",
+    "ENVELOPE_KEYS",
     "MAX_MEMBERS",
     "MAX_RING_LIFETIME_MS",
     "MEMBER_EVENT_TYPE",
+    "MEMBER_LEFT",
     "MESH_FOCUS_TYPE",
+    "NEW_SESSION",
     "NOTIFICATION_EVENT_TYPE",
+    "RETRY_DELAYS",
     "ROOM_CALL_ID",
     "ROOM_SCOPE",
     "TRANSITIONS",
     "CallMember",
+    "Dropped",
+    "GiveUp",
     "Ignored",
     "JoinCall",
     "LeaveCall",
@@ -88,26 +117,38 @@ __all__ = [
     "MembershipInput",
     "MembershipStateError",
     "MembershipTable",
+    "MeshInbox",
+    "MeshSender",
+    "OutgoingSignal",
     "OwnAction",
     "OwnMembership",
     "OwnMembershipGone",
     "OwnMembershipSeen",
     "OwnState",
     "OwnStateChanged",
+    "PairRetry",
+    "PeerSignal",
     "Reference",
     "RefreshDue",
+    "RetryAt",
     "RoomMembershipChanged",
     "RtcDecline",
     "RtcNotification",
     "SendMemberState",
+    "SignalEnvelope",
     "StateKeyError",
+    "conf_id_for_room",
     "decline",
+    "is_deliberate",
     "member_state_key",
     "mesh_member",
+    "pair_call_id",
     "parse_decline",
     "parse_member_content",
     "parse_notification",
     "places_call",
     "ring_notification",
     "state_key_user",
+    "unwrap_signal",
+    "wrap_signal",
 ]
