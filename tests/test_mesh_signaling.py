@@ -33,7 +33,6 @@ from sealcall.group import (
 from sealcall.group.mesh_signaling import pair_attempt, pair_call_prefix
 from sealcall.signaling import (
     CallCandidates,
-    CallEvent,
     CallHangup,
     CallInvite,
     Candidate,
@@ -542,10 +541,6 @@ def test_a_retry_attempt_is_accepted_as_the_pairs_call() -> None:
     signal = sender.wrap(CallHangup(call_id=call_id, party_id="ADEV"), BOB, "bob-1")
     delivered = box.receive(DeviceMessage(ALICE.user_id, "ADEV", signal.type, signal.content), 1)
     assert [(s.attempt, s.event.call_id) for s in delivered] == [(1, call_id)]
-
-
-def _events(signals: list[PeerSignal]) -> list[CallEvent]:
-    return [s.event for s in signals]
 
 
 def test_unwrap_raises_only_signaling_errors_for_non_objects() -> None:

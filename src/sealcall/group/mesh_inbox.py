@@ -12,12 +12,14 @@ sender that is over (stale). A message from a session we do not know yet waits u
 membership appears (it may arrive before the member event), bounded and for at most
 ``early_ttl``; then it is dropped.
 
-Ordering: each peer session numbers its messages to us from 0 (``seq``). A duplicate is
-dropped; a message ahead of a gap is held until the gap fills, or for ``gap_timeout`` (2 s),
-after which the missing ones are skipped. The transport delivers each device's messages in the
-order it sent them, so a gap is almost always a message that will never come (a failed Olm
-decryption, a send that failed): waiting longer only stalls the pair's setup, and ICE candidates
-held behind a lost one are still useful once released.
+Ordering: each peer session numbers its messages to us from 0 (``seq``); a new membership of
+the device starts a new stream. Session ids are made fresh for each join (ours are random
+membership ids): a client that reused one after leaving could have its old messages taken for
+the new session's. A duplicate is dropped; a message ahead of a gap is held until the gap
+fills, or for ``gap_timeout`` (2 s), after which the missing ones are skipped. The transport
+delivers each device's messages in the order it sent them, so a gap is almost always a message
+that will never come (a failed Olm decryption, a send that failed): waiting longer only stalls
+the pair's setup, and ICE candidates held behind a lost one are still useful once released.
 """
 
 import json
