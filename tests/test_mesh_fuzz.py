@@ -105,6 +105,7 @@ def _member_events(
     return table.handle(MemberStateEvent(device.user_id, key, content, NOW_MS), NOW_MS)
 
 
+TYPES = ["m.call.invite", "m.call.candidates", "m.call.hangup", "org.sealcall.x", ""]
 MESSAGE = st.tuples(
     st.just("message"),
     st.integers(0, len(PEERS) - 1),  # the verified sending device
@@ -123,6 +124,7 @@ OPERATION = st.one_of(  # messages are most of the traffic
     st.tuples(st.just("leave"), st.integers(0, len(PEERS) - 1)),
     st.tuples(st.just("tick"), st.floats(0, 5)),
     st.tuples(st.just("replay"), st.integers(0, 100)),  # a message delivered again
+    st.tuples(st.just("raw"), st.integers(0, len(PEERS) - 1), JSON, st.sampled_from(TYPES)),
 )
 
 
@@ -187,6 +189,9 @@ def test_inbox_survives_any_sequence(
         if op[0] == "message":
             sent.append(_message(op, counters))
             check(box.receive(sent[-1], now))
+        elif op[0] == "raw":
+            device = PEERS[op[1]]
+            check(box.receive(DeviceMessage(device.user_id, device.device_id, op[3], op[2]), now))
         elif op[0] == "replay":
             if sent:
                 check(box.receive(sent[-1 - op[1] % len(sent)], now))
@@ -201,6 +206,7 @@ def test_inbox_survives_any_sequence(
             check(box.tick(now))
         assert box.buffered <= early + held * len(PEERS)
         assert box.buffered_bytes >= 0
+        assert len(box._sessions) <= len(PEERS) - 1  # members other than us
         assert (box.buffered == 0) == (box.buffered_bytes == 0)
     delivered = sum(last.values()) + len(last)
     deadline = box.next_deadline()

@@ -305,8 +305,9 @@ class MeshInbox:
 
     def _skip_gap(self, stream: _Stream, now: float) -> list[PeerSignal]:
         first = min(stream.held)
+        if not self.gaps_skipped:  # the first is logged, the rest counted
+            logger.info("pair signaling: skipped %d missing message(s)", first - stream.next_seq)
         self.gaps_skipped += first - stream.next_seq
-        logger.info("pair signaling: skipped %d missing message(s)", first - stream.next_seq)
         stream.next_seq = first
         return self._drain(stream, now)
 
