@@ -8,7 +8,17 @@ from typing import Any
 import pytest
 
 from call_harness import fake_sdp
-from sealcall.calls import CallPolicy, Direction, LocalDescriptionReady, PlaceCall, actions
+from sealcall.calls import (
+    CallManager,
+    CallPolicy,
+    CallState,
+    Direction,
+    IncomingCall,
+    LocalDescriptionReady,
+    PlaceCall,
+    RemoteEvent,
+    actions,
+)
 from sealcall.calls.call import Call
 from sealcall.group import (
     Dropped,
@@ -164,6 +174,12 @@ def test_a_real_invite_survives_wrap_and_unwrap() -> None:
     assert [(s.peer, s.session, s.attempt, s.event) for s in delivered] == [
         (ALICE, "alice-1", 0, invite)
     ]
+    # Bob's own 1:1 machine takes it as the pair's incoming call.
+    manager = CallManager(BOB.user_id, "BDEV", CallPolicy())
+    rings = manager.handle_remote(RemoteEvent(ROOM, ALICE.user_id, delivered[0].event), 1.0)
+    incoming = [a.action for a in rings if isinstance(a.action, IncomingCall)]
+    assert [i.call.call_id for i in incoming] == [invite.call_id]
+    assert incoming[0].call.state is CallState.RINGING
 
 
 def test_seq_counts_per_destination_session() -> None:
