@@ -184,12 +184,26 @@ def test_a_real_invite_survives_wrap_and_unwrap() -> None:
 
 def test_seq_counts_per_destination_session() -> None:
     sender = MeshSender(ROOM, ALICE, "alice-1")
-    hangup = CallHangup(call_id="c", party_id="p")
-    assert [sender.wrap(hangup, BOB, "bob-1").content["seq"] for _ in range(3)] == [0, 1, 2]
-    assert sender.wrap(hangup, CAROL, "carol-1").content["seq"] == 0
-    assert sender.wrap(hangup, BOB, "bob-2").content["seq"] == 0  # Bob rejoined
+
+    def seq(peer: MemberDevice, session: str) -> int:
+        hangup = CallHangup(call_id=sender.call_id(peer, session, 0), party_id="p")
+        return int(sender.wrap(hangup, peer, session).content["seq"])
+
+    assert [seq(BOB, "bob-1") for _ in range(3)] == [0, 1, 2]
+    assert seq(CAROL, "carol-1") == 0
+    assert seq(BOB, "bob-2") == 0  # Bob rejoined
+    assert seq(BOB, "bob-2") == 1
     sender.forget(CAROL)
-    assert sender.wrap(hangup, CAROL, "carol-1").content["seq"] == 0
+    assert seq(CAROL, "carol-1") == 0
+
+
+def test_wrapping_refuses_another_pairs_call() -> None:
+    sender = MeshSender(ROOM, ALICE, "alice-1")
+    carols = CallHangup(call_id=sender.call_id(CAROL, "carol-1", 0), party_id="p")
+    with pytest.raises(ValueError, match="pair"):
+        sender.wrap(carols, BOB, "bob-1")
+    with pytest.raises(ValueError, match="itself"):
+        sender.wrap(carols, ALICE, "alice-1")
 
 
 def test_wrapping_refuses_an_event_that_carries_envelope_keys() -> None:
@@ -353,9 +367,9 @@ def test_a_member_cannot_send_into_another_pairs_call() -> None:
     box, members = joined_inbox()
     box.on_membership(members.join(CAROL, "carol-1"), 0.0)
     alice_call = pair_call_id(ROOM, (ALICE, "alice-1"), (BOB, "bob-1"), 0)
-    carol = MeshSender(ROOM, CAROL, "carol-1")
-    signal = carol.wrap(CallHangup(call_id=alice_call, party_id="x"), BOB, "bob-1")
-    assert box.receive(DeviceMessage(CAROL.user_id, "CDEV", signal.type, signal.content), 1) == []
+    envelope = SignalEnvelope(ROOM, ROOM, "CDEV", 0, "carol-1", "bob-1")
+    kind, content = wrap_signal(CallHangup(call_id=alice_call, party_id="x"), envelope)
+    assert box.receive(DeviceMessage(CAROL.user_id, "CDEV", kind, content), 1.0) == []
     assert box.dropped == {Dropped.FOREIGN_CALL_ID: 1}
 
 

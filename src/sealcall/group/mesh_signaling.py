@@ -17,6 +17,7 @@ write (``MGroupCallBase``) and ``room_id``::
   membership (the session a join makes; a rejoin makes a new one).
 - ``seq``: per destination device session, from 0, one more for each message sent to it; the
   receiver applies a peer's messages in this order (:mod:`sealcall.group.mesh_inbox`).
+- ``party_id`` stays the 1:1 event's own (js-sdk uses the device id there in group calls).
 - ``call_id``: derived, not random (:func:`pair_call_id`): a hash of the room and both devices
   with their sessions, plus an attempt number. Both sides compute it from what the membership
   says, a rejoin (new session) gives a new call, a retry a new attempt, and a receiver refuses a
@@ -206,9 +207,15 @@ class MeshSender:
         )
 
     def wrap(self, event: CallEvent, peer: MemberDevice, peer_session: str) -> OutgoingSignal:
-        """``event`` as the next message to ``peer``'s session ``peer_session``."""
+        """``event`` as the next message to ``peer``'s session ``peer_session``.
+
+        Raises ValueError for an event of another pair's call (the peer would refuse it).
+        """
         if peer == self.own:
             raise ValueError("a device sends no signaling to itself")
+        prefix = pair_call_prefix(self.conf_id, (self.own, self.own_session), (peer, peer_session))
+        if pair_attempt(event.call_id, prefix) is None:
+            raise ValueError("the event's call id is not one of this pair's")
         session, seq = self._next.get(peer, (peer_session, 0))
         if session != peer_session:  # the peer rejoined: a new stream, numbered from 0
             seq = 0
