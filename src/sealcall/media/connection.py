@@ -14,7 +14,6 @@ import queue
 from collections.abc import Sequence
 from typing import Any
 
-from aioice.ice import CandidatePair
 from aiortc import (
     RTCConfiguration,
     RTCIceServer,
@@ -29,52 +28,11 @@ from aiortc.rtcrtpsender import RTCEncodedFrame
 
 from .crypto_taps import SUPPORTED_MIME_TYPES, ReceiverTap, SenderTap
 from .encoders import encrypting_encoder
+from .ice_hooks import end_check_pacing_early, patient_consent_checks, restrict_host_addresses
 from .keys import MediaKeys
 from .remote_tracks import bound_receiver
 
 LOOPBACK = ("127.0.0.1",)
-
-
-def _restrict_host_addresses(transceiver: RTCRtpTransceiver, addresses: Sequence[str]) -> None:
-    """Gather host candidates only on ``addresses`` for this transceiver's ICE connection."""
-    connection: Any = transceiver.receiver.transport.transport.iceGatherer._connection
-    if getattr(connection, "_sealcall_restricted", False):
-        return  # bundled transceivers share one transport
-    gather = connection.get_component_candidates
-    allowed = list(addresses)
-
-    async def restricted(component: int, addresses: list[str], timeout: int = 5) -> Any:
-        return await gather(component=component, addresses=allowed, timeout=timeout)
-
-    connection.get_component_candidates = restricted
-    connection._sealcall_restricted = True
-
-
-def _end_check_pacing_early(transceiver: RTCRtpTransceiver) -> None:
-    """Let ICE report completion as soon as its last check succeeds.
-
-    aioice's ``connect()`` starts one check per 20 ms tick and only looks at the check list
-    again after the next tick, even when the check it just started was the last one that could
-    ever be started; on loopback that idle tick is most of the ICE time of a call. Once no pair
-    is left to start and no remote candidate can still arrive, the tick would only end the
-    loop, so end it now (checks that arrive later are triggered checks, which aioice starts by
-    itself). Per connection: aioice itself is not patched.
-    """
-    connection: Any = transceiver.receiver.transport.transport.iceGatherer._connection
-    if getattr(connection, "_sealcall_prompt", False) or not hasattr(connection, "_check_periodic"):
-        return  # bundled transceivers share one transport; another aioice paces differently
-    periodic = connection._check_periodic
-    startable = (CandidatePair.State.WAITING, CandidatePair.State.FROZEN)
-
-    def periodic_without_idle_tick() -> bool:
-        started: bool = periodic()
-        if not started or connection._remote_candidates_expected():
-            return started
-        # A pair whose check task exists has been started, even before the task ran.
-        return any(p.state in startable and p.task is None for p in connection._check_list)
-
-    connection._check_periodic = periodic_without_idle_tick
-    connection._sealcall_prompt = True
 
 
 class PeerConnection(RTCPeerConnection):
@@ -102,8 +60,9 @@ class PeerConnection(RTCPeerConnection):
         transceiver: RTCRtpTransceiver = create(direction, kind, sender_track)
         bound_receiver(transceiver.receiver)
         if self._host_addresses is not None:
-            _restrict_host_addresses(transceiver, self._host_addresses)
-        _end_check_pacing_early(transceiver)
+            restrict_host_addresses(transceiver, self._host_addresses)
+        end_check_pacing_early(transceiver)
+        patient_consent_checks(transceiver)
         self._on_transceiver(transceiver)
         return transceiver
 
