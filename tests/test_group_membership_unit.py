@@ -8,11 +8,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from sealcall.demo import wait_for
 from sealcall.group import MEMBER_EVENT_TYPE, OwnState
 from sealcall.session import GroupMembership
 from sealcall.session.group_membership import ROOM_MEMBER
-from sealcall.transport.matrix import DelayedEventGoneError, DelayedEventSupport, StateEvent
+from sealcall.transport.matrix import (
+    DelayedEventGoneError,
+    DelayedEventSupport,
+    MatrixTransportError,
+    StateEvent,
+)
 
 ROOM = "!room:hs"
 ME, PEER = "@me:hs", "@peer:hs"
@@ -51,6 +58,9 @@ class ScriptedServer:
 
     def add_state_listener(self, listener: Callable[[StateEvent], None], types: Any) -> None:
         self.listeners.append(listener)
+
+    def remove_state_listener(self, listener: Callable[[StateEvent], None]) -> None:
+        self.listeners = [f for f in self.listeners if f != listener]
 
     async def room_state(self, room_id: str, kind: str) -> list[StateEvent]:
         return [e for (k, _), e in self.state.items() if k == kind]
@@ -147,6 +157,17 @@ async def test_a_leave_found_gone_by_a_restart_is_scheduled_again() -> None:
 
 async def test_a_failing_handler_does_not_stop_the_membership() -> None:
     server = ScriptedServer()
+    key = f"_{PEER}_PEERDEV_m.call"
+    peer = {
+        "application": "m.call",
+        "call_id": "",
+        "device_id": "PEERDEV",
+        "membershipID": "p",
+        "focus_active": {"type": "mesh"},
+        "expires": 3_600_000,
+        "created_ts": int(time.time() * 1000),
+    }
+    server.put(PEER, MEMBER_EVENT_TYPE, key, peer)  # in the call before we join
     group = membership(server)
     seen: list[Any] = []
 
@@ -155,11 +176,30 @@ async def test_a_failing_handler_does_not_stop_the_membership() -> None:
 
     group.on("member_joined", broken)
     group.on("member_left", lambda member, reason: seen.append(member.device.device_id))
-    await group.join()
-    key = f"_{PEER}_PEERDEV_m.call"
-    content = {**own_content(server, group), "device_id": "PEERDEV", "membershipID": "p"}
-    server.put(PEER, MEMBER_EVENT_TYPE, key, content)
-    await wait_for(lambda: bool(group.members()), 5, "the peer")
+    await group.join()  # the handler fails on the peer: the join goes on
+    await wait_for(lambda: group.state is OwnState.JOINED, 5, "joined")
+    assert [m.device.device_id for m in group.members()] == ["PEERDEV"]
     server.put(PEER, MEMBER_EVENT_TYPE, key, {})
     await wait_for(lambda: seen == ["PEERDEV"], 5, "the peer's leave")
     await group.leave()
+    assert server.listeners == []  # a closed membership is not kept alive by the transport
+
+
+async def test_a_join_that_fails_takes_back_its_delayed_leave_and_raises() -> None:
+    class Refusing(ScriptedServer):
+        async def send_state_event(
+            self, room_id: str, kind: str, key: str, content: dict[str, Any], delay_ms: Any = None
+        ) -> str:
+            if delay_ms is None and content:
+                raise MatrixTransportError("the server refused the membership")
+            return await super().send_state_event(room_id, kind, key, content, delay_ms)
+
+    server = Refusing()
+    group = membership(server)
+    with pytest.raises(MatrixTransportError):
+        await group.join()
+    # The leave scheduled before the membership was sent at once; nothing is left running.
+    assert server.delayed == {}
+    assert own_content(server, group) == {}
+    assert group.state is OwnState.IDLE
+    assert server.listeners == []

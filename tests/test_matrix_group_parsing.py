@@ -21,7 +21,7 @@ from sealcall.transport.matrix.delayed import (
     parse_scheduled,
     parse_support,
 )
-from sealcall.transport.matrix.state import StateEvent, parse_state_event
+from sealcall.transport.matrix.state import StateEvent, StateMixin, parse_state_event
 from sealcall.transport.matrix.to_device import (
     MAX_WAITING,
     MAX_WAITING_BYTES,
@@ -216,6 +216,22 @@ def test_delayed_event_support_is_read_from_versions_and_capabilities() -> None:
 def test_fuzzed_support_answers_never_escape(versions: Any, caps: Any) -> None:
     support = parse_support(versions, caps)
     assert support.max_delay_ms is None or support.max_delay_ms > 0
+
+
+def test_a_removed_state_listener_is_not_kept() -> None:
+    class Listening(StateMixin):
+        def __init__(self) -> None:
+            self._state_listeners = []
+
+    transport = Listening()
+    heard: list[StateEvent] = []
+    other: list[StateEvent] = []
+    kept, dropped = heard.append, other.append
+    transport.add_state_listener(kept, ["a"])
+    transport.add_state_listener(dropped, ["a", "b"])
+    transport.remove_state_listener(dropped)
+    assert transport._state_listeners == [(frozenset({"a"}), kept)]
+    transport.remove_state_listener(dropped)  # not there any more: nothing happens
 
 
 def test_scheduled_delayed_events_are_read_and_malformed_entries_skipped() -> None:

@@ -36,6 +36,7 @@ from sealcall.group import (
     MemberLeft,
     MemberRejoined,
     MembershipEvent,
+    MembershipStateError,
     MembershipTable,
     MemberStateEvent,
     OwnAction,
@@ -134,11 +135,15 @@ class GroupMembership(AsyncIOEventEmitter):
         ourselves), before anything is sent.
         """
         if self._closed or self._worker is not None:
-            raise RuntimeError("join() once per GroupMembership")
+            raise MembershipStateError("join() once per GroupMembership")
         self.transport.check_group_room(self.room_id)
         self.transport.add_state_listener(self._on_state, [MEMBER_EVENT_TYPE, ROOM_MEMBER])
         self._worker = asyncio.ensure_future(self._work())
-        await self._submit("join", intent)
+        try:
+            await self._submit("join", intent)
+        except Exception:
+            await self.close(leave=True)  # whatever went out is taken back
+            raise
 
     async def leave(self) -> None:
         """Leave the call (the homeserver sends our scheduled leave now) and stop."""
@@ -156,6 +161,7 @@ class GroupMembership(AsyncIOEventEmitter):
             await self._queue.put(("stop", None, None))
             await self._worker
         self._closed = True
+        self.transport.remove_state_listener(self._on_state)
         await self._stop_keepalive()
         if self._timer is not None:
             self._timer.cancel()
