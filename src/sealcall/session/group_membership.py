@@ -70,7 +70,8 @@ class GroupMembership(AsyncIOEventEmitter):
     ``member_joined(member)``, ``member_left(member, reason)`` (a
     :class:`~sealcall.group.LeftReason`), ``member_rejoined(old, new)`` (a new session: its old
     connections are stale); and about ours: ``state_changed(old, new)``
-    (:class:`~sealcall.group.OwnState`: idle, joining, joined).
+    (:class:`~sealcall.group.OwnState`: idle, joining, joined). One join per object: after
+    :meth:`leave` or :meth:`close`, make a new one to join again.
     """
 
     def __init__(
@@ -219,6 +220,8 @@ class GroupMembership(AsyncIOEventEmitter):
             await self._leave()
 
     async def _join(self, intent: str | None) -> None:
+        # The listener was added before this read: changes from here on wait in the queue and
+        # are applied after the snapshot, in the order the syncs brought them.
         members = await self.transport.room_state(self.room_id, ROOM_MEMBER)
         calls = await self.transport.room_state(self.room_id, MEMBER_EVENT_TYPE)
         support = await self.transport.delayed_event_support()
