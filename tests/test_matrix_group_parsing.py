@@ -17,9 +17,11 @@ from sealcall.transport.matrix import (
 from sealcall.transport.matrix.delayed import (
     DelayedEventsMixin,
     DelayedEventSupport,
+    ScheduledEvent,
+    parse_scheduled,
     parse_support,
 )
-from sealcall.transport.matrix.state import StateEvent, parse_state_event
+from sealcall.transport.matrix.state import StateEvent, StateMixin, parse_state_event
 from sealcall.transport.matrix.to_device import (
     MAX_WAITING,
     MAX_WAITING_BYTES,
@@ -214,6 +216,43 @@ def test_delayed_event_support_is_read_from_versions_and_capabilities() -> None:
 def test_fuzzed_support_answers_never_escape(versions: Any, caps: Any) -> None:
     support = parse_support(versions, caps)
     assert support.max_delay_ms is None or support.max_delay_ms > 0
+
+
+def test_a_removed_state_listener_is_not_kept() -> None:
+    class Listening(StateMixin):
+        def __init__(self) -> None:
+            self._state_listeners = []
+
+    transport = Listening()
+    heard: list[StateEvent] = []
+    other: list[StateEvent] = []
+    kept, dropped = heard.append, other.append
+    transport.add_state_listener(kept, ["a"])
+    transport.add_state_listener(dropped, ["a", "b"])
+    transport.remove_state_listener(dropped)
+    assert transport._state_listeners == [(frozenset({"a"}), kept)]
+    transport.remove_state_listener(dropped)  # not there any more: nothing happens
+
+
+def test_scheduled_delayed_events_are_read_and_malformed_entries_skipped() -> None:
+    answer = {
+        "delayed_events": [
+            {"delay_id": "d1", "room_id": "!r", "type": "t", "state_key": "k", "delay": 8000},
+            {"delay_id": "d2", "room_id": "!r", "type": "m.room.message", "content": {}},
+            {"delay_id": 3, "room_id": "!r", "type": "t"},
+            "not an object",
+        ]
+    }
+    assert parse_scheduled(answer) == [
+        ScheduledEvent("d1", "!r", "t", "k"),
+        ScheduledEvent("d2", "!r", "m.room.message", None),
+    ]
+
+
+@given(answer=json_values)
+def test_fuzzed_scheduled_lists_never_escape(answer: Any) -> None:
+    for item in parse_scheduled({"delayed_events": answer}) + parse_scheduled(answer):
+        assert all(isinstance(v, str) for v in (item.delay_id, item.room_id, item.type))
 
 
 async def test_nothing_is_sent_when_the_server_cannot_delay() -> None:

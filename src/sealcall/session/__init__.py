@@ -1,7 +1,9 @@
-"""The asyncio session layer: calls bound to a transport, aiortc media and real timers."""
+"""The asyncio session layer: calls (and group-call membership) bound to a transport, aiortc
+media and real timers."""
 
 from .call_session import CallSession
+from .group_membership import GroupMembership
 from .local_media import LocalMedia
 from .voip import VoIP
 
-__all__ = ["CallSession", "LocalMedia", "VoIP"]
+__all__ = ["CallSession", "GroupMembership", "LocalMedia", "VoIP"]

@@ -12,7 +12,12 @@ the timeline, TURN servers), :mod:`.to_device` (Olm-encrypted to-device messages
 (requests nio has no method for) and :mod:`.transport` (the class that puts them together).
 """
 
-from .delayed import DelayedEventGoneError, DelayedEventsUnsupportedError, DelayedEventSupport
+from .delayed import (
+    DelayedEventGoneError,
+    DelayedEventsUnsupportedError,
+    DelayedEventSupport,
+    ScheduledEvent,
+)
 from .errors import MatrixTransportError, UnencryptedRoomError
 from .http import MatrixRequestError
 from .login import Credentials
@@ -31,6 +36,7 @@ __all__ = [
     "MatrixRequestError",
     "MatrixTransport",
     "MatrixTransportError",
+    "ScheduledEvent",
     "StateEvent",
     "UnencryptableDeviceError",
     "UnencryptedRoomError",

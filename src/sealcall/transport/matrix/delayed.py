@@ -63,6 +63,35 @@ def parse_support(versions: Any, capabilities: Any) -> DelayedEventSupport:
     return DelayedEventSupport(True, longest)
 
 
+@dataclass(frozen=True)
+class ScheduledEvent:
+    """A delayed event of ours that the homeserver still holds."""
+
+    delay_id: str
+    room_id: str
+    type: str
+    state_key: str | None
+
+
+def parse_scheduled(answer: Any) -> list[ScheduledEvent]:
+    """The delayed events a ``GET delayed_events`` answer lists; malformed entries are skipped."""
+    listed = answer.get("delayed_events") if isinstance(answer, dict) else None
+    found = []
+    for item in listed if isinstance(listed, list) else ():
+        if not isinstance(item, dict):
+            continue
+        delay_id, room_id, kind = item.get("delay_id"), item.get("room_id"), item.get("type")
+        key = item.get("state_key")
+        if not all(isinstance(v, str) for v in (delay_id, room_id, kind)):
+            continue
+        found.append(
+            ScheduledEvent(
+                str(delay_id), str(room_id), str(kind), key if isinstance(key, str) else None
+            )
+        )
+    return found
+
+
 class DelayedEventsMixin:
     """Delayed events for :class:`~sealcall.transport.matrix.MatrixTransport`."""
 
@@ -108,6 +137,14 @@ class DelayedEventsMixin:
             self._delayed_support = DelayedEventSupport(False)
             raise DelayedEventsUnsupportedError("the homeserver sent the event without delay")
         return delay_id
+
+    async def scheduled_delayed_events(self) -> list[ScheduledEvent]:
+        """Our user's delayed events still scheduled, from any device and any earlier run (a
+        restarted device finds the leave its crashed run scheduled)."""
+        answer = await request(
+            self.client, "GET", path(MSC4140, "delayed_events"), None, "listing delayed events"
+        )
+        return parse_scheduled(answer)
 
     async def restart_delayed_event(self, delay_id: str) -> None:
         """Start the delay again from now (the device is alive)."""

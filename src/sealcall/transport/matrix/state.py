@@ -110,6 +110,10 @@ class StateMixin(DelayedEventsMixin):
         room's whole current state on the first sync, then each change, in order)."""
         self._state_listeners.append((frozenset(event_types), listener))
 
+    def remove_state_listener(self, listener: StateListener) -> None:
+        """Stop calling ``listener`` (a listener added more than once is removed everywhere)."""
+        self._state_listeners[:] = [(t, f) for t, f in self._state_listeners if f != listener]
+
     def _take_state(self, response: SyncResponse) -> None:
         """Hand a sync's state events to the state listeners: the state section first (it is
         the state before the timeline), then the timeline's state events, in order."""
