@@ -2,8 +2,9 @@
 media and real timers."""
 
 from .call_session import CallSession
+from .group_keys import GroupKeys
 from .group_membership import GroupMembership
 from .local_media import LocalMedia
 from .voip import VoIP
 
-__all__ = ["CallSession", "GroupMembership", "LocalMedia", "VoIP"]
+__all__ = ["CallSession", "GroupKeys", "GroupMembership", "LocalMedia", "VoIP"]
