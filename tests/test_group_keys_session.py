@@ -6,6 +6,7 @@ refused and counted."""
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from nio import ToDeviceMessage
@@ -18,6 +19,7 @@ from sealcall.session import GroupKeys
 from sealcall.sframe import SFrameSender
 from sealcall.sframe.errors import UnknownKeyError
 from sealcall.signaling.key_events import ENCRYPTION_KEY_EVENT, EncryptionKeyContent
+from sealcall.transport.matrix import DeviceMessage
 
 pytestmark = pytest.mark.usefixtures("synapse")
 
@@ -42,11 +44,15 @@ async def devices(synapse: Homeserver, tmp_path: Path) -> AsyncIterator[KeyDevic
         await d.transport.stop()
 
 
-async def join_with_keys(devices: KeyDevices, d: gm.Device, room_id: str) -> GroupKeys:
-    """Join the call, then start the device's keys (short delays, so the test is quick)."""
+async def join_with_keys(
+    devices: KeyDevices, d: gm.Device, room_id: str, **options: Any
+) -> GroupKeys:
+    """Join the call, then start the device's keys: short delays, so the test is quick; a key
+    stays "young" for a minute, so a slow machine's joins never rotate (only leaves do)."""
     group = d.membership(room_id)
     await group.join()
-    keys = GroupKeys(d.transport, room_id, group, use_delay=0.5, early_ttl=1.0)
+    options = {"use_delay": 0.5, "early_ttl": 1.0, "young_key_age": 60.0, **options}
+    keys = GroupKeys(d.transport, room_id, group, **options)
     devices.keys[d.user_id] = keys
     await keys.start()
     return keys
@@ -144,5 +150,34 @@ async def test_plaintext_and_non_member_keys_are_refused_and_counted(
             ka.unprotect(*bob, Codec.OPUS, frame)
     assert ka.counters["accepted"] == 1
     # Bob's real key still works.
+    _, frame = protect(kb)
+    assert ka.unprotect(*bob, Codec.OPUS, frame) == OPUS_FRAME
+
+
+async def test_a_lost_key_is_asked_for_and_sent_again(devices: KeyDevices) -> None:
+    a, b = [await devices.new(n) for n in ("alice", "bob")]
+    room_id = await gm.group_room(a, b)
+    lost: list[DeviceMessage] = []
+    listeners = a.transport.to_device.listeners
+
+    def lose_first_key(listener: Any) -> Any:
+        def deliver(message: DeviceMessage) -> None:
+            if message.type == ENCRYPTION_KEY_EVENT and not lost:
+                lost.append(message)  # as if the homeserver had lost it
+                return
+            listener(message)
+
+        return deliver
+
+    ka = await join_with_keys(devices, a, room_id, request_delay=0.5)
+    listeners[-1] = lose_first_key(listeners[-1])  # the one GroupKeys.start added
+    kb = await join_with_keys(devices, b, room_id)
+    await wait_for(lambda: holds(kb, a, 0), TIMEOUT, "bob holding alice's key")
+    bob = (b.user_id, b.transport.device_id)
+    await wait_for(lambda: holds(ka, b, 0), TIMEOUT, "alice asking for bob's key and getting it")
+    assert [m.sender for m in lost] == [b.user_id]
+    assert ka.counters["requests_sent"] >= 1
+    assert kb.counters["requests_answered"] >= 1
+    assert ka.counters["accepted"] == 1
     _, frame = protect(kb)
     assert ka.unprotect(*bob, Codec.OPUS, frame) == OPUS_FRAME

@@ -44,7 +44,7 @@ from sealcall.e2ee import (
     UseKey,
     unprotect_frame,
 )
-from sealcall.e2ee.group_key_ring import DEFAULT_GRACE_PERIOD
+from sealcall.e2ee.group_key_ring import DEFAULT_GRACE_PERIOD, DEFAULT_REQUEST_DELAY
 from sealcall.e2ee.group_keys import DEFAULT_USE_DELAY
 from sealcall.sframe import SFrameReceiver
 from sealcall.sframe.errors import SFrameError, UnknownKeyError
@@ -102,6 +102,7 @@ class GroupKeys(AsyncIOEventEmitter):
         on_use_key: SendKeyListener | None = None,
         use_delay: float = DEFAULT_USE_DELAY,
         grace_period: float = DEFAULT_GRACE_PERIOD,
+        request_delay: float = DEFAULT_REQUEST_DELAY,
         early_ttl: float = DEFAULT_EARLY_TTL,
         clock: Callable[[], float] = time.monotonic,
         **core_options: Any,
@@ -116,12 +117,15 @@ class GroupKeys(AsyncIOEventEmitter):
         self._on_use_key = on_use_key
         own = (transport.user_id, transport.device_id)
         self.sender = GroupKeySender(room_id, own, use_delay=use_delay, **core_options)
-        self.ring = GroupKeyRing(room_id, own, grace_period=grace_period)
+        self.ring = GroupKeyRing(
+            room_id, own, grace_period=grace_period, request_delay=request_delay
+        )
         self.lock = threading.Lock()
         """Held around every use of the ring (and its receivers): decrypt under it."""
         self.send_key: GroupKey | None = None
         self._early_ttl = early_ttl
         self._early: deque[_Early] = deque()
+        self._unknown: set[tuple[str, str]] = set()  # senders whose frames named a missing key
         self._clock = clock
         self._counters: Counter[str] = Counter()
         self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
@@ -176,7 +180,10 @@ class GroupKeys(AsyncIOEventEmitter):
             try:
                 return unprotect_frame(codec, receiver, data)
             except UnknownKeyError:
-                if self._loop is not None and not self._closed:
+                # One queued input per sender, however many frames fail before it is taken.
+                pending = (user_id, device_id) in self._unknown
+                if not pending and self._loop is not None and not self._closed:
+                    self._unknown.add((user_id, device_id))
                     self._loop.call_soon_threadsafe(
                         self._queue.put_nowait, ("unknown", (user_id, device_id))
                     )
@@ -193,6 +200,8 @@ class GroupKeys(AsyncIOEventEmitter):
         if self._worker is not None or self._closed:
             raise RuntimeError("start() once per GroupKeys")
         if self.membership is not None:
+            if self.membership.own.membership_id is None:
+                raise RuntimeError("start() after the GroupMembership has joined")
             for name in ("member_joined", "member_left", "member_rejoined"):
                 self.membership.on(name, self._on_membership_change)
             members = self._members_of(self.membership)
@@ -306,6 +315,7 @@ class GroupKeys(AsyncIOEventEmitter):
             self._on_content(origin, event_type, content, now)
         elif kind == "unknown":
             with self.lock:
+                self._unknown.discard(subject)
                 user_id, device_id = subject
                 requests = self.ring.on_unknown_key(user_id, device_id, now)
             self._run(requests)
