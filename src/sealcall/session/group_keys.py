@@ -156,6 +156,11 @@ class GroupKeys(AsyncIOEventEmitter):
         ...) and this layer's (``malformed``, ``send_failed``, ``keys_sent``, ...)."""
         return self.ring.counters + self.sender.counters + self._counters
 
+    @property
+    def waiting(self) -> int:
+        """Keys and requests from devices not (yet) members, waiting for their membership."""
+        return len(self._early)
+
     def receiver(self, user_id: str, device_id: str) -> SFrameReceiver | None:
         """The SFrame receiver for this member device's frames; use it only under :attr:`lock`."""
         with self.lock:
