@@ -45,7 +45,7 @@ from sealcall.e2ee import (
     unprotect_frame,
 )
 from sealcall.e2ee.group_key_ring import DEFAULT_GRACE_PERIOD, DEFAULT_REQUEST_DELAY
-from sealcall.e2ee.group_keys import DEFAULT_USE_DELAY
+from sealcall.e2ee.group_keys import DEFAULT_USE_DELAY, DEFAULT_YOUNG_KEY_AGE
 from sealcall.sframe import SFrameReceiver
 from sealcall.sframe.errors import SFrameError, UnknownKeyError
 from sealcall.signaling.errors import InvalidEventError
@@ -90,6 +90,11 @@ class GroupKeys(AsyncIOEventEmitter):
     :class:`~sealcall.e2ee.GroupKey`: encrypt our frames with it from now on) and
     ``key_received(user_id, device_id, index)``. ``on_use_key`` is called like
     ``send_key_changed``, before it. ``counters`` counts what was refused, dropped and done.
+
+    ``use_delay`` and ``young_key_age`` go to the :class:`~sealcall.e2ee.GroupKeySender`,
+    ``grace_period`` and ``request_delay`` to the :class:`~sealcall.e2ee.GroupKeyRing`;
+    ``early_ttl`` is how long a message from a device not yet a member waits for its
+    membership. ``clock`` (seconds, monotonic) exists for tests; timers run on the event loop.
     """
 
     def __init__(
@@ -104,8 +109,8 @@ class GroupKeys(AsyncIOEventEmitter):
         grace_period: float = DEFAULT_GRACE_PERIOD,
         request_delay: float = DEFAULT_REQUEST_DELAY,
         early_ttl: float = DEFAULT_EARLY_TTL,
+        young_key_age: float = DEFAULT_YOUNG_KEY_AGE,
         clock: Callable[[], float] = time.monotonic,
-        **core_options: Any,
     ) -> None:
         super().__init__()
         if membership is None and member_id is None:
@@ -116,7 +121,7 @@ class GroupKeys(AsyncIOEventEmitter):
         self._member_id = member_id
         self._on_use_key = on_use_key
         own = (transport.user_id, transport.device_id)
-        self.sender = GroupKeySender(room_id, own, use_delay=use_delay, **core_options)
+        self.sender = GroupKeySender(room_id, own, use_delay=use_delay, young_key_age=young_key_age)
         self.ring = GroupKeyRing(
             room_id, own, grace_period=grace_period, request_delay=request_delay
         )
