@@ -58,6 +58,7 @@ from sealcall.signaling.key_events import (
 )
 from sealcall.transport.matrix import DeviceMessage, MatrixTransport
 
+from .deadline_timer import DeadlineTimer
 from .group_membership import GroupMembership
 
 logger = logging.getLogger(__name__)
@@ -139,7 +140,7 @@ class GroupKeys(AsyncIOEventEmitter):
         )
         self._worker: asyncio.Task[None] | None = None
         self._sending: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer = DeadlineTimer(lambda: self._queue.put_nowait(("timer", None)))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
 
@@ -242,8 +243,7 @@ class GroupKeys(AsyncIOEventEmitter):
         client.to_device_callbacks = [
             c for c in client.to_device_callbacks if c.func != self._on_plaintext
         ]
-        if self._timer is not None:
-            self._timer.cancel()
+        self._timer.cancel()
         if self._worker is not None:
             await self._queue.put(("stop", None))
             await self._worker
@@ -448,19 +448,12 @@ class GroupKeys(AsyncIOEventEmitter):
             self._counters[kind] += sent
 
     def _schedule_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         if self._closed:
+            self._timer.cancel()
             return
         with self.lock:
             ring_deadline = self.ring.next_deadline()
         deadlines = [self.sender.next_deadline(), ring_deadline]
         if self._early:
             deadlines.append(self._early[0].until)
-        due = [d for d in deadlines if d is not None]
-        if due:
-            delay = max(0.0, min(due) - self._clock()) + 0.001
-            self._timer = asyncio.get_running_loop().call_later(
-                delay, lambda: self._queue.put_nowait(("timer", None))
-            )
+        self._timer.arm(deadlines, self._clock(), slack=0.001)

@@ -53,6 +53,8 @@ from sealcall.transport.matrix import (
     StateEvent,
 )
 
+from .deadline_timer import DeadlineTimer
+
 logger = logging.getLogger(__name__)
 
 ROOM_MEMBER = "m.room.member"
@@ -107,7 +109,7 @@ class GroupMembership(AsyncIOEventEmitter):
         self._queue: asyncio.Queue[_Work] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._keepalive: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer = DeadlineTimer(lambda: self._queue.put_nowait(("timer", None, None)))
         self._closed = False
 
     # -- queries ---------------------------------------------------------------------------
@@ -164,8 +166,7 @@ class GroupMembership(AsyncIOEventEmitter):
         self._closed = True
         self.transport.remove_state_listener(self._on_state)
         await self._stop_keepalive()
-        if self._timer is not None:
-            self._timer.cancel()
+        self._timer.cancel()
 
     async def _submit(self, kind: str, subject: Any) -> None:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -387,17 +388,13 @@ class GroupMembership(AsyncIOEventEmitter):
             self._keepalive = None
 
     def _schedule_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         if self._closed:
+            self._timer.cancel()
             return
-        deadlines = [d for d in (self.table.next_deadline(), self.own.next_deadline()) if d]
-        if deadlines:
-            delay = max(0, min(deadlines) - self._now() + 1) / 1000
-            self._timer = asyncio.get_running_loop().call_later(
-                delay, lambda: self._queue.put_nowait(("timer", None, None))
-            )
+        # The cores count Unix milliseconds; fire 1 ms late so the deadline counts as reached.
+        deadlines = (self.table.next_deadline(), self.own.next_deadline())
+        seconds = [None if d is None else d / 1000 for d in deadlines]
+        self._timer.arm(seconds, self._now() / 1000, slack=0.001)
 
 
 def _table_input(event: StateEvent) -> MemberStateEvent | RoomMembershipChanged:

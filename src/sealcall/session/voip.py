@@ -34,6 +34,7 @@ from sealcall.signaling import CallInvite, SignalingError, parse
 from sealcall.transport import RoomEvent, Transport
 
 from .call_session import CallSession
+from .deadline_timer import DeadlineTimer
 from .local_media import LocalMedia
 from .ringing_store import RingingStore
 
@@ -77,7 +78,7 @@ class VoIP(AsyncIOEventEmitter):
         self._clock = clock
         self._queue: asyncio.Queue[_Work] = asyncio.Queue()
         self._worker = asyncio.ensure_future(self._work())
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer = DeadlineTimer(lambda: self._queue.put_nowait(("timer", None, None, None)))
         # Call events go out in order, each send after the one before, while the engine goes on
         # with the next input: a send is a homeserver round trip, and media (ICE, DTLS) must
         # not wait for one (the caller's select_answer used to hold back "connected").
@@ -142,8 +143,7 @@ class VoIP(AsyncIOEventEmitter):
         await self._worker
         if self._last_send is not None:
             await asyncio.wait({self._last_send})
-        if self._timer is not None:
-            self._timer.cancel()
+        self._timer.cancel()
         for session in self.sessions.values():
             await session.close()
 
@@ -223,18 +223,8 @@ class VoIP(AsyncIOEventEmitter):
         asyncio.gather(*sends).add_done_callback(resolve)
 
     def _schedule_timer(self) -> None:
-        if self._closing:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        deadline = self.manager.next_deadline()
-        if deadline is not None:
-            delay = max(0.0, deadline - self._clock())
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(
-                delay, lambda: self._queue.put_nowait(("timer", None, None, None))
-            )
+        if not self._closing:
+            self._timer.arm([self.manager.next_deadline()], self._clock())
 
     def _session(self, call: Any, room_id: str) -> CallSession:
         session = self.sessions.get(call.call_id)
