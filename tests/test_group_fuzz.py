@@ -32,17 +32,9 @@ from sealcall.group import (
 )
 from sealcall.signaling import SignalingError
 
-JSON = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**64), max_value=2**64)
-    | st.floats(allow_nan=False)
-    | st.text(max_size=8),
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
-    ),
-    max_leaves=12,
-)
+from fuzz_helpers import json_values
+
+JSON = json_values(integers=st.integers(min_value=-(2**64), max_value=2**64))
 SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 MEMBER = {

@@ -19,6 +19,8 @@ from sealcall.signaling import (
     UnsupportedKeyFormatError,
 )
 
+from fuzz_helpers import json_values
+
 KEY = bytes(range(32))
 KEY_B64 = base64.b64encode(KEY).decode().rstrip("=")
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -152,13 +154,7 @@ def test_request_round_trip_and_errors() -> None:
             EncryptionKeyRequest.parse(broken)
 
 
-JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=50),
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
-    ),
-    max_leaves=12,
-)
+JSON = json_values(text_size=50, key_size=12, size=4, allow_nan=True)
 FIELDS = ["room_id", "roomId", "member_id", "member", "media_key", "keys", "org.sealcall.format"]
 
 

@@ -29,13 +29,9 @@ from sealcall.transport.matrix.to_device import (
     ToDeviceMessages,
 )
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
-    max_leaves=12,
-)
+from fuzz_helpers import json_values
+
+JSON = json_values(size=4)
 
 
 class FakeDevices:
@@ -148,8 +144,8 @@ def test_plaintext_messages_of_group_types_are_counted() -> None:
 @settings(max_examples=200, deadline=None)
 @given(
     kind=st.text(max_size=12) | st.sampled_from(["m.call.invite", "org.sealcall.k"]),
-    keys=json_values,
-    content=json_values,
+    keys=JSON,
+    content=JSON,
 )
 def test_fuzzed_olm_payloads_never_escape(kind: str, keys: Any, content: Any) -> None:
     messages, client, seen, _ = intake()
@@ -183,10 +179,10 @@ def test_a_state_event_parses() -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(
-    source=json_values
+    source=JSON
     | st.dictionaries(
         st.sampled_from(["type", "state_key", "sender", "content", "origin_server_ts", "event_id"]),
-        json_values,
+        JSON,
     )
 )
 def test_fuzzed_state_events_parse_or_are_refused(source: Any) -> None:
@@ -212,7 +208,7 @@ def test_delayed_event_support_is_read_from_versions_and_capabilities() -> None:
     assert DelayedEventSupport(True, None).allows(10**9)
 
 
-@given(versions=json_values, caps=json_values)
+@given(versions=JSON, caps=JSON)
 def test_fuzzed_support_answers_never_escape(versions: Any, caps: Any) -> None:
     support = parse_support(versions, caps)
     assert support.max_delay_ms is None or support.max_delay_ms > 0
@@ -249,7 +245,7 @@ def test_scheduled_delayed_events_are_read_and_malformed_entries_skipped() -> No
     ]
 
 
-@given(answer=json_values)
+@given(answer=JSON)
 def test_fuzzed_scheduled_lists_never_escape(answer: Any) -> None:
     for item in parse_scheduled({"delayed_events": answer}) + parse_scheduled(answer):
         assert all(isinstance(v, str) for v in (item.delay_id, item.room_id, item.type))

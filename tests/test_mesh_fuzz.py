@@ -31,17 +31,9 @@ from sealcall.signaling import (
 )
 from sealcall.transport.matrix.to_device import DeviceMessage
 
-JSON = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**64), max_value=2**64)
-    | st.floats(allow_nan=False)
-    | st.text(max_size=8),
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
-    ),
-    max_leaves=12,
-)
+from fuzz_helpers import json_values
+
+JSON = json_values(integers=st.integers(min_value=-(2**64), max_value=2**64))
 DELIVERED: list[int] = []  # per example, how many messages the inbox applied
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

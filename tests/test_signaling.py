@@ -31,6 +31,8 @@ from sealcall.signaling import (
     parse,
 )
 
+from fuzz_helpers import json_values
+
 SDP = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 96\r\n"
 
 # Events as Element-family clients put them in a room (with their unstable and extra keys).
@@ -192,13 +194,7 @@ def test_bad_e2ee_and_candidates_are_named() -> None:
         parse(["not", "an", "object"])
 
 
-JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
-    ),
-    max_leaves=12,
-)
+JSON = json_values()
 SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
