@@ -54,6 +54,9 @@ class StubTransport:
     def add_to_device_listener(self, listener: Any) -> None:
         self.to_device.listeners.append(listener)
 
+    def remove_to_device_listener(self, listener: Any) -> None:
+        self.to_device.listeners[:] = [f for f in self.to_device.listeners if f != listener]
+
     async def send_to_devices(self, targets: Any, event_type: str, content: dict[str, Any]) -> int:
         targets = list(targets)
         for target in targets:

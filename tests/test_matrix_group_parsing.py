@@ -27,6 +27,7 @@ from sealcall.transport.matrix.to_device import (
     MAX_WAITING_BYTES,
     MAX_WAITING_SYNCS,
     ToDeviceMessages,
+    ToDeviceMixin,
 )
 
 from fuzz_helpers import json_values
@@ -228,6 +229,22 @@ def test_a_removed_state_listener_is_not_kept() -> None:
     transport.remove_state_listener(dropped)
     assert transport._state_listeners == [(frozenset({"a"}), kept)]
     transport.remove_state_listener(dropped)  # not there any more: nothing happens
+
+
+def test_a_removed_to_device_listener_is_not_kept() -> None:
+    class Listening(ToDeviceMixin):
+        def __init__(self) -> None:
+            self.to_device = SimpleNamespace(listeners=[])  # type: ignore[assignment]
+
+    transport = Listening()
+    heard: list[DeviceMessage] = []
+    other: list[DeviceMessage] = []
+    kept, dropped = heard.append, other.append
+    transport.add_to_device_listener(kept)
+    transport.add_to_device_listener(dropped)
+    transport.remove_to_device_listener(dropped)
+    assert transport.to_device.listeners == [kept]
+    transport.remove_to_device_listener(dropped)  # not there any more: nothing happens
 
 
 def test_scheduled_delayed_events_are_read_and_malformed_entries_skipped() -> None:

@@ -237,8 +237,7 @@ class GroupKeys(AsyncIOEventEmitter):
             for name in ("member_joined", "member_left", "member_rejoined"):
                 with contextlib.suppress(KeyError):
                     self.membership.remove_listener(name, self._on_membership_change)
-        with contextlib.suppress(ValueError):
-            self.transport.to_device.listeners.remove(self._on_message)
+        self.transport.remove_to_device_listener(self._on_message)
         client = self.transport.client
         client.to_device_callbacks = [
             c for c in client.to_device_callbacks if c.func != self._on_plaintext

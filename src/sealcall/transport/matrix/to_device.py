@@ -311,6 +311,10 @@ class ToDeviceMixin:
         them."""
         self.to_device.listeners.append(listener)
 
+    def remove_to_device_listener(self, listener: DeviceMessageListener) -> None:
+        """Stop calling ``listener`` (a listener added more than once is removed everywhere)."""
+        self.to_device.listeners[:] = [f for f in self.to_device.listeners if f != listener]
+
     @property
     def dropped_plaintext_to_device(self) -> int:
         """Plaintext to-device messages of group-call types, dropped."""
