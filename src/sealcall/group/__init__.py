@@ -1,6 +1,6 @@
 """Group calls without I/O: MatrixRTC membership (who is in the room's call), our own
-membership, the mesh rule, the mesh's pair signaling (envelope, ordering, retries), and the
-ringing events."""
+membership, the mesh rule, the mesh's pair signaling (envelope, ordering, retries), the
+ringing events, and who is speaking (from decoded audio levels)."""
 
 from .errors import LegacyMembershipError, StateKeyError
 from .member_event import (
@@ -80,6 +80,7 @@ from .own_membership import (
     RefreshDue,
     SendMemberState,
 )
+from .speaking import SpeakingChanged, SpeakingDetector
 
 __all__ = [
     "CALL_APPLICATION",
@@ -136,6 +137,8 @@ __all__ = [
     "RtcNotification",
     "SendMemberState",
     "SignalEnvelope",
+    "SpeakingChanged",
+    "SpeakingDetector",
     "StateKeyError",
     "conf_id_for_room",
     "decline",
