@@ -154,7 +154,8 @@ class SpeakingDetector:
             if state.last_loud is None or now - state.last_loud > MAX_GAP:
                 state.loud_since = now  # a new run of loud frames
             state.last_loud = now
-            if not state.speaking and now - state.loud_since >= self.start_after:
+            # (A microsecond's leeway: frame times summed in floats land just short.)
+            if not state.speaking and now - state.loud_since >= self.start_after - 1e-6:
                 state.speaking = started = True
         events += self._expire(now)
         if started:
@@ -224,7 +225,7 @@ class SpeakingDetector:
             if (
                 state.speaking
                 and state.last_loud is not None
-                and now - state.last_loud >= self.stop_after
+                and now >= state.last_loud + self.stop_after  # as next_deadline computes it
             ):
                 state.speaking = False
                 events.append(SpeakingChanged(key, False, state.last_level))
