@@ -45,9 +45,7 @@ class Clock:
         return [(e.source, e.speaking) for _, e in self.events]
 
 
-def test_a_burst_of_speech_starts_after_a_tenth_of_a_second_and_stops_after_the_hang_over() -> (
-    None
-):
+def test_a_burst_of_speech_starts_after_a_tenth_of_a_second_and_stops_after_the_hang_over() -> None:
     clock = Clock(SpeakingDetector())
     clock.frames(1.0, a=HISS)
     assert clock.events == []
@@ -174,6 +172,19 @@ def test_the_loudest_of_two_speakers_is_the_active_one_with_a_hold_against_flick
     assert detector.loudest() is None
 
 
+def test_speakers_are_ranked_by_their_speech_not_by_the_pauses_between_syllables() -> None:
+    detector = SpeakingDetector()
+    clock = Clock(detector)
+    orders = []
+    for _ in range(15):  # a talks loudly in syllables, b steadily and softly
+        for a in [-15.0] * 6 + [SILENCE] * 6:
+            clock.frames(FRAME, a=a, b=-30.0)
+            orders.append(detector.speaking())
+    assert orders[-1] == ["a", "b"]
+    assert all(order[0] == "a" for order in orders if len(order) == 2)
+    assert detector.loudest() == "a"
+
+
 def test_removing_a_speaker_stops_it_and_forgets_it() -> None:
     detector = SpeakingDetector()
     clock = Clock(detector)
@@ -212,6 +223,8 @@ def test_hostile_levels_are_clamped_and_bad_settings_or_times_refused() -> None:
     for i in range(10):
         detector.level("a", math.inf, i * FRAME)
     assert detector.speaking() == ["a"]  # +inf is as loud as 0 dBov
+    assert detector.level("b", math.inf, 0.0) == []
+    assert [e.level for e in detector.tick(5.0)] == [0.0]
     for i in range(10, 60):
         detector.level("a", math.nan, i * FRAME)  # NaN is silence
     assert detector.speaking() == []
@@ -227,7 +240,7 @@ def test_hostile_levels_are_clamped_and_bad_settings_or_times_refused() -> None:
         {"noise_margin_db": -1.0},
         {"max_sources": 0},
     ):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="must be"):
             SpeakingDetector(**bad)  # type: ignore[arg-type]
 
 
@@ -235,9 +248,10 @@ _levels = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     st.sampled_from([SILENCE, HISS, -50.0, -45.0, SPEECH, 0.0]),
 )
+_steps = st.one_of(st.just(FRAME), st.just(0.0), st.floats(0, 0.7))  # mostly frames
 _ops = st.lists(
     st.one_of(
-        st.tuples(st.just("level"), st.integers(0, 4), _levels, st.floats(0, 0.7)),
+        st.tuples(st.just("level"), st.integers(0, 4), _levels, _steps),
         st.tuples(st.just("tick"), st.just(0), st.just(0.0), st.floats(0, 2)),
         st.tuples(st.just("remove"), st.integers(0, 4), st.just(0.0), st.floats(0, 0.1)),
     ),
