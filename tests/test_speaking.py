@@ -4,7 +4,7 @@ import math
 from collections.abc import Hashable, Iterable
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from sealcall.group import SpeakingChanged, SpeakingDetector
@@ -248,37 +248,38 @@ _levels = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     st.sampled_from([SILENCE, HISS, -50.0, -45.0, SPEECH, 0.0]),
 )
-_steps = st.one_of(st.just(FRAME), st.just(0.0), st.floats(0, 0.7))  # mostly frames
+# (operation, source, level, frames, seconds before it): runs of 20 ms frames at one level (so
+# that speakers start and stop), single frames at any time, ticks and removals.
 _ops = st.lists(
     st.one_of(
-        st.tuples(st.just("level"), st.integers(0, 4), _levels, _steps),
-        st.tuples(st.just("tick"), st.just(0), st.just(0.0), st.floats(0, 2)),
-        st.tuples(st.just("remove"), st.integers(0, 4), st.just(0.0), st.floats(0, 0.1)),
+        st.tuples(st.just("frames"), st.integers(0, 4), _levels, st.integers(1, 40), st.just(0.0)),
+        st.tuples(st.just("frames"), st.integers(0, 4), _levels, st.just(1), st.floats(0, 0.7)),
+        st.tuples(st.just("tick"), st.just(0), st.just(0.0), st.just(0), st.floats(0, 2)),
+        st.tuples(
+            st.just("remove"), st.integers(0, 4), st.just(0.0), st.just(0), st.floats(0, 0.1)
+        ),
     ),
-    max_size=300,
+    max_size=60,
 )
 
 
 @settings(max_examples=150, deadline=None)
 @given(_ops, st.integers(1, 5))
 def test_any_level_sequence_keeps_speakers_consistent_with_the_events(
-    ops: list[tuple[str, int, float, float]], max_sources: int
+    ops: list[tuple[str, int, float, int, float]], max_sources: int
 ) -> None:
     detector = SpeakingDetector(max_sources=max_sources)
     now = 0.0
     speaking: set[Hashable] = set()
-    for op, source, dbov, step in ops:
-        now += step
-        if op == "level":
-            events = detector.level(source, dbov, now)
-        elif op == "tick":
-            events = detector.tick(now)
-        else:
-            events = detector.remove(source, now)
-        for event in events:
-            assert event.speaking != (event.source in speaking)  # only real changes
-            assert SILENCE <= event.level <= 0.0
-            (speaking.add if event.speaking else speaking.discard)(event.source)
+    started = False
+
+    def check(events: list[SpeakingChanged]) -> None:
+        nonlocal started
+        for change in events:
+            assert change.speaking != (change.source in speaking)  # only real changes
+            assert SILENCE <= change.level <= 0.0
+            (speaking.add if change.speaking else speaking.discard)(change.source)
+            started |= change.speaking
         assert set(detector.speaking()) == speaking
         assert len(detector.speaking()) == len(speaking)
         assert detector.sources() <= max_sources
@@ -288,3 +289,15 @@ def test_any_level_sequence_keeps_speakers_consistent_with_the_events(
             assert deadline > now  # anything due has been done
         if speaking:  # someone speaks: the active speaker is one of them
             assert detector.loudest() in speaking
+
+    for op, source, dbov, frames, before in ops:
+        now += before
+        if op == "frames":
+            for _ in range(frames):
+                check(detector.level(source, dbov, now))
+                now += FRAME
+        elif op == "tick":
+            check(detector.tick(now))
+        else:
+            check(detector.remove(source, now))
+    event("a speaker started" if started else "nobody spoke")
