@@ -83,7 +83,8 @@ def _clamp(dbov: float) -> float:
 class SpeakingDetector:
     """Who is speaking, from audio levels (dBov, 0 = loudest, -127 = silence) with hysteresis.
 
-    Sources are whatever the caller keys streams by. At most ``max_sources`` are tracked: a
+    Sources are whatever the caller keys streams by; ``now`` is in seconds on any monotonic
+    clock (the event loop's), the same for every call. At most ``max_sources`` are tracked: a
     new one beyond that evicts the one heard least recently (which stops speaking), counted in
     ``evicted``. ``noise_margin_db=0`` turns the noise floor off (the threshold alone decides).
     """
