@@ -1,6 +1,6 @@
 """Group calls without I/O: MatrixRTC membership (who is in the room's call), our own
-membership, the mesh rule, the mesh's pair signaling (envelope, ordering, retries), and the
-ringing events."""
+membership, the mesh rule, the mesh's pair signaling (envelope, ordering, retries), the mesh of
+1:1 pair calls itself, and the ringing events."""
 
 from .errors import LegacyMembershipError, StateKeyError
 from .member_event import (
@@ -33,6 +33,7 @@ from .membership import (
     RoomMembershipChanged,
     places_call,
 )
+from .mesh import Mesh, MeshAction, MeshCount, Pair, PairEnded, PairMedia, SendSignal
 from .mesh_inbox import Dropped, MeshInbox, PeerSignal
 from .mesh_retry import (
     DELIBERATE_REASONS,
@@ -117,6 +118,9 @@ __all__ = [
     "MembershipInput",
     "MembershipStateError",
     "MembershipTable",
+    "Mesh",
+    "MeshAction",
+    "MeshCount",
     "MeshInbox",
     "MeshSender",
     "OutgoingSignal",
@@ -126,6 +130,9 @@ __all__ = [
     "OwnMembershipSeen",
     "OwnState",
     "OwnStateChanged",
+    "Pair",
+    "PairEnded",
+    "PairMedia",
     "PairRetry",
     "PeerSignal",
     "Reference",
@@ -135,6 +142,7 @@ __all__ = [
     "RtcDecline",
     "RtcNotification",
     "SendMemberState",
+    "SendSignal",
     "SignalEnvelope",
     "StateKeyError",
     "conf_id_for_room",
