@@ -141,6 +141,8 @@ class Node:
             net.media_ready(call_id, self, peer)
         elif isinstance(action, actions.ApplyAnswer):
             net.media_ready(call_id, self, peer)
+        elif isinstance(action, actions.CallEnded):
+            net.media_closed(call_id, self)
         elif isinstance(action, actions.RemoteStreamsChanged):
             self.streams[peer].append(
                 {
@@ -183,6 +185,8 @@ class MeshNet:
         mesh_args.setdefault("video", self.video)
         mesh_args.setdefault("policy", self.policy)
         old = self.nodes.get(device)
+        if old is not None:
+            self._forget_media(device)  # the old process is gone with its connections
         node = Node(self, device, session, Mesh(ROOM, device, session, **mesh_args))
         self.nodes[device] = node
         others = [n for n in self.nodes.values() if n is not node]
@@ -208,6 +212,7 @@ class MeshNet:
     def vanish(self, device: MemberDevice) -> Node:
         """``device`` is gone (killed, or its leave was seen before any of its hang-ups)."""
         node = self.nodes.pop(device)
+        self._forget_media(device)
         self.tell(
             list(self.nodes.values()),
             [MemberLeft(member(device, node.session), LeftReason.LEFT)],
@@ -252,6 +257,20 @@ class MeshNet:
             call = None if other is None else other.call(peer)
             if other is not None and call is not None and call.call_id == call_id:
                 other.do(peer, call_id, report)
+
+    def media_closed(self, call_id: str, node: Node) -> None:
+        """``node``'s call ``call_id`` is over: a later call with the same id connects afresh."""
+        ready = self._ready.get(call_id)
+        if ready is not None:
+            ready.discard(node.device)
+            if not ready:
+                del self._ready[call_id]
+        self._connected.discard(call_id)
+
+    def _forget_media(self, device: MemberDevice) -> None:
+        for call_id in [c for c, ready in self._ready.items() if device in ready]:
+            self._ready[call_id].discard(device)
+            self._connected.discard(call_id)
 
     # -- clock ------------------------------------------------------------------------------
 

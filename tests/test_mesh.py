@@ -230,6 +230,21 @@ def test_a_rejoin_replaces_the_old_pairs_and_leaves_no_ghost() -> None:
     assert stale == []
 
 
+def test_a_rejoin_under_the_same_membership_id_starts_afresh() -> None:
+    # js-sdk keeps its membershipID across joins (its created_ts tells them apart): the pair's
+    # call ids repeat, and our messages to the new session are numbered from 0 again.
+    net = connected((ALICE1, BOB, CAROL))
+    net.join(BOB, session(BOB))
+    net.wait(5)
+    net.assert_all_connected()
+    bob = net.nodes[BOB]
+    assert bob.mesh.inbox.gaps_skipped == 0
+    assert bob.mesh.counters == Counter()
+    for device in (ALICE1, CAROL):
+        [ended] = [e for e in net.nodes[device].ended if e.peer == BOB]
+        assert ended.reason == NEW_SESSION
+
+
 # -- failures and retries --------------------------------------------------------------------
 
 
@@ -276,12 +291,21 @@ def test_a_pair_that_fails_once_connects_on_its_retry_and_old_attempts_change_no
     call = bob.call(ALICE1)
     assert call is not None
     assert call.call_id.endswith(".1")
-    # Alice's first invite again, under a fresh seq: an attempt older than the current call.
-    first = next(s for s in net.sent if s.type == "m.call.invite" and s.dest == BOB)
+    # Alice's first invite and hang-up again, under fresh seqs: events of an older attempt.
+    old = [
+        s
+        for s in net.sent
+        if s.dest == BOB
+        and s.type in ("m.call.invite", "m.call.hangup")
+        and s.content["call_id"].endswith(".0")
+    ]
+    assert [s.type for s in old] == ["m.call.invite", "m.call.hangup"]
     seq = max(s.content["seq"] for s in net.sent if s.dest == BOB) + 1
-    net.inject(BOB, DeviceMessage(ALICE1.user_id, "A1", first.type, {**first.content, "seq": seq}))
+    for n, sent in enumerate(old):
+        replayed = {**sent.content, "seq": seq + n}
+        net.inject(BOB, DeviceMessage(ALICE1.user_id, "A1", sent.type, replayed))
     net.wait(1)
-    assert bob.mesh.counters[MeshCount.STALE_ATTEMPT] == 1
+    assert bob.mesh.counters[MeshCount.STALE_ATTEMPT] == 2
     assert bob.call(ALICE1) is call
     assert call.state is CallState.CONNECTED
 
