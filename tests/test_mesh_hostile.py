@@ -8,7 +8,9 @@ from typing import Any
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from call_harness import fake_sdp
 from mesh_harness import ROOM, MeshNet, member
+from sealcall.e2ee import KeyShare
 from sealcall.group import (
     Dropped,
     MemberDevice,
@@ -16,8 +18,17 @@ from sealcall.group import (
     MeshCount,
     SignalEnvelope,
     pair_call_id,
+    wrap_signal,
 )
 from sealcall.group.mesh_inbox import MAX_EARLY, MAX_HELD_PER_PEER
+from sealcall.sframe import CipherSuite
+from sealcall.signaling import (
+    E2EE_KEY,
+    E2EE_VERSION,
+    CallAnswer,
+    E2eeParams,
+    SessionDescription,
+)
 from sealcall.transport.matrix.to_device import DeviceMessage
 from test_mesh import forged_invite, session
 
@@ -51,7 +62,7 @@ def hostile_messages(draw: st.DrawFn) -> tuple[int, float, DeviceMessage]:
     src = draw(st.sampled_from(HOSTILE))
     dest = draw(st.sampled_from(HONEST))
     delay = draw(st.floats(min_value=0, max_value=3))
-    kind = draw(st.sampled_from(["garbage", "enveloped", "mutated_invite"]))
+    kind = draw(st.sampled_from(["garbage", "enveloped", "mutated_invite", "mutated_answer"]))
     event_type = draw(st.sampled_from(TYPES))
     if kind == "garbage":
         content: Any = draw(JSON)
@@ -76,14 +87,37 @@ def hostile_messages(draw: st.DrawFn) -> tuple[int, float, DeviceMessage]:
         content = {"call_id": call_id, "party_id": src.device_id, "version": "1", **body}
         content.update(envelope.to_json())
     else:
-        invite = forged_invite(src, session(src), dest, session(dest))
-        event_type, content = invite.type, dict(invite.content)
+        if kind == "mutated_invite":
+            forged = forged_invite(src, session(src), dest, session(dest))
+        else:
+            forged = forged_answer(src, dest, draw(st.integers(0, 6)))
+        event_type, content = forged.type, dict(forged.content)
         for key in draw(st.lists(st.sampled_from(sorted(content)), max_size=3, unique=True)):
             if draw(st.booleans()):
                 content[key] = draw(JSON)
             else:
                 del content[key]
     return HONEST.index(dest), delay, DeviceMessage(src.user_id, src.device_id, event_type, content)
+
+
+def forged_answer(src: MemberDevice, dest: MemberDevice, seq: int) -> DeviceMessage:
+    """A well-formed, encrypted answer from ``src`` to ``dest``'s first call."""
+    answer = CallAnswer(
+        call_id=pair_call_id(ROOM, (src, session(src)), (dest, session(dest)), 0),
+        party_id=src.device_id,
+        answer=SessionDescription(
+            type="answer",
+            sdp=fake_sdp("answer", video=False, screenshare=False, on_hold=False, tag="x"),
+        ),
+        e2ee=E2eeParams(
+            version=E2EE_VERSION,
+            suites=(CipherSuite.AES_128_GCM_SHA256_128,),
+            public_key=KeyShare().public_bytes,
+        ),
+    )
+    envelope = SignalEnvelope(ROOM, ROOM, src.device_id, seq, session(src), session(dest))
+    event_type, content = wrap_signal(answer, envelope)
+    return DeviceMessage(src.user_id, src.device_id, event_type, content)
 
 
 BODY_KEYS = [
@@ -97,6 +131,7 @@ BODY_KEYS = [
     "sdp_stream_metadata",
     "org.matrix.msc3077.sdp_stream_metadata",
     "invitee",
+    E2EE_KEY,
 ]
 
 
