@@ -33,7 +33,9 @@ membership instead of their ``m.call`` state):
   member that leaves with ``member_left``; nothing is sent to the gone session. The call is
   driven with ``HangUp`` and its sends are dropped, so the media layer still gets
   ``ClosePeerConnection`` and ``CallEnded`` (whose reason is rewritten to the mesh's). A pair
-  with no call (waiting for an invite or a retry) just goes, with no :class:`PairEnded`.
+  with no call (waiting for an invite or a retry) just goes, with no :class:`PairEnded`. A peer
+  that keeps its membershipID across joins (js-sdk does) gets the same call ids again: the old
+  call has ended by then, so one id is never live twice.
 - A pair call that ends is retried by the placer as :class:`PairRetry` says (1, 2, 4 s, not after
   a deliberate end such as a user hang-up); :attr:`PairEnded.retry_at` tells when. The callee
   keeps the pair and waits for the next invite. A pair that gave up stays down until the
@@ -43,7 +45,8 @@ membership instead of their ``m.call`` state):
   Screen sharing applies to connected pair calls and to each pair once it connects.
 - After :meth:`Mesh.leave` every pair call has been hung up (``user_hangup``, sent) and the mesh
   takes no more input: a rejoin of ours is a new :class:`Mesh` with the new session id. Events
-  about our own device are ignored for the same reason.
+  about our own device are ignored for the same reason. Make the mesh before our membership is
+  sent: the members' invites to the new session may follow it at once.
 
 Bounds: at most :data:`MAX_MEMBERS` pairs; each call, the sender and the inbox are bounded on
 their own; refusals are counted under fixed names (:class:`MeshCount`), never by what a peer
