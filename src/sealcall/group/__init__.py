@@ -1,6 +1,6 @@
 """Group calls without I/O: MatrixRTC membership (who is in the room's call), our own
-membership, the mesh rule, the mesh's pair signaling (envelope, ordering, retries), the
-ringing events, and who is speaking (from decoded audio levels)."""
+membership, the mesh rule, the mesh's pair signaling (envelope, ordering, retries), the mesh of
+1:1 pair calls itself, the ringing events, and who is speaking (from decoded audio levels)."""
 
 from .errors import LegacyMembershipError, StateKeyError
 from .member_event import (
@@ -33,6 +33,7 @@ from .membership import (
     RoomMembershipChanged,
     places_call,
 )
+from .mesh import Mesh, MeshAction, MeshCount, Pair, PairEnded, PairMedia, SendSignal
 from .mesh_inbox import Dropped, MeshInbox, PeerSignal
 from .mesh_retry import (
     DELIBERATE_REASONS,
@@ -118,6 +119,9 @@ __all__ = [
     "MembershipInput",
     "MembershipStateError",
     "MembershipTable",
+    "Mesh",
+    "MeshAction",
+    "MeshCount",
     "MeshInbox",
     "MeshSender",
     "OutgoingSignal",
@@ -127,6 +131,9 @@ __all__ = [
     "OwnMembershipSeen",
     "OwnState",
     "OwnStateChanged",
+    "Pair",
+    "PairEnded",
+    "PairMedia",
     "PairRetry",
     "PeerSignal",
     "Reference",
@@ -136,6 +143,7 @@ __all__ = [
     "RtcDecline",
     "RtcNotification",
     "SendMemberState",
+    "SendSignal",
     "SignalEnvelope",
     "SpeakingChanged",
     "SpeakingDetector",
