@@ -1,6 +1,6 @@
 """Group calls without I/O: MatrixRTC membership (who is in the room's call), our own
 membership, the mesh rule, the mesh's pair signaling (envelope, ordering, retries), and the
-ringing events."""
+ringing events and rings."""
 
 from .errors import LegacyMembershipError, StateKeyError
 from .member_event import (
@@ -80,6 +80,25 @@ from .own_membership import (
     RefreshDue,
     SendMemberState,
 )
+from .ringing import (
+    MAX_RINGS,
+    MAX_RINGS_PER_ROOM,
+    CallSnapshot,
+    CallStateReceived,
+    DeclineReceived,
+    FetchCallState,
+    GroupRing,
+    NoRingError,
+    NotificationReceived,
+    RingDeclined,
+    RingEnded,
+    RingEndReason,
+    RingEvent,
+    RingIgnored,
+    RingInput,
+    RingStarted,
+    RingTable,
+)
 
 __all__ = [
     "CALL_APPLICATION",
@@ -88,6 +107,8 @@ __all__ = [
     "DELIBERATE_REASONS",
     "ENVELOPE_KEYS",
     "MAX_MEMBERS",
+    "MAX_RINGS",
+    "MAX_RINGS_PER_ROOM",
     "MAX_RING_LIFETIME_MS",
     "MEMBER_EVENT_TYPE",
     "MEMBER_LEFT",
@@ -99,8 +120,13 @@ __all__ = [
     "ROOM_SCOPE",
     "TRANSITIONS",
     "CallMember",
+    "CallSnapshot",
+    "CallStateReceived",
+    "DeclineReceived",
     "Dropped",
+    "FetchCallState",
     "GiveUp",
+    "GroupRing",
     "Ignored",
     "JoinCall",
     "LeaveCall",
@@ -119,6 +145,8 @@ __all__ = [
     "MembershipTable",
     "MeshInbox",
     "MeshSender",
+    "NoRingError",
+    "NotificationReceived",
     "OutgoingSignal",
     "OwnAction",
     "OwnMembership",
@@ -131,6 +159,14 @@ __all__ = [
     "Reference",
     "RefreshDue",
     "RetryAt",
+    "RingDeclined",
+    "RingEndReason",
+    "RingEnded",
+    "RingEvent",
+    "RingIgnored",
+    "RingInput",
+    "RingStarted",
+    "RingTable",
     "RoomMembershipChanged",
     "RtcDecline",
     "RtcNotification",
