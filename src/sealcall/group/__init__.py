@@ -56,6 +56,7 @@ from .mesh_signaling import (
 )
 from .notification import (
     DECLINE_EVENT_TYPE,
+    DEFAULT_RING_LIFETIME_MS,
     MAX_RING_LIFETIME_MS,
     NOTIFICATION_EVENT_TYPE,
     Reference,
@@ -104,6 +105,7 @@ __all__ = [
     "CALL_APPLICATION",
     "DECLINE_EVENT_TYPE",
     "DEFAULT_EXPIRES_MS",
+    "DEFAULT_RING_LIFETIME_MS",
     "DELIBERATE_REASONS",
     "ENVELOPE_KEYS",
     "MAX_MEMBERS",

@@ -174,8 +174,9 @@ class RingTable:
         self.max_rings = max_rings
         self.max_rings_per_room = max_rings_per_room
         self.ignored: Counter[str] = Counter()
-        self._rings: dict[str, GroupRing] = {}  # by notification event id, oldest first
-        self._pending: dict[str, GroupRing] = {}  # waiting for their room's call state
+        # By (room id, notification event id), oldest first.
+        self._rings: dict[tuple[str, str], GroupRing] = {}
+        self._pending: dict[tuple[str, str], GroupRing] = {}  # waiting for their room's state
         self._calls: dict[str, MembershipTable] = {}  # rooms that ring or are being read
         self._in_call: set[str] = set()  # rooms whose call this device joined
         self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
@@ -321,7 +322,7 @@ class RingTable:
         if item.room_id in self._calls:
             return self._start(ring)
         fetch = not any(r.room_id == item.room_id for r in self._pending.values())
-        self._pending[item.event_id] = ring
+        self._pending[key] = ring
         return [FetchCallState(item.room_id)] if fetch else []
 
     def _start(self, ring: GroupRing) -> list[RingEvent]:
@@ -335,7 +336,7 @@ class RingTable:
             if not members:
                 self._ignore(RingIgnored.CALL_ENDED)
                 return []
-        self._rings[ring.event_id] = ring
+        self._rings[(ring.room_id, ring.event_id)] = ring
         return [RingStarted(ring)]
 
     def _snapshot(self, item: CallSnapshot, now_ms: int) -> list[RingEvent]:
@@ -343,7 +344,7 @@ class RingTable:
         if not waiting:
             return []  # answered too late: the rings it was for are over
         for ring in waiting:
-            del self._pending[ring.event_id]
+            del self._pending[(ring.room_id, ring.event_id)]
         if item.members is not None:
             table = MembershipTable()
             table.set_joined_users(list(item.joined_users), now_ms)
@@ -364,14 +365,14 @@ class RingTable:
         except SignalingError:
             self._ignore(RingIgnored.MALFORMED)
             return []
-        ring = self._rings.get(declined)
+        key = (item.room_id, declined)
+        ring = self._rings.pop(key, None) if item.sender == self.own_user else None
         if item.sender == self.own_user:
-            self._pending.pop(declined, None)
-            if ring is not None and ring.room_id == item.room_id:
-                del self._rings[declined]
+            self._pending.pop(key, None)
+            if ring is not None:
                 return [RingEnded(ring, RingEndReason.DECLINED_ELSEWHERE)]
             return []  # the echo of our own decline, or of one for a ring we never had
-        if (item.room_id, declined) in self._sent:
+        if key in self._sent:
             return [RingDeclined(item.room_id, item.sender, declined)]
         self._ignore(RingIgnored.UNKNOWN_RING)  # a decline of someone else's ring
         return []
@@ -388,7 +389,7 @@ class RingTable:
     def _end_room(self, room_id: str, reason: RingEndReason) -> list[RingEvent]:
         ended = [r for r in self._rings.values() if r.room_id == room_id]
         for ring in ended:
-            del self._rings[ring.event_id]
+            del self._rings[(ring.room_id, ring.event_id)]
         return [RingEnded(ring, reason) for ring in ended]
 
     def _forget_idle_rooms(self) -> None:

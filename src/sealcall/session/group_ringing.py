@@ -15,12 +15,14 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from pyee.asyncio import AsyncIOEventEmitter
 
 from sealcall.group import (
     DECLINE_EVENT_TYPE,
+    DEFAULT_RING_LIFETIME_MS,
     MEMBER_EVENT_TYPE,
     NOTIFICATION_EVENT_TYPE,
     CallSnapshot,
@@ -62,10 +64,15 @@ class GroupRinger(AsyncIOEventEmitter):
     """
 
     def __init__(
-        self, transport: MatrixTransport, *, clock: Callable[[], float] = time.time
+        self,
+        transport: MatrixTransport,
+        *,
+        clock: Callable[[], float] = time.time,
+        ring_lifetime_ms: int = DEFAULT_RING_LIFETIME_MS,
     ) -> None:
         super().__init__()
         self.transport = transport
+        self.ring_lifetime_ms = ring_lifetime_ms  # of the rings we send (js-sdk: 30 s)
         self.table = RingTable(transport.user_id)
         self._clock = clock
         self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
@@ -118,7 +125,8 @@ class GroupRinger(AsyncIOEventEmitter):
         if membership.members():
             return None
         member_event_id = await self._own_member_event_id(membership)
-        content = ring_notification(member_event_id, self._now()).to_json()
+        ring = ring_notification(member_event_id, self._now())
+        content = replace(ring, lifetime=self.ring_lifetime_ms).to_json()
         event_id = await self.transport.send_room_event(room_id, NOTIFICATION_EVENT_TYPE, content)
         self.table.sent(room_id, event_id)
         return event_id
