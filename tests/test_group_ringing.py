@@ -105,19 +105,27 @@ def test_a_ring_starts_once_the_rooms_call_state_is_read() -> None:
     assert table.next_deadline() == NOW + 30_000
 
 
-def test_own_rings_other_kinds_and_duplicates_do_not_ring() -> None:
+def test_own_rings_other_kinds_rings_for_others_and_duplicates_do_not_ring() -> None:
     table = RingTable(ME)
     assert ringing(table, notified("$own", sender=ME)) == []
     assert (
         ringing(table, notified("$n", content=ring_content(notification_type="notification"))) == []
     )
+    others = {"m.mentions": {"user_ids": [BOB], "room": False}}
+    assert ringing(table, notified("$bob", content=ring_content(**others))) == []
     assert started(ringing(table, notified("$r"))) == ["$r"]
     assert ringing(table, notified("$r")) == []
     assert table.ignored == {
         RingIgnored.OWN: 1,
         RingIgnored.NOT_A_RING: 1,
+        RingIgnored.NOT_FOR_US: 1,
         RingIgnored.DUPLICATE: 1,
     }
+    # Named, or no m.mentions at all (the room's): it rings.
+    named = {"m.mentions": {"user_ids": [ME], "room": False}}
+    assert started(ringing(table, notified("$me", room="!b:x", content=ring_content(**named))))
+    bare = {k: v for k, v in ring_content().items() if k != "m.mentions"}
+    assert started(ringing(table, notified("$bare", room="!c:x", content=bare)))
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,8 @@ that ring (:class:`CallStateReceived`), with ``now_ms`` (Unix milliseconds, the 
 :class:`RingEndReason`) and :class:`RingDeclined` (someone declined a ring we sent). Arm a
 timer for :meth:`RingTable.next_deadline` and call :meth:`RingTable.tick` when it fires.
 
-A notification rings only if it is a ``ring``, from another user (a user's own ring does not
+A notification rings only if it is a ``ring`` whose ``m.mentions`` name the room or us (none:
+the room), from another user (a user's own ring does not
 ring their other devices, as in Element Call), not past its lifetime (capped at 90 s, so a
 notification from an initial sync or a restart rings only while it is fresh), for a room whose
 call we are not in (from any of our devices). Whether we are in a room's call, and whether the
@@ -60,6 +61,7 @@ class RingIgnored(StrEnum):
     MALFORMED = "malformed"
     OWN = "own"  # our own ring (this device or another of ours)
     NOT_A_RING = "not_a_ring"  # notification_type "notification": nothing to ring
+    NOT_FOR_US = "not_for_us"  # m.mentions names neither the room nor us
     STALE = "stale"  # past its lifetime when it arrived
     IN_CALL = "in_call"  # we are in that room's call already
     CALL_ENDED = "call_ended"  # nobody is in the call any more
@@ -288,6 +290,8 @@ class RingTable:
             reason = RingIgnored.OWN
         elif not notification.rings:
             reason = RingIgnored.NOT_A_RING
+        elif not self._mentions_us(notification):
+            reason = RingIgnored.NOT_FOR_US
         elif key in self._seen:
             reason = RingIgnored.DUPLICATE
         elif item.room_id in self._in_call:
@@ -324,6 +328,14 @@ class RingTable:
         fetch = not any(r.room_id == item.room_id for r in self._pending.values())
         self._pending[key] = ring
         return [FetchCallState(item.room_id)] if fetch else []
+
+    def _mentions_us(self, notification: RtcNotification) -> bool:
+        """MSC4075: ring only users the mentions name (the room, or us). Without
+        ``m.mentions`` the notification is taken as the room's (js-sdk always names the room)."""
+        mentions = notification.mentions
+        if mentions is None:
+            return True
+        return mentions.get("room") is True or self.own_user in mentions.get("user_ids", [])
 
     def _start(self, ring: GroupRing) -> list[RingEvent]:
         """Start ``ring`` unless its room's call state says it should not."""
