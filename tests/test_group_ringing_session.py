@@ -3,6 +3,7 @@ other members (an encrypted MSC4075 notification); they decline (MSC4310, seen b
 by their other device), join (here or on another device), or the ring expires or the call ends;
 a second joiner does not ring."""
 
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,11 +19,13 @@ from sealcall.group import (
     RingEndReason,
     parse_decline,
     parse_notification,
+    ring_notification,
 )
 from sealcall.homeserver import Homeserver
 from sealcall.session import GroupMembership, GroupRinger
 from sealcall.transport import RoomEvent
 from sealcall.transport.matrix import CALL_MEMBER, MatrixTransport
+from sealcall.transport.matrix.http import V3, path, request
 
 pytestmark = pytest.mark.usefixtures("synapse")
 
@@ -179,6 +182,13 @@ async def test_a_ring_stops_when_its_lifetime_runs_out_or_the_call_ends(devices:
     b = await devices.new("bob")
     room_id = await group_room(a, b)
     first = await a.join_call(room_id)
+    # A notification sent in plaintext to the encrypted room does not ring: it is dropped.
+    plain = ring_notification("$member", int(time.time() * 1000)).to_json()
+    del plain["m.relates_to"]  # Synapse refuses a relation to an event it does not know
+    url = path(V3, "rooms", room_id, "send", NOTIFICATION_EVENT_TYPE, uuid.uuid4().hex)
+    await request(a.transport.client, "PUT", url, plain, "a plaintext ring")
+    await wait_for(lambda: b.transport.dropped_plaintext == 1, TIMEOUT, "the plaintext ring")
+    assert not b.started
     await a.ringer.ring_if_first(first)
     await wait_for(lambda: bool(b.ended), TIMEOUT, "the ring to expire")
     assert [r.room_id for r in b.started] == [room_id]
