@@ -214,8 +214,8 @@ class RingTable:
         self._remember(self._sent, (room_id, event_id), MAX_SENT)
 
     def decline(self, room_id: str, now_ms: int) -> list[RingEvent]:
-        """Decline ``room_id``'s rings: they end (the caller sends a decline for each one in
-        the answer). :class:`NoRingError` if the room does not ring."""
+        """Decline ``room_id``'s rings: they end; send a decline for each :class:`RingEnded`
+        returned for the room. :class:`NoRingError` if the room does not ring."""
         out = self.tick(now_ms)
         if not any(r.room_id == room_id for r in self._rings.values()):
             raise NoRingError(room_id)
