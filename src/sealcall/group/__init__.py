@@ -1,6 +1,7 @@
 """Group calls without I/O: MatrixRTC membership (who is in the room's call), our own
 membership, the mesh rule, the mesh's pair signaling (envelope, ordering, retries), the mesh of
-1:1 pair calls itself, the ringing events, and who is speaking (from decoded audio levels)."""
+1:1 pair calls itself, the ringing events and rings, and who is speaking (from decoded audio
+levels)."""
 
 from .errors import LegacyMembershipError, StateKeyError
 from .member_event import (
@@ -57,6 +58,7 @@ from .mesh_signaling import (
 )
 from .notification import (
     DECLINE_EVENT_TYPE,
+    DEFAULT_RING_LIFETIME_MS,
     MAX_RING_LIFETIME_MS,
     NOTIFICATION_EVENT_TYPE,
     Reference,
@@ -81,15 +83,37 @@ from .own_membership import (
     RefreshDue,
     SendMemberState,
 )
+from .ringing import (
+    MAX_RINGS,
+    MAX_RINGS_PER_ROOM,
+    CallSnapshot,
+    CallStateReceived,
+    DeclineReceived,
+    FetchCallState,
+    GroupRing,
+    NoRingError,
+    NotificationReceived,
+    RingDeclined,
+    RingEnded,
+    RingEndReason,
+    RingEvent,
+    RingIgnored,
+    RingInput,
+    RingStarted,
+    RingTable,
+)
 from .speaking import SpeakingChanged, SpeakingDetector
 
 __all__ = [
     "CALL_APPLICATION",
     "DECLINE_EVENT_TYPE",
     "DEFAULT_EXPIRES_MS",
+    "DEFAULT_RING_LIFETIME_MS",
     "DELIBERATE_REASONS",
     "ENVELOPE_KEYS",
     "MAX_MEMBERS",
+    "MAX_RINGS",
+    "MAX_RINGS_PER_ROOM",
     "MAX_RING_LIFETIME_MS",
     "MEMBER_EVENT_TYPE",
     "MEMBER_LEFT",
@@ -101,8 +125,13 @@ __all__ = [
     "ROOM_SCOPE",
     "TRANSITIONS",
     "CallMember",
+    "CallSnapshot",
+    "CallStateReceived",
+    "DeclineReceived",
     "Dropped",
+    "FetchCallState",
     "GiveUp",
+    "GroupRing",
     "Ignored",
     "JoinCall",
     "LeaveCall",
@@ -124,6 +153,8 @@ __all__ = [
     "MeshCount",
     "MeshInbox",
     "MeshSender",
+    "NoRingError",
+    "NotificationReceived",
     "OutgoingSignal",
     "OwnAction",
     "OwnMembership",
@@ -139,6 +170,14 @@ __all__ = [
     "Reference",
     "RefreshDue",
     "RetryAt",
+    "RingDeclined",
+    "RingEndReason",
+    "RingEnded",
+    "RingEvent",
+    "RingIgnored",
+    "RingInput",
+    "RingStarted",
+    "RingTable",
     "RoomMembershipChanged",
     "RtcDecline",
     "RtcNotification",
