@@ -13,7 +13,6 @@ from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, pack_remb_fci
 from sealcall.e2ee.codecs import Codec, is_key_frame
 from sealcall.media import (
     LOOPBACK,
-    FrameCounter,
     MediaKeys,
     PatternVideoTrack,
     SenderTap,
@@ -95,6 +94,14 @@ async def fan_out(shared: list[SharedEncoder], far_keys: list[bytes]) -> list[Pa
     return pairs
 
 
+def keyframes_decrypted(taps: list[ReceiverTap]) -> list[int]:
+    return [tap.counters.keyframes_decrypted for tap in taps]
+
+
+def all_above(now: list[int], before: list[int]) -> bool:
+    return all(a > b for a, b in zip(now, before, strict=True))
+
+
 async def close(pairs: list[Pair], shared: list[SharedEncoder]) -> None:
     for pair in pairs:
         await pair.close()
@@ -139,7 +146,8 @@ async def test_one_encoder_per_kind_feeds_three_connections_that_all_decrypt() -
             assert wrong.far.counter(kind).frames == 0
     finally:
         await close(pairs, [audio, video])
-    assert audio.subscribers == [] and video.subscribers == []
+    assert audio.subscribers == []
+    assert video.subscribers == []
 
 
 async def test_pause_stops_every_connection_and_video_resumes_with_a_key_frame() -> None:
@@ -153,14 +161,12 @@ async def test_pause_stops_every_connection_and_video_resumes_with_a_key_frame()
         await until(lambda: video.counters.frames_paused >= 10)
         sent = video.counters.packets_sent
         received = [t.counters.frames_received for t in taps]
-        keyframes = [t.counters.keyframes_decrypted for t in taps]
+        keyframes = keyframes_decrypted(taps)
         await until(lambda: video.counters.frames_paused >= 20)
         assert video.counters.packets_sent == sent
         assert [t.counters.frames_received for t in taps] == received
         video.tap.set_paused(False)
-        await until(
-            lambda: all(t.counters.keyframes_decrypted > k for t, k in zip(taps, keyframes))
-        )
+        await until(lambda: all_above(keyframes_decrypted(taps), keyframes))
     finally:
         await close(pairs, [audio, video])
 
@@ -177,14 +183,12 @@ async def test_key_frame_requests_from_three_peers_force_one_key_frame() -> None
         before = video.counters.keyframe_requests
         forced = video.counters.keyframes_forced
         coalesced = video.counters.requests_coalesced
-        keyframes = [t.counters.keyframes_decrypted for t in taps]
+        keyframes = keyframes_decrypted(taps)
         for pair in pairs:  # a real RTCP PLI from each peer, with no time passing between them
             ssrc = pair.near_sender("video")._ssrc
             await pair.far_receiver("video")._send_rtcp_pli(ssrc)
         await until(lambda: video.counters.keyframe_requests - before >= 3)
-        await until(
-            lambda: all(t.counters.keyframes_decrypted > k for t, k in zip(taps, keyframes))
-        )
+        await until(lambda: all_above(keyframes_decrypted(taps), keyframes))
         requests = video.counters.keyframe_requests - before
         assert video.counters.keyframes_forced - forced == 1
         assert video.counters.requests_coalesced - coalesced == requests - 1
@@ -199,7 +203,7 @@ async def test_the_lowest_remb_sets_the_bitrate_until_that_peer_leaves() -> None
     try:
         taps = [p.far_tap("video") for p in pairs]
         await until(lambda: all(t.counters.frames_decrypted > 0 for t in taps), timeout=20)
-        for pair, bitrate in zip(pairs, (300_000, 1_000_000)):
+        for pair, bitrate in zip(pairs, (300_000, 1_000_000), strict=True):
             receiver = pair.far_receiver("video")
             # Only our figures: the far end's own bandwidth estimate stays out of this test.
             receiver._RTCRtpReceiver__remote_bitrate_estimator = None
@@ -231,14 +235,16 @@ async def test_an_answer_reuses_offered_transceivers_and_only_shared_frames_are_
         await b.setRemoteDescription(a.pc.localDescription)
         assert b.add_shared(audio_b, answering=True) is None  # no audio offered
         sender = b.add_shared(video_b, answering=True)
-        assert sender is not None and b.add_shared(video_b) is sender
+        assert sender is not None
+        assert b.add_shared(video_b) is sender
         await b.setLocalDescription(await b.createAnswer())
         await a.pc.setRemoteDescription(b.localDescription)
         a_tap = a.pc.receiver_tap(a.pc.getTransceivers()[0].receiver)  # type: ignore[attr-defined]
         b_tap = b.receiver_tap(b.getTransceivers()[0].receiver)
         await until(lambda: a_tap.counters.frames_decrypted > 10, timeout=20)
         assert b_tap.counters.frames_received == 0
-        assert audio_b.subscribers == [] and len(video_b.subscribers) == 1
+        assert audio_b.subscribers == []
+        assert len(video_b.subscribers) == 1
         b.remove_shared(video_b)
         assert video_b.subscribers == []
     finally:
@@ -253,6 +259,12 @@ async def test_an_answer_reuses_offered_transceivers_and_only_shared_frames_are_
 
 async def read(track: MediaStreamTrack) -> bytes:
     return bytes(await asyncio.wait_for(track.recv(), 10))
+
+
+async def drain(track: MediaStreamTrack) -> None:
+    """Read until the track ends (raises)."""
+    while True:
+        await read(track)
 
 
 async def test_requests_within_the_interval_are_coalesced() -> None:
@@ -291,7 +303,8 @@ async def test_resume_starts_with_a_key_frame_and_pause_encodes_nothing() -> Non
             await read(subscription)
         encoded = video.counters.frames_encoded
         await until(lambda: video.counters.frames_paused >= 5)
-        assert subscription.frames_queued == 0 and video.counters.frames_encoded == encoded
+        assert subscription.frames_queued == 0
+        assert video.counters.frames_encoded == encoded
         video.tap.set_paused(False)
         frame = keys.unprotect(Codec.VP8, await read(subscription))
         assert is_key_frame(Codec.VP8, frame)
@@ -314,9 +327,12 @@ async def test_a_subscriber_never_read_stays_bounded(kind: str) -> None:
     finally:
         await audio.stop()
         await video.stop()
-    with pytest.raises(UnsubscribedError):  # the encoder stopped: so did the subscription
-        while True:
-            await read(idle)
+    # The encoder stopped: so did the subscription, once its queued frames are read (the end
+    # marker took the oldest one's place).
+    for _ in range(capacity - 1):
+        await read(idle)
+    with pytest.raises(UnsubscribedError):
+        await read(idle)
 
 
 async def test_the_lowest_reported_bitrate_wins_within_the_encoders_limits() -> None:
@@ -350,6 +366,37 @@ async def test_wrong_or_garbage_frames_never_reach_the_decoder() -> None:
             decoder_queue.put((vp8, JitterFrame(data, timestamp=0)))
         assert decoder_queue.qsize() == 0
         counters = pc.receiver_tap(receiver).counters
-        assert counters.frames_dropped == 4 and counters.frames_decrypted == 0
+        assert counters.frames_dropped == 4
+        assert counters.frames_decrypted == 0
     finally:
         await pc.close()
+
+
+async def test_closing_a_connection_unsubscribes_even_before_it_started_sending() -> None:
+    audio, video = encoders(os.urandom(32))
+    pc = GroupPeerConnection(MediaKeys(), host_addresses=LOOPBACK)
+    try:
+        pc.add_shared(audio)
+        pc.add_shared(video)
+        assert len(audio.subscribers) == 1
+        assert len(video.subscribers) == 1
+        await pc.close()
+        assert audio.subscribers == []
+        assert video.subscribers == []
+    finally:
+        await audio.stop()
+        await video.stop()
+
+
+async def test_when_the_source_ends_so_do_the_subscriptions() -> None:
+    source = PatternVideoTrack(160, 120)
+    video = SharedEncoder(source, SenderTap(MediaKeys(KID, os.urandom(32)), "video"))
+    subscription = video.subscribe()
+    await read(subscription)
+    source.stop()
+    await until(lambda: video.subscribers == [])
+    with pytest.raises(UnsubscribedError):
+        await drain(subscription)
+    with pytest.raises(UnsubscribedError):
+        await read(video.subscribe())  # a late subscriber gets an ended track
+    await video.stop()

@@ -4,10 +4,12 @@ Remote tracks hold only their newest few decoded frames, so a track nobody reads
 """
 
 from .connection import LOOPBACK, EncryptedPeerConnection, PeerConnection
-from .crypto_taps import ReceiverCounters, ReceiverTap, SenderCounters, SenderTap
+from .crypto_taps import FrameOpener, ReceiverCounters, ReceiverTap, SenderCounters, SenderTap
+from .group_connection import GroupPeerConnection
 from .keys import MediaKeys, local_call_keys
 from .negotiation import negotiate
 from .remote_tracks import LatestFrames, frames_dropped, frames_unread
+from .shared_encoder import SharedEncoder, SharedEncoderCounters, SharedTrack, UnsubscribedError
 from .sinks import FileRecorder, FrameCounter
 from .sources import (
     CaptureUnavailableError,
@@ -26,6 +28,8 @@ __all__ = [
     "EncryptedPeerConnection",
     "FileRecorder",
     "FrameCounter",
+    "FrameOpener",
+    "GroupPeerConnection",
     "LatestFrames",
     "MediaKeys",
     "PatternVideoTrack",
@@ -34,7 +38,11 @@ __all__ = [
     "ReceiverTap",
     "SenderCounters",
     "SenderTap",
+    "SharedEncoder",
+    "SharedEncoderCounters",
+    "SharedTrack",
     "SyntheticAudioTrack",
+    "UnsubscribedError",
     "camera_source",
     "file_source",
     "frames_dropped",

@@ -70,7 +70,7 @@ class SharedTrack(MediaStreamTrack):
     """One subscriber's view of a :class:`SharedEncoder`: protected encoded frames as ``av.Packet``
     (pts in the codec clock, time base 1/clock). Holds only its newest frames."""
 
-    def __init__(self, encoder: "SharedEncoder") -> None:
+    def __init__(self, encoder: SharedEncoder) -> None:
         super().__init__()
         self.kind = encoder.kind
         self.encoder = encoder
@@ -171,10 +171,12 @@ class SharedEncoder:
         return list(self._subscribers)
 
     def subscribe(self) -> SharedTrack:
-        """A new subscription (one per RTP sender); video subscribers ask for a key frame."""
-        if self._stopped:
-            raise RuntimeError("the encoder has stopped")
+        """A new subscription (one per RTP sender); video subscribers ask for a key frame.
+        After :meth:`stop` or the end of the source, the subscription comes back ended."""
         subscription = SharedTrack(self)
+        if self._stopped:  # the source ended or the encoder stopped: so has this subscription
+            subscription._deliver(None)
+            return subscription
         self._subscribers.append(subscription)
         self._start()
         if self.kind == "video":
@@ -239,7 +241,7 @@ class SharedEncoder:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            while True:
+            while self._track.readyState == "live":
                 frame = await self._track.recv()
                 if not isinstance(frame, Frame):
                     raise MediaStreamError("a shared encoder needs raw frames, not packets")
@@ -259,6 +261,10 @@ class SharedEncoder:
             # The source ended: so does every subscription.
             if str(error):
                 logger.error("stopped encoding a %s track: %s", self.kind, error)
+        except Exception:  # an encoder failure must not leave subscribers waiting forever
+            logger.exception("stopped encoding a %s track", self.kind)
+        finally:
+            self._stopped = True
             for subscription in list(self._subscribers):
                 self.unsubscribe(subscription)
 
