@@ -293,6 +293,27 @@ async def test_requests_within_the_interval_are_coalesced() -> None:
         await audio.stop()
 
 
+async def test_a_late_subscriber_starts_at_the_next_key_frame_the_interval_allows() -> None:
+    key = os.urandom(32)
+    clock = ManualClock()
+    _, video = encoders(key, clock)
+    keys = opener(key)
+    first = video.subscribe()
+    try:
+        assert is_key_frame(Codec.VP8, keys.unprotect(Codec.VP8, await read(first)))
+        clock.now = 0.2
+        late = video.subscribe()  # its key frame request is coalesced with the first one's
+        for _ in range(5):
+            assert not is_key_frame(Codec.VP8, keys.unprotect(Codec.VP8, await read(first)))
+        assert late.frames_queued == 0  # delta frames it could not decode were never queued
+        assert video.counters.frames_before_keyframe >= 5
+        clock.now = 1.0
+        assert is_key_frame(Codec.VP8, keys.unprotect(Codec.VP8, await read(late)))
+        assert video.counters.keyframes_forced == 2
+    finally:
+        await video.stop()
+
+
 async def test_resume_starts_with_a_key_frame_and_pause_encodes_nothing() -> None:
     key = os.urandom(32)
     _, video = encoders(key)

@@ -64,11 +64,13 @@ class SharedEncoderCounters:
     keyframe_requests: int = 0
     requests_coalesced: int = 0
     frames_dropped_slow: int = 0  # frames a subscriber lost because it did not keep up
+    frames_before_keyframe: int = 0  # video frames a new subscriber could not decode: not sent
 
 
 class SharedTrack(MediaStreamTrack):
     """One subscriber's view of a :class:`SharedEncoder`: protected encoded frames as ``av.Packet``
-    (pts in the codec clock, time base 1/clock). Holds only its newest frames."""
+    (pts in the codec clock, time base 1/clock). Holds only its newest frames; a video
+    subscription starts at a key frame."""
 
     def __init__(self, encoder: SharedEncoder) -> None:
         super().__init__()
@@ -76,6 +78,7 @@ class SharedTrack(MediaStreamTrack):
         self.encoder = encoder
         capacity = VIDEO_FRAMES_QUEUED if encoder.kind == "video" else AUDIO_FRAMES_QUEUED
         self._queue = LatestFrames(capacity)
+        self._awaiting_keyframe = encoder.kind == "video"
 
     @property
     def frames_dropped(self) -> int:
@@ -87,8 +90,15 @@ class SharedTrack(MediaStreamTrack):
         """Frames waiting to be read now."""
         return self._queue.qsize()
 
-    def _deliver(self, packet: av.Packet[Any] | None) -> None:
+    def _deliver(self, packet: av.Packet[Any] | None, keyframe: bool = False) -> bool:
+        """Queue ``packet`` (None ends the track); False if it was held back because this video
+        subscription has not had its first key frame yet (a decoder could not use it)."""
+        if packet is not None and self._awaiting_keyframe:
+            if not keyframe:
+                return False
+            self._awaiting_keyframe = False
         self._queue.put_nowait(packet)
+        return True
 
     async def recv(self) -> av.Packet[Any]:
         if self.readyState != "live":
@@ -153,6 +163,7 @@ class SharedEncoder:
         self._subscribers: list[SharedTrack] = []
         self._bitrates: dict[int, int] = {}
         self._keyframe_pending = False
+        self._keyframe_due: float | None = None
         self._restart_with_keyframe = False
         self._last_forced: float | None = None
         self._stopped = False
@@ -179,8 +190,10 @@ class SharedEncoder:
             return subscription
         self._subscribers.append(subscription)
         self._start()
-        if self.kind == "video":
-            self.request_keyframe()
+        # A video subscriber gets nothing before a key frame: if its request was coalesced, one
+        # is due when the interval allows (a coalesced PLI is repeated by its peer instead).
+        if self.kind == "video" and not self.request_keyframe() and self._last_forced is not None:
+            self._keyframe_due = self._last_forced + self.keyframe_interval
         return subscription
 
     def unsubscribe(self, track: MediaStreamTrack) -> None:
@@ -273,15 +286,18 @@ class SharedEncoder:
         self._restart_with_keyframe = False
         if self.kind != "video":
             return False
-        if self._keyframe_pending:
+        now = self._clock()
+        if self._keyframe_pending or (self._keyframe_due is not None and now >= self._keyframe_due):
             self._keyframe_pending = False
-            self._last_forced = self._clock()
+            self._keyframe_due = None
+            self._last_forced = now
             self.counters.keyframes_forced += 1
             return True
         return restart
 
-    def _encode(self, frame: Frame, force_keyframe: bool) -> list[tuple[bytes, int]]:
-        """Encode and protect one frame (in the executor): ``(protected, pts)`` per packet."""
+    def _encode(self, frame: Frame, force_keyframe: bool) -> list[tuple[bytes, int, bool]]:
+        """Encode and protect one frame (in the executor): ``(protected, pts, key frame)`` per
+        packet."""
         if self._video is not None:
             payloads, timestamp = self._video.encode(frame, force_keyframe)
         else:
@@ -290,21 +306,23 @@ class SharedEncoder:
         self.counters.frames_encoded += 1
         results = []
         for index, payload in enumerate(payloads):
-            if self._codec is Codec.VP8 and is_key_frame(Codec.VP8, payload):
-                self.counters.keyframes += 1
+            keyframe = self._codec is Codec.VP8 and is_key_frame(Codec.VP8, payload)
+            self.counters.keyframes += keyframe
             protected = self.tap.protect(self._codec, payload)
             if protected is not None:
-                results.append((protected, timestamp + index * OPUS_SAMPLES_PER_PACKET))
+                pts = timestamp + index * OPUS_SAMPLES_PER_PACKET
+                results.append((protected, pts, keyframe))
         return results
 
-    def _fan_out(self, encoded: list[tuple[bytes, int]]) -> None:
+    def _fan_out(self, encoded: list[tuple[bytes, int, bool]]) -> None:
         time_base = fractions.Fraction(1, VIDEO_CLOCK if self.kind == "video" else AUDIO_CLOCK)
-        for protected, pts in encoded:
+        for protected, pts, keyframe in encoded:
             packet = av.Packet(protected)
             packet.pts = pts
             packet.time_base = time_base
             self.counters.packets_sent += 1
             for subscription in self._subscribers:
                 dropped = subscription.frames_dropped
-                subscription._deliver(packet)
+                if not subscription._deliver(packet, keyframe):
+                    self.counters.frames_before_keyframe += 1
                 self.counters.frames_dropped_slow += subscription.frames_dropped - dropped
