@@ -44,9 +44,15 @@ class BenchError(RuntimeError):
 
 
 async def run_case(
-    peers: int, seconds: float, width: int = 640, height: int = 480
+    peers: int,
+    seconds: float,
+    width: int = 640,
+    height: int = 480,
+    *,
+    encode_once: bool = True,
 ) -> dict[str, Any]:
-    """Measure the participant process with ``peers`` peers for ``seconds`` of media."""
+    """Measure the participant process with ``peers`` peers for ``seconds`` of media; without
+    ``encode_once`` it encodes for each connection, as browsers do."""
     own_key, harness_key = os.urandom(32), os.urandom(32)
     send_keys = MediaKeys(KID, harness_key)
     audio = SharedEncoder(SyntheticAudioTrack(), SenderTap(send_keys, "audio"))
@@ -75,8 +81,14 @@ async def run_case(
         return message
 
     try:
-        setup = {"own_key": own_key.hex(), "width": width, "height": height}
-        send({"setup": {**setup, "peer_keys": [harness_key.hex()] * peers}})
+        setup = {
+            "own_key": own_key.hex(),
+            "peer_keys": [harness_key.hex()] * peers,
+            "width": width,
+            "height": height,
+            "encode_once": encode_once,
+        }
+        send({"setup": setup})
         for _ in range(peers):
             offer = (await receive())["offer"]
             pc = GroupPeerConnection(opener(own_key), host_addresses=LOOPBACK)
@@ -107,10 +119,22 @@ async def run_case(
         await video.stop()
 
 
-async def run(seconds: float = 10.0, width: int = 640, height: int = 480) -> dict[str, Any]:
-    """The same participant in a 1:1 call and in a 4-party mesh, one after the other."""
+async def run(
+    seconds: float = 10.0, width: int = 640, height: int = 480, *, compare: bool = False
+) -> dict[str, Any]:
+    """The same participant in a 1:1 call and in a 4-party mesh, one after the other; with
+    ``compare`` also in the mesh with one encoder per connection."""
     one_to_one = await run_case(1, seconds, width, height)
     mesh = await run_case(3, seconds, width, height)
+    extra: dict[str, Any] = {}
+    if compare:
+        per_connection = await run_case(3, seconds, width, height, encode_once=False)
+        extra = {
+            "mesh_4_encoder_per_connection": per_connection,
+            "ratio_encoder_per_connection": round(
+                per_connection["cpu_per_second"] / one_to_one["cpu_per_second"], 3
+            ),
+        }
     return {
         "benchmark": "mesh",
         "media": f"{width}x{height} 30 fps VP8 + Opus each way, SFrame, loopback",
@@ -119,4 +143,5 @@ async def run(seconds: float = 10.0, width: int = 640, height: int = 480) -> dic
         "mesh_4": mesh,
         "ratio": round(mesh["cpu_per_second"] / one_to_one["cpu_per_second"], 3),
         "aim": AIM,
+        **extra,
     }

@@ -4,7 +4,9 @@ Started by :func:`sealcall.bench.mesh_bench.run_case`; JSON lines on stdin/stdou
 own send key and one key per peer, encodes its camera and microphone once
 (:class:`~sealcall.media.SharedEncoder`), offers one :class:`~sealcall.media.GroupPeerConnection`
 per peer, reads every remote track it receives, and on request measures its own process CPU
-time over a stretch of media.
+time over a stretch of media. For comparison it can also run as browsers do: one
+:class:`~sealcall.media.EncryptedPeerConnection` per peer, each encoding and encrypting the same
+camera and microphone (fed to all by aiortc's ``MediaRelay``).
 """
 
 import asyncio
@@ -14,11 +16,13 @@ import sys
 import time
 from typing import Any
 
-from aiortc import RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamTrack
 
 from sealcall.media import (
     LOOPBACK,
+    EncryptedPeerConnection,
     FrameCounter,
     GroupPeerConnection,
     MediaKeys,
@@ -46,18 +50,53 @@ def _counted(track: MediaStreamTrack) -> FrameCounter:
 class Participant:
     """Our encoders, one connection per peer, a frame counter on every remote track."""
 
-    def __init__(self, own_key: bytes, peer_keys: list[bytes], width: int, height: int) -> None:
-        send_keys = MediaKeys(KID, own_key)
-        self.audio = SharedEncoder(SyntheticAudioTrack(), SenderTap(send_keys, "audio"))
-        self.video = SharedEncoder(
-            PatternVideoTrack(width, height, 30), SenderTap(send_keys, "video")
-        )
-        self.pcs = [GroupPeerConnection(opener(k), host_addresses=LOOPBACK) for k in peer_keys]
+    def __init__(
+        self,
+        own_key: bytes,
+        peer_keys: list[bytes],
+        width: int,
+        height: int,
+        *,
+        encode_once: bool = True,
+    ) -> None:
+        microphone, camera = SyntheticAudioTrack(), PatternVideoTrack(width, height, 30)
+        self.shared: list[SharedEncoder] = []
+        self.pcs: list[RTCPeerConnection] = []
+        self._relay = MediaRelay()
+        self._video_taps: list[SenderTap] = []
+        if encode_once:
+            send_keys = MediaKeys(KID, own_key)
+            audio = SharedEncoder(microphone, SenderTap(send_keys, "audio"))
+            video = SharedEncoder(camera, SenderTap(send_keys, "video"))
+            self.shared = [audio, video]
+            self._video_taps = [video.tap]
+            for key in peer_keys:
+                group_pc = GroupPeerConnection(opener(key), host_addresses=LOOPBACK)
+                group_pc.add_shared(audio)
+                group_pc.add_shared(video)
+                self.pcs.append(group_pc)
+        else:
+            for key in peer_keys:
+                keys = MediaKeys(KID, own_key)
+                keys.add_receive_key(KID, key)
+                own_pc = EncryptedPeerConnection(keys, host_addresses=LOOPBACK)
+                own_pc.addTrack(self._relay.subscribe(microphone, buffered=False))
+                video_sender = own_pc.addTrack(self._relay.subscribe(camera, buffered=False))
+                self._video_taps.append(own_pc.sender_tap(video_sender))
+                self.pcs.append(own_pc)
         self.counters: list[dict[str, FrameCounter]] = [{} for _ in self.pcs]
         for pc, counters in zip(self.pcs, self.counters, strict=True):
             pc.on("track", lambda track, c=counters: c.setdefault(track.kind, _counted(track)))
-            pc.add_shared(self.audio)
-            pc.add_shared(self.video)
+
+    def _video_frames_encoded(self) -> int:
+        return sum(tap.counters.frames_encrypted for tap in self._video_taps)
+
+    def _frames_decrypted(self) -> int:
+        total = 0
+        for pc in self.pcs:
+            assert isinstance(pc, GroupPeerConnection | EncryptedPeerConnection)
+            total += sum(pc.receiver_tap(r).counters.frames_decrypted for r in pc.getReceivers())
+        return total
 
     async def offer(self, index: int) -> dict[str, Any]:
         pc = self.pcs[index]
@@ -74,18 +113,20 @@ class Participant:
                 return {"error": "media did not flow from every peer"}
             await asyncio.sleep(0.05)
         video, audio = self.decoded("video"), self.decoded("audio")
-        encoded = self.video.counters.frames_encoded
+        encoded = self._video_frames_encoded()
         cpu, wall = time.process_time(), time.monotonic()
         await asyncio.sleep(seconds)
         cpu, wall = time.process_time() - cpu, time.monotonic() - wall
-        decrypted = sum(t.counters.frames_decrypted for pc in self.pcs for t in pc.receiver_taps())
+        decrypted = self._frames_decrypted()
+        forced = sum(e.counters.keyframes_forced for e in self.shared)
         return {
             "result": {
                 "peers": len(self.pcs),
                 "seconds": round(wall, 3),
                 "cpu_seconds": round(cpu, 3),
                 "cpu_per_second": round(cpu / wall, 4),
-                "video_frames_encoded": self.video.counters.frames_encoded - encoded,
+                "encode_once": bool(self.shared),
+                "video_frames_encoded": self._video_frames_encoded() - encoded,
                 "video_frames_decoded": [
                     now - before for now, before in zip(self.decoded("video"), video, strict=True)
                 ],
@@ -93,8 +134,7 @@ class Participant:
                     now - before for now, before in zip(self.decoded("audio"), audio, strict=True)
                 ],
                 "frames_decrypted_total": decrypted,
-                "keyframes_forced": self.video.counters.keyframes_forced,
-                "video_target_bitrate": self.video.target_bitrate,
+                "keyframes_forced": forced,
             }
         }
 
@@ -104,8 +144,8 @@ class Participant:
                 await counter.stop()
         for pc in self.pcs:
             await pc.close()
-        await self.audio.stop()
-        await self.video.stop()
+        for encoder in self.shared:
+            await encoder.stop()
 
 
 def _send(message: dict[str, Any]) -> None:
@@ -129,6 +169,7 @@ async def serve() -> None:
                     [bytes.fromhex(k) for k in setup["peer_keys"]],
                     setup["width"],
                     setup["height"],
+                    encode_once=setup.get("encode_once", True),
                 )
                 offers = [participant.offer(i) for i in range(len(participant.pcs))]
                 for offer in await asyncio.gather(*offers):
