@@ -27,6 +27,7 @@ from sealcall.media.shared_encoder import (
     SharedEncoder,
     UnsubscribedError,
 )
+from sealcall.sframe import SFrameError
 
 from media_helpers import Endpoint, until
 
@@ -138,7 +139,9 @@ async def test_one_encoder_per_kind_feeds_three_connections_that_all_decrypt() -
             counters = encoder.counters
             # Each captured frame was encoded once and protected once, however many
             # connections carry it.
-            not_encoded = counters.frames_idle + counters.frames_paused
+            not_encoded = (
+                counters.frames_idle + counters.frames_paused + counters.frames_without_key
+            )
             assert counters.frames_encoded == counters.frames_captured - not_encoded
             assert encoder.tap.counters.frames_encrypted == counters.packets_sent
             assert len(encoder.subscribers) == 4
@@ -310,6 +313,49 @@ async def test_a_late_subscriber_starts_at_the_next_key_frame_the_interval_allow
         clock.now = 1.0
         assert is_key_frame(Codec.VP8, keys.unprotect(Codec.VP8, await read(late)))
         assert video.counters.keyframes_forced == 2
+    finally:
+        await video.stop()
+
+
+async def test_frames_wait_for_the_send_key_and_the_first_one_sent_is_a_key_frame() -> None:
+    key = os.urandom(32)
+    send_keys = MediaKeys()  # the group key has not come yet
+    video = SharedEncoder(PatternVideoTrack(160, 120), SenderTap(send_keys, "video"))
+    subscription = video.subscribe()
+    try:
+        await until(lambda: video.counters.frames_without_key >= 3)
+        assert video.counters.frames_encoded == 0
+        send_keys.set_send_key(KID, key)
+        frame = opener(key).unprotect(Codec.VP8, await read(subscription))
+        assert is_key_frame(Codec.VP8, frame)
+    finally:
+        await video.stop()
+
+
+class FailOnce(MediaKeys):
+    """Keys whose next protection fails when asked (as an exhausted SFrame counter would)."""
+
+    fail_next = False
+
+    def protect(self, codec: Codec, frame: bytes) -> bytes:
+        if self.fail_next:
+            self.fail_next = False
+            raise SFrameError("refused for the test")
+        return super().protect(codec, frame)
+
+
+async def test_after_a_frame_could_not_be_protected_the_next_one_is_a_key_frame() -> None:
+    send_keys = FailOnce(KID, os.urandom(32))
+    video = SharedEncoder(PatternVideoTrack(160, 120), SenderTap(send_keys, "video"))
+    subscription = video.subscribe()
+    try:
+        await read(subscription)
+        await until(lambda: video.counters.frames_encoded >= 3)
+        assert video.counters.keyframes == 1
+        send_keys.fail_next = True
+        await until(lambda: video.tap.counters.frames_failed == 1)
+        await until(lambda: video.counters.keyframes == 2)
+        assert video.counters.keyframes_forced == 1  # no peer asked: the encoder knew
     finally:
         await video.stop()
 

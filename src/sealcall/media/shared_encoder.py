@@ -58,6 +58,7 @@ class SharedEncoderCounters:
     frames_encoded: int = 0
     frames_idle: int = 0  # read while nobody subscribed: not encoded
     frames_paused: int = 0  # read while paused (muted, camera off): not encoded
+    frames_without_key: int = 0  # read before the tap's keys had a send key: not encoded
     packets_sent: int = 0  # protected frames handed to the subscriptions (once each)
     keyframes: int = 0
     keyframes_forced: int = 0
@@ -267,8 +268,17 @@ class SharedEncoder:
                     self.tap.counters.frames_paused += 1
                     self.counters.frames_paused += 1
                     continue
+                keys = self.tap.keys
+                if keys.encrypted and keys.send_kid is None:
+                    # No send key yet: nothing could be sent, and the first frame sent must be
+                    # a key frame that the receivers can start from.
+                    self.counters.frames_without_key += 1
+                    self._restart_with_keyframe = True
+                    continue
                 force = self._take_keyframe()
-                encoded = await loop.run_in_executor(None, self._encode, frame, force)
+                encoded, complete = await loop.run_in_executor(None, self._encode, frame, force)
+                if not complete:  # a frame was dropped: what follows would not decode without it
+                    self._restart_with_keyframe = True
                 self._fan_out(encoded)
         except MediaStreamError as error:
             # The source ended: so does every subscription.
@@ -295,24 +305,27 @@ class SharedEncoder:
             return True
         return restart
 
-    def _encode(self, frame: Frame, force_keyframe: bool) -> list[tuple[bytes, int, bool]]:
+    def _encode(
+        self, frame: Frame, force_keyframe: bool
+    ) -> tuple[list[tuple[bytes, int, bool]], bool]:
         """Encode and protect one frame (in the executor): ``(protected, pts, key frame)`` per
-        packet."""
+        packet, and False if a packet could not be protected (it is dropped, never sent)."""
         if self._video is not None:
             payloads, timestamp = self._video.encode(frame, force_keyframe)
         else:
             assert self._audio is not None
             payloads, timestamp = self._audio.encode(frame)
         self.counters.frames_encoded += 1
-        results = []
+        results: list[tuple[bytes, int, bool]] = []
         for index, payload in enumerate(payloads):
             keyframe = self._codec is Codec.VP8 and is_key_frame(Codec.VP8, payload)
             self.counters.keyframes += keyframe
             protected = self.tap.protect(self._codec, payload)
-            if protected is not None:
-                pts = timestamp + index * OPUS_SAMPLES_PER_PACKET
-                results.append((protected, pts, keyframe))
-        return results
+            if protected is None:
+                return results, False
+            pts = timestamp + index * OPUS_SAMPLES_PER_PACKET
+            results.append((protected, pts, keyframe))
+        return results, True
 
     def _fan_out(self, encoded: list[tuple[bytes, int, bool]]) -> None:
         time_base = fractions.Fraction(1, VIDEO_CLOCK if self.kind == "video" else AUDIO_CLOCK)
