@@ -240,6 +240,12 @@ async def test_an_answer_reuses_offered_transceivers_and_only_shared_frames_are_
     a.pc.addTrack(PatternVideoTrack(160, 120))  # a raw track: a group connection refuses it
     try:
         await a.pc.setLocalDescription(await a.pc.createOffer())
+        offered = {
+            line.split()[1].split("/")[0]
+            for line in a.pc.localDescription.sdp.splitlines()
+            if line.startswith("a=rtpmap:")
+        }
+        assert offered == {"VP8", "rtx"}  # nothing that could not be protected, nor H.264
         await b.setRemoteDescription(a.pc.localDescription)
         assert b.add_shared(audio_b, answering=True) is None  # no audio offered
         sender = b.add_shared(video_b, answering=True)
