@@ -13,6 +13,7 @@ from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, pack_remb_fci
 from sealcall.e2ee.codecs import Codec, is_key_frame
 from sealcall.media import (
     LOOPBACK,
+    CallbackOpener,
     MediaKeys,
     PatternVideoTrack,
     SenderTap,
@@ -235,7 +236,9 @@ async def test_an_answer_reuses_offered_transceivers_and_only_shared_frames_are_
     key_a, key_b = os.urandom(32), os.urandom(32)
     _, video_b = encoders(key_b)
     audio_b = SharedEncoder(SyntheticAudioTrack(), SenderTap(MediaKeys(KID, key_b), "audio"))
-    a = Endpoint(GroupPeerConnection(opener(key_b), host_addresses=LOOPBACK))
+    # A decrypts through a function, as a session hands over its key ring for one member device.
+    ring = opener(key_b)
+    a = Endpoint(GroupPeerConnection(CallbackOpener(ring.unprotect), host_addresses=LOOPBACK))
     b = GroupPeerConnection(opener(key_a), host_addresses=LOOPBACK)
     a.pc.addTrack(PatternVideoTrack(160, 120))  # a raw track: a group connection refuses it
     try:

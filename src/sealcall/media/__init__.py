@@ -4,7 +4,14 @@ Remote tracks hold only their newest few decoded frames, so a track nobody reads
 """
 
 from .connection import LOOPBACK, EncryptedPeerConnection, PeerConnection
-from .crypto_taps import FrameOpener, ReceiverCounters, ReceiverTap, SenderCounters, SenderTap
+from .crypto_taps import (
+    CallbackOpener,
+    FrameOpener,
+    ReceiverCounters,
+    ReceiverTap,
+    SenderCounters,
+    SenderTap,
+)
 from .group_connection import GroupPeerConnection
 from .keys import MediaKeys, local_call_keys
 from .negotiation import negotiate
@@ -24,6 +31,7 @@ from .sources import (
 
 __all__ = [
     "LOOPBACK",
+    "CallbackOpener",
     "CaptureUnavailableError",
     "EncryptedPeerConnection",
     "FileRecorder",

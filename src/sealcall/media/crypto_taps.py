@@ -108,6 +108,20 @@ class FrameOpener(Protocol):
         ...
 
 
+class CallbackOpener:
+    """A :class:`FrameOpener` from a function, such as a group key ring's ``unprotect`` bound to
+    one sending member device. Always encrypted: there is no plaintext group media."""
+
+    encrypted = True
+
+    def __init__(self, unprotect: Callable[[Codec, bytes], bytes]) -> None:
+        self._unprotect = unprotect
+
+    def unprotect(self, codec: Codec, data: bytes) -> bytes:
+        """The decrypted frame; the function's ``SFrameError`` for anything not genuine."""
+        return self._unprotect(codec, data)
+
+
 @dataclass
 class ReceiverCounters:
     """What one receiver has received, decrypted and dropped; ``frames_unencrypted`` are
