@@ -47,6 +47,9 @@ def test_mesh_bench_json_measures_a_one_to_one_call_and_four_party_meshes() -> N
         assert all(n > 10 for n in case["video_frames_decoded"])
         assert all(n > 20 for n in case["audio_frames_decoded"])
         assert case["frames_decrypted_total"] >= sum(case["video_frames_decoded"])
+        assert case["video_fps_sent"] > 0
+        assert case["video_fps_received"] > 0
+    assert isinstance(report["full_rate"], bool)
     assert report["ratio"] == pytest.approx(
         mesh["cpu_per_second"] / one["cpu_per_second"], rel=0.01
     )

@@ -118,6 +118,9 @@ class Participant:
         await asyncio.sleep(seconds)
         cpu, wall = time.process_time() - cpu, time.monotonic() - wall
         decrypted = self._frames_decrypted()
+        encoded = self._video_frames_encoded() - encoded
+        decoded = [now - before for now, before in zip(self.decoded("video"), video, strict=True)]
+        streams_encoded = 1 if self.shared else len(self.pcs)
         forced = sum(e.counters.keyframes_forced for e in self.shared)
         return {
             "result": {
@@ -126,10 +129,12 @@ class Participant:
                 "cpu_seconds": round(cpu, 3),
                 "cpu_per_second": round(cpu / wall, 4),
                 "encode_once": bool(self.shared),
-                "video_frames_encoded": self._video_frames_encoded() - encoded,
-                "video_frames_decoded": [
-                    now - before for now, before in zip(self.decoded("video"), video, strict=True)
-                ],
+                "video_frames_encoded": encoded,
+                "video_frames_decoded": decoded,
+                # Frames per second of one sent stream and of the slowest received one: below
+                # the source's 30 fps the machine was too busy and the CPU figure is not comparable.
+                "video_fps_sent": round(encoded / streams_encoded / wall, 1),
+                "video_fps_received": round(min(decoded) / wall, 1),
                 "audio_frames_decoded": [
                     now - before for now, before in zip(self.decoded("audio"), audio, strict=True)
                 ],
