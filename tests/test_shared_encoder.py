@@ -87,6 +87,19 @@ class Pair:
         await self.far.close()
 
 
+def record_audio_levels(receiver: Any) -> list[Any]:
+    """The audio-level header extension of every RTP packet ``receiver`` gets (None if absent)."""
+    levels: list[Any] = []
+    handle = receiver._handle_rtp_packet
+
+    async def recording(packet: Any, arrival_time_ms: int) -> None:
+        levels.append(packet.extensions.audio_level)
+        await handle(packet, arrival_time_ms)
+
+    receiver._handle_rtp_packet = recording
+    return levels
+
+
 async def fan_out(shared: list[SharedEncoder], far_keys: list[bytes]) -> list[Pair]:
     pairs = [Pair(key) for key in far_keys]
     for pair in pairs:
@@ -116,6 +129,7 @@ async def test_one_encoder_per_kind_feeds_three_connections_that_all_decrypt() -
     audio, video = encoders(key)
     pairs = await fan_out([audio, video], [key, key, key, os.urandom(32)])
     right, wrong = pairs[:3], pairs[3]
+    audio_levels = record_audio_levels(right[0].far_receiver("audio"))
     try:
         await until(
             lambda: (
@@ -148,6 +162,9 @@ async def test_one_encoder_per_kind_feeds_three_connections_that_all_decrypt() -
             assert len(encoder.subscribers) == 4
             for pair in pairs:
                 assert pair.far_tap(encoder.kind).counters.frames_received <= counters.packets_sent
+        # No RTP audio-level header tells anyone on the path when we speak.
+        assert audio_levels
+        assert set(audio_levels) == {None}
         # A member with the wrong key decrypts nothing, and nothing reaches its decoders.
         for kind in ("audio", "video"):
             assert wrong.far_tap(kind).counters.frames_decrypted == 0
