@@ -126,3 +126,66 @@ def setup_bench(args: argparse.Namespace) -> int:
         return 1
     print(json.dumps(report, indent=2) if args.json else report_text(report))
     return 0
+
+
+def mesh_bench(args: argparse.Namespace) -> int:
+    from sealcall.bench.mesh_bench import BenchError, run
+
+    try:
+        report = asyncio.run(
+            run(seconds=args.seconds, width=args.width, height=args.height, compare=args.compare)
+        )
+    except (BenchError, TimeoutError) as error:
+        print(f"sealcall mesh-bench: {error}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"One participant's process CPU, {report['media']}")
+    cases = [("1:1 call", "one_to_one"), ("4-party mesh", "mesh_4")]
+    if args.compare:
+        cases.append(("mesh, 1 encoder/peer", "mesh_4_encoder_per_connection"))
+    for label, key in cases:
+        case = report[key]
+        video = ", ".join(str(n) for n in case["video_frames_decoded"])
+        print(
+            f"  {label:<21} {case['cpu_per_second']:.3f} CPU s/s"
+            f"  (video frames encoded {case['video_frames_encoded']}, decoded per peer {video})"
+        )
+    print(f"  ratio mesh/1:1        {report['ratio']:.3f}  (aim <= {report['aim']})")
+    if not report["full_rate"]:
+        print("  (video fell below 27 fps in some case: the machine was too busy to compare)")
+    if args.compare:
+        ratio = report["ratio_encoder_per_connection"]
+        print(f"  ratio without sharing {ratio:.3f}  (one encoder per peer / 1:1)")
+    return 0
+
+
+def add_mesh_bench_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Add ``sealcall mesh-bench``."""
+    parser = commands.add_parser(
+        "mesh-bench",
+        help="one participant's CPU in a 4-party video mesh next to a 1:1 call",
+        description=(
+            "Run one participant in its own process with end-to-end encrypted VP8 + Opus each way "
+            "over loopback (media only, no homeserver), first with one peer (a 1:1 call), then "
+            "with three (a 4-party full mesh, encoding once for all peers), and print its process "
+            "CPU seconds per second of media in each case and their ratio. With --compare, also "
+            "the mesh with one encoder per connection, as browsers run it."
+        ),
+    )
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument(
+        "--seconds",
+        type=_positive,
+        default=10.0,
+        help="media seconds measured per case (default 10)",
+    )
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="also measure the mesh with one encoder per connection (as browsers do)",
+    )
+    parser.add_argument("--width", type=int, default=640, help="video width (default 640)")
+    parser.add_argument("--height", type=int, default=480, help="video height (default 480)")
+    parser.set_defaults(func=mesh_bench)

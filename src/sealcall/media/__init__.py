@@ -6,10 +6,19 @@ the level of each decoded audio frame can be metered for who-is-speaking.
 
 from .audio_levels import frame_level_dbov, meter_audio_levels, meter_errors
 from .connection import LOOPBACK, EncryptedPeerConnection, PeerConnection
-from .crypto_taps import ReceiverCounters, ReceiverTap, SenderCounters, SenderTap
+from .crypto_taps import (
+    CallbackOpener,
+    FrameOpener,
+    ReceiverCounters,
+    ReceiverTap,
+    SenderCounters,
+    SenderTap,
+)
+from .group_connection import GroupPeerConnection
 from .keys import MediaKeys, local_call_keys
 from .negotiation import negotiate
 from .remote_tracks import LatestFrames, frames_dropped, frames_unread
+from .shared_encoder import SharedEncoder, SharedEncoderCounters, SharedTrack, UnsubscribedError
 from .sinks import FileRecorder, FrameCounter
 from .sources import (
     CaptureUnavailableError,
@@ -24,10 +33,13 @@ from .sources import (
 
 __all__ = [
     "LOOPBACK",
+    "CallbackOpener",
     "CaptureUnavailableError",
     "EncryptedPeerConnection",
     "FileRecorder",
     "FrameCounter",
+    "FrameOpener",
+    "GroupPeerConnection",
     "LatestFrames",
     "MediaKeys",
     "PatternVideoTrack",
@@ -36,7 +48,11 @@ __all__ = [
     "ReceiverTap",
     "SenderCounters",
     "SenderTap",
+    "SharedEncoder",
+    "SharedEncoderCounters",
+    "SharedTrack",
     "SyntheticAudioTrack",
+    "UnsubscribedError",
     "camera_source",
     "file_source",
     "frame_level_dbov",

@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from sealcall.e2ee.codecs import Codec, is_key_frame
 from sealcall.sframe import FrameFormatError, SFrameError
@@ -93,6 +94,34 @@ class SenderTap:
         return protected
 
 
+class FrameOpener(Protocol):
+    """What a :class:`ReceiverTap` decrypts with: a connection's :class:`MediaKeys`, or in a
+    group call the sending member device's keys."""
+
+    @property
+    def encrypted(self) -> bool:
+        """False only when the user accepted media without frame encryption."""
+        ...
+
+    def unprotect(self, codec: Codec, data: bytes) -> bytes:
+        """The decrypted frame; raises an ``SFrameError`` for anything not genuine."""
+        ...
+
+
+class CallbackOpener:
+    """A :class:`FrameOpener` from a function, such as a group key ring's ``unprotect`` bound to
+    one sending member device. Always encrypted: there is no plaintext group media."""
+
+    encrypted = True
+
+    def __init__(self, unprotect: Callable[[Codec, bytes], bytes]) -> None:
+        self._unprotect = unprotect
+
+    def unprotect(self, codec: Codec, data: bytes) -> bytes:
+        """The decrypted frame; the function's ``SFrameError`` for anything not genuine."""
+        return self._unprotect(codec, data)
+
+
 @dataclass
 class ReceiverCounters:
     """What one receiver has received, decrypted and dropped; ``frames_unencrypted`` are
@@ -121,7 +150,7 @@ class ReceiverTap:
 
     def __init__(
         self,
-        keys: MediaKeys,
+        keys: FrameOpener,
         kind: str,
         request_keyframe: Callable[[], None],
         clock: Callable[[], float] = time.monotonic,
