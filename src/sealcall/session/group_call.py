@@ -139,6 +139,7 @@ class GroupCallSession(AsyncIOEventEmitter):
         self.video_muted = False
         self.screensharing = False
         self.joined_at: float | None = None
+        self.started_call = False  # nobody else was in the call when we joined
         self._clock = clock
         self._held: list[MembershipEvent] = []
         self._queue: asyncio.Queue[_Work] = asyncio.Queue()
@@ -174,22 +175,27 @@ class GroupCallSession(AsyncIOEventEmitter):
         return self._active_speaker
 
     def stats(self) -> dict[str, Any]:
-        """Frames sent (encoded once) and received per member device, decrypted and dropped."""
+        """What we sent (each frame encoded and encrypted once, by role) and what we received
+        from each member device (``"@user:server DEVICE"``), by kind: frames received,
+        decrypted and dropped."""
         sent = {
             role: {
                 "frames_encrypted": enc.tap.counters.frames_encrypted,
                 "frames_failed": enc.tap.counters.frames_failed,
+                "frames_paused": enc.tap.counters.frames_paused,
             }
             for role, enc in self.encoders.items()
         }
-        received: dict[str, dict[str, int]] = {}
+        received: dict[str, dict[str, dict[str, int]]] = {}
         for device, pair in self.peer_sessions().items():
-            totals = {"frames_decrypted": 0, "frames_dropped": 0, "frames_received": 0}
+            kinds = received.setdefault(f"{device.user_id} {device.device_id}", {})
             for tap in pair.receiver_taps():
+                totals = kinds.setdefault(
+                    tap.kind, {"frames_received": 0, "frames_decrypted": 0, "frames_dropped": 0}
+                )
+                totals["frames_received"] += tap.counters.frames_received
                 totals["frames_decrypted"] += tap.counters.frames_decrypted
                 totals["frames_dropped"] += tap.counters.frames_dropped
-                totals["frames_received"] += tap.counters.frames_received
-            received[f"{device.user_id}|{device.device_id}"] = totals
         return {"sent": sent, "received": received}
 
     # -- commands --------------------------------------------------------------------------
@@ -217,6 +223,7 @@ class GroupCallSession(AsyncIOEventEmitter):
             self._start_encoders()
             await keys.start()
             self.joined_at = self._clock()
+            self.started_call = not self.membership.members()
             await self._submit("joined", None)
         except Exception:
             await self.close(leave=True)
@@ -527,7 +534,7 @@ class GroupCallSession(AsyncIOEventEmitter):
         item = HistoryItem(
             call_id=f"{MEMBER_EVENT_TYPE}|{self.room_id}|{self.membership.own.membership_id}",
             peer=self.room_id,
-            direction=Direction.OUTGOING,
+            direction=Direction.OUTGOING if self.started_call else Direction.INCOMING,
             video=self.video,
             outcome=Outcome.ANSWERED,
             started_at=self.joined_at,
