@@ -163,9 +163,7 @@ async def run_group_demo(
     host = await MatrixTransport.login(server.url, people[0].user_id, passwords[0], store / "host")
     try:
         await host.start()
-        room_id = await host.create_group_room(
-            "group demo", invite=[p.user_id for p in people[1:]]
-        )
+        room_id = await host.create_group_room("group demo", invite=[p.user_id for p in people[1:]])
     finally:
         await host.stop()
     progress(f"{participants} participants; encrypted room {room_id}")

@@ -1,8 +1,8 @@
 """The asyncio session layer: 1:1 and group calls bound to a transport, aiortc
 media and real timers."""
 
-from .call_session import CallSession
 from .call_media import CallMedia
+from .call_session import CallSession
 from .group_call import GroupCallSession, PeerFrames
 from .group_keys import GroupKeys
 from .group_membership import GroupMembership

@@ -48,7 +48,9 @@ from sealcall.group import (
     SpeakingDetector,
 )
 from sealcall.group.member_event import MEMBER_EVENT_TYPE
-from sealcall.media import MediaKeys, SenderTap, SharedEncoder, meter_audio_levels
+from sealcall.media import MediaKeys, SenderTap
+from sealcall.media.audio_levels import meter_audio_levels
+from sealcall.media.shared_encoder import SharedEncoder
 from sealcall.signaling import StreamPurpose
 from sealcall.transport.matrix import DeviceMessage, MatrixTransport
 
@@ -428,7 +430,7 @@ class GroupCallSession(AsyncIOEventEmitter):
             out = mesh.leave(now)
             out = [a for a in out if not isinstance(a, SendSignal)]
             self.mesh = self._new_mesh(own_session)
-            current = [MemberJoined(m) for m in self.membership.members()]
+            current: list[MembershipEvent] = [MemberJoined(m) for m in self.membership.members()]
             return out + self.mesh.on_membership(current, now)
         if isinstance(event, MemberLeft):
             self._speaking(self.speaking.remove(event.member.device, now))
