@@ -106,7 +106,11 @@ def group(args: argparse.Namespace) -> int:
 
 async def _run_group_demo(args: argparse.Namespace) -> int:
     data = Path(args.data_dir).resolve() if args.data_dir else None
-    progress = (lambda _: None) if args.json else (lambda text: print(text, flush=True))
+
+    def progress(text: str) -> None:
+        if not args.json:
+            print(text, flush=True)
+
     async with homeserver(data) as server:
         progress(f"homeserver ready at {server.url}")
         report = await run_group_demo(
