@@ -61,12 +61,13 @@ async def test_killed_member_vanishes_and_its_rejoin_replaces_its_pairs(
     ]
     env = {**os.environ, "SEALCALL_PASSWORD": account.password}
 
+    log = tmp_path / "cli.log"
+
     def start() -> None:
-        processes.append(
-            subprocess.Popen(
-                command, env=env, text=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        with log.open("a") as out:
+            processes.append(
+                subprocess.Popen(command, env=env, text=True, stdout=out, stderr=subprocess.STDOUT)
             )
-        )
 
     def cli_members(session: Any) -> list[Any]:
         return [m for m in session.members() if m.device.user_id == account.user_id]
@@ -76,7 +77,10 @@ async def test_killed_member_vanishes_and_its_rejoin_replaces_its_pairs(
         return len(found) == 1 and session.peer_state(found[0].device) is CallState.CONNECTED
 
     start()
-    await wait_for(lambda: all(connected_to_cli(s) for s in sessions), 90, "the CLI member")
+    try:
+        await wait_for(lambda: all(connected_to_cli(s) for s in sessions), 90, "the CLI member")
+    finally:
+        print(log.read_text())  # shown when the test fails
     old = cli_members(sessions[0])[0]
     old_calls = {s.peer_sessions()[old.device].call_id for s in sessions}
     old_pcs = [s.peer_sessions()[old.device].pc for s in sessions]
