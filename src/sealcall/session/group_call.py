@@ -63,7 +63,7 @@ from .mesh_pair import MeshPairSession
 logger = logging.getLogger(__name__)
 
 CALL_SIGNAL_PREFIXES = ("m.call.", "org.matrix.call.")
-MAX_HELD_MEMBERSHIP = 512  # membership changes before our join completes (a few per member)
+MAX_HELD = 512  # membership changes or signals before our join completes (a few per member)
 
 _Work = tuple[str, Any, "asyncio.Future[None] | None"]
 
@@ -144,6 +144,7 @@ class GroupCallSession(AsyncIOEventEmitter):
         self.started_call = False  # nobody else was in the call when we joined
         self._clock = clock
         self._held: list[MembershipEvent] = []
+        self._held_signals: list[DeviceMessage] = []
         self._queue: asyncio.Queue[_Work] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._timer = DeadlineTimer(lambda: self._queue.put_nowait(("timer", None, None)))
@@ -387,11 +388,18 @@ class GroupCallSession(AsyncIOEventEmitter):
             assert own_session is not None
             mesh = self.mesh = self._new_mesh(own_session)
             held, self._held = self._held, []
-            return mesh.on_membership(held, now)
+            signals, self._held_signals = self._held_signals, []
+            out = mesh.on_membership(held, now)
+            for message in signals:
+                out += mesh.receive(message, now)
+            return out
         if mesh is None:
-            if kind == "membership" and len(self._held) < MAX_HELD_MEMBERSHIP:
-                self._held.append(subject)
-            return []  # signals before our join completed are sent again (pair retries)
+            # Before our membership is out: kept, bounded, for the mesh (a peer may invite us
+            # as soon as it sees our member event, before join() returns here).
+            held = self._held if kind == "membership" else self._held_signals
+            if kind in ("membership", "signal") and len(held) < MAX_HELD:
+                held.append(subject)
+            return []
         if kind == "membership":
             return self._on_membership(mesh, subject, now)
         if kind == "signal":
