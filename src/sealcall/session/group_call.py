@@ -396,9 +396,10 @@ class GroupCallSession(AsyncIOEventEmitter):
         if mesh is None:
             # Before our membership is out: kept, bounded, for the mesh (a peer may invite us
             # as soon as it sees our member event, before join() returns here).
-            held = self._held if kind == "membership" else self._held_signals
-            if kind in ("membership", "signal") and len(held) < MAX_HELD:
-                held.append(subject)
+            if kind == "membership" and len(self._held) < MAX_HELD:
+                self._held.append(subject)
+            elif kind == "signal" and len(self._held_signals) < MAX_HELD:
+                self._held_signals.append(subject)
             return []
         if kind == "membership":
             return self._on_membership(mesh, subject, now)
