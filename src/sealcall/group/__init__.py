@@ -1,6 +1,7 @@
 """Group calls without I/O: MatrixRTC membership (who is in the room's call), our own
-membership, the mesh rule, the mesh's pair signaling (envelope, ordering, retries), and the
-ringing events."""
+membership, the mesh rule, the mesh's pair signaling (envelope, ordering, retries), the mesh of
+1:1 pair calls itself, the ringing events and rings, and who is speaking (from decoded audio
+levels)."""
 
 from .errors import LegacyMembershipError, StateKeyError
 from .member_event import (
@@ -33,6 +34,7 @@ from .membership import (
     RoomMembershipChanged,
     places_call,
 )
+from .mesh import Mesh, MeshAction, MeshCount, Pair, PairEnded, PairMedia, SendSignal
 from .mesh_inbox import Dropped, MeshInbox, PeerSignal
 from .mesh_retry import (
     DELIBERATE_REASONS,
@@ -56,6 +58,7 @@ from .mesh_signaling import (
 )
 from .notification import (
     DECLINE_EVENT_TYPE,
+    DEFAULT_RING_LIFETIME_MS,
     MAX_RING_LIFETIME_MS,
     NOTIFICATION_EVENT_TYPE,
     Reference,
@@ -80,14 +83,37 @@ from .own_membership import (
     RefreshDue,
     SendMemberState,
 )
+from .ringing import (
+    MAX_RINGS,
+    MAX_RINGS_PER_ROOM,
+    CallSnapshot,
+    CallStateReceived,
+    DeclineReceived,
+    FetchCallState,
+    GroupRing,
+    NoRingError,
+    NotificationReceived,
+    RingDeclined,
+    RingEnded,
+    RingEndReason,
+    RingEvent,
+    RingIgnored,
+    RingInput,
+    RingStarted,
+    RingTable,
+)
+from .speaking import SpeakingChanged, SpeakingDetector
 
 __all__ = [
     "CALL_APPLICATION",
     "DECLINE_EVENT_TYPE",
     "DEFAULT_EXPIRES_MS",
+    "DEFAULT_RING_LIFETIME_MS",
     "DELIBERATE_REASONS",
     "ENVELOPE_KEYS",
     "MAX_MEMBERS",
+    "MAX_RINGS",
+    "MAX_RINGS_PER_ROOM",
     "MAX_RING_LIFETIME_MS",
     "MEMBER_EVENT_TYPE",
     "MEMBER_LEFT",
@@ -99,8 +125,13 @@ __all__ = [
     "ROOM_SCOPE",
     "TRANSITIONS",
     "CallMember",
+    "CallSnapshot",
+    "CallStateReceived",
+    "DeclineReceived",
     "Dropped",
+    "FetchCallState",
     "GiveUp",
+    "GroupRing",
     "Ignored",
     "JoinCall",
     "LeaveCall",
@@ -117,8 +148,13 @@ __all__ = [
     "MembershipInput",
     "MembershipStateError",
     "MembershipTable",
+    "Mesh",
+    "MeshAction",
+    "MeshCount",
     "MeshInbox",
     "MeshSender",
+    "NoRingError",
+    "NotificationReceived",
     "OutgoingSignal",
     "OwnAction",
     "OwnMembership",
@@ -126,16 +162,30 @@ __all__ = [
     "OwnMembershipSeen",
     "OwnState",
     "OwnStateChanged",
+    "Pair",
+    "PairEnded",
+    "PairMedia",
     "PairRetry",
     "PeerSignal",
     "Reference",
     "RefreshDue",
     "RetryAt",
+    "RingDeclined",
+    "RingEndReason",
+    "RingEnded",
+    "RingEvent",
+    "RingIgnored",
+    "RingInput",
+    "RingStarted",
+    "RingTable",
     "RoomMembershipChanged",
     "RtcDecline",
     "RtcNotification",
     "SendMemberState",
+    "SendSignal",
     "SignalEnvelope",
+    "SpeakingChanged",
+    "SpeakingDetector",
     "StateKeyError",
     "conf_id_for_room",
     "decline",

@@ -1,8 +1,10 @@
 """End-to-end encrypted media on aiortc: frames are SFrame-protected before packetization and
 unprotected after the jitter buffer, so relays and SFUs that terminate DTLS see only ciphertext.
-Remote tracks hold only their newest few decoded frames, so a track nobody reads costs no memory.
+Remote tracks hold only their newest few decoded frames, so a track nobody reads costs no memory;
+the level of each decoded audio frame can be metered for who-is-speaking.
 """
 
+from .audio_levels import frame_level_dbov, meter_audio_levels, meter_errors
 from .connection import LOOPBACK, EncryptedPeerConnection, PeerConnection
 from .crypto_taps import ReceiverCounters, ReceiverTap, SenderCounters, SenderTap
 from .keys import MediaKeys, local_call_keys
@@ -37,9 +39,12 @@ __all__ = [
     "SyntheticAudioTrack",
     "camera_source",
     "file_source",
+    "frame_level_dbov",
     "frames_dropped",
     "frames_unread",
     "local_call_keys",
+    "meter_audio_levels",
+    "meter_errors",
     "microphone_source",
     "microphone_unavailable_reason",
     "negotiate",

@@ -38,7 +38,7 @@ class _Pacer:
 
 
 class SyntheticAudioTrack(MediaStreamTrack):
-    """A 48 kHz mono audio source: a steady tone, or a speech-like signal.
+    """A 48 kHz mono audio source: a steady tone, a speech-like signal, or silence.
 
     ``"speech"`` is a voiced sound (a 140 Hz fundamental with formant-like harmonics) shaped into
     syllables four times a second with pauses between phrases, so codecs see speech-like energy
@@ -49,8 +49,8 @@ class SyntheticAudioTrack(MediaStreamTrack):
 
     def __init__(self, signal: str = "speech", frequency: float = 440.0) -> None:
         super().__init__()
-        if signal not in ("speech", "tone"):
-            raise ValueError(f"signal must be 'speech' or 'tone', got {signal!r}")
+        if signal not in ("speech", "tone", "silence"):
+            raise ValueError(f"signal must be 'speech', 'tone' or 'silence', got {signal!r}")
         self.signal = signal
         self.frequency = frequency
         self._samples = int(AUDIO_RATE * AUDIO_PTIME)
@@ -60,6 +60,8 @@ class SyntheticAudioTrack(MediaStreamTrack):
         t = (np.arange(self._samples) + start) / AUDIO_RATE
         if self.signal == "tone":
             return 0.3 * np.sin(2 * math.pi * self.frequency * t)
+        if self.signal == "silence":
+            return np.zeros_like(t)
         voiced = sum((0.5 / k) * np.sin(2 * math.pi * 140 * k * t) for k in (1, 2, 3, 5, 8, 13))
         syllables = np.clip(np.sin(2 * math.pi * 4 * t), 0, None) ** 2
         phrase = (t % 3.0) < 2.2

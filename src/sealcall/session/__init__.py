@@ -6,6 +6,7 @@ from .call_session import CallSession
 from .group_call import GroupCallSession, PeerFrames
 from .group_keys import GroupKeys
 from .group_membership import GroupMembership
+from .group_ringing import GroupRinger
 from .local_media import LocalMedia
 from .mesh_pair import MeshPairSession
 from .voip import VoIP
@@ -16,6 +17,7 @@ __all__ = [
     "GroupCallSession",
     "GroupKeys",
     "GroupMembership",
+    "GroupRinger",
     "LocalMedia",
     "MeshPairSession",
     "PeerFrames",

@@ -57,6 +57,7 @@ from sealcall.transport.matrix import DeviceMessage, MatrixTransport
 from .deadline_timer import DeadlineTimer
 from .group_keys import GroupKeys
 from .group_membership import DEFAULT_LEAVE_DELAY_MS, DEFAULT_RESTART_MS, GroupMembership
+from .group_ringing import GroupRinger
 from .local_media import LocalMedia
 from .mesh_pair import MeshPairSession
 
@@ -100,6 +101,10 @@ class GroupCallSession(AsyncIOEventEmitter):
     - ``speaking_changed(device, speaking)``, ``active_speaker_changed(device or None)``;
     - ``send_key_changed(index)``, ``key_received(user_id, device_id, index)``;
     - ``history_item(item)``: one :class:`~sealcall.calls.history.HistoryItem` when we leave.
+
+    The first member to join rings the room (MSC4075) unless ``ring`` is False; pass the
+    device's :class:`GroupRinger` as ``ringer`` so that its rings of this room stop while we are
+    in the call.
     """
 
     def __init__(
@@ -115,6 +120,8 @@ class GroupCallSession(AsyncIOEventEmitter):
         restart_ms: int = DEFAULT_RESTART_MS,
         key_options: dict[str, Any] | None = None,
         retry_delays: tuple[float, ...] | None = None,
+        ring: bool = True,
+        ringer: GroupRinger | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__()
@@ -129,6 +136,10 @@ class GroupCallSession(AsyncIOEventEmitter):
             transport, room_id, leave_delay_ms=leave_delay_ms, restart_ms=restart_ms
         )
         self.keys: GroupKeys | None = None
+        self.ring = ring
+        self.ringer = ringer
+        self.ring_event_id: str | None = None
+        """Our ring notification's event id, if we started the call and rang the room."""
         self._key_options = dict(key_options or {})
         self._retry_delays = retry_delays
         self.mesh: Mesh | None = None
@@ -228,9 +239,21 @@ class GroupCallSession(AsyncIOEventEmitter):
             self.joined_at = self._clock()
             self.started_call = not self.membership.members()
             await self._submit("joined", None)
+            await self._ring()
         except Exception:
             await self.close(leave=True)
             raise
+
+    async def _ring(self) -> None:
+        ringer = self.ringer
+        if ringer is None and self.ring:
+            ringer = GroupRinger(self.transport, clock=self._clock)  # only to send the ring
+        if ringer is None:
+            return
+        try:
+            self.ring_event_id = await ringer.ring_if_first(self.membership)
+        except Exception as error:  # the call goes on; the others can still join it
+            logger.warning("ringing the room failed: %s", type(error).__name__)
 
     async def leave(self) -> None:
         """Hang up every pair, leave the call and release the media."""
@@ -262,6 +285,8 @@ class GroupCallSession(AsyncIOEventEmitter):
             await encoder.stop()
         self.encoders.clear()
         self.send_keys.forget()
+        if self.ringer is not None:
+            self.ringer.left(self.room_id)
         if leave and self.joined_at is not None:
             self._history()
 

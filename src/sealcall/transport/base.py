@@ -7,12 +7,15 @@ from typing import Any, Protocol
 
 @dataclass(frozen=True)
 class RoomEvent:
-    """An event as it arrived from a room: the full event dict, who sent it, how old it was."""
+    """An event as it arrived from a room: its type and content (``event``), who sent it, how
+    old it was, and (where the transport knows them) its id and server timestamp."""
 
     room_id: str
     sender: str
     event: dict[str, Any]
     age_ms: int = 0
+    event_id: str = ""
+    origin_server_ts: int = 0
 
 
 RoomEventListener = Callable[[RoomEvent], None]
@@ -45,8 +48,11 @@ class Transport(Protocol):
         """This device's id (our ``party_id`` in calls)."""
         ...
 
-    async def send_room_event(self, room_id: str, event_type: str, content: dict[str, Any]) -> None:
-        """Send one event to a room (end-to-end encrypted where the room is)."""
+    async def send_room_event(
+        self, room_id: str, event_type: str, content: dict[str, Any]
+    ) -> str | None:
+        """Send one event to a room (end-to-end encrypted where the room is); its event id, if
+        the transport has one."""
         ...
 
     def add_listener(self, listener: RoomEventListener) -> None:

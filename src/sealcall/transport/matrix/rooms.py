@@ -35,8 +35,9 @@ class RoomsMixin:
     client: AsyncClient
     keys: RoomKeys
 
-    async def send_room_event(self, room_id: str, event_type: str, content: dict[str, Any]) -> None:
-        """Send a call event, Megolm-encrypted; raise if the room is not encrypted."""
+    async def send_room_event(self, room_id: str, event_type: str, content: dict[str, Any]) -> str:
+        """Send a call event, Megolm-encrypted; its event id. Raise if the room is not
+        encrypted."""
         room = self.client.rooms.get(room_id)
         if room is None:
             raise MatrixTransportError(f"not in room {room_id}")
@@ -50,6 +51,7 @@ class RoomsMixin:
         )
         if isinstance(response, RoomSendError):
             raise MatrixTransportError(f"sending {event_type} failed: {response.message}")
+        return str(response.event_id)
 
     async def wait_for_member_devices(self, room_id: str, timeout: float = 10.0) -> bool:
         """Wait until every other member of the room has a device we can encrypt to.

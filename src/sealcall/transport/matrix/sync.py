@@ -35,6 +35,13 @@ from .to_device import ToDeviceMessages
 logger = logging.getLogger(__name__)
 
 CALL_PREFIXES = ("m.call.", "org.matrix.call.")
+# Delivered to the listeners: call events, and group-call ringing (MSC4075 notification,
+# MSC4310 decline).
+DELIVERED_TYPES = (
+    *CALL_PREFIXES,
+    "org.matrix.msc4075.rtc.notification",
+    "org.matrix.msc4310.rtc.decline",
+)
 # Timeline events per room in a sync (Synapse's default is 10): fewer gaps to fill.
 TIMELINE_LIMIT = 50
 SYNC_FILTER = {"room": {"timeline": {"limit": TIMELINE_LIMIT}}}
@@ -150,7 +157,7 @@ class SyncMixin:
         await self.keys.upkeep()
         self.to_device.flush()  # after the key query that tells who sent them
         for room_id, event in self.keys.retry():
-            if str(event.source.get("type", "")).startswith(CALL_PREFIXES):
+            if str(event.source.get("type", "")).startswith(DELIVERED_TYPES):
                 self._deliver(room_id, event)
         self._first_sync.set()
         self._skip_history = False
@@ -167,6 +174,10 @@ class SyncMixin:
     def add_listener(self, listener: RoomEventListener) -> None:
         """Receive every decrypted call event."""
         self._listeners.append(listener)
+
+    def remove_listener(self, listener: RoomEventListener) -> None:
+        """Stop calling ``listener`` (added more than once: removed everywhere)."""
+        self._listeners[:] = [f for f in self._listeners if f != listener]
 
     def add_batch_listener(self, listener: Callable[[], None]) -> None:
         """Be told when a whole sync response has been delivered (MSC2746: ring only then)."""
@@ -190,7 +201,7 @@ class SyncMixin:
             return
         source = event.source
         event_type = str(source.get("type", ""))
-        if not event_type.startswith(CALL_PREFIXES):
+        if not event_type.startswith(DELIVERED_TYPES):
             return
         if not getattr(event, "decrypted", False):
             if room.encrypted:
@@ -210,7 +221,15 @@ class SyncMixin:
             sent = sent if isinstance(sent, int) and not isinstance(sent, bool) else 0
             age = max(0, int(time.time() * 1000) - sent)
         payload = {"type": source.get("type"), "content": source.get("content", {})}
-        room_event = RoomEvent(room_id, str(event.sender), payload, age)
+        event_id, stamp = source.get("event_id"), source.get("origin_server_ts")
+        room_event = RoomEvent(
+            room_id,
+            str(event.sender),
+            payload,
+            age,
+            event_id=event_id if isinstance(event_id, str) else "",
+            origin_server_ts=stamp if isinstance(stamp, int) and not isinstance(stamp, bool) else 0,
+        )
         if self._held is not None:
             self._held.append(room_event)
         else:
