@@ -95,9 +95,21 @@ async def _pump(stream: asyncio.StreamReader, participant: Participant) -> None:
             participant.on_line(json.loads(line))
 
 
-async def _until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+async def _until(
+    condition: Callable[[], bool],
+    timeout: float,
+    what: str,
+    alive: list[Participant] | None = None,
+) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
+        for participant in alive or ():
+            process = participant.process
+            if process is not None and process.returncode is not None:
+                raise RuntimeError(
+                    f"{participant.name} stopped (exit status {process.returncode}) while the"
+                    f" group demo was waiting for {what}"
+                )
         if time.monotonic() > deadline:
             raise TimeoutError(f"the group demo timed out waiting for {what}")
         await asyncio.sleep(0.1)
@@ -174,11 +186,14 @@ async def run_group_demo(
     leaver = people[-1] if participants >= 3 else None
     killed = people[-2] if participants >= 4 else None
     try:
-        await _until(lambda: all(p.joined_at for p in people), 120, "every participant to join")
+        await _until(
+            lambda: all(p.joined_at for p in people), 120, "every participant to join", people
+        )
         await _until(
             lambda: all(len(p.connected) >= participants - 1 for p in people),
             120,
             "the full mesh",
+            people,
         )
         progress("full mesh connected")
         started = time.monotonic()

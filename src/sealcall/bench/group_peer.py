@@ -72,8 +72,7 @@ async def run(
     password = os.environ["SEALCALL_PASSWORD"]
     transport = await MatrixTransport.login(homeserver, user_id, password, store)
     await transport.start()
-    if room_id in transport.invites():
-        await transport.join(room_id)
+    await transport.enter_room(room_id)
     media = LocalMedia(
         microphone=SyntheticAudioTrack, camera=lambda: PatternVideoTrack(width, height, fps=15)
     )

@@ -11,7 +11,7 @@ from typing import Any
 
 from sealcall.bench.group_demo import report_json, report_text, run_group_demo
 from sealcall.calls import CallState
-from sealcall.demo import homeserver, wait_for
+from sealcall.demo import homeserver
 from sealcall.group import LeftReason, Member, MemberDevice
 from sealcall.media import LOOPBACK
 from sealcall.session import GroupCallSession
@@ -69,7 +69,7 @@ async def _run_group(args: argparse.Namespace) -> int:
             room_id = await transport.create_group_room(args.room, invite=args.invite)
             print(f"created group room {room_id}", flush=True)
         else:
-            await _enter(transport, room_id)
+            await transport.enter_room(room_id)
         session = _session(args, transport, room_id, await transport.ice_servers())
         _show_progress(session)
         await session.join()
@@ -84,19 +84,6 @@ async def _run_group(args: argparse.Namespace) -> int:
         return 0
     finally:
         await transport.stop()
-
-
-async def _enter(transport: MatrixTransport, room_id: str) -> None:
-    """Be in ``room_id``: join it if we are invited (the invite may take a sync to arrive)."""
-    rooms = transport.client.rooms
-    if room_id in rooms:
-        return
-    await wait_for(
-        lambda: room_id in transport.invites() or room_id in rooms, 30, f"an invite to {room_id}"
-    )
-    if room_id not in rooms:
-        await transport.join(room_id)
-    await wait_for(lambda: room_id in rooms, 30, f"joining {room_id}")
 
 
 def _session(
