@@ -111,7 +111,8 @@ async def _until(
                     f" group demo was waiting for {what}"
                 )
         if time.monotonic() > deadline:
-            raise TimeoutError(f"the group demo timed out waiting for {what}")
+            where = "; ".join(f"{p.name}: {len(p.connected)} connected" for p in alive or ())
+            raise TimeoutError(f"the group demo timed out waiting for {what} ({where})")
         await asyncio.sleep(0.1)
 
 
