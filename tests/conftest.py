@@ -1,6 +1,7 @@
 """Shared fixtures: the RFC 9605 vectors and real encoded media frames (made once per session)."""
 
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -43,3 +44,12 @@ def synapse(tmp_path_factory: pytest.TempPathFactory) -> Any:
     asyncio.run(server.start())
     yield server
     asyncio.run(server.stop())
+
+
+@pytest.fixture
+async def call_devices(synapse: Any, tmp_path: Path) -> AsyncIterator[Any]:
+    """Devices for group call tests (see tests/group_call_helpers.py)."""
+    import group_call_helpers
+
+    async for made in group_call_helpers.call_devices(synapse, tmp_path):
+        yield made

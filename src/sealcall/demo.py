@@ -152,7 +152,8 @@ async def _demo_accounts(server: Homeserver) -> tuple[tuple[str, str], tuple[str
 
 
 @contextlib.asynccontextmanager
-async def _homeserver(data_dir: Path | None) -> AsyncIterator[Homeserver]:
+async def homeserver(data_dir: Path | None) -> AsyncIterator[Homeserver]:
+    """An embedded Synapse, started; its data in ``data_dir`` (kept) or a temporary folder."""
     root = data_dir or Path(tempfile.mkdtemp(prefix="sealcall-demo-"))
     server = Homeserver(root / "homeserver")
     try:
@@ -183,7 +184,7 @@ async def run_demo(
         finally:
             if data is None:
                 shutil.rmtree(root, ignore_errors=True)
-    async with _homeserver(data) as server:
+    async with homeserver(data) as server:
         progress(f"homeserver ready at {server.url} (Synapse, SQLite, data in {server.data_dir})")
         pair = accounts or await _demo_accounts(server)
         return await _call(server.url, pair, server.data_dir.parent / "clients", seconds, progress)

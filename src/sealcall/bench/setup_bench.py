@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from sealcall.demo import _demo_accounts, _homeserver, connect_pair, wait_for
+from sealcall.demo import _demo_accounts, connect_pair, homeserver, wait_for
 from sealcall.media import LOOPBACK, EncryptedPeerConnection
 from sealcall.session import CallSession, VoIP
 from sealcall.transport import RoomEvent
@@ -261,7 +261,7 @@ async def run(
             raise ValueError("an external homeserver needs the two accounts (user id, password)")
         async with _scratch() as root:
             return await _bench(homeserver_url, accounts, root / "clients", calls)
-    async with _scratch() as root, _homeserver(root) as server:
+    async with _scratch() as root, homeserver(root) as server:
         pair = await _demo_accounts(server)
         return await _bench(server.url, pair, root / "clients", calls)
 

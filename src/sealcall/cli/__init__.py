@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from sealcall import __version__
 
-from . import bench, calls, server
+from . import bench, calls, group, server
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     server.add_parsers(commands)
     calls.add_parsers(commands)
+    group.add_parsers(commands)
 
     sframe = commands.add_parser(
         "sframe-bench",

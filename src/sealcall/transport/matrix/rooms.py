@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
@@ -110,6 +111,24 @@ class RoomsMixin:
         response = await self.client.join(room_id)
         if isinstance(response, JoinError):
             raise MatrixTransportError(f"joining {room_id} failed: {response.message}")
+
+    async def enter_room(self, room_id: str, timeout: float = 30.0) -> None:
+        """Be in ``room_id`` once this returns: join it if we are invited (an invite sent just
+        before may take a sync to arrive) and wait until the sync brought the room's state.
+        Raises :class:`MatrixTransportError` if no invite or no room comes within ``timeout``."""
+        rooms = self.client.rooms
+        deadline = asyncio.get_running_loop().time() + timeout
+        while room_id not in rooms:
+            if room_id in self.client.invited_rooms:
+                await self.join(room_id)
+                while room_id not in rooms and asyncio.get_running_loop().time() < deadline:
+                    await asyncio.sleep(0.05)
+                break
+            if asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.05)
+        if room_id not in rooms:
+            raise MatrixTransportError(f"not in room {room_id}, nor invited to it")
 
     def invites(self) -> list[str]:
         """Rooms we are invited to."""
