@@ -3,7 +3,7 @@ media and real timers."""
 
 from .call_media import CallMedia
 from .call_session import CallSession
-from .group_call import GroupCallSession, PeerFrames
+from .group_call import GroupCallSession
 from .group_keys import GroupKeys
 from .group_membership import GroupMembership
 from .group_ringing import GroupRinger
@@ -20,6 +20,5 @@ __all__ = [
     "GroupRinger",
     "LocalMedia",
     "MeshPairSession",
-    "PeerFrames",
     "VoIP",
 ]

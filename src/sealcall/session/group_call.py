@@ -20,7 +20,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from aiortc import RTCIceServer
@@ -31,7 +30,7 @@ from sealcall.calls import CallState, Direction
 from sealcall.calls import actions as act
 from sealcall.calls.history import HistoryItem, Outcome
 from sealcall.calls.inputs import LocalInput
-from sealcall.e2ee import Codec, GroupKey
+from sealcall.e2ee import GroupKey
 from sealcall.group import (
     Member,
     MemberDevice,
@@ -48,9 +47,13 @@ from sealcall.group import (
     SpeakingDetector,
 )
 from sealcall.group.member_event import MEMBER_EVENT_TYPE
-from sealcall.media import MediaKeys, SenderTap
-from sealcall.media.audio_levels import meter_audio_levels
-from sealcall.media.shared_encoder import SharedEncoder
+from sealcall.media import (
+    CallbackOpener,
+    MediaKeys,
+    SenderTap,
+    SharedEncoder,
+    meter_audio_levels,
+)
 from sealcall.signaling import StreamPurpose
 from sealcall.transport.matrix import DeviceMessage, MatrixTransport
 
@@ -67,23 +70,6 @@ CALL_SIGNAL_PREFIXES = ("m.call.", "org.matrix.call.")
 MAX_HELD = 512  # membership changes or signals before our join completes (a few per member)
 
 _Work = tuple[str, Any, "asyncio.Future[None] | None"]
-
-
-@dataclass(frozen=True)
-class PeerFrames:
-    """Opens the frames one member device sent us, with its group keys (safe on any thread)."""
-
-    keys: GroupKeys
-    device: MemberDevice
-
-    @property
-    def encrypted(self) -> bool:
-        """Group calls are always frame-encrypted."""
-        return True
-
-    def unprotect(self, codec: Codec, data: bytes) -> bytes:
-        """Decrypt one frame; raises an ``SFrameError`` for anything not genuine."""
-        return self.keys.unprotect(self.device.user_id, self.device.device_id, codec, data)
 
 
 class GroupCallSession(AsyncIOEventEmitter):
@@ -330,10 +316,12 @@ class GroupCallSession(AsyncIOEventEmitter):
         self.encoders[role] = encoder
         return encoder
 
-    def opener(self, peer: MemberDevice) -> PeerFrames:
-        """What decrypts ``peer``'s frames."""
-        assert self.keys is not None
-        return PeerFrames(self.keys, peer)
+    def opener(self, peer: MemberDevice) -> CallbackOpener:
+        """What decrypts ``peer``'s frames: its group keys (safe on aiortc's decoder thread)."""
+        keys = self.keys
+        assert keys is not None
+        user_id, device_id = peer.user_id, peer.device_id
+        return CallbackOpener(lambda codec, data: keys.unprotect(user_id, device_id, codec, data))
 
     def remote_track_added(
         self, pair: MeshPairSession, track: MediaStreamTrack, purpose: StreamPurpose
@@ -503,6 +491,7 @@ class GroupCallSession(AsyncIOEventEmitter):
             pair = self.pairs.pop(action.call_id, None)
             if pair is not None:
                 await pair.close()
+            self._speaking(self.speaking.remove(action.peer, self._clock()))
             self._emit("peer_ended", action.peer, action.reason, action.retry_at)
         elif isinstance(action, PairMedia):
             await self._pair_media(action)

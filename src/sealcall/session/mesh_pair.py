@@ -18,8 +18,7 @@ from sealcall.calls import Call
 from sealcall.calls import actions as act
 from sealcall.calls.inputs import LocalInput
 from sealcall.group import MemberDevice
-from sealcall.media import ReceiverTap
-from sealcall.media.group_connection import GroupPeerConnection
+from sealcall.media import GroupPeerConnection, ReceiverTap
 from sealcall.signaling import StreamPurpose
 
 from .call_media import CallMedia
