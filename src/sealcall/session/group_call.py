@@ -150,6 +150,8 @@ class GroupCallSession(AsyncIOEventEmitter):
         self._closed = False
         for name in ("member_joined", "member_left", "member_rejoined"):
             self.membership.on(name, self._membership_listener(name))
+        # Our own membership changes (a rejoin under a new membershipID) come only as this.
+        self.membership.on("state_changed", self._on_own_state)
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -210,6 +212,7 @@ class GroupCallSession(AsyncIOEventEmitter):
         self.transport.add_to_device_listener(self._on_message)
         try:
             await self.membership.join()
+            self._check_open()  # closed meanwhile: start no key and no encoder
             keys = GroupKeys(
                 self.transport,
                 self.room_id,
@@ -230,7 +233,13 @@ class GroupCallSession(AsyncIOEventEmitter):
             await self.close(leave=True)
             raise
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this GroupCallSession was closed while joining")
+
     async def _ring(self) -> None:
+        if self._closed:
+            return  # left before the join finished: ring for nothing
         ringer = self.ringer
         if ringer is None and self.ring:
             ringer = GroupRinger(self.transport, clock=self._clock)  # only to send the ring
@@ -372,6 +381,10 @@ class GroupCallSession(AsyncIOEventEmitter):
 
         return listener
 
+    def _on_own_state(self, *_: Any) -> None:
+        if not self._closed:
+            self._queue.put_nowait(("own", None, None))
+
     def _on_message(self, message: DeviceMessage) -> None:
         if not self._closed and message.type.startswith(CALL_SIGNAL_PREFIXES):
             self._queue.put_nowait(("signal", message, None))
@@ -414,6 +427,20 @@ class GroupCallSession(AsyncIOEventEmitter):
             elif kind == "signal" and len(self._held_signals) < MAX_HELD:
                 self._held_signals.append(subject)
             return []
+        out: list[MeshAction] = []
+        own_session = self.membership.own.membership_id
+        if kind != "leave" and own_session is not None and own_session != mesh.own_session:
+            # We rejoined: the new session's mesh must exist before anything else is applied
+            # (a peer's invite to it may come before our state change is told here).
+            out, mesh = self._renew_mesh(mesh, own_session, now), self.mesh
+            assert mesh is not None
+            if kind == "membership":
+                return out  # the new mesh starts from the current members
+        if kind == "own":
+            return out
+        return out + self._apply(mesh, kind, subject, now)
+
+    def _apply(self, mesh: Mesh, kind: str, subject: Any, now: float) -> list[MeshAction]:
         if kind == "membership":
             return self._on_membership(mesh, subject, now)
         if kind == "signal":
@@ -444,16 +471,15 @@ class GroupCallSession(AsyncIOEventEmitter):
             mesh.set_muted(self.audio_muted, self.video_muted, self._clock())
         return mesh
 
+    def _renew_mesh(self, mesh: Mesh, own_session: str, now: float) -> list[MeshAction]:
+        """We rejoined (our membership vanished, the others closed our connections): a new
+        session, a new mesh from the current members; the old pairs end without a word."""
+        out = [a for a in mesh.leave(now) if not isinstance(a, SendSignal)]
+        self.mesh = self._new_mesh(own_session)
+        current: list[MembershipEvent] = [MemberJoined(m) for m in self.membership.members()]
+        return out + self.mesh.on_membership(current, now)
+
     def _on_membership(self, mesh: Mesh, event: MembershipEvent, now: float) -> list[MeshAction]:
-        own_session = self.membership.own.membership_id
-        if own_session is not None and own_session != mesh.own_session:
-            # We rejoined (our membership vanished, the others closed our connections): a new
-            # session, a new mesh; the old pairs end without a word to anyone.
-            out = mesh.leave(now)
-            out = [a for a in out if not isinstance(a, SendSignal)]
-            self.mesh = self._new_mesh(own_session)
-            current: list[MembershipEvent] = [MemberJoined(m) for m in self.membership.members()]
-            return out + self.mesh.on_membership(current, now)
         if isinstance(event, MemberLeft):
             self._speaking(self.speaking.remove(event.member.device, now))
         return mesh.on_membership([event], now)

@@ -1,0 +1,162 @@
+"""GroupCallSession's ordering and release, on a fake transport and a fake membership (no
+homeserver): our own rejoin makes a new mesh at once, a close during join leaves nothing
+running."""
+
+import asyncio
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from pyee.asyncio import AsyncIOEventEmitter
+
+from mesh_harness import ROOM, member
+from sealcall.group import MemberDevice, MeshSender
+from sealcall.media import SyntheticAudioTrack
+from sealcall.session import GroupCallSession, LocalMedia
+from sealcall.session import group_call as group_call_module
+from sealcall.signaling import CallCandidates, Candidate
+from sealcall.transport.matrix.to_device import DeviceMessage
+
+from media_helpers import until
+
+OWN = MemberDevice("@bob:hs", "B1")
+PEER = MemberDevice("@alice:hs", "A1")  # the lower device: it places our pair's call
+
+
+@dataclass
+class FakeOwn:
+    membership_id: str | None = None
+
+
+class FakeMembership(AsyncIOEventEmitter):
+    """What GroupCallSession uses of a GroupMembership; ``join`` waits for ``gate``."""
+
+    def __init__(self, transport: Any, room_id: str, **_: Any) -> None:
+        super().__init__()
+        self.own = FakeOwn()
+        self.current: list[Any] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.joining = asyncio.Event()
+        self.closed: bool | None = None
+
+    def members(self) -> list[Any]:
+        return list(self.current)
+
+    async def join(self) -> None:
+        self.joining.set()
+        await self.gate.wait()
+        self.own.membership_id = "s1"
+        for joined in self.current:  # as the real one tells of the members it finds
+            self.emit("member_joined", joined)
+
+    async def close(self, *, leave: bool = True) -> None:
+        self.closed = leave
+
+
+@dataclass
+class FakeClient:
+    to_device_callbacks: list[Any] = field(default_factory=list)
+
+    def add_to_device_callback(self, func: Any, kind: Any) -> None:
+        self.to_device_callbacks.append(SimpleNamespace(func=func, filter=kind))
+
+
+@dataclass
+class FakeTransport:
+    user_id: str = OWN.user_id
+    device_id: str = OWN.device_id
+    client: FakeClient = field(default_factory=FakeClient)
+    listeners: list[Any] = field(default_factory=list)
+    sent: list[tuple[Any, str, dict[str, Any]]] = field(default_factory=list)
+
+    def add_to_device_listener(self, listener: Any) -> None:
+        self.listeners.append(listener)
+
+    def remove_to_device_listener(self, listener: Any) -> None:
+        self.listeners[:] = [f for f in self.listeners if f != listener]
+
+    async def send_to_devices(
+        self, targets: list[tuple[str, str]], event_type: str, content: dict[str, Any]
+    ) -> int:
+        self.sent.append((targets, event_type, content))
+        return len(targets)
+
+
+@pytest.fixture
+def fake_membership(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(group_call_module, "GroupMembership", FakeMembership)
+
+
+def new_session(transport: FakeTransport) -> GroupCallSession:
+    media = LocalMedia(microphone=SyntheticAudioTrack)
+    return GroupCallSession(transport, ROOM, media=media, ring=False)  # type: ignore[arg-type]
+
+
+def candidates_to(dest_session: str) -> DeviceMessage:
+    """The peer's first message to our session ``dest_session`` (candidates for attempt 0)."""
+    sender = MeshSender(ROOM, PEER, "a1")
+    candidate = Candidate(
+        candidate="candidate:1 1 udp 1 127.0.0.1 9 typ host", sdp_mid="0", sdp_mline_index=0
+    )
+    event = CallCandidates(
+        call_id=sender.call_id(OWN, dest_session, 0), party_id="A1", candidates=(candidate,)
+    )
+    signal = sender.wrap(event, OWN, dest_session)
+    return DeviceMessage(PEER.user_id, PEER.device_id, signal.type, signal.content)
+
+
+async def test_our_own_rejoin_makes_a_new_mesh_before_the_next_signal(
+    fake_membership: None,
+) -> None:
+    transport = FakeTransport()
+    session = new_session(transport)
+    membership = session.membership
+    assert isinstance(membership, FakeMembership)
+    membership.current = [member(PEER, "a1")]
+    try:
+        await session.join()
+        old = session.mesh
+        assert old is not None
+        assert old.own_session == "s1"
+        assert PEER in old.pairs
+        # Our membership vanished and was sent again under a new membershipID; the peer saw it
+        # and talks to the new session before any other member's event reaches us.
+        membership.own.membership_id = "s2"
+        for listener in list(transport.listeners):
+            listener(candidates_to("s2"))
+        await until(lambda: session.mesh is not old)
+        new = session.mesh
+        assert new is not None
+        assert new.own_session == "s2"
+        assert PEER in new.pairs
+        # The message was for the new session: not refused as addressed to another one.
+        assert old.counters["wrong_dest_session"] == 0
+        assert new.counters["wrong_dest_session"] == 0
+        assert new.counters["stale_attempt"] == 1  # no call yet: the peer places it
+        # And with no message at all, the membership's state change alone renews the mesh.
+        membership.own.membership_id = "s3"
+        membership.emit("state_changed", "joined", "joining")
+        await until(lambda: session.mesh is not None and session.mesh.own_session == "s3")
+    finally:
+        await session.close(leave=False)
+
+
+async def test_a_close_during_join_leaves_nothing_running(fake_membership: None) -> None:
+    transport = FakeTransport()
+    session = new_session(transport)
+    membership = session.membership
+    assert isinstance(membership, FakeMembership)
+    membership.gate.clear()
+    joining = asyncio.ensure_future(session.join())
+    await membership.joining.wait()
+    await session.close()  # the user hangs up while the join is on its way
+    membership.gate.set()
+    with pytest.raises(RuntimeError):
+        await joining
+    assert session.encoders == {}
+    assert session.keys is None
+    assert transport.listeners == []
+    assert transport.client.to_device_callbacks == []
+    assert transport.sent == []  # no key went out for a call we left
