@@ -7,15 +7,18 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
+import av
+import numpy as np
 import pytest
+from aiortc.rtcrtpreceiver import RemoteStreamTrack
 from pyee.asyncio import AsyncIOEventEmitter
 
 from mesh_harness import ROOM, member
-from sealcall.group import MemberDevice, MeshSender
+from sealcall.group import MemberDevice, MeshSender, PairEnded
 from sealcall.media import SyntheticAudioTrack
 from sealcall.session import GroupCallSession, LocalMedia
 from sealcall.session import group_call as group_call_module
-from sealcall.signaling import CallCandidates, Candidate
+from sealcall.signaling import CallCandidates, Candidate, StreamPurpose
 from sealcall.transport.matrix.to_device import DeviceMessage
 
 from media_helpers import until
@@ -160,3 +163,48 @@ async def test_a_close_during_join_leaves_nothing_running(fake_membership: None)
     assert transport.listeners == []
     assert transport.client.to_device_callbacks == []
     assert transport.sent == []  # no key went out for a call we left
+
+
+def loud_frame() -> av.AudioFrame:
+    samples = np.full((1, 960), 16_000, dtype=np.int16)
+    frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+    frame.sample_rate = 48_000
+    return frame
+
+
+async def test_frames_decoded_after_a_pair_ended_do_not_make_its_peer_speak_again(
+    fake_membership: None,
+) -> None:
+    now = [1_000.0]
+    session = GroupCallSession(
+        FakeTransport(),  # type: ignore[arg-type]
+        ROOM,
+        media=LocalMedia(microphone=SyntheticAudioTrack),
+        ring=False,
+        clock=lambda: now[0],
+    )
+    heard: list[tuple[MemberDevice, bool]] = []
+    session.on("speaking_changed", lambda device, speaking: heard.append((device, speaking)))
+
+    async def close() -> None:
+        pass
+
+    pair: Any = SimpleNamespace(peer=PEER, call_id="c1", close=close)
+    session.pairs["c1"] = pair
+    track = RemoteStreamTrack(kind="audio")
+    session.remote_track_added(pair, track, StreamPurpose.USERMEDIA)
+
+    def talk(frames: int) -> None:
+        for _ in range(frames):
+            now[0] += 0.02
+            track._queue.put_nowait(loud_frame())
+
+    talk(10)
+    assert heard == [(PEER, True)]
+    await session._run_one(PairEnded(PEER, "c1", "member_left", None))
+    assert heard == [(PEER, True), (PEER, False)]
+    talk(10)  # already decoded when the connection closed: they arrive late
+    assert heard == [(PEER, True), (PEER, False)]
+    assert session.speaking.sources() == 0
+    assert session.active_speaker() is None
+    await session.close(leave=False)

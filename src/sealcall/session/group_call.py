@@ -337,8 +337,7 @@ class GroupCallSession(AsyncIOEventEmitter):
     ) -> None:
         """A pair's connection announced a remote track: meter its audio, tell the app."""
         if track.kind == "audio":
-            peer = pair.peer
-            meter_audio_levels(track, lambda dbov: self._on_level(peer, dbov))
+            meter_audio_levels(track, lambda dbov: self._on_level(pair, dbov))
         self._emit("remote_media_added", pair.peer, track, purpose)
 
     def remote_track_removed(
@@ -347,10 +346,10 @@ class GroupCallSession(AsyncIOEventEmitter):
         """A pair's remote track ended."""
         self._emit("remote_media_removed", pair.peer, track, purpose)
 
-    def _on_level(self, peer: MemberDevice, dbov: float) -> None:
-        if self._closed:
-            return
-        self._speaking(self.speaking.level(peer, dbov, self._clock()))
+    def _on_level(self, pair: MeshPairSession, dbov: float) -> None:
+        if self._closed or self.pairs.get(pair.call_id) is not pair:
+            return  # frames decoded before the pair's connection closed: it has ended
+        self._speaking(self.speaking.level(pair.peer, dbov, self._clock()))
         self._schedule_timer()
 
     def _speaking(self, changes: list[SpeakingChanged]) -> None:
