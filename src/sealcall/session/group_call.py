@@ -414,10 +414,10 @@ class GroupCallSession(AsyncIOEventEmitter):
             mesh = self.mesh = self._new_mesh(own_session)
             held, self._held = self._held, []
             signals, self._held_signals = self._held_signals, []
-            out = mesh.on_membership(held, now)
+            first = mesh.on_membership(held, now)
             for message in signals:
-                out += mesh.receive(message, now)
-            return out
+                first += mesh.receive(message, now)
+            return first
         if mesh is None:
             # Before our membership is out: kept, bounded, for the mesh (a peer may invite us
             # as soon as it sees our member event, before join() returns here).
