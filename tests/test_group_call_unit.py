@@ -15,7 +15,7 @@ from pyee.asyncio import AsyncIOEventEmitter
 
 from mesh_harness import ROOM, member
 from sealcall.group import MemberDevice, MeshSender, PairEnded
-from sealcall.media import SyntheticAudioTrack
+from sealcall.media import PatternVideoTrack, SyntheticAudioTrack
 from sealcall.session import GroupCallSession, LocalMedia
 from sealcall.session import group_call as group_call_module
 from sealcall.signaling import CallCandidates, Candidate, StreamPurpose
@@ -208,3 +208,39 @@ async def test_frames_decoded_after_a_pair_ended_do_not_make_its_peer_speak_agai
     assert session.speaking.sources() == 0
     assert session.active_speaker() is None
     await session.close(leave=False)
+
+
+async def test_the_screen_is_no_longer_captured_once_sharing_stopped_and_no_pair_sends_it(
+    fake_membership: None,
+) -> None:
+    session = GroupCallSession(
+        FakeTransport(),  # type: ignore[arg-type]
+        ROOM,
+        media=LocalMedia(
+            microphone=SyntheticAudioTrack, screen=lambda: PatternVideoTrack(64, 48, fps=5)
+        ),
+        ring=False,
+    )
+    try:
+        await session.join()
+        await session.set_screen_share(True)
+        encoder = session.screen_encoder(True)  # as a connected pair's offer attaches it
+        assert encoder is not None
+        source = encoder._track
+        subscription = encoder.subscribe()
+        await session.set_screen_share(False)
+        # A pair that has not renegotiated yet still sends it: it goes on.
+        assert session.encoders.get("screenshare") is encoder
+        assert source.readyState == "live"
+        subscription.stop()  # that pair's offer without the screen
+        await session.set_screen_share(False)
+        assert "screenshare" not in session.encoders
+        assert source.readyState == "ended"
+        assert session.screen_encoder(False) is None
+        # Sharing again captures afresh.
+        await session.set_screen_share(True)
+        again = session.screen_encoder(True)
+        assert again is not None
+        assert again is not encoder
+    finally:
+        await session.close(leave=False)

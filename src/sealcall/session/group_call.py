@@ -395,6 +395,7 @@ class GroupCallSession(AsyncIOEventEmitter):
                 return
             try:
                 await self._run(self._take(kind, subject))
+                await self._release_screen()
             except Exception as error:
                 if done is not None and not done.done():
                     done.set_exception(error)
@@ -494,11 +495,19 @@ class GroupCallSession(AsyncIOEventEmitter):
                 self.encoders["camera"].tap.set_paused(video)
 
     def screen_encoder(self, on: bool) -> SharedEncoder | None:
-        """The shared screen-share encoder, made on first use (None once it is off)."""
+        """The shared screen-share encoder, made on first use (None once it is off and no
+        pair sends it)."""
         encoder = self.encoders.get("screenshare")
         if on and encoder is None:
             encoder = self._add_encoder("screenshare", self.media.screen())
         return encoder
+
+    async def _release_screen(self) -> None:
+        # Sharing is off and every pair has stopped sending it: stop capturing the screen.
+        encoder = self.encoders.get("screenshare")
+        if encoder is not None and not self.screensharing and not encoder.subscribers:
+            del self.encoders["screenshare"]
+            await encoder.stop()
 
     # -- outputs ---------------------------------------------------------------------------
 
