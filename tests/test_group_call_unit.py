@@ -244,3 +244,26 @@ async def test_the_screen_is_no_longer_captured_once_sharing_stopped_and_no_pair
         assert again is not encoder
     finally:
         await session.close(leave=False)
+
+
+async def test_muting_before_or_while_joining_is_kept(fake_membership: None) -> None:
+    transport = FakeTransport()
+    session = new_session(transport)
+    membership = session.membership
+    assert isinstance(membership, FakeMembership)
+    try:
+        await asyncio.wait_for(session.set_microphone_muted(True), 5)  # join muted
+        membership.gate.clear()
+        joining = asyncio.ensure_future(session.join())
+        await membership.joining.wait()
+        await asyncio.wait_for(session.set_camera_muted(True), 5)  # while the join is on its way
+        membership.gate.set()
+        await joining
+        assert session.audio_muted
+        assert session.video_muted
+        assert session.encoders["microphone"].tap.paused  # no audio frame is encoded
+        assert session.mesh is not None
+        assert session.mesh.audio_muted
+        assert session.mesh.video_muted
+    finally:
+        await session.close(leave=False)

@@ -300,6 +300,9 @@ class GroupCallSession(AsyncIOEventEmitter):
     async def _submit(self, kind: str, subject: Any) -> None:
         if self._closed:
             raise RuntimeError("this GroupCallSession is closed")
+        if self._worker is None:  # before join(): a mute or screen share to start with
+            self._take(kind, subject)
+            return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         await self._queue.put((kind, subject, done))
         await done
@@ -322,6 +325,10 @@ class GroupCallSession(AsyncIOEventEmitter):
 
     def _add_encoder(self, role: str, track: MediaStreamTrack) -> SharedEncoder:
         encoder = SharedEncoder(track, SenderTap(self.send_keys, track.kind))
+        # Muted before the encoder existed (before or while joining): it starts paused.
+        encoder.tap.set_paused(
+            {"microphone": self.audio_muted, "camera": self.video_muted}.get(role, False)
+        )
         self.encoders[role] = encoder
         return encoder
 
@@ -426,6 +433,10 @@ class GroupCallSession(AsyncIOEventEmitter):
                 self._held.append(subject)
             elif kind == "signal" and len(self._held_signals) < MAX_HELD:
                 self._held_signals.append(subject)
+            elif kind == "mute":  # kept for the encoders and the mesh to come
+                self._set_local_mute(*subject)
+            elif kind == "screenshare":
+                self.screensharing = subject
             return []
         out: list[MeshAction] = []
         own_session = self.membership.own.membership_id
@@ -469,6 +480,8 @@ class GroupCallSession(AsyncIOEventEmitter):
         mesh = Mesh(self.room_id, self.own, own_session, **options)
         if self.audio_muted or self.video_muted:
             mesh.set_muted(self.audio_muted, self.video_muted, self._clock())
+        if self.screensharing:
+            mesh.set_screenshare(True, self._clock())  # no pair yet: each once connected
         return mesh
 
     def _renew_mesh(self, mesh: Mesh, own_session: str, now: float) -> list[MeshAction]:
