@@ -286,7 +286,8 @@ class GroupCallSession(AsyncIOEventEmitter):
             self._history()
 
     async def set_microphone_muted(self, muted: bool) -> None:
-        """Mute or unmute: no audio frame is encoded while muted; every member is told."""
+        """Mute or unmute: no audio frame is encoded while muted; every member is told.
+        Before :meth:`join` it sets how we join."""
         await self._submit("mute", (muted, None))
 
     async def set_camera_muted(self, muted: bool) -> None:
