@@ -16,9 +16,10 @@ from pyee.asyncio import AsyncIOEventEmitter
 from mesh_harness import ROOM, member
 from sealcall.group import MemberDevice, MeshSender, PairEnded
 from sealcall.media import PatternVideoTrack, SyntheticAudioTrack
-from sealcall.session import GroupCallSession, LocalMedia
+from sealcall.session import GroupCallSession, GroupKeys, LocalMedia
 from sealcall.session import group_call as group_call_module
 from sealcall.signaling import CallCandidates, Candidate, StreamPurpose
+from sealcall.signaling.key_events import ENCRYPTION_KEY_EVENT
 from sealcall.transport.matrix.to_device import DeviceMessage
 
 from media_helpers import until
@@ -267,3 +268,36 @@ async def test_muting_before_or_while_joining_is_kept(fake_membership: None) -> 
         assert session.mesh.video_muted
     finally:
         await session.close(leave=False)
+
+
+async def test_after_our_own_rejoin_our_key_goes_again_to_every_member() -> None:
+    # The members reset our key ring when they see our new membershipID: without our key
+    # again they could not decrypt us until they asked for it.
+    transport = FakeTransport()
+    membership = FakeMembership(transport, ROOM)
+    membership.own.membership_id = "s1"
+    membership.current = [member(PEER, "a1")]
+    keys = GroupKeys(transport, ROOM, membership, request_delay=60.0)  # type: ignore[arg-type]
+
+    def sent_keys() -> list[tuple[Any, dict[str, Any]]]:
+        return [(t, c) for t, kind, c in transport.sent if kind == ENCRYPTION_KEY_EVENT]
+
+    try:
+        await keys.start()
+        await until(lambda: len(sent_keys()) == 1)
+        [(targets, first)] = sent_keys()
+        assert targets == [(PEER.user_id, PEER.device_id)]
+        assert first["member_id"] == "s1"
+        membership.own.membership_id = "s2"
+        membership.emit("state_changed", "joined", "joining")
+        await until(lambda: len(sent_keys()) == 2)
+        targets, again = sent_keys()[1]
+        assert targets == [(PEER.user_id, PEER.device_id)]
+        assert again["member_id"] == "s2"
+        assert again["media_key"] == first["media_key"]
+        # Told again of the same session: nothing more.
+        membership.emit("state_changed", "joining", "joined")
+        await keys.close()
+        assert len(sent_keys()) == 2
+    finally:
+        await keys.close()
