@@ -2,6 +2,7 @@
 answered at once, ended without a word to a session that is gone, retried when it fails, and
 carrying mute and screen-share state; hostile signaling is refused and counted."""
 
+import dataclasses
 from collections import Counter
 from typing import Any
 
@@ -27,9 +28,11 @@ from sealcall.group import (
     NEW_SESSION,
     MemberDevice,
     MemberJoined,
+    MemberRejoined,
     Mesh,
     MeshCount,
     MeshSender,
+    PairEnded,
     PairMedia,
     SendSignal,
     SignalEnvelope,
@@ -508,3 +511,21 @@ def test_a_peer_that_keeps_inviting_gets_few_new_connections() -> None:
     assert mesh.counters[MeshCount.INVITE_RATE_LIMITED] == 40 - MAX_INVITES_PER_WINDOW
     # The placer's honest retries, spaced out, are answered again once the window has passed.
     assert answers(40, 4.0 + INVITE_WINDOW) == 1
+
+
+def test_a_rejoin_told_again_for_the_session_the_pair_already_has_changes_nothing() -> None:
+    # Our own rejoin makes a new mesh from the current members; a member's rejoin queued
+    # before it is then told again: the pair already is for that session.
+    mesh = Mesh(ROOM, ALICE1, session(ALICE1))  # Alice places her call with Bob
+    old = dataclasses.replace(member(BOB, session(BOB, 1)), created=1)
+    new = dataclasses.replace(member(BOB, session(BOB, 2)), created=2)
+    mesh.on_membership([MemberJoined(new)], 0.0)
+    call = mesh.pairs[BOB].call
+    assert call is not None
+    assert mesh.on_membership([MemberRejoined(old, new)], 0.1) == []
+    assert mesh.pairs[BOB].call is call
+    # A js-sdk rejoin keeps its membershipID and changes created_ts: a new pair call.
+    again = dataclasses.replace(new, created=3)
+    out = mesh.on_membership([MemberRejoined(new, again)], 0.2)
+    assert any(isinstance(a, PairEnded) and a.reason == NEW_SESSION for a in out)
+    assert mesh.pairs[BOB].call is not call

@@ -155,6 +155,7 @@ class Pair:
 
     peer: MemberDevice
     session: str  # the peer's membershipID
+    created: int  # and its created_ts: with it, what tells one join of the peer from another
     places: bool  # we place the call (the lower device)
     retry: PairRetry
     call: Call | None = None  # None while waiting for an invite or a retry, or after giving up
@@ -317,8 +318,8 @@ class Mesh:
         out: list[MeshAction] = []
         old = self.pairs.get(device)
         if old is not None:
-            if not rejoined and old.session == member.member_id:
-                return []  # told twice
+            if old.session == member.member_id and (not rejoined or old.created == member.created):
+                return []  # told twice (after our own rejoin, the new mesh starts from the table)
             out += self._drop_pair(device, NEW_SESSION, now)
         if len(self.pairs) >= MAX_MEMBERS:
             self._count(MeshCount.OVER_CAPACITY)
@@ -326,6 +327,7 @@ class Mesh:
         pair = Pair(
             peer=device,
             session=member.member_id,
+            created=member.created,
             places=places_call(self.own, device),
             retry=PairRetry(self.retry_delays),
         )
