@@ -212,7 +212,8 @@ class GroupCallSession(AsyncIOEventEmitter):
         self.transport.add_to_device_listener(self._on_message)
         try:
             await self.membership.join()
-            self._check_open()  # closed meanwhile: start no key and no encoder
+            if self._closed:  # closed meanwhile: start no key and no encoder
+                raise RuntimeError("this GroupCallSession was closed while joining")
             keys = GroupKeys(
                 self.transport,
                 self.room_id,
@@ -232,10 +233,6 @@ class GroupCallSession(AsyncIOEventEmitter):
         except Exception:
             await self.close(leave=True)
             raise
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise RuntimeError("this GroupCallSession was closed while joining")
 
     async def _ring(self) -> None:
         if self._closed:
