@@ -44,15 +44,16 @@ START = 1_000.0
 LATENCY = 0.05
 
 
-def member(device: MemberDevice, session: str) -> Member:
-    """A counted membership of ``device`` under ``session`` (its membershipID)."""
+def member(device: MemberDevice, session: str, created: int = 0) -> Member:
+    """A counted membership of ``device`` under ``session`` (its membershipID), joined at
+    ``created`` (its created_ts)."""
     content = mesh_member(
-        device_id=device.device_id, membership_id=session, created_ts=0, expires=14_400_000
+        device_id=device.device_id, membership_id=session, created_ts=created, expires=14_400_000
     )
     return Member(
         device=device,
         member_id=session,
-        created=0,
+        created=created,
         expires_at=2**53,
         state_key=member_state_key(device.user_id, device.device_id),
         content=content,
@@ -78,6 +79,7 @@ class Node:
     device: MemberDevice
     session: str
     mesh: Mesh
+    created: int = 0  # the created_ts of its member event: each join has its own
     log: list[MeshAction] = field(default_factory=list)
     ended: list[PairEnded] = field(default_factory=list)
     ended_at: list[float] = field(default_factory=list)
@@ -172,6 +174,7 @@ class MeshNet:
         self.duplicate = duplicate  # deliver every message twice
         self._queue: list[tuple[float, int, MemberDevice, DeviceMessage, Sent]] = []
         self._order = itertools.count()
+        self._joins = itertools.count()
         self._ready: dict[str, set[MemberDevice]] = defaultdict(set)
         self._connected: set[str] = set()
 
@@ -187,12 +190,13 @@ class MeshNet:
         old = self.nodes.get(device)
         if old is not None:
             self._forget_media(device)  # the old process is gone with its connections
-        node = Node(self, device, session, Mesh(ROOM, device, session, **mesh_args))
+        mesh = Mesh(ROOM, device, session, **mesh_args)
+        node = Node(self, device, session, mesh, created=next(self._joins))
         self.nodes[device] = node
         others = [n for n in self.nodes.values() if n is not node]
         node.run(
             node.mesh.on_membership(
-                [MemberJoined(member(n.device, n.session)) for n in others], self.now
+                [MemberJoined(member(n.device, n.session, n.created)) for n in others], self.now
             )
         )
         if announce:
@@ -201,7 +205,7 @@ class MeshNet:
 
     def announce(self, node: Node, old_session: str | None = None) -> None:
         """The other nodes learn ``node``'s membership (a rejoin if ``old_session``)."""
-        new = member(node.device, node.session)
+        new = member(node.device, node.session, node.created)
         event: MembershipEvent = (
             MemberJoined(new)
             if old_session is None
@@ -215,7 +219,7 @@ class MeshNet:
         self._forget_media(device)
         self.tell(
             list(self.nodes.values()),
-            [MemberLeft(member(device, node.session), LeftReason.LEFT)],
+            [MemberLeft(member(device, node.session, node.created), LeftReason.LEFT)],
         )
         return node
 

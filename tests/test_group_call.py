@@ -68,6 +68,10 @@ class FrameCapture:
 
     async def _read(self, track: MediaStreamTrack, kind: str) -> None:
         codec = Codec.OPUS if kind == "audio" else Codec.VP8
+        # An encoder protects one frame at a time, off the event loop: the first frame this
+        # subscription gets may have been protected just before it was made (under the key in
+        # use then). Every later one was protected after.
+        await track.recv()
         while True:
             packet = await track.recv()
             self.frames.append((codec, bytes(packet)))

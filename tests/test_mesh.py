@@ -2,6 +2,7 @@
 answered at once, ended without a word to a session that is gone, retried when it fails, and
 carrying mute and screen-share state; hostile signaling is refused and counted."""
 
+import dataclasses
 from collections import Counter
 from typing import Any
 
@@ -27,15 +28,18 @@ from sealcall.group import (
     NEW_SESSION,
     MemberDevice,
     MemberJoined,
+    MemberRejoined,
     Mesh,
     MeshCount,
     MeshSender,
+    PairEnded,
     PairMedia,
     SendSignal,
     SignalEnvelope,
     pair_call_id,
     wrap_signal,
 )
+from sealcall.group.mesh import INVITE_WINDOW, MAX_INVITES_PER_WINDOW
 from sealcall.group.mesh_inbox import EARLY_TTL
 from sealcall.signaling import E2EE_KEY, CallHangup, StreamPurpose
 from sealcall.transport.matrix.to_device import DeviceMessage
@@ -67,10 +71,16 @@ def sent_after(net: MeshNet, at: float, dest: MemberDevice) -> list[str]:
 
 
 def forged_invite(
-    src: MemberDevice, src_session: str, dest: MemberDevice, dest_session: str, attempt: int = 0
+    src: MemberDevice,
+    src_session: str,
+    dest: MemberDevice,
+    dest_session: str,
+    attempt: int = 0,
+    sender: MeshSender | None = None,
 ) -> DeviceMessage:
-    """A well-formed, encryptable invite from ``src`` to ``dest``, as a real call would send it."""
-    sender = MeshSender(ROOM, src, src_session)
+    """A well-formed, encryptable invite from ``src`` to ``dest``, as a real call would send it
+    (``sender``: one that numbers ``src``'s messages in a row)."""
+    sender = sender or MeshSender(ROOM, src, src_session)
     call = Call(
         call_id=sender.call_id(dest, dest_session, attempt),
         party_id=src.device_id,
@@ -480,3 +490,42 @@ def test_pairs_stay_within_the_member_cap() -> None:
     mesh.on_membership(events, 0.0)
     assert len(mesh.pairs) == MAX_MEMBERS
     assert mesh.counters[MeshCount.OVER_CAPACITY] == 5
+
+
+def test_a_peer_that_keeps_inviting_gets_few_new_connections() -> None:
+    # Each accepted invite is a new peer connection: a member that sends invite after invite
+    # with ever higher attempts gets a few in each window, the rest are refused and counted.
+    mesh = Mesh(ROOM, BOB, session(BOB))
+    mesh.on_membership([MemberJoined(member(ALICE1, session(ALICE1)))], 0.0)  # Alice places
+    sender = MeshSender(ROOM, ALICE1, session(ALICE1))
+
+    def answers(attempt: int, now: float) -> int:
+        invite = forged_invite(ALICE1, session(ALICE1), BOB, session(BOB), attempt, sender)
+        out = mesh.receive(invite, now)
+        return sum(
+            isinstance(a, PairMedia) and isinstance(a.action, actions.CreateAnswer) for a in out
+        )
+
+    made = sum(answers(attempt, attempt * 0.1) for attempt in range(40))
+    assert made == MAX_INVITES_PER_WINDOW
+    assert mesh.counters[MeshCount.INVITE_RATE_LIMITED] == 40 - MAX_INVITES_PER_WINDOW
+    # The placer's honest retries, spaced out, are answered again once the window has passed.
+    assert answers(40, 4.0 + INVITE_WINDOW) == 1
+
+
+def test_a_rejoin_told_again_for_the_session_the_pair_already_has_changes_nothing() -> None:
+    # Our own rejoin makes a new mesh from the current members; a member's rejoin queued
+    # before it is then told again: the pair already is for that session.
+    mesh = Mesh(ROOM, ALICE1, session(ALICE1))  # Alice places her call with Bob
+    old = dataclasses.replace(member(BOB, session(BOB, 1)), created=1)
+    new = dataclasses.replace(member(BOB, session(BOB, 2)), created=2)
+    mesh.on_membership([MemberJoined(new)], 0.0)
+    call = mesh.pairs[BOB].call
+    assert call is not None
+    assert mesh.on_membership([MemberRejoined(old, new)], 0.1) == []
+    assert mesh.pairs[BOB].call is call
+    # A js-sdk rejoin keeps its membershipID and changes created_ts: a new pair call.
+    again = dataclasses.replace(new, created=3)
+    out = mesh.on_membership([MemberRejoined(new, again)], 0.2)
+    assert any(isinstance(a, PairEnded) and a.reason == NEW_SESSION for a in out)
+    assert mesh.pairs[BOB].call is not call

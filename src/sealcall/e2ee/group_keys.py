@@ -256,6 +256,13 @@ class GroupKeySender:
             return self._rotate(now)
         return [action for k in young for action in k.send(joiners)]
 
+    def share_again(self) -> list[SendKey | UseKey]:
+        """We rejoined under a new membershipID: every member forgot our keys (a rejoin is a
+        new sender to them), so the keys in use and about to be go to all of them again."""
+        if self._current is None:
+            return []
+        return [action for k in self._live_keys() for action in k.send(self._members.values())]
+
     def _live_keys(self) -> list[_OwnKey]:
         """The key in use and those about to be, oldest first."""
         assert self._current is not None

@@ -50,16 +50,20 @@ membership instead of their ``m.call`` state):
 
 Bounds: at most :data:`MAX_MEMBERS` pairs; each call, the sender and the inbox are bounded on
 their own; refusals are counted under fixed names (:class:`MeshCount`), never by what a peer
-wrote. Nothing raises on hostile input; :meth:`Mesh.command` raises the call's
-:class:`~sealcall.calls.IllegalTransitionError` for a command its state does not take (the
-caller's own misuse), as :class:`~sealcall.calls.Call` does.
+wrote. Every invite we answer is a new peer connection: a pair answers at most
+:data:`MAX_INVITES_PER_WINDOW` invites in :data:`INVITE_WINDOW` seconds (an honest placer sends
+four at most in a burst of failures: the first and three retries); the rest are refused and
+counted, and the placer's call times out and is retried. A member that rejoins to get a fresh
+pair pays a state event each time. Nothing raises on hostile input; :meth:`Mesh.command`
+raises the call's :class:`~sealcall.calls.IllegalTransitionError` for a command its state
+does not take (the caller's own misuse), as :class:`~sealcall.calls.Call` does.
 """
 
 import dataclasses
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from sealcall.calls import (
@@ -93,6 +97,9 @@ from .mesh_signaling import MeshSender, OutgoingSignal
 
 logger = logging.getLogger(__name__)
 
+INVITE_WINDOW = 30.0  # seconds
+MAX_INVITES_PER_WINDOW = 6  # invites a pair answers within INVITE_WINDOW
+
 # What a pair call emits that stays inside the mesh (see the module docstring).
 _KEPT_INSIDE = (actions.UseMediaKeys, actions.AllowUnencryptedMedia, actions.HistoryItemReady)
 
@@ -109,6 +116,7 @@ class MeshCount(StrEnum):
     PAIR_ENDED = "pair_ended"
     PAIR_RETRIED = "pair_retried"
     PAIR_GIVEN_UP = "pair_given_up"  # the retries are spent
+    INVITE_RATE_LIMITED = "invite_rate_limited"  # too many new calls from one peer session
 
 
 @dataclass(frozen=True)
@@ -147,11 +155,13 @@ class Pair:
 
     peer: MemberDevice
     session: str  # the peer's membershipID
+    created: int  # and its created_ts: with it, what tells one join of the peer from another
     places: bool  # we place the call (the lower device)
     retry: PairRetry
     call: Call | None = None  # None while waiting for an invite or a retry, or after giving up
     attempt: int = -1  # the attempt of the current (or last) call; -1: none yet
     retry_at: float | None = None
+    answered: deque[float] = field(default_factory=deque)  # when recent invites were answered
 
 
 class Mesh:
@@ -308,8 +318,8 @@ class Mesh:
         out: list[MeshAction] = []
         old = self.pairs.get(device)
         if old is not None:
-            if not rejoined and old.session == member.member_id:
-                return []  # told twice
+            if old.session == member.member_id and (not rejoined or old.created == member.created):
+                return []  # told twice (after our own rejoin, the new mesh starts from the table)
             out += self._drop_pair(device, NEW_SESSION, now)
         if len(self.pairs) >= MAX_MEMBERS:
             self._count(MeshCount.OVER_CAPACITY)
@@ -317,6 +327,7 @@ class Mesh:
         pair = Pair(
             peer=device,
             session=member.member_id,
+            created=member.created,
             places=places_call(self.own, device),
             retry=PairRetry(self.retry_delays),
         )
@@ -412,6 +423,12 @@ class Mesh:
             if signal.attempt == pair.attempt:
                 self._count(MeshCount.DUPLICATE_INVITE)
                 return []
+            while pair.answered and pair.answered[0] <= now - INVITE_WINDOW:
+                pair.answered.popleft()
+            if len(pair.answered) >= MAX_INVITES_PER_WINDOW:
+                self._count(MeshCount.INVITE_RATE_LIMITED)
+                return []
+            pair.answered.append(now)
             return self._accept(pair, signal, event, now)
         call = pair.call
         if call is None or signal.attempt != pair.attempt:

@@ -150,6 +150,8 @@ class GroupCallSession(AsyncIOEventEmitter):
         self._closed = False
         for name in ("member_joined", "member_left", "member_rejoined"):
             self.membership.on(name, self._membership_listener(name))
+        # Our own membership changes (a rejoin under a new membershipID) come only as this.
+        self.membership.on("state_changed", self._on_own_state)
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -210,6 +212,8 @@ class GroupCallSession(AsyncIOEventEmitter):
         self.transport.add_to_device_listener(self._on_message)
         try:
             await self.membership.join()
+            if self._closed:  # closed meanwhile: start no key and no encoder
+                raise RuntimeError("this GroupCallSession was closed while joining")
             keys = GroupKeys(
                 self.transport,
                 self.room_id,
@@ -231,6 +235,8 @@ class GroupCallSession(AsyncIOEventEmitter):
             raise
 
     async def _ring(self) -> None:
+        if self._closed:
+            return  # left before the join finished: ring for nothing
         ringer = self.ringer
         if ringer is None and self.ring:
             ringer = GroupRinger(self.transport, clock=self._clock)  # only to send the ring
@@ -277,7 +283,8 @@ class GroupCallSession(AsyncIOEventEmitter):
             self._history()
 
     async def set_microphone_muted(self, muted: bool) -> None:
-        """Mute or unmute: no audio frame is encoded while muted; every member is told."""
+        """Mute or unmute: no audio frame is encoded while muted; every member is told.
+        Before :meth:`join` it sets how we join."""
         await self._submit("mute", (muted, None))
 
     async def set_camera_muted(self, muted: bool) -> None:
@@ -291,6 +298,9 @@ class GroupCallSession(AsyncIOEventEmitter):
     async def _submit(self, kind: str, subject: Any) -> None:
         if self._closed:
             raise RuntimeError("this GroupCallSession is closed")
+        if self._worker is None:  # before join(): a mute or screen share to start with
+            self._take(kind, subject)
+            return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         await self._queue.put((kind, subject, done))
         await done
@@ -313,6 +323,10 @@ class GroupCallSession(AsyncIOEventEmitter):
 
     def _add_encoder(self, role: str, track: MediaStreamTrack) -> SharedEncoder:
         encoder = SharedEncoder(track, SenderTap(self.send_keys, track.kind))
+        # Muted before the encoder existed (before or while joining): it starts paused.
+        encoder.tap.set_paused(
+            {"microphone": self.audio_muted, "camera": self.video_muted}.get(role, False)
+        )
         self.encoders[role] = encoder
         return encoder
 
@@ -328,8 +342,7 @@ class GroupCallSession(AsyncIOEventEmitter):
     ) -> None:
         """A pair's connection announced a remote track: meter its audio, tell the app."""
         if track.kind == "audio":
-            peer = pair.peer
-            meter_audio_levels(track, lambda dbov: self._on_level(peer, dbov))
+            meter_audio_levels(track, lambda dbov: self._on_level(pair, dbov))
         self._emit("remote_media_added", pair.peer, track, purpose)
 
     def remote_track_removed(
@@ -338,10 +351,10 @@ class GroupCallSession(AsyncIOEventEmitter):
         """A pair's remote track ended."""
         self._emit("remote_media_removed", pair.peer, track, purpose)
 
-    def _on_level(self, peer: MemberDevice, dbov: float) -> None:
-        if self._closed:
-            return
-        self._speaking(self.speaking.level(peer, dbov, self._clock()))
+    def _on_level(self, pair: MeshPairSession, dbov: float) -> None:
+        if self._closed or self.pairs.get(pair.call_id) is not pair:
+            return  # frames decoded before the pair's connection closed: it has ended
+        self._speaking(self.speaking.level(pair.peer, dbov, self._clock()))
         self._schedule_timer()
 
     def _speaking(self, changes: list[SpeakingChanged]) -> None:
@@ -372,6 +385,10 @@ class GroupCallSession(AsyncIOEventEmitter):
 
         return listener
 
+    def _on_own_state(self, *_: Any) -> None:
+        if not self._closed:
+            self._queue.put_nowait(("own", None, None))
+
     def _on_message(self, message: DeviceMessage) -> None:
         if not self._closed and message.type.startswith(CALL_SIGNAL_PREFIXES):
             self._queue.put_nowait(("signal", message, None))
@@ -383,6 +400,7 @@ class GroupCallSession(AsyncIOEventEmitter):
                 return
             try:
                 await self._run(self._take(kind, subject))
+                await self._release_screen()
             except Exception as error:
                 if done is not None and not done.done():
                     done.set_exception(error)
@@ -402,10 +420,10 @@ class GroupCallSession(AsyncIOEventEmitter):
             mesh = self.mesh = self._new_mesh(own_session)
             held, self._held = self._held, []
             signals, self._held_signals = self._held_signals, []
-            out = mesh.on_membership(held, now)
+            first = mesh.on_membership(held, now)
             for message in signals:
-                out += mesh.receive(message, now)
-            return out
+                first += mesh.receive(message, now)
+            return first
         if mesh is None:
             # Before our membership is out: kept, bounded, for the mesh (a peer may invite us
             # as soon as it sees our member event, before join() returns here).
@@ -413,7 +431,25 @@ class GroupCallSession(AsyncIOEventEmitter):
                 self._held.append(subject)
             elif kind == "signal" and len(self._held_signals) < MAX_HELD:
                 self._held_signals.append(subject)
+            elif kind == "mute":  # kept for the encoders and the mesh to come
+                self._set_local_mute(*subject)
+            elif kind == "screenshare":
+                self.screensharing = subject
             return []
+        out: list[MeshAction] = []
+        own_session = self.membership.own.membership_id
+        if kind != "leave" and own_session is not None and own_session != mesh.own_session:
+            # We rejoined: the new session's mesh must exist before anything else is applied
+            # (a peer's invite to it may come before our state change is told here).
+            out, mesh = self._renew_mesh(mesh, own_session, now), self.mesh
+            assert mesh is not None
+            if kind == "membership":
+                return out  # the new mesh starts from the current members
+        if kind == "own":
+            return out
+        return out + self._apply(mesh, kind, subject, now)
+
+    def _apply(self, mesh: Mesh, kind: str, subject: Any, now: float) -> list[MeshAction]:
         if kind == "membership":
             return self._on_membership(mesh, subject, now)
         if kind == "signal":
@@ -442,18 +478,19 @@ class GroupCallSession(AsyncIOEventEmitter):
         mesh = Mesh(self.room_id, self.own, own_session, **options)
         if self.audio_muted or self.video_muted:
             mesh.set_muted(self.audio_muted, self.video_muted, self._clock())
+        if self.screensharing:
+            mesh.set_screenshare(True, self._clock())  # no pair yet: each once connected
         return mesh
 
+    def _renew_mesh(self, mesh: Mesh, own_session: str, now: float) -> list[MeshAction]:
+        """We rejoined (our membership vanished, the others closed our connections): a new
+        session, a new mesh from the current members; the old pairs end without a word."""
+        out = [a for a in mesh.leave(now) if not isinstance(a, SendSignal)]
+        self.mesh = self._new_mesh(own_session)
+        current: list[MembershipEvent] = [MemberJoined(m) for m in self.membership.members()]
+        return out + self.mesh.on_membership(current, now)
+
     def _on_membership(self, mesh: Mesh, event: MembershipEvent, now: float) -> list[MeshAction]:
-        own_session = self.membership.own.membership_id
-        if own_session is not None and own_session != mesh.own_session:
-            # We rejoined (our membership vanished, the others closed our connections): a new
-            # session, a new mesh; the old pairs end without a word to anyone.
-            out = mesh.leave(now)
-            out = [a for a in out if not isinstance(a, SendSignal)]
-            self.mesh = self._new_mesh(own_session)
-            current: list[MembershipEvent] = [MemberJoined(m) for m in self.membership.members()]
-            return out + self.mesh.on_membership(current, now)
         if isinstance(event, MemberLeft):
             self._speaking(self.speaking.remove(event.member.device, now))
         return mesh.on_membership([event], now)
@@ -469,11 +506,19 @@ class GroupCallSession(AsyncIOEventEmitter):
                 self.encoders["camera"].tap.set_paused(video)
 
     def screen_encoder(self, on: bool) -> SharedEncoder | None:
-        """The shared screen-share encoder, made on first use (None once it is off)."""
+        """The shared screen-share encoder, made on first use (None once it is off and no
+        pair sends it)."""
         encoder = self.encoders.get("screenshare")
         if on and encoder is None:
             encoder = self._add_encoder("screenshare", self.media.screen())
         return encoder
+
+    async def _release_screen(self) -> None:
+        # Sharing is off and every pair has stopped sending it: stop capturing the screen.
+        encoder = self.encoders.get("screenshare")
+        if encoder is not None and not self.screensharing and not encoder.subscribers:
+            del self.encoders["screenshare"]
+            await encoder.stop()
 
     # -- outputs ---------------------------------------------------------------------------
 

@@ -142,6 +142,7 @@ class GroupKeys(AsyncIOEventEmitter):
         self._sending: asyncio.Task[None] | None = None
         self._timer = DeadlineTimer(lambda: self._queue.put_nowait(("timer", None)))
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._own_session: str | None = None  # our membershipID our keys last went out under
         self._closed = False
 
     # -- queries ---------------------------------------------------------------------------
@@ -215,6 +216,8 @@ class GroupKeys(AsyncIOEventEmitter):
                 raise RuntimeError("start() after the GroupMembership has joined")
             for name in ("member_joined", "member_left", "member_rejoined"):
                 self.membership.on(name, self._on_membership_change)
+            self.membership.on("state_changed", self._on_own_state)
+            self._own_session = self.membership.own.membership_id
             members = self._members_of(self.membership)
         self._loop = asyncio.get_running_loop()
         self.transport.add_to_device_listener(self._on_message)
@@ -237,6 +240,8 @@ class GroupKeys(AsyncIOEventEmitter):
             for name in ("member_joined", "member_left", "member_rejoined"):
                 with contextlib.suppress(KeyError):
                     self.membership.remove_listener(name, self._on_membership_change)
+            with contextlib.suppress(KeyError):
+                self.membership.remove_listener("state_changed", self._on_own_state)
         self.transport.remove_to_device_listener(self._on_message)
         client = self.transport.client
         client.to_device_callbacks = [
@@ -267,6 +272,16 @@ class GroupKeys(AsyncIOEventEmitter):
     def _on_membership_change(self, *_: Any) -> None:
         if not self._closed and self.membership is not None:
             self._queue.put_nowait(("members", self._members_of(self.membership)))
+
+    def _on_own_state(self, *_: Any) -> None:
+        # Our membership was sent again under a new membershipID (it had vanished): the
+        # members reset our keys when they see it.
+        if self._closed or self.membership is None:
+            return
+        session = self.membership.own.membership_id
+        if session is not None and session != self._own_session:
+            self._own_session = session
+            self._queue.put_nowait(("own_session", None))
 
     def _on_message(self, message: DeviceMessage) -> None:
         if self._closed:
@@ -319,6 +334,8 @@ class GroupKeys(AsyncIOEventEmitter):
             early, self._early = self._early, deque()
             for item in early:  # those still not members wait on
                 self._offer(item.origin, item.parsed, now, until=item.until)
+        elif kind == "own_session":
+            self._run(self.sender.share_again())
         elif kind == "message":
             origin, event_type, content = subject
             self._on_content(origin, event_type, content, now)
