@@ -391,6 +391,7 @@ class GroupCallSession(AsyncIOEventEmitter):
             else:
                 if done is not None and not done.done():
                     done.set_result(None)
+            await self._release_screen_encoder()
             self._schedule_timer()
 
     def _take(self, kind: str, subject: Any) -> list[MeshAction]:
@@ -442,6 +443,8 @@ class GroupCallSession(AsyncIOEventEmitter):
         mesh = Mesh(self.room_id, self.own, own_session, **options)
         if self.audio_muted or self.video_muted:
             mesh.set_muted(self.audio_muted, self.video_muted, self._clock())
+        if self.screensharing:  # (a rejoin: the new pairs share the screen once connected)
+            mesh.set_screenshare(True, self._clock())
         return mesh
 
     def _on_membership(self, mesh: Mesh, event: MembershipEvent, now: float) -> list[MeshAction]:
@@ -469,11 +472,19 @@ class GroupCallSession(AsyncIOEventEmitter):
                 self.encoders["camera"].tap.set_paused(video)
 
     def screen_encoder(self, on: bool) -> SharedEncoder | None:
-        """The shared screen-share encoder, made on first use (None once it is off)."""
+        """The shared screen-share encoder, made on first use (None once it is released)."""
         encoder = self.encoders.get("screenshare")
         if on and encoder is None:
             encoder = self._add_encoder("screenshare", self.media.screen())
         return encoder
+
+    async def _release_screen_encoder(self) -> None:
+        # Screen sharing is off and every pair has renegotiated it away (or ended): stop
+        # reading the screen rather than keep it open until we leave.
+        encoder = self.encoders.get("screenshare")
+        if encoder is not None and not self.screensharing and not encoder.subscribers:
+            del self.encoders["screenshare"]
+            await encoder.stop()
 
     # -- outputs ---------------------------------------------------------------------------
 
