@@ -306,16 +306,19 @@ async def test_screen_share_is_encoded_once_for_all_and_released_when_it_ends(
 async def test_a_late_joiner_gets_the_camera_state_and_the_screen_share(
     call_devices: CallDevices,
 ) -> None:
-    sessions, _, (late_device,) = await mesh(call_devices, ("gil", "hal", "ida"), late=1)
+    sessions, seen_before, (late_device,) = await mesh(call_devices, ("gil", "hal", "ida"), late=1)
     gil = sessions[0]
     await gil.set_camera_muted(True)
     await gil.set_screen_share(True)
     await frames_flow(gil, sessions[1:], "video", SCREENSHARE)
 
-    late = group_call(call_devices, late_device, gil.room_id, media=small_media("silence"))
+    late = group_call(call_devices, late_device, gil.room_id, media=small_media("speech"))
     seen = Seen(late)
     signals: list[Any] = []
     late.transport.add_to_device_listener(signals.append)
+    # The late joiner itself joins muted and sharing its screen.
+    await late.set_microphone_muted(True)
+    await late.set_screen_share(True)
     await late.join()
 
     await wait_for(lambda: seen.mute(gil.own) == (False, True), TIMEOUT, "gil's camera state")
@@ -336,3 +339,20 @@ async def test_a_late_joiner_gets_the_camera_state_and_the_screen_share(
     await frames_flow(gil, [late], "audio", USERMEDIA, minimum=20)
     camera = tap(late, gil.own, "video", USERMEDIA)
     assert camera is None or camera.counters.frames_received == 0
+
+    # The others get the late joiner's state: muted from the start, its screen once connected.
+    for o in sessions:
+        await wait_for(
+            lambda o=o: seen_before[id(o)].mute(late.own) == (True, False),
+            TIMEOUT,
+            "the late joiner's mute",
+        )
+        await wait_for(
+            lambda o=o: seen_before[id(o)].screen_track(late.own) is not None,
+            TIMEOUT,
+            "the late joiner's screen",
+        )
+    await frames_flow(late, sessions, "video", SCREENSHARE)
+    await frames_flow(late, sessions, "video", USERMEDIA, minimum=10)
+    assert late.encoders["microphone"].counters.frames_encoded == 0
+    assert all(tap(o, late.own, "audio", USERMEDIA).counters.frames_received == 0 for o in sessions)

@@ -277,7 +277,8 @@ class GroupCallSession(AsyncIOEventEmitter):
             self._history()
 
     async def set_microphone_muted(self, muted: bool) -> None:
-        """Mute or unmute: no audio frame is encoded while muted; every member is told."""
+        """Mute or unmute: no audio frame is encoded while muted; every member is told. Before
+        :meth:`join`, the call starts so (as the camera and screen share below)."""
         await self._submit("mute", (muted, None))
 
     async def set_camera_muted(self, muted: bool) -> None:
@@ -291,6 +292,9 @@ class GroupCallSession(AsyncIOEventEmitter):
     async def _submit(self, kind: str, subject: Any) -> None:
         if self._closed:
             raise RuntimeError("this GroupCallSession is closed")
+        if self._worker is None:  # before join(): remembered, the call starts with it
+            self._take(kind, subject)
+            return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         await self._queue.put((kind, subject, done))
         await done
@@ -312,7 +316,11 @@ class GroupCallSession(AsyncIOEventEmitter):
             self._add_encoder("camera", self.media.camera())
 
     def _add_encoder(self, role: str, track: MediaStreamTrack) -> SharedEncoder:
-        encoder = SharedEncoder(track, SenderTap(self.send_keys, track.kind))
+        tap = SenderTap(self.send_keys, track.kind)
+        tap.set_paused(
+            (role == "microphone" and self.audio_muted) or (role == "camera" and self.video_muted)
+        )
+        encoder = SharedEncoder(track, tap)
         self.encoders[role] = encoder
         return encoder
 
@@ -407,6 +415,13 @@ class GroupCallSession(AsyncIOEventEmitter):
             for message in signals:
                 out += mesh.receive(message, now)
             return out
+        if kind == "mute":  # (before the mesh exists too: it starts with this state)
+            audio, video = subject
+            self._set_local_mute(audio, video)
+            return [] if mesh is None else mesh.set_muted(audio, video, now)
+        if kind == "screenshare":
+            self.screensharing = subject
+            return [] if mesh is None else mesh.set_screenshare(subject, now)
         if mesh is None:
             # Before our membership is out: kept, bounded, for the mesh (a peer may invite us
             # as soon as it sees our member event, before join() returns here).
@@ -425,13 +440,6 @@ class GroupCallSession(AsyncIOEventEmitter):
         if kind == "timer":
             self._speaking(self.speaking.tick(now))
             return mesh.handle_timer(now)
-        if kind == "mute":
-            audio, video = subject
-            self._set_local_mute(audio, video)
-            return mesh.set_muted(audio, video, now)
-        if kind == "screenshare":
-            self.screensharing = subject
-            return mesh.set_screenshare(subject, now)
         if kind == "leave":
             return mesh.leave(now)
         raise ValueError(f"unknown input {kind}")
