@@ -356,3 +356,15 @@ async def test_a_late_joiner_gets_the_camera_state_and_the_screen_share(
     await frames_flow(late, sessions, "video", USERMEDIA, minimum=10)
     assert late.encoders["microphone"].counters.frames_encoded == 0
     assert all(tap(o, late.own, "audio", USERMEDIA).counters.frames_received == 0 for o in sessions)
+
+    # gil stops sharing; the late joiner's screen, on the same pair, goes on reaching him.
+    gil_seen = seen_before[id(gil)]
+    await gil.set_screen_share(False)
+    await wait_for(
+        lambda: any(d == gil.own and p is SCREENSHARE for d, _, p in seen.removed),
+        TIMEOUT,
+        "the late joiner told gil's screen share ended",
+    )
+    await wait_for(lambda: "screenshare" not in gil.encoders, TIMEOUT, "gil's screen encoder gone")
+    await frames_flow(late, sessions, "video", SCREENSHARE, minimum=10)
+    assert not any(d == late.own and p is SCREENSHARE for d, _, p in gil_seen.removed)
