@@ -451,7 +451,7 @@ class GroupCallSession(AsyncIOEventEmitter):
         mesh = Mesh(self.room_id, self.own, own_session, **options)
         if self.audio_muted or self.video_muted:
             mesh.set_muted(self.audio_muted, self.video_muted, self._clock())
-        if self.screensharing:  # (a rejoin: the new pairs share the screen once connected)
+        if self.screensharing:  # (chosen before join(), or a rejoin): once each pair connects
             mesh.set_screenshare(True, self._clock())
         return mesh
 
