@@ -303,6 +303,20 @@ async def test_screen_share_is_encoded_once_for_all_and_released_when_it_ends(
     assert received(screen_taps) == got
     assert tap(others[0], dee.own, "video", USERMEDIA) is not None
 
+    # Sharing again: a new screen encoder, and the others are given the screen again.
+    added = [len(seen[id(o)].added) for o in others]
+    await dee.set_screen_share(True)
+    await wait_for(
+        lambda: all(
+            any(d == dee.own and p is SCREENSHARE for d, _, p in seen[id(o)].added[n:])
+            for o, n in zip(others, added, strict=True)
+        ),
+        TIMEOUT,
+        "the others given dee's screen again",
+    )
+    await frames_flow(dee, others, "video", SCREENSHARE, minimum=10)
+    assert len(dee.encoders["screenshare"].subscribers) == 2
+
 
 async def test_a_late_joiner_gets_the_camera_state_and_the_screen_share(
     call_devices: CallDevices,
