@@ -136,10 +136,38 @@ class CallMedia(Generic[PcT]):
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         self.remote_tracks[track.id] = track
-        purpose = self._purpose_of(track.id)
+        purpose = self._purpose_of(track)
         self.remote_purposes[track.id] = purpose
         self._media_added(track, purpose)
         track.on("ended", lambda: self._on_track_ended(track))
+
+    def _reclassify_remote_tracks(self) -> None:
+        """After a remote description: aiortc announces a receiver's track only once, but a
+        later description may give its m-line another stream (the far side sends its screen
+        on a transceiver first used otherwise, or shares again after it stopped)."""
+        if self.pc is None:
+            return
+        sending = self._remote_sending_mids()
+        for transceiver in self.pc.getTransceivers():
+            track = transceiver.receiver.track
+            if track is None or transceiver.mid not in sending or track.readyState != "live":
+                continue
+            purpose = self._purpose_of(track)
+            old = self.remote_purposes.get(track.id)
+            if old is purpose or (old is None and purpose is StreamPurpose.USERMEDIA):
+                continue
+            if old is not None:
+                self._media_removed(track, old)
+            self.remote_tracks[track.id] = track
+            self.remote_purposes[track.id] = purpose
+            self._media_added(track, purpose)
+
+    def _remote_sending_mids(self) -> set[str]:
+        return {
+            media.rtp.muxId
+            for media in ParsedSdp.parse(self._remote_sdp).media
+            if media.direction in ("sendrecv", "sendonly")
+        }
 
     def gone_remote_tracks(self) -> list[tuple[MediaStreamTrack, StreamPurpose]]:
         """Forget remote tracks whose purpose the far side no longer announces (screen share
@@ -160,12 +188,15 @@ class CallMedia(Generic[PcT]):
             purpose = self.remote_purposes.pop(track.id, StreamPurpose.USERMEDIA)
             self._media_removed(track, purpose)
 
-    def _purpose_of(self, track_id: str) -> StreamPurpose:
+    def _purpose_of(self, track: MediaStreamTrack) -> StreamPurpose:
+        # By the m-line (mid) that carries the track: its stream id is the one the far side
+        # sends on it now (the track's own id stays what the m-line first announced).
         # aiortc announces tracks while it applies a description, before it stores it.
-        if not self._remote_sdp:
+        if not self._remote_sdp or self.pc is None:
             return StreamPurpose.USERMEDIA
+        mid = next((t.mid for t in self.pc.getTransceivers() if t.receiver.track is track), None)
         for media in ParsedSdp.parse(self._remote_sdp).media:
-            if media.msid and media.msid.split()[-1] == track_id:
+            if mid is not None and media.rtp.muxId == mid and media.msid:
                 metadata = self.call.remote_streams.get(media.msid.split()[0])
                 if metadata is not None and metadata.purpose == StreamPurpose.SCREENSHARE.value:
                     return StreamPurpose.SCREENSHARE
@@ -255,6 +286,7 @@ class CallMedia(Generic[PcT]):
             pc = self._ensure_pc()
             self._remote_sdp = action.offer_sdp
             await pc.setRemoteDescription(RTCSessionDescription(action.offer_sdp, "offer"))
+            self._reclassify_remote_tracks()
             self._prepare_tracks(
                 pc, action.video, self._screen_transceiver is not None, answering=True
             )
@@ -269,6 +301,7 @@ class CallMedia(Generic[PcT]):
             await self._ensure_pc().setRemoteDescription(
                 RTCSessionDescription(action.answer_sdp, "answer")
             )
+            self._reclassify_remote_tracks()
         elif isinstance(action, act.AddRemoteCandidates):
             await self._add_candidates(action.candidates)
         elif isinstance(action, (act.UseMediaKeys, act.AllowUnencryptedMedia)):
