@@ -95,16 +95,20 @@ async def devices(synapse: Homeserver, tmp_path: Path) -> AsyncIterator[Devices]
         await d.transport.stop()
 
 
-async def group_room(a: Device, *others: Device) -> str:
-    room_id = await a.transport.create_group_room("group", invite=[o.user_id for o in others])
+async def group_room(a: Any, *others: Any, name: str = "group") -> str:
+    """A group room made by ``a`` with ``others`` joined (another device of ``a``'s user is in it
+    already), every device seeing every member."""
+    users = sorted({o.user_id for o in others} - {a.user_id})
+    room_id = await a.transport.create_group_room(name, invite=users)
     for other in others:
-        await wait_for(lambda o=other: room_id in o.transport.invites(), TIMEOUT, "the invite")
-        await other.transport.join(room_id)
+        if other.user_id != a.user_id:
+            await wait_for(lambda o=other: room_id in o.transport.invites(), TIMEOUT, "the invite")
+            await other.transport.join(room_id)
     await wait_for(
         lambda: all(
             room_id in d.transport.client.rooms
             and d.transport.client.rooms[room_id].encrypted
-            and len(d.transport.client.rooms[room_id].users) == 1 + len(others)
+            and len(d.transport.client.rooms[room_id].users) == 1 + len(users)
             for d in (a, *others)
         ),
         TIMEOUT,

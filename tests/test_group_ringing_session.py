@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+import test_group_membership_session as gm
 from sealcall.demo import wait_for
 from sealcall.group import (
     DECLINE_EVENT_TYPE,
@@ -98,33 +99,12 @@ async def devices(synapse: Homeserver, tmp_path: Path) -> AsyncIterator[Devices]
         await d.transport.stop()
 
 
-async def group_room(a: Device, *others: Device) -> str:
-    """A group room made by ``a`` with ``others`` joined, every device seeing every member."""
-    users = sorted({o.user_id for o in others} - {a.user_id})
-    room_id = await a.transport.create_group_room("ringing", invite=users)
-    for other in others:
-        if other.user_id != a.user_id:
-            await wait_for(lambda o=other: room_id in o.transport.invites(), TIMEOUT, "the invite")
-            await other.transport.join(room_id)
-    await wait_for(
-        lambda: all(
-            room_id in d.transport.client.rooms
-            and d.transport.client.rooms[room_id].encrypted
-            and len(d.transport.client.rooms[room_id].users) == 1 + len(users)
-            for d in (a, *others)
-        ),
-        TIMEOUT,
-        "everybody in the encrypted room",
-    )
-    return room_id
-
-
 async def test_the_first_joiner_rings_and_a_decline_reaches_the_caller_and_other_devices(
     devices: Devices,
 ) -> None:
     a, b = await devices.new("alice"), await devices.new("bob")
     b2 = await devices.second_device(b)
-    room_id = await group_room(a, b, b2)
+    room_id = await gm.group_room(a, b, b2, name="ringing")
     membership = await a.join_call(room_id)
     ring_id = await a.ringer.ring_if_first(membership)
     assert ring_id is not None
@@ -166,7 +146,7 @@ async def test_joining_stops_the_ring_everywhere_and_a_second_joiner_does_not_ri
 ) -> None:
     a, b = await devices.new("alice"), await devices.new("bob")
     b2 = await devices.second_device(b)
-    room_id = await group_room(a, b, b2)
+    room_id = await gm.group_room(a, b, b2, name="ringing")
     assert await a.ringer.ring_if_first(await a.join_call(room_id)) is not None
     for d in (b, b2):
         await wait_for(lambda d=d: bool(d.started), TIMEOUT, "the ring")
@@ -180,7 +160,7 @@ async def test_joining_stops_the_ring_everywhere_and_a_second_joiner_does_not_ri
 async def test_a_ring_stops_when_its_lifetime_runs_out_or_the_call_ends(devices: Devices) -> None:
     a = await devices.new("alice", ring_lifetime_ms=1500)
     b = await devices.new("bob")
-    room_id = await group_room(a, b)
+    room_id = await gm.group_room(a, b, name="ringing")
     first = await a.join_call(room_id)
     # A notification sent in plaintext to the encrypted room does not ring: it is dropped.
     plain = ring_notification("$member", int(time.time() * 1000)).to_json()
