@@ -7,6 +7,7 @@ from .group_call import GroupCallSession
 from .group_keys import GroupKeys
 from .group_membership import GroupMembership
 from .group_ringing import GroupRinger
+from .group_sending import GroupSending
 from .local_media import LocalMedia
 from .mesh_pair import MeshPairSession
 from .voip import VoIP
@@ -18,6 +19,7 @@ __all__ = [
     "GroupKeys",
     "GroupMembership",
     "GroupRinger",
+    "GroupSending",
     "LocalMedia",
     "MeshPairSession",
     "VoIP",

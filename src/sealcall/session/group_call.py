@@ -30,7 +30,6 @@ from sealcall.calls import CallState, Direction
 from sealcall.calls import actions as act
 from sealcall.calls.history import HistoryItem, Outcome
 from sealcall.calls.inputs import LocalInput
-from sealcall.e2ee import GroupKey
 from sealcall.group import (
     Member,
     MemberDevice,
@@ -49,8 +48,6 @@ from sealcall.group import (
 from sealcall.group.member_event import MEMBER_EVENT_TYPE
 from sealcall.media import (
     CallbackOpener,
-    MediaKeys,
-    SenderTap,
     SharedEncoder,
     meter_audio_levels,
 )
@@ -61,6 +58,7 @@ from .deadline_timer import DeadlineTimer
 from .group_keys import GroupKeys
 from .group_membership import DEFAULT_LEAVE_DELAY_MS, DEFAULT_RESTART_MS, GroupMembership
 from .group_ringing import GroupRinger
+from .group_sending import GroupSending
 from .local_media import LocalMedia
 from .mesh_pair import MeshPairSession
 
@@ -129,14 +127,9 @@ class GroupCallSession(AsyncIOEventEmitter):
         self._key_options = dict(key_options or {})
         self._retry_delays = retry_delays
         self.mesh: Mesh | None = None
-        self.send_keys = MediaKeys()
-        """Our sender key (the group key in use); every shared encoder protects with it."""
-        self.encoders: dict[str, SharedEncoder] = {}  # microphone / camera / screenshare
+        self.sending = GroupSending(self.media, video=video)
         self.pairs: dict[str, MeshPairSession] = {}  # call id -> the pair's live media
         self.speaking = SpeakingDetector()
-        self.audio_muted = False
-        self.video_muted = False
-        self.screensharing = False
         self.joined_at: float | None = None
         self.started_call = False  # nobody else was in the call when we joined
         self._clock = clock
@@ -154,6 +147,30 @@ class GroupCallSession(AsyncIOEventEmitter):
         self.membership.on("state_changed", self._on_own_state)
 
     # -- queries ---------------------------------------------------------------------------
+
+    @property
+    def encoders(self) -> dict[str, SharedEncoder]:
+        """Our shared encoders by role: microphone, camera, screenshare."""
+        return self.sending.encoders
+
+    @property
+    def audio_muted(self) -> bool:
+        """Whether our microphone is muted."""
+        return self.sending.audio_muted
+
+    @property
+    def video_muted(self) -> bool:
+        """Whether our camera is off."""
+        return self.sending.video_muted
+
+    @property
+    def screensharing(self) -> bool:
+        """Whether we share our screen."""
+        return self.sending.screensharing
+
+    def screen_encoder(self, on: bool) -> SharedEncoder | None:
+        """The shared screen-share encoder (see :meth:`GroupSending.screen_encoder`)."""
+        return self.sending.screen_encoder(on)
 
     def members(self) -> list[Member]:
         """The call's other member devices."""
@@ -180,14 +197,6 @@ class GroupCallSession(AsyncIOEventEmitter):
         """What we sent (each frame encoded and encrypted once, by role) and what we received
         from each member device (``"@user:server DEVICE"``), by kind: frames received,
         decrypted and dropped."""
-        sent = {
-            role: {
-                "frames_encrypted": enc.tap.counters.frames_encrypted,
-                "frames_failed": enc.tap.counters.frames_failed,
-                "frames_paused": enc.tap.counters.frames_paused,
-            }
-            for role, enc in self.encoders.items()
-        }
         received: dict[str, dict[str, dict[str, int]]] = {}
         for device, pair in self.peer_sessions().items():
             kinds = received.setdefault(f"{device.user_id} {device.device_id}", {})
@@ -198,7 +207,7 @@ class GroupCallSession(AsyncIOEventEmitter):
                 totals["frames_received"] += tap.counters.frames_received
                 totals["frames_decrypted"] += tap.counters.frames_decrypted
                 totals["frames_dropped"] += tap.counters.frames_dropped
-        return {"sent": sent, "received": received}
+        return {"sent": self.sending.stats(), "received": received}
 
     # -- commands --------------------------------------------------------------------------
 
@@ -218,13 +227,13 @@ class GroupCallSession(AsyncIOEventEmitter):
                 self.transport,
                 self.room_id,
                 self.membership,
-                on_use_key=self._use_send_key,
+                on_use_key=self.sending.use_key,
                 **self._key_options,
             )
             self.keys = keys
             keys.on("send_key_changed", lambda key: self.emit("send_key_changed", key.index))
             keys.on("key_received", lambda *args: self.emit("key_received", *args))
-            self._start_encoders()
+            self.sending.start()
             await keys.start()
             self.joined_at = self._clock()
             self.started_call = not self.membership.members()
@@ -273,10 +282,7 @@ class GroupCallSession(AsyncIOEventEmitter):
         for pair in list(self.pairs.values()):
             await pair.close()
         self.pairs.clear()
-        for encoder in self.encoders.values():
-            await encoder.stop()
-        self.encoders.clear()
-        self.send_keys.forget()
+        await self.sending.stop()
         if self.ringer is not None:
             self.ringer.left(self.room_id)
         if leave and self.joined_at is not None:
@@ -311,24 +317,6 @@ class GroupCallSession(AsyncIOEventEmitter):
             self._queue.put_nowait(("pair", (peer, call_id, result), None))
 
     # -- media -----------------------------------------------------------------------------
-
-    def _use_send_key(self, key: GroupKey) -> None:
-        # Called by GroupKeys when our new key is to be used: the next frame carries it.
-        self.send_keys.set_send_key(key.index, key.key)
-
-    def _start_encoders(self) -> None:
-        self._add_encoder("microphone", self.media.microphone())
-        if self.video:
-            self._add_encoder("camera", self.media.camera())
-
-    def _add_encoder(self, role: str, track: MediaStreamTrack) -> SharedEncoder:
-        encoder = SharedEncoder(track, SenderTap(self.send_keys, track.kind))
-        # Muted before the encoder existed (before or while joining): it starts paused.
-        encoder.tap.set_paused(
-            {"microphone": self.audio_muted, "camera": self.video_muted}.get(role, False)
-        )
-        self.encoders[role] = encoder
-        return encoder
 
     def opener(self, peer: MemberDevice) -> CallbackOpener:
         """What decrypts ``peer``'s frames: its group keys (safe on aiortc's decoder thread)."""
@@ -400,7 +388,7 @@ class GroupCallSession(AsyncIOEventEmitter):
                 return
             try:
                 await self._run(self._take(kind, subject))
-                await self._release_screen()
+                await self.sending.release_screen()
             except Exception as error:
                 if done is not None and not done.done():
                     done.set_exception(error)
@@ -432,9 +420,9 @@ class GroupCallSession(AsyncIOEventEmitter):
             elif kind == "signal" and len(self._held_signals) < MAX_HELD:
                 self._held_signals.append(subject)
             elif kind == "mute":  # kept for the encoders and the mesh to come
-                self._set_local_mute(*subject)
+                self.sending.set_muted(*subject)
             elif kind == "screenshare":
-                self.screensharing = subject
+                self.sending.screensharing = subject
             return []
         out: list[MeshAction] = []
         own_session = self.membership.own.membership_id
@@ -462,10 +450,10 @@ class GroupCallSession(AsyncIOEventEmitter):
             return mesh.handle_timer(now)
         if kind == "mute":
             audio, video = subject
-            self._set_local_mute(audio, video)
+            self.sending.set_muted(audio, video)
             return mesh.set_muted(audio, video, now)
         if kind == "screenshare":
-            self.screensharing = subject
+            self.sending.screensharing = subject
             return mesh.set_screenshare(subject, now)
         if kind == "leave":
             return mesh.leave(now)
@@ -494,31 +482,6 @@ class GroupCallSession(AsyncIOEventEmitter):
         if isinstance(event, MemberLeft):
             self._speaking(self.speaking.remove(event.member.device, now))
         return mesh.on_membership([event], now)
-
-    def _set_local_mute(self, audio: bool | None, video: bool | None) -> None:
-        if audio is not None:
-            self.audio_muted = audio
-            if "microphone" in self.encoders:
-                self.encoders["microphone"].tap.set_paused(audio)
-        if video is not None:
-            self.video_muted = video
-            if "camera" in self.encoders:
-                self.encoders["camera"].tap.set_paused(video)
-
-    def screen_encoder(self, on: bool) -> SharedEncoder | None:
-        """The shared screen-share encoder, made on first use (None once it is off and no
-        pair sends it)."""
-        encoder = self.encoders.get("screenshare")
-        if on and encoder is None:
-            encoder = self._add_encoder("screenshare", self.media.screen())
-        return encoder
-
-    async def _release_screen(self) -> None:
-        # Sharing is off and every pair has stopped sending it: stop capturing the screen.
-        encoder = self.encoders.get("screenshare")
-        if encoder is not None and not self.screensharing and not encoder.subscribers:
-            del self.encoders["screenshare"]
-            await encoder.stop()
 
     # -- outputs ---------------------------------------------------------------------------
 
