@@ -4,25 +4,44 @@ Started by :mod:`sealcall.bench.group_demo` with the homeserver, the account, th
 folder, the video size and the sample interval as arguments (the password in the environment,
 ``SEALCALL_PASSWORD``). It joins the room's group call (accepting the room's invite) with a
 :class:`~sealcall.session.GroupCallSession` and reports on stdout, one JSON object per line,
-each with the wall-clock time ``t``: ``ready``, ``joined``, ``connected`` (per peer, with the
-seconds from the moment both were in the call), ``key`` (our media key changed), ``left`` (a
-member left our view), ``sample`` (memory, CPU time, frames decoded from each peer) and, after
-``{"leave": true}`` on stdin (or the end of stdin), ``final``.
+each with the wall-clock time ``t``:
+
+- ``ready`` (our member device), ``joined``;
+- ``connected`` (a pair call connected: the peer, the seconds since both of us were in the
+  call) and ``ended`` (a pair call ended: the peer, the reason, whether it is retried);
+- ``key`` (we now encrypt with this key index) and ``rx_key`` (the first frame from a peer
+  decrypted with a new key index of its: when its rotation took effect here);
+- ``left`` (a member left our view);
+- ``sample`` every ``interval`` seconds (RSS, Python heap, CPU time, the frames decrypted from
+  each peer, counting its ended pair calls too, so a peer that left keeps its final count);
+- after ``{"leave": true}`` on stdin (or the end of stdin), ``final``, and then we leave.
 """
 
 import asyncio
+import gc
 import json
 import os
 import sys
+import threading
 import time
 import tracemalloc
 from pathlib import Path
 from typing import Any
 
 from sealcall.calls import CallState
+from sealcall.e2ee import Codec
+from sealcall.e2ee.codecs import OPUS_PREFIX
 from sealcall.group import Member, MemberDevice
-from sealcall.media import LOOPBACK, PatternVideoTrack, SyntheticAudioTrack
+from sealcall.media import (
+    LOOPBACK,
+    CallbackOpener,
+    PatternVideoTrack,
+    ReceiverCounters,
+    SyntheticAudioTrack,
+)
 from sealcall.session import GroupCallSession, LocalMedia
+from sealcall.sframe.errors import SFrameError
+from sealcall.sframe.header import decode_header
 from sealcall.transport.matrix import MatrixTransport
 
 from .soak_link import MB, rss_bytes
@@ -34,28 +53,104 @@ def device_name(device: MemberDevice) -> str:
 
 
 def say(message: dict[str, Any]) -> None:
-    """One report line."""
-    sys.stdout.write(json.dumps({**message, "t": time.time()}) + "\n")
+    """One report line (stamped now unless it has its own ``t``)."""
+    sys.stdout.write(json.dumps({"t": time.time(), **message}) + "\n")
     sys.stdout.flush()
 
 
-def decoded(session: GroupCallSession) -> dict[str, int]:
-    """Frames decrypted (and so decodable) from each member device, all kinds."""
-    return {
-        device_name(device): sum(t.counters.frames_decrypted for t in pair.receiver_taps())
-        for device, pair in session.peer_sessions().items()
-    }
+class MeasuredGroupCall(GroupCallSession):
+    """A group call session that also notes, per peer, each new key index its audio frames
+    decrypted with (on aiortc's decoder thread; reported from the event loop)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._rx_kid: dict[MemberDevice, int] = {}
+        self._rx_lock = threading.Lock()
+
+    def opener(self, peer: MemberDevice) -> CallbackOpener:
+        inner = super().opener(peer)
+        loop = asyncio.get_running_loop()
+
+        def unprotect(codec: Codec, data: bytes) -> bytes:
+            frame = inner.unprotect(codec, data)
+            if codec is Codec.OPUS:
+                try:
+                    kid = decode_header(data[OPUS_PREFIX:])[0]
+                except SFrameError:
+                    return frame
+                with self._rx_lock:
+                    new = self._rx_kid.get(peer) != kid
+                    self._rx_kid[peer] = kid
+                if new:
+                    line = {"rx_key": {"peer": device_name(peer), "index": kid}, "t": time.time()}
+                    loop.call_soon_threadsafe(say, line)
+            return frame
+
+        return CallbackOpener(unprotect)
 
 
-def sample(session: GroupCallSession) -> dict[str, Any]:
-    """This process now."""
+class FrameTally:
+    """Frames decrypted from each peer over all its pair calls: the receivers' counters are
+    kept (they are small) after their pair closes, so a peer that left keeps its final count."""
+
+    def __init__(self) -> None:
+        self._counters: dict[int, tuple[str, ReceiverCounters]] = {}
+
+    def update(self, session: GroupCallSession) -> None:
+        """Note the receivers of every live pair (new ones appear as tracks arrive)."""
+        for device, pair in session.peer_sessions().items():
+            for tap in pair.receiver_taps():
+                self._counters.setdefault(id(tap.counters), (device_name(device), tap.counters))
+
+    def decoded(self) -> dict[str, int]:
+        """Frames decrypted (and so decodable) from each member device, all kinds."""
+        totals: dict[str, int] = {}
+        for name, counters in self._counters.values():
+            totals[name] = totals.get(name, 0) + counters.frames_decrypted
+        return totals
+
+
+def sample(session: GroupCallSession, tally: FrameTally) -> dict[str, Any]:
+    """This process now (after a collection, so that the figures are what is kept)."""
+    gc.collect()
+    tally.update(session)
     return {
         "rss_mb": round(rss_bytes() / MB, 2),
         "heap_mb": round(tracemalloc.get_traced_memory()[0] / MB, 3),
         "cpu_s": round(time.process_time(), 3),
-        "decoded": decoded(session),
+        "decoded": tally.decoded(),
         "connected": len(session.connected_peers()),
     }
+
+
+def _report_events(session: GroupCallSession, tally: FrameTally) -> dict[MemberDevice, float]:
+    since: dict[MemberDevice, float] = {}  # when each peer and we were both in the call
+
+    def joined(member: Member) -> None:
+        since[member.device] = time.monotonic()
+
+    def state(device: MemberDevice, old: CallState, new: CallState) -> None:
+        tally.update(session)
+        if new is CallState.CONNECTED:
+            setup = time.monotonic() - since.get(device, time.monotonic())
+            say({"connected": {"peer": device_name(device), "setup_s": round(setup, 3)}})
+
+    def ended(device: MemberDevice, reason: str, retry_at: float | None) -> None:
+        info = {"peer": device_name(device), "reason": reason, "retried": retry_at is not None}
+        say({"ended": info})
+
+    def left(member: Member, reason: Any) -> None:
+        tally.update(session)
+        say({"left": {"peer": device_name(member.device), "reason": reason.value}})
+
+    session.on("member_joined", joined)
+    session.on("member_rejoined", lambda old, new: joined(new))
+    session.on("peer_state_changed", state)
+    session.on("remote_media_added", lambda *_: tally.update(session))
+    session.on("peer_ended", ended)
+    session.on("send_key_changed", lambda index: say({"key": index}))
+    session.on("member_left", left)
+    return since
 
 
 async def run(
@@ -76,7 +171,7 @@ async def run(
     media = LocalMedia(
         microphone=SyntheticAudioTrack, camera=lambda: PatternVideoTrack(width, height, fps=15)
     )
-    session = GroupCallSession(
+    session = MeasuredGroupCall(
         transport,
         room_id,
         video=True,
@@ -84,26 +179,8 @@ async def run(
         ice_servers=await transport.ice_servers(),
         host_addresses=LOOPBACK,
     )
-    since: dict[MemberDevice, float] = {}  # when each peer and we were both in the call
-
-    def joined(member: Member) -> None:
-        since[member.device] = time.monotonic()
-
-    def state(device: MemberDevice, old: CallState, new: CallState) -> None:
-        if new is CallState.CONNECTED and old is CallState.CONNECTING:
-            setup = time.monotonic() - since.get(device, time.monotonic())
-            say({"connected": {"peer": device_name(device), "setup_s": round(setup, 3)}})
-
-    session.on("member_joined", joined)
-    session.on("member_rejoined", lambda old, new: joined(new))
-    session.on("peer_state_changed", state)
-    session.on("send_key_changed", lambda index: say({"key": index}))
-    session.on(
-        "member_left",
-        lambda member, reason: say(
-            {"left": {"peer": device_name(member.device), "reason": reason.value}}
-        ),
-    )
+    tally = FrameTally()
+    since = _report_events(session, tally)
     say({"ready": device_name(session.own)})
     await session.join()
     now = time.monotonic()
@@ -117,13 +194,13 @@ async def run(
     line_task = asyncio.ensure_future(reader.readline())
     while True:
         done, _ = await asyncio.wait({line_task}, timeout=interval)
-        say({"sample": sample(session)})
+        say({"sample": sample(session, tally)})
         if done:
             line = line_task.result()
             if not line or json.loads(line).get("leave"):
                 break
             line_task = asyncio.ensure_future(reader.readline())
-    final = {"stats": session.stats(), **sample(session)}
+    final = {"stats": session.stats(), **sample(session, tally)}
     await session.leave()
     say({"final": final})
     await transport.stop()
