@@ -42,7 +42,7 @@ from .soak import slope_per_minute
 Progress = Callable[[str], None]
 WARM_UP = 60.0  # memory growth is measured after this
 SETUP_TIMEOUT = 120.0  # for every participant to join, and for the full mesh
-VANISH_TIMEOUT = 30.0  # for a departed member to vanish from the others' view
+SETTLE_TIMEOUT = 40.0  # for a departure to vanish from view and its key rotations to be used
 LEAVE_TIMEOUT = 60.0  # for a participant to leave and exit when told
 
 
@@ -60,7 +60,9 @@ class Participant:
     ended: list[dict[str, Any]] = field(default_factory=list)  # pair calls that ended
     keys: list[tuple[float, int]] = field(default_factory=list)  # (time, index) put in use
     rx_keys: dict[str, list[tuple[float, int]]] = field(default_factory=dict)  # peer -> keys
-    left: dict[str, float] = field(default_factory=dict)  # peer -> when it left our view
+    left: list[tuple[float, str, str]] = field(default_factory=list)  # (time, peer, reason)
+    own: list[tuple[float, str]] = field(default_factory=list)  # our membership's states
+    late_restarts: list[float] = field(default_factory=list)  # see group_peer
     samples: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
     final: dict[str, Any] | None = None
     fate: str = "stayed"  # or "left", "killed"
@@ -86,11 +88,19 @@ class Participant:
             info = message["rx_key"]
             self.rx_keys.setdefault(info["peer"], []).append((t, int(info["index"])))
         elif "left" in message:
-            self.left.setdefault(message["left"]["peer"], t)
+            self.left.append((t, message["left"]["peer"], message["left"]["reason"]))
+        elif "own" in message:
+            self.own.append((t, str(message["own"])))
+        elif "late_restart" in message:
+            self.late_restarts.append(float(message["late_restart"]))
         elif "sample" in message:
             self.samples.append((t, message["sample"]))
         elif "final" in message:
             self.final = message["final"]
+
+    def saw_leave(self, device: str, since: float) -> float | None:
+        """When ``device`` left our view at or after ``since``, if it did."""
+        return next((t for t, peer, _ in self.left if peer == device and t >= since), None)
 
     def gone(self) -> bool:
         """Whether the process has exited."""
@@ -111,6 +121,7 @@ class GroupDemoReport:
     median_pair_setup_seconds: float | None
     pair_calls_ended: dict[str, list[dict[str, Any]]]
     frames_decoded: dict[str, dict[str, int]]
+    membership: dict[str, dict[str, Any]]
     departures: list[dict[str, Any]]
     cpu_percent: dict[str, float]
     memory: dict[str, dict[str, Any]]
@@ -201,15 +212,18 @@ async def _depart(participant: Participant, how: str, progress: Progress) -> Non
     progress(f"{participant.name} {'leaves' if how == 'left' else 'is killed (SIGKILL)'}")
 
 
-async def _vanished(departed: Participant, people: list[Participant]) -> None:
-    """Wait (at most VANISH_TIMEOUT) until every member still in the call saw ``departed`` go."""
+async def _settled(departed: Participant, people: list[Participant]) -> None:
+    """Wait (at most SETTLE_TIMEOUT) until every member still in the call saw ``departed`` go,
+    put a new key in use, and had it decrypted by every other one: the rotation took effect."""
+    stayers = [p for p in people if p.fate == "stayed"]
+    gone = [p for p in people if p.fate_at is not None]
+
+    def settled(p: Participant) -> bool:
+        rotation = _rotation(p, departed, gone, stayers)
+        return rotation is not None and None not in rotation["decrypted_by_others_after"].values()
+
     with contextlib.suppress(TimeoutError):
-        await _until(
-            lambda: all(departed.device in p.left for p in people if p.fate == "stayed"),
-            VANISH_TIMEOUT,
-            f"{departed.name} to vanish",
-            [],
-        )
+        await _until(lambda: all(settled(p) for p in stayers), SETTLE_TIMEOUT, "", [])
 
 
 async def run_group_demo(
@@ -229,8 +243,8 @@ async def run_group_demo(
     """
     if participants < 2:
         raise ValueError("a group call needs at least 2 participants")
-    store = server.data_dir.parent / "group-demo-clients"
     tag = os.urandom(3).hex()
+    store = server.data_dir.parent / f"group-demo-clients-{tag}"
     people: list[Participant] = []
     passwords: list[str] = []
     for i in range(participants):
@@ -275,7 +289,7 @@ async def run_group_demo(
         await asyncio.sleep(max(0.0, started + seconds - time.monotonic()))
         for departed in (leaver, killed):
             if departed is not None:
-                await _vanished(departed, people)
+                await _settled(departed, people)
         for participant in people:
             if participant.fate == "stayed":
                 await _leave(participant)
@@ -336,6 +350,18 @@ def _report(
             p.name: named((p.final or (p.samples[-1][1] if p.samples else {})).get("decoded", {}))
             for p in people
         },
+        membership={
+            p.name: {
+                "own_states": [[round(t - wall_start, 3), state] for t, state in p.own],
+                "rejoins": max(0, sum(1 for _, state in p.own if state == "joining") - 1),
+                "seen_leaving": [
+                    {"t": round(t - wall_start, 3), "member": names.get(d, d), "reason": r}
+                    for t, d, r in p.left
+                ],
+                "late_delayed_leave_restarts": p.late_restarts,
+            }
+            for p in people
+        },
         departures=_departures(people, wall_start),
         cpu_percent=cpu,
         memory=memory,
@@ -354,48 +380,61 @@ def _memory(samples: list[tuple[float, dict[str, Any]]]) -> dict[str, Any]:
 
 
 def _departures(people: list[Participant], wall_start: float) -> list[dict[str, Any]]:
-    """Each departure: when each remaining member saw it, and each one's key rotation."""
+    """Each departure: when each remaining member saw it, and each one's key rotation (its
+    first new key after it saw the departure, and before it saw another one)."""
     gone = sorted((p for p in people if p.fate_at is not None), key=lambda p: p.fate_at or 0.0)
     out = []
-    for i, departed in enumerate(gone):
+    for departed in gone:
         at = departed.fate_at
         assert at is not None
-        until = gone[i + 1].fate_at if i + 1 < len(gone) else None
         # Still in the call at the departure: those who stay, and those who go later.
         remaining = [p for p in people if p.fate_at is None or p.fate_at > at]
-        rotations: dict[str, Any] = {}
-        for sender in remaining:
-            new = [(t, k) for t, k in sender.keys if t >= at and (until is None or t < until)]
-            if not new:
-                rotations[sender.name] = None
-                continue
-            t_use, index = new[0]
-            decrypted: dict[str, float | None] = {}
-            for receiver in remaining:
-                if receiver is sender:
-                    continue
-                seen = [t for t, k in receiver.rx_keys.get(sender.device, []) if k == index]
-                decrypted[receiver.name] = round(seen[0] - at, 3) if seen else None
-            rotations[sender.name] = {
-                "index": index,
-                "in_use_after": round(t_use - at, 3),
-                "decrypted_by_others_after": decrypted,
-            }
+        rotations = {p.name: _rotation(p, departed, gone, remaining) for p in remaining}
         out.append(
             {
                 "member": departed.name,
                 "how": departed.fate,
                 "at": round(at - wall_start, 3),
                 "vanished_after": {
-                    p.name: round(p.left[departed.device] - at, 3)
-                    if departed.device in p.left
-                    else None
-                    for p in remaining
+                    p.name: _after(p.saw_leave(departed.device, at), at) for p in remaining
                 },
                 "key_rotations": rotations,
             }
         )
     return out
+
+
+def _rotation(
+    sender: Participant,
+    departed: Participant,
+    gone: list[Participant],
+    remaining: list[Participant],
+) -> dict[str, Any] | None:
+    at = departed.fate_at
+    assert at is not None
+    seen = sender.saw_leave(departed.device, at)
+    if seen is None:
+        return None
+    later = [sender.saw_leave(p.device, p.fate_at or at) for p in gone if p is not departed]
+    until = min((t for t in later if t is not None and t > seen), default=None)
+    new = [(t, k) for t, k in sender.keys if t >= seen and (until is None or t < until)]
+    if not new:
+        return None
+    t_use, index = new[0]
+    decrypted: dict[str, float | None] = {}
+    for receiver in remaining:
+        if receiver is not sender:
+            first = [t for t, k in receiver.rx_keys.get(sender.device, []) if k == index]
+            decrypted[receiver.name] = _after(first[0] if first else None, at)
+    return {
+        "index": index,
+        "in_use_after": round(t_use - at, 3),
+        "decrypted_by_others_after": decrypted,
+    }
+
+
+def _after(t: float | None, at: float) -> float | None:
+    return None if t is None else round(t - at, 3)
 
 
 def report_json(report: GroupDemoReport) -> str:
@@ -423,6 +462,13 @@ def report_text(report: GroupDemoReport) -> str:
         f"  pair setup: median {report.median_pair_setup_seconds} s;"
         f" pair calls that failed and were retried: {retried}",
     ]
+    churn = {n: m["rejoins"] for n, m in report.membership.items() if m["rejoins"]}
+    late = [g for m in report.membership.values() for g in m["late_delayed_leave_restarts"]]
+    if churn or late:
+        lines.append(
+            f"  membership churn (a stalled machine): rejoins {churn or 'none'};"
+            f" delayed leaves restarted too late: {len(late)}"
+        )
     for name, peers in report.frames_decoded.items():
         got = ", ".join(f"{peer} {n}" for peer, n in sorted(peers.items())) or "none"
         memory = report.memory.get(name, {})

@@ -150,7 +150,25 @@ def _report_events(session: GroupCallSession, tally: FrameTally) -> dict[MemberD
     session.on("peer_ended", ended)
     session.on("send_key_changed", lambda index: say({"key": index}))
     session.on("member_left", left)
+    session.membership.on("state_changed", lambda old, new: say({"own": new.value}))
+    _watch_restarts(session.transport)
     return since
+
+
+def _watch_restarts(transport: MatrixTransport) -> None:
+    """Report each delayed-leave restart that came later than the delay after the one before:
+    the homeserver had sent our leave by then (a stalled process or homeserver)."""
+    restart = transport.restart_delayed_event
+    last: list[float] = []
+
+    async def timed(delay_id: str) -> None:
+        await restart(delay_id)
+        now = time.monotonic()
+        if last and now - last[0] > 8.0:
+            say({"late_restart": round(now - last[0], 3)})
+        last[:] = [now]
+
+    transport.restart_delayed_event = timed  # type: ignore[method-assign]
 
 
 async def run(
