@@ -4,7 +4,8 @@ Each participant is its own process (:mod:`sealcall.bench.group_peer`) with its 
 device, on one homeserver (an embedded Synapse by default). They join a new encrypted room's call
 and connect as a full mesh, each sending synthetic audio and video encoded and encrypted once.
 At 40 % of the call one participant leaves; at 60 % another is killed with SIGKILL (its delayed
-leave removes it); the rest stay to the end. The report gives:
+leave removes it); the rest stay to the end, and on until each departure has vanished from
+their view and their key rotations have taken effect (at most 40 s more). The report gives:
 
 - each pair's setup time (from the moment both were in the call) and every pair call that ended;
 - the frames each participant decrypted from each other one, over the whole call (a departed
