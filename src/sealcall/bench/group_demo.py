@@ -118,6 +118,7 @@ class GroupDemoReport:
     seconds: float
     video_size: str
     devices: dict[str, str]  # participant -> its member device
+    logs: str  # the folder of the participants' logs (NAME.log)
     pair_setup_seconds: dict[str, dict[str, float]]
     median_pair_setup_seconds: float | None
     pair_calls_ended: dict[str, list[dict[str, Any]]]
@@ -175,21 +176,24 @@ async def _start(
     size: str,
     interval: float,
 ) -> asyncio.Task[None]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "sealcall.bench.group_peer",
-        url,
-        participant.user_id,
-        room_id,
-        str(store / participant.name),
-        size,
-        str(interval),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        env={**os.environ, "SEALCALL_PASSWORD": password},
-        limit=1 << 20,
-    )
+    store.mkdir(parents=True, exist_ok=True)
+    with open(store / f"{participant.name}.log", "ab") as log:  # the child keeps its own copy
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "sealcall.bench.group_peer",
+            url,
+            participant.user_id,
+            room_id,
+            str(store / participant.name),
+            size,
+            str(interval),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=log,
+            env={**os.environ, "SEALCALL_PASSWORD": password},
+            limit=1 << 20,
+        )
     participant.process = process
     assert process.stdout is not None
     return asyncio.ensure_future(_pump(process.stdout, participant))
@@ -258,7 +262,7 @@ async def run_group_demo(
         room_id = await host.create_group_room("group demo", invite=[p.user_id for p in people[1:]])
     finally:
         await host.stop()
-    progress(f"{participants} participants; encrypted room {room_id}")
+    progress(f"{participants} participants; encrypted room {room_id}; their logs in {store}")
     pumps = [
         await _start(p, pw, server.url, room_id, store, video_size, interval)
         for p, pw in zip(people, passwords, strict=True)
@@ -299,7 +303,7 @@ async def run_group_demo(
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(participant.process.wait(), LEAVE_TIMEOUT)
         await asyncio.wait(pumps, timeout=5)
-        return _report(server.url, room_id, people, seconds, video_size, started)
+        return _report(server.url, room_id, people, seconds, video_size, started, store)
     finally:
         for participant in people:
             if participant.process is not None and participant.process.returncode is None:
@@ -316,6 +320,7 @@ def _report(
     seconds: float,
     video_size: str,
     started: float,
+    logs: Path,
 ) -> GroupDemoReport:
     names = {p.device: p.name for p in people}
 
@@ -338,6 +343,7 @@ def _report(
         seconds=seconds,
         video_size=video_size,
         devices={p.name: p.device for p in people},
+        logs=str(logs),
         pair_setup_seconds={p.name: named(p.setup) for p in people},
         median_pair_setup_seconds=round(statistics.median(all_setups), 3) if all_setups else None,
         pair_calls_ended={

@@ -15,11 +15,14 @@ each with the wall-clock time ``t``:
 - ``sample`` every ``interval`` seconds (RSS, Python heap, CPU time, the frames decrypted from
   each peer, counting its ended pair calls too, so a peer that left keeps its final count);
 - after ``{"leave": true}`` on stdin (or the end of stdin), ``final``, and then we leave.
+
+Its log (sealcall's at INFO, the rest at WARNING) goes to stderr.
 """
 
 import asyncio
 import gc
 import json
+import logging
 import os
 import sys
 import threading
@@ -181,6 +184,8 @@ async def run(
     interval: float,
 ) -> None:
     """Join, report, leave when told."""
+    logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("sealcall").setLevel(logging.INFO)  # drops, ICE consent, pair failures
     tracemalloc.start()
     password = os.environ["SEALCALL_PASSWORD"]
     transport = await MatrixTransport.login(homeserver, user_id, password, store)
