@@ -61,6 +61,7 @@ class Participant:
     ended: list[dict[str, Any]] = field(default_factory=list)  # pair calls that ended
     keys: list[tuple[float, int]] = field(default_factory=list)  # (time, index) put in use
     rx_keys: dict[str, list[tuple[float, int]]] = field(default_factory=dict)  # peer -> keys
+    seen: list[tuple[float, str, str]] = field(default_factory=list)  # (time, peer, session)
     left: list[tuple[float, str, str]] = field(default_factory=list)  # (time, peer, reason)
     own: list[tuple[float, str]] = field(default_factory=list)  # our membership's states
     late_restarts: list[float] = field(default_factory=list)  # see group_peer
@@ -88,6 +89,8 @@ class Participant:
         elif "rx_key" in message:
             info = message["rx_key"]
             self.rx_keys.setdefault(info["peer"], []).append((t, int(info["index"])))
+        elif "member" in message:
+            self.seen.append((t, message["member"]["peer"], str(message["member"]["session"])))
         elif "left" in message:
             self.left.append((t, message["left"]["peer"], message["left"]["reason"]))
         elif "own" in message:
@@ -335,7 +338,8 @@ def _report(
         if len(p.samples) >= 2:
             (t0, first), (t1, last) = p.samples[0], p.samples[-1]
             cpu[p.name] = round(100 * (last["cpu_s"] - first["cpu_s"]) / (t1 - t0), 1)
-            memory[p.name] = _memory([(t - t0, s) for t, s in p.samples])
+            settled = max((q.fate_at or t0) - t0 for q in people) + WARM_UP / 2
+            memory[p.name] = _memory([(t - t0, s) for t, s in p.samples], settled)
     return GroupDemoReport(
         homeserver=url,
         room_id=room_id,
@@ -361,6 +365,10 @@ def _report(
             p.name: {
                 "own_states": [[round(t - wall_start, 3), state] for t, state in p.own],
                 "rejoins": max(0, sum(1 for _, state in p.own if state == "joining") - 1),
+                "seen_joining": [
+                    {"t": round(t - wall_start, 3), "member": names.get(d, d), "session": m}
+                    for t, d, m in p.seen
+                ],
                 "seen_leaving": [
                     {"t": round(t - wall_start, 3), "member": names.get(d, d), "reason": r}
                     for t, d, r in p.left
@@ -375,7 +383,9 @@ def _report(
     )
 
 
-def _memory(samples: list[tuple[float, dict[str, Any]]]) -> dict[str, Any]:
+def _memory(samples: list[tuple[float, dict[str, Any]]], settled: float) -> dict[str, Any]:
+    """Samples and growth (seconds since the first sample); ``settled``: 30 s after the last
+    departure, when no more pairs are made or closed (the steady state, if the call lasts)."""
     rss = [(round(t, 1), s["rss_mb"]) for t, s in samples]
     heap = [(round(t, 1), s["heap_mb"]) for t, s in samples]
     return {
@@ -383,6 +393,7 @@ def _memory(samples: list[tuple[float, dict[str, Any]]]) -> dict[str, Any]:
         "heap_mb": [list(point) for point in heap],
         "rss_growth_mb_per_min": slope_per_minute([p for p in rss if p[0] >= WARM_UP]),
         "heap_growth_mb_per_min": slope_per_minute([p for p in heap if p[0] >= WARM_UP]),
+        "rss_growth_mb_per_min_when_settled": slope_per_minute([p for p in rss if p[0] >= settled]),
     }
 
 
@@ -484,7 +495,8 @@ def report_text(report: GroupDemoReport) -> str:
             f"  {name}: frames decrypted from {got}; CPU {report.cpu_percent.get(name)} %;"
             f" RSS {rss[0][1]} -> {rss[-1][1]} MB, after the first minute"
             f" {memory.get('rss_growth_mb_per_min')} MB/min"
-            f" (heap {memory.get('heap_growth_mb_per_min')} MB/min)"
+            f" (heap {memory.get('heap_growth_mb_per_min')}; 30 s after the last departure"
+            f" {memory.get('rss_growth_mb_per_min_when_settled')})"
         )
     for d in report.departures:
         rotations = [r for r in d["key_rotations"].values()]

@@ -11,7 +11,8 @@ each with the wall-clock time ``t``:
   call) and ``ended`` (a pair call ended: the peer, the reason, whether it is retried);
 - ``key`` (we now encrypt with this key index) and ``rx_key`` (the first frame from a peer
   decrypted with a new key index of its: when its rotation took effect here);
-- ``left`` (a member left our view);
+- ``member`` (a member joined or rejoined our view, with its session) and ``left`` (a member
+  left our view);
 - ``sample`` every ``interval`` seconds (RSS, Python heap, CPU time, the frames decrypted from
   each peer, counting its ended pair calls too, so a peer that left keeps its final count);
 - after ``{"leave": true}`` on stdin (or the end of stdin), ``final``, and then we leave.
@@ -131,6 +132,7 @@ def _report_events(session: GroupCallSession, tally: FrameTally) -> dict[MemberD
 
     def joined(member: Member) -> None:
         since[member.device] = time.monotonic()
+        say({"member": {"peer": device_name(member.device), "session": member.member_id}})
 
     def state(device: MemberDevice, old: CallState, new: CallState) -> None:
         tally.update(session)
