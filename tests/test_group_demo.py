@@ -1,7 +1,7 @@
 """``sealcall group-demo`` over the real Synapse: four participant processes connect as a full
-mesh and decrypt each other; the one that leaves makes everyone else rotate to a key that the
-others then decrypt with; the one killed with SIGKILL vanishes from every remaining member's
-view; each stayer rotates its key after each departure and the other decrypts with it; the report carries each participant's memory over time."""
+mesh and decrypt each other; after the leave and after the SIGKILL, each stayer sees the member
+go, rotates its key, and the other stayer decrypts with the new key; every participant's memory
+is sampled."""
 
 import json
 
@@ -26,9 +26,9 @@ async def test_group_demo_of_four(synapse: Homeserver) -> None:
         if name in stayers:
             # From everyone, the departed ones too (their final counts).
             assert all(report.frames_decoded[name][peer] > 0 for peer in others)
-    for departure, remaining in ((leave, names[:3]), (kill, stayers)):
-        assert sorted(departure["vanished_after"]) == remaining
-        assert None not in departure["vanished_after"].values(), report_text(report)
+    for departure in (leave, kill):
+        # (The killed one may die before it sees the leaver go: only the stayers are sure to.)
+        assert None not in [departure["vanished_after"][n] for n in stayers], report_text(report)
         for sender, receiver in (stayers, stayers[::-1]):
             # A new key after the departure, and the other stayer decrypted frames with it.
             rotation = departure["key_rotations"][sender]
