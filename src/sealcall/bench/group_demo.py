@@ -166,7 +166,12 @@ def _missing_pairs(people: list[Participant]) -> str:
         absent = [n for d, n in names.items() if d != p.device and d not in p.live]
         if absent:
             ends = [f"{names.get(e['peer'], e['peer'])}: {e['reason']}" for e in p.ended]
-            lines.append(f"{p.name} lacks {', '.join(absent)} (ended pair calls: {ends or 'none'})")
+            states = p.samples[-1][1].get("pairs", {}) if p.samples else {}
+            now = {names.get(d, d): state for d, state in states.items()}
+            lines.append(
+                f"{p.name} lacks {', '.join(absent)} (pair calls now: {now};"
+                f" ended: {ends or 'none'})"
+            )
     return ": " + "; ".join(lines) if lines else ""
 
 

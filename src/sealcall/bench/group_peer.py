@@ -124,6 +124,17 @@ def sample(session: GroupCallSession, tally: FrameTally) -> dict[str, Any]:
         "cpu_s": round(time.process_time(), 3),
         "decoded": tally.decoded(),
         "connected": len(session.connected_peers()),
+        "pairs": pair_states(session),
+    }
+
+
+def pair_states(session: GroupCallSession) -> dict[str, str]:
+    """Each peer's pair call state ("waiting": no call now, for an invite or a retry)."""
+    mesh = session.mesh
+    pairs = {} if mesh is None else mesh.pairs
+    return {
+        device_name(d): "waiting" if p.call is None else p.call.state.value
+        for d, p in pairs.items()
     }
 
 
