@@ -359,7 +359,7 @@ class Mesh:
         self._gone[device] = (pair.session, pair.attempt)
         self._gone.move_to_end(device)
         while len(self._gone) > MAX_MEMBERS:
-            self._gone.popitem(last=False)
+            self.sender.forget(self._gone.popitem(last=False)[0])
         return self._end_silently(pair, reason, now)
 
     def _end_silently(self, pair: Pair, reason: str, now: float) -> list[MeshAction]:
