@@ -26,8 +26,10 @@ from sealcall.group import (
     MAX_MEMBERS,
     MEMBER_LEFT,
     NEW_SESSION,
+    LeftReason,
     MemberDevice,
     MemberJoined,
+    MemberLeft,
     MemberRejoined,
     Mesh,
     MeshCount,
@@ -253,6 +255,26 @@ def test_a_rejoin_under_the_same_membership_id_starts_afresh() -> None:
     for device in (ALICE1, CAROL):
         [ended] = [e for e in net.nodes[device].ended if e.peer == BOB]
         assert ended.reason == NEW_SESSION
+
+
+@pytest.mark.parametrize("placer", [True, False])
+def test_a_member_that_flickers_out_of_our_view_and_back_reconnects(placer: bool) -> None:
+    # A sync can bring a member's room membership out of order: our table sees it leave and
+    # come back under the same session while it stays in the call and keeps its pair. Our new
+    # call must not repeat the old call's id or message numbers, which it still holds.
+    net = connected((ALICE1, BOB, CAROL))
+    viewer = net.nodes[ALICE1 if placer else CAROL]
+    bob = member(BOB, session(BOB))
+    net.tell([viewer], [MemberLeft(bob, LeftReason.LEFT)])
+    net.tell([viewer], [MemberJoined(bob)])
+    net.wait(45)
+    net.assert_all_connected()
+    if placer:
+        assert viewer.call(BOB) is not None
+        assert viewer.call(BOB).call_id == pair_call_id(  # type: ignore[union-attr]
+            ROOM, (ALICE1, session(ALICE1)), (BOB, session(BOB)), 1
+        )
+    assert net.nodes[BOB].mesh.counters[MeshCount.DUPLICATE_INVITE] == 0
 
 
 # -- failures and retries --------------------------------------------------------------------

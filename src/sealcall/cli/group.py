@@ -164,10 +164,11 @@ def add_parsers(commands: "argparse._SubParsersAction[argparse.ArgumentParser]")
             "Start an embedded Synapse, register N accounts and run each participant in its own"
             " process: all join one end-to-end encrypted group call in a new room; at 40 % of"
             " --seconds one leaves (the others rotate their keys), at 60 % another is killed"
-            " with SIGKILL (its delayed leave removes it). Reports each pair's setup time, frames"
-            " decoded from each other member, the key rotations and how long after the leave"
-            " each took effect, how long the killed one took to vanish, CPU per participant"
-            " and memory over time."
+            " with SIGKILL (its delayed leave removes it). Reports each pair's setup time, the"
+            " frames decrypted from each other member, for each departure how long it took to"
+            " vanish from the others' view and for their new keys to be used and decrypted,"
+            " CPU per participant and memory over time (RSS and Python heap, growth after the"
+            " first minute)."
         ),
     )
     parser.add_argument("--participants", type=int, default=4, help="how many (default 4)")

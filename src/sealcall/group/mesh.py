@@ -35,7 +35,11 @@ membership instead of their ``m.call`` state):
   ``ClosePeerConnection`` and ``CallEnded`` (whose reason is rewritten to the mesh's). A pair
   with no call (waiting for an invite or a retry) just goes, with no :class:`PairEnded`. A peer
   that keeps its membershipID across joins (js-sdk does) gets the same call ids again: the old
-  call has ended by then, so one id is never live twice.
+  call has ended by then, so one id is never live twice. Not so when only our view of the
+  member flickered (a sync that brought its room membership out of order: it left our view and
+  came back under the same session while it kept its call): then our message numbers go on and
+  the pair's next call is a newer attempt; as the callee we hang up the call it still holds
+  (``ice_failed``), so that it places that attempt at once.
 - A pair call that ends is retried by the placer as :class:`PairRetry` says (1, 2, 4 s, not after
   a deliberate end such as a user hang-up); :attr:`PairEnded.retry_at` tells when. The callee
   keeps the pair and waits for the next invite. A pair that gave up stays down until the
@@ -61,7 +65,7 @@ does not take (the caller's own misuse), as :class:`~sealcall.calls.Call` does.
 
 import dataclasses
 import logging
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -80,7 +84,7 @@ from sealcall.calls import (
 )
 from sealcall.calls.call import REPLACED
 from sealcall.calls.inputs import LocalInput
-from sealcall.signaling import CallInvite
+from sealcall.signaling import CallHangup, CallInvite, HangupReason
 
 from .membership import (
     MAX_MEMBERS,
@@ -194,6 +198,8 @@ class Mesh:
         self.screensharing = False
         self.left = False
         self._counts: Counter[str] = Counter()
+        # Pairs dropped because their member left our view: (session, last attempt) by device.
+        self._gone: OrderedDict[MemberDevice, tuple[str, int]] = OrderedDict()
 
     @property
     def counters(self) -> Counter[str]:
@@ -321,6 +327,10 @@ class Mesh:
             if old.session == member.member_id and (not rejoined or old.created == member.created):
                 return []  # told twice (after our own rejoin, the new mesh starts from the table)
             out += self._drop_pair(device, NEW_SESSION, now)
+        gone = self._gone.pop(device, None)
+        if gone is not None and gone[0] != member.member_id:
+            self.sender.forget(device)  # a new session: numbered from 0
+            gone = None
         if len(self.pairs) >= MAX_MEMBERS:
             self._count(MeshCount.OVER_CAPACITY)
             return out
@@ -332,16 +342,35 @@ class Mesh:
             retry=PairRetry(self.retry_delays),
         )
         self.pairs[device] = pair
+        if gone is not None and gone[1] >= 0:
+            # Not the call it may still hold: a newer attempt. As the callee, tell it that call
+            # is over, so that it places the next one now, not once its media times out.
+            pair.retry.attempt, pair.attempt = gone[1] + 1, gone[1]
+            if not pair.places:
+                call_id = self.sender.call_id(device, member.member_id, gone[1])
+                hangup = CallHangup(
+                    call_id=call_id,
+                    party_id=self.own.device_id,
+                    reason=HangupReason.ICE_FAILED.value,
+                )
+                out.append(SendSignal(self.sender.wrap(hangup, device, member.member_id)))
         if pair.places:
             out += self._place(pair, pair.retry.attempt, now)
         return out
 
     def _drop_pair(self, device: MemberDevice, reason: str, now: float) -> list[MeshAction]:
         """End ``device``'s pair without a word to its session (it is gone) and forget it."""
-        self.sender.forget(device)  # a new session of it numbers our messages from 0 again
         pair = self.pairs.pop(device, None)
-        if pair is None:
-            return []
+        if pair is None or reason != MEMBER_LEFT:
+            self.sender.forget(device)  # a new session of it numbers our messages from 0 again
+            return [] if pair is None else self._end_silently(pair, reason, now)
+        # Our view of it may only have flickered (a sync that brought its room membership out
+        # of order): if the same session comes back, it may still hold this pair's call and
+        # our message numbers, so the numbers go on and the next call is a newer attempt.
+        self._gone[device] = (pair.session, pair.attempt)
+        self._gone.move_to_end(device)
+        while len(self._gone) > MAX_MEMBERS:
+            self.sender.forget(self._gone.popitem(last=False)[0])
         return self._end_silently(pair, reason, now)
 
     def _end_silently(self, pair: Pair, reason: str, now: float) -> list[MeshAction]:
