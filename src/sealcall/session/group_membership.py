@@ -204,7 +204,9 @@ class GroupMembership(AsyncIOEventEmitter):
     async def _take(self, kind: str, subject: Any) -> None:
         now = self._now()
         if kind == "state":
-            await self._run(self._observe(self.table.handle(_table_input(subject), now), now))
+            await self._run(
+                self._observe(self.table.handle(table_input(subject, self.transport), now), now)
+            )
         elif kind == "timer":
             actions = self._observe(self.table.tick(now), now)
             await self._run(actions + self.own.tick(now))
@@ -238,7 +240,7 @@ class GroupMembership(AsyncIOEventEmitter):
         joined = [m.state_key for m in members if m.content.get("membership") == "join"]
         events = self.table.set_joined_users(joined, now)
         for event in calls:
-            events += self.table.handle(_table_input(event), now)
+            events += self.table.handle(table_input(event, self.transport), now)
         await self._run(actions + self._observe(events, now))
         if self.delayed_leave:
             self._keepalive = asyncio.ensure_future(self._restart_loop())
@@ -397,10 +399,25 @@ class GroupMembership(AsyncIOEventEmitter):
         self._timer.arm(seconds, self._now() / 1000, slack=0.001)
 
 
-def _table_input(event: StateEvent) -> MemberStateEvent | RoomMembershipChanged:
-    """What the membership table is told of a state event of either watched type."""
+def table_input(
+    event: StateEvent, transport: MatrixTransport | None = None
+) -> MemberStateEvent | RoomMembershipChanged:
+    """What the membership table is told of a state event of either watched type.
+
+    For a room membership event, whether the user is joined is read from the client's view of
+    the room when there is one, not from the event: events reach the table through a queue
+    (and after a ``/state`` snapshot, see :meth:`GroupMembership.join`), so an older event, such
+    as the invite before a join, may be applied after a newer state; the client's view is
+    always the newest, and a user who is in the room is never taken out by a stale event.
+    """
     if event.type == ROOM_MEMBER:
-        return RoomMembershipChanged(event.state_key, event.content.get("membership") == "join")
+        room = None if transport is None else transport.client.rooms.get(event.room_id)
+        if room is not None:
+            user = event.state_key
+            joined = user in room.users and user not in room.invited_users
+        else:
+            joined = event.content.get("membership") == "join"
+        return RoomMembershipChanged(event.state_key, joined)
     return MemberStateEvent(
         event.sender, event.state_key, event.content, event.origin_server_ts, event.event_id
     )

@@ -47,7 +47,7 @@ from sealcall.transport import RoomEvent
 from sealcall.transport.matrix import MatrixTransport, StateEvent
 
 from .deadline_timer import DeadlineTimer
-from .group_membership import ROOM_MEMBER, GroupMembership, _table_input
+from .group_membership import ROOM_MEMBER, GroupMembership, table_input
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +175,9 @@ class GroupRinger(AsyncIOEventEmitter):
 
     def _on_state(self, event: StateEvent) -> None:
         if not self._closed:
-            self._queue.put_nowait(("input", CallStateReceived(event.room_id, _table_input(event))))
+            self._queue.put_nowait(
+                ("input", CallStateReceived(event.room_id, table_input(event, self.transport)))
+            )
 
     async def _work(self) -> None:
         while True:
