@@ -5,7 +5,12 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
 
-import {
+// Node 20 has WebCrypto as globalThis.crypto, like a browser; Node 18 (Debian 12's own) has
+// it only as node:crypto's webcrypto, so lend it before the module is loaded.
+if (!globalThis.crypto?.subtle) {
+  Object.defineProperty(globalThis, "crypto", { value: (await import("node:crypto")).webcrypto });
+}
+const {
   AuthenticationError,
   HeaderError,
   SFrameError,
@@ -21,7 +26,7 @@ import {
   encrypt,
   importSuiteKey,
   suiteParams,
-} from "../../src/sealcall/web/static/sframe.js";
+} = await import("../../src/sealcall/web/static/sframe.js");
 
 // KIDs and CTRs reach 2**64 - 1: quote them before JSON.parse so no digit is lost to a double.
 const raw = readFileSync(new URL("../data/rfc9605-test-vectors.json", import.meta.url), "utf8");

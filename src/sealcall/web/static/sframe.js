@@ -8,7 +8,8 @@
 // KIDs and counters go up to 2**64 - 1, past Number's exact range, so they are BigInts
 // inside; the functions accept a Number (a safe integer) or a BigInt and return BigInts.
 
-const subtle = globalThis.crypto.subtle;
+// Undefined outside a secure context (a page served over plain http from a non-local host).
+const subtle = globalThis.crypto?.subtle;
 const MAX_VALUE = (1n << 64n) - 1n;
 const EMPTY = new Uint8Array(0);
 const TEXT = new TextEncoder();
@@ -148,6 +149,10 @@ export function decodeHeader(data) {
 const KEY_LABEL = TEXT.encode("SFrame 1.0 Secret key ");
 const SALT_LABEL = TEXT.encode("SFrame 1.0 Secret salt ");
 
+function requireWebCrypto() {
+  if (!subtle) throw new SFrameError("WebCrypto (crypto.subtle) is not available here: no frame can be encrypted");
+}
+
 async function hkdf(params, ikm, info, length) {
   const key = await subtle.importKey("raw", ikm, "HKDF", false, ["deriveBits"]);
   const bits = await subtle.deriveBits({ name: "HKDF", hash: params.hash, salt: EMPTY, info }, key, 8 * length);
@@ -160,6 +165,7 @@ async function hkdf(params, ikm, info, length) {
  * decrypt use, so a frame costs no key derivation.
  */
 export async function deriveKeys(suite, baseKey, kid) {
+  requireWebCrypto();
   const params = suiteParams(suite);
   const base = bytes(baseKey, "base key");
   if (base.length === 0) throw new SuiteError("base key must be non-empty bytes");
@@ -230,6 +236,7 @@ export async function aeadDecrypt(params, aead, nonce, aad, body) {
 
 /** Import a raw Nk-byte sframe_key as the suite's AEAD (for the section 4.5.1 vectors). */
 export async function importSuiteKey(suite, key) {
+  requireWebCrypto();
   const params = suiteParams(suite);
   const raw = bytes(key, "key");
   if (raw.length !== params.nk) throw new SuiteError(`suite ${params.name} needs a ${params.nk}-byte key, got ${raw.length}`);
