@@ -66,6 +66,21 @@ test("every header vector encodes and decodes byte for byte", () => {
   }
 });
 
+test("KIDs and counters 0..7 sit in the config byte; 8 and up follow it", () => {
+  // The RFC vectors hold only 0, 1 and powers of 256 around the byte limits, not 2..7.
+  assert.equal(toHex(encodeHeader(7, 3)), "73");
+  assert.equal(toHex(encodeHeader(5n, 6n)), "56");
+  assert.equal(toHex(encodeHeader(7, 8)), "7808");
+  assert.equal(toHex(encodeHeader(8, 7)), "8708");
+  const values = [0n, 1n, 2n, 3n, 4n, 5n, 6n, 7n, 8n, 255n, 256n, 0x10000n, (1n << 64n) - 1n];
+  for (const kid of values) {
+    for (const ctr of values) {
+      const encoded = encodeHeader(kid, ctr);
+      assert.deepEqual(decodeHeader(encoded), { kid, ctr, length: encoded.length });
+    }
+  }
+});
+
 test("every AES-CTR+HMAC vector (RFC 9605 section 4.5.1) seals and opens", async () => {
   for (const v of AEAD) {
     const params = suiteParams(v.cipher_suite);
@@ -111,9 +126,11 @@ test("a flipped byte anywhere in header, ciphertext or tag, or in the metadata, 
     const metadata = hex(v.metadata);
     metadata[0] ^= 0x80;
     await assert.rejects(decrypt(v.cipher_suite, keys, metadata, frame), AuthenticationError);
-    await assert.rejects(decrypt(v.cipher_suite, keys, Uint8Array.from([...hex(v.metadata), 0x78]), frame), AuthenticationError);
+    const longer = Uint8Array.from([...hex(v.metadata), 0x78]);
+    await assert.rejects(decrypt(v.cipher_suite, keys, longer, frame), AuthenticationError);
     // A frame cut inside its tag is refused, not opened.
-    await assert.rejects(decrypt(v.cipher_suite, keys, hex(v.metadata), frame.subarray(0, length + 2)), AuthenticationError);
+    const cut = frame.subarray(0, length + 2);
+    await assert.rejects(decrypt(v.cipher_suite, keys, hex(v.metadata), cut), AuthenticationError);
   }
 });
 
@@ -186,7 +203,7 @@ test("round trip for every suite with a large KID and counter", async () => {
   const kid = (1n << 64n) - 1n;
   const ctr = 0x0123456789abcdefn;
   for (const suite of [1, 2, 3, 4, 5]) {
-    const keys = await deriveKeys(suite, TextEncoder.prototype.encode.call(new TextEncoder(), "base"), kid);
+    const keys = await deriveKeys(suite, new TextEncoder().encode("base"), kid);
     const pt = new Uint8Array(1500).map((_, i) => i & 0xff);
     const frame = await encrypt(suite, keys, kid, ctr, Uint8Array.of(1, 2, 3), pt);
     assert.equal(frame.length, 17 + pt.length + SUITES[suite].nt);

@@ -42,18 +42,22 @@ export class AuthenticationError extends SFrameError {}
 // Cipher suites (RFC 9605 section 4.5, IANA "SFrame Cipher Suites"). Sizes in bytes; ke is
 // the AES key inside Nk for the AES-CTR + HMAC suites (the rest of Nk is the HMAC key).
 
+const suite = (id, name, hash, nh, nk, nt, ke) =>
+  Object.freeze({ id, name, hash, nh, nk, nn: 12, nt, ke });
+
 export const SUITES = Object.freeze({
-  1: Object.freeze({ id: 1, name: "AES_128_CTR_HMAC_SHA256_80", hash: "SHA-256", nh: 32, nk: 48, nn: 12, nt: 10, ke: 16 }),
-  2: Object.freeze({ id: 2, name: "AES_128_CTR_HMAC_SHA256_64", hash: "SHA-256", nh: 32, nk: 48, nn: 12, nt: 8, ke: 16 }),
-  3: Object.freeze({ id: 3, name: "AES_128_CTR_HMAC_SHA256_32", hash: "SHA-256", nh: 32, nk: 48, nn: 12, nt: 4, ke: 16 }),
-  4: Object.freeze({ id: 4, name: "AES_128_GCM_SHA256_128", hash: "SHA-256", nh: 32, nk: 16, nn: 12, nt: 16, ke: 0 }),
-  5: Object.freeze({ id: 5, name: "AES_256_GCM_SHA512_128", hash: "SHA-512", nh: 64, nk: 32, nn: 12, nt: 16, ke: 0 }),
+  1: suite(1, "AES_128_CTR_HMAC_SHA256_80", "SHA-256", 32, 48, 10, 16),
+  2: suite(2, "AES_128_CTR_HMAC_SHA256_64", "SHA-256", 32, 48, 8, 16),
+  3: suite(3, "AES_128_CTR_HMAC_SHA256_32", "SHA-256", 32, 48, 4, 16),
+  4: suite(4, "AES_128_GCM_SHA256_128", "SHA-256", 32, 16, 16, 0),
+  5: suite(5, "AES_256_GCM_SHA512_128", "SHA-512", 64, 32, 16, 0),
 });
 
 /** The sizes of `suite` (1..5); SuiteError for any other id. */
 export function suiteParams(suite) {
   // A Number id only: "4" or an inherited property name is a caller's mistake, not suite 4.
-  const params = typeof suite === "number" && Object.hasOwn(SUITES, suite) ? SUITES[suite] : undefined;
+  const known = typeof suite === "number" && Object.hasOwn(SUITES, suite);
+  const params = known ? SUITES[suite] : undefined;
   if (params === undefined) throw new SuiteError(`unknown SFrame cipher suite ${String(suite)}`);
   return params;
 }
@@ -64,7 +68,9 @@ export function suiteParams(suite) {
 function bytes(data, what) {
   if (data instanceof Uint8Array) return data;
   if (data instanceof ArrayBuffer) return new Uint8Array(data);
-  if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  if (ArrayBuffer.isView(data)) {
+    return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  }
   throw new TypeError(`${what} must be bytes (Uint8Array, ArrayBuffer or a view)`);
 }
 
@@ -93,7 +99,9 @@ function toUint64(value, name) {
     throw new HeaderError(`${name} must be a Number or BigInt, got ${typeof value}`);
   }
   const big = BigInt(value);
-  if (big < 0n || big > MAX_VALUE) throw new HeaderError(`${name} must be in 0 .. 2**64-1, got ${big}`);
+  if (big < 0n || big > MAX_VALUE) {
+    throw new HeaderError(`${name} must be in 0 .. 2**64-1, got ${big}`);
+  }
   return big;
 }
 
@@ -130,7 +138,8 @@ export function decodeHeader(data) {
     if (!(config & flag)) return BigInt(low);
     const length = low + 1;
     if (end + length > buf.length) {
-      throw new HeaderError(`truncated SFrame header: needs ${end + length} bytes, frame has ${buf.length}`);
+      const needs = `needs ${end + length} bytes, frame has ${buf.length}`;
+      throw new HeaderError(`truncated SFrame header: ${needs}`);
     }
     let value = 0n;
     for (let i = 0; i < length; i++) value = (value << 8n) | BigInt(buf[end + i]);
@@ -150,12 +159,15 @@ const KEY_LABEL = TEXT.encode("SFrame 1.0 Secret key ");
 const SALT_LABEL = TEXT.encode("SFrame 1.0 Secret salt ");
 
 function requireWebCrypto() {
-  if (!subtle) throw new SFrameError("WebCrypto (crypto.subtle) is not available here: no frame can be encrypted");
+  if (!subtle) {
+    throw new SFrameError("WebCrypto (crypto.subtle) is not available: no frame can be encrypted");
+  }
 }
 
 async function hkdf(params, ikm, info, length) {
   const key = await subtle.importKey("raw", ikm, "HKDF", false, ["deriveBits"]);
-  const bits = await subtle.deriveBits({ name: "HKDF", hash: params.hash, salt: EMPTY, info }, key, 8 * length);
+  const algorithm = { name: "HKDF", hash: params.hash, salt: EMPTY, info };
+  const bits = await subtle.deriveBits(algorithm, key, 8 * length);
   return new Uint8Array(bits);
 }
 
@@ -174,7 +186,8 @@ export async function deriveKeys(suite, baseKey, kid) {
   const context = concat(bigEndian(kidBig, 8), bigEndian(BigInt(params.id), 2));
   const key = await hkdf(params, base, concat(KEY_LABEL, context), params.nk);
   const salt = await hkdf(params, base, concat(SALT_LABEL, context), params.nn);
-  return Object.freeze({ suite: params.id, kid: kidBig, key, salt, aead: await importAead(params, key) });
+  const aead = await importAead(params, key);
+  return Object.freeze({ suite: params.id, kid: kidBig, key, salt, aead });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -185,14 +198,17 @@ async function importAead(params, key) {
   if (!params.ke) {
     return { gcm: await subtle.importKey("raw", key, "AES-GCM", false, ["encrypt", "decrypt"]) };
   }
-  const ctr = await subtle.importKey("raw", key.subarray(0, params.ke), "AES-CTR", false, ["encrypt"]);
-  const mac = await subtle.importKey("raw", key.subarray(params.ke), { name: "HMAC", hash: params.hash }, false, ["sign"]);
+  const [encKey, authKey] = [key.subarray(0, params.ke), key.subarray(params.ke)];
+  const ctr = await subtle.importKey("raw", encKey, "AES-CTR", false, ["encrypt"]);
+  const hmac = { name: "HMAC", hash: params.hash };
+  const mac = await subtle.importKey("raw", authKey, hmac, false, ["sign"]);
   return { ctr, mac };
 }
 
 async function ctrTag(params, aead, nonce, aad, ct) {
-  // The HMAC input is len(AAD) (8 bytes) || len(CT) (8 bytes) || Nt (8 bytes) || nonce || AAD || CT.
-  const lengths = concat(bigEndian(BigInt(aad.length), 8), bigEndian(BigInt(ct.length), 8), bigEndian(BigInt(params.nt), 8));
+  // The HMAC input: len(AAD) || len(CT) || Nt (8 bytes each) || nonce || AAD || CT.
+  const u64 = (n) => bigEndian(BigInt(n), 8);
+  const lengths = concat(u64(aad.length), u64(ct.length), u64(params.nt));
   const mac = await subtle.sign("HMAC", aead.mac, concat(lengths, nonce, aad, ct));
   return new Uint8Array(mac, 0, params.nt);
 }
@@ -201,25 +217,27 @@ async function aesCtr(aead, nonce, data) {
   // The initial counter block is the 12-byte nonce then a 32-bit zero block counter; 32 counter
   // bits cover 64 GiB per frame, far above any media frame.
   const counter = concat(nonce, new Uint8Array(4));
-  return new Uint8Array(await subtle.encrypt({ name: "AES-CTR", counter, length: 32 }, aead.ctr, data));
+  const algorithm = { name: "AES-CTR", counter, length: 32 };
+  return new Uint8Array(await subtle.encrypt(algorithm, aead.ctr, data));
 }
 
-/** AEAD encryption with the suite's algorithm: `ciphertext || tag`. Exported for the 4.5.1 vectors. */
+const gcm = (nonce, aad) => ({ name: "AES-GCM", iv: nonce, additionalData: aad, tagLength: 128 });
+
+/** AEAD encryption with the suite's algorithm: `ciphertext || tag` (exported for 4.5.1 vectors). */
 export async function aeadEncrypt(params, aead, nonce, aad, plaintext) {
-  if (aead.gcm) {
-    const sealed = await subtle.encrypt({ name: "AES-GCM", iv: nonce, additionalData: aad, tagLength: 128 }, aead.gcm, plaintext);
-    return new Uint8Array(sealed);
-  }
+  if (aead.gcm) return new Uint8Array(await subtle.encrypt(gcm(nonce, aad), aead.gcm, plaintext));
   const ct = await aesCtr(aead, nonce, plaintext);
   return concat(ct, await ctrTag(params, aead, nonce, aad, ct));
 }
 
-/** AEAD decryption: the plaintext, or AuthenticationError; never a plaintext before the tag checks. */
+/** AEAD decryption: the plaintext, or AuthenticationError; no plaintext before the tag checks. */
 export async function aeadDecrypt(params, aead, nonce, aad, body) {
-  if (body.length < params.nt) throw new AuthenticationError(`frame shorter than its ${params.nt}-byte tag`);
+  if (body.length < params.nt) {
+    throw new AuthenticationError(`frame shorter than its ${params.nt}-byte tag`);
+  }
   if (aead.gcm) {
     try {
-      return new Uint8Array(await subtle.decrypt({ name: "AES-GCM", iv: nonce, additionalData: aad, tagLength: 128 }, aead.gcm, body));
+      return new Uint8Array(await subtle.decrypt(gcm(nonce, aad), aead.gcm, body));
     } catch {
       throw new AuthenticationError("SFrame authentication tag mismatch");
     }
@@ -239,7 +257,9 @@ export async function importSuiteKey(suite, key) {
   requireWebCrypto();
   const params = suiteParams(suite);
   const raw = bytes(key, "key");
-  if (raw.length !== params.nk) throw new SuiteError(`suite ${params.name} needs a ${params.nk}-byte key, got ${raw.length}`);
+  if (raw.length !== params.nk) {
+    throw new SuiteError(`suite ${params.name} needs a ${params.nk}-byte key, got ${raw.length}`);
+  }
   return importAead(params, raw);
 }
 
@@ -271,11 +291,14 @@ export async function encrypt(suite, keys, kid, ctr, metadata, plaintext) {
   const params = suiteParams(suite);
   checkKeys(params, keys);
   const kidBig = toUint64(kid, "KID");
-  if (kidBig !== keys.kid) throw new SuiteError(`keys were derived for KID ${keys.kid}, not KID ${kidBig}`);
+  if (kidBig !== keys.kid) {
+    throw new SuiteError(`keys were derived for KID ${keys.kid}, not KID ${kidBig}`);
+  }
   const ctrBig = toUint64(ctr, "CTR");
   const header = encodeHeader(kidBig, ctrBig);
   const aad = concat(header, bytes(metadata, "metadata"));
-  const body = await aeadEncrypt(params, keys.aead, nonceFor(params, keys.salt, ctrBig), aad, bytes(plaintext, "plaintext"));
+  const nonce = nonceFor(params, keys.salt, ctrBig);
+  const body = await aeadEncrypt(params, keys.aead, nonce, aad, bytes(plaintext, "plaintext"));
   return concat(header, body);
 }
 
@@ -295,6 +318,7 @@ export async function decrypt(suite, keys, metadata, frame) {
   checkKeys(params, found);
   const header = data.subarray(0, length);
   const aad = concat(header, bytes(metadata, "metadata"));
-  const plaintext = await aeadDecrypt(params, found.aead, nonceFor(params, found.salt, ctr), aad, data.subarray(length));
+  const nonce = nonceFor(params, found.salt, ctr);
+  const plaintext = await aeadDecrypt(params, found.aead, nonce, aad, data.subarray(length));
   return { kid, ctr, plaintext };
 }
