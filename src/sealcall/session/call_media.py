@@ -269,7 +269,10 @@ class CallMedia(Generic[PcT]):
             if isinstance(action, act.ClosePeerConnection):
                 logger.warning("closing call %s failed: %s", self.call_id, type(error).__name__)
                 return
-            logger.warning("call %s: %s failed: %s", self.call_id, type(action).__name__, error)
+            # The error's type only: aiortc's messages may quote the SDP (ICE credentials).
+            logger.warning(
+                "call %s: %s failed: %s", self.call_id, type(action).__name__, type(error).__name__
+            )
             if self.pc is not None and self.pc.connectionState == "closed" and self._in_call():
                 self._feed(MediaClosed())  # e.g. an ICE restart offer on a connection now gone
                 return
