@@ -10,7 +10,7 @@
 //   metadata is the clear part in canonical form (each unit behind a 3-byte start code,
 //   trailing zeros dropped); the ciphertext is escaped with emulation prevention and closed
 //   with a 0x80 stop byte, so the frame stays a valid byte stream.
-import { SFrameError, decrypt, encrypt } from "./sframe.js";
+import { SFrameError, bytes, concat, decrypt, encrypt } from "./sframe.js";
 
 /** A frame that cannot be protected or unprotected for its codec (too short, no start code). */
 export class FrameFormatError extends SFrameError {}
@@ -28,28 +28,9 @@ const OPUS_PREFIX = 1;
 const VP8_KEY_FRAME_PREFIX = 10;
 const VP8_DELTA_FRAME_PREFIX = 3;
 
-function asBytes(data) {
-  if (data instanceof Uint8Array) return data;
-  if (data instanceof ArrayBuffer) return new Uint8Array(data);
-  if (ArrayBuffer.isView(data)) {
-    return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-  }
-  throw new TypeError("frame must be a Uint8Array, ArrayBuffer or typed array");
-}
-
-function concat(...parts) {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
-
 /** True if `frame` (plain or protected) is a VP8 key frame: bit 0 of the tag is clear. */
 export function vp8IsKeyFrame(frame) {
-  const data = asBytes(frame);
+  const data = bytes(frame, "frame");
   return data.length > 0 && (data[0] & 0x01) === 0;
 }
 
@@ -101,14 +82,14 @@ function firstSlice(data) {
 
 /** True if the access unit's first slice is an IDR slice (NAL type 5). */
 export function h264HasIdr(frame) {
-  const data = asBytes(frame);
+  const data = bytes(frame, "frame");
   const starts = firstSlice(data);
   return starts !== null && (data[starts[starts.length - 1]] & 0x1f) === 5;
 }
 
 /** `{length, metadata}`: the clear prefix's length and its canonical form (see above). */
 export function h264SplitClear(frame) {
-  const data = asBytes(frame);
+  const data = bytes(frame, "frame");
   let starts = firstSlice(data);
   if (starts === null) {
     // No slice: the last unit carries the ciphertext (parameter sets alone).
@@ -186,7 +167,7 @@ export function h264Unescape(data) {
  * suite, keys (from deriveKeys), KID and counter.
  */
 export async function protectFrame(codec, suite, keys, kid, ctr, frame) {
-  const data = asBytes(frame);
+  const data = bytes(frame, "frame");
   if (codec === "opus" || codec === "vp8") {
     if (codec === "opus" && data.length === 0) throw new FrameFormatError("empty Opus frame");
     const n = codec === "opus" ? OPUS_PREFIX : vp8PrefixLength(data);
@@ -209,7 +190,7 @@ export async function protectFrame(codec, suite, keys, kid, ctr, frame) {
  * Replay protection is the caller's, as with sframe.js decrypt.
  */
 export async function unprotectFrame(codec, suite, keys, protectedFrame) {
-  const data = asBytes(protectedFrame);
+  const data = bytes(protectedFrame, "frame");
   if (codec === "opus" || codec === "vp8") {
     if (codec === "opus" && data.length === 0) throw new FrameFormatError("empty Opus frame");
     const n = codec === "opus" ? OPUS_PREFIX : vp8PrefixLength(data);

@@ -65,7 +65,8 @@ export function suiteParams(suite) {
 // ---------------------------------------------------------------------------------------
 // Byte helpers.
 
-function bytes(data, what) {
+/** `data` as a Uint8Array (no copy); a TypeError names `what` if it is not bytes. */
+export function bytes(data, what) {
   if (data instanceof Uint8Array) return data;
   if (data instanceof ArrayBuffer) return new Uint8Array(data);
   if (ArrayBuffer.isView(data)) {
@@ -74,7 +75,8 @@ function bytes(data, what) {
   throw new TypeError(`${what} must be bytes (Uint8Array, ArrayBuffer or a view)`);
 }
 
-function concat(...parts) {
+/** The byte arrays `parts`, one after the other, in a new Uint8Array. */
+export function concat(...parts) {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   let at = 0;
   for (const p of parts) {
