@@ -24,7 +24,6 @@ from typing import Any
 
 from aiortc import RTCIceServer
 from aiortc.mediastreams import MediaStreamTrack
-from pyee.asyncio import AsyncIOEventEmitter
 
 from sealcall.calls import CallState, Direction
 from sealcall.calls import actions as act
@@ -61,6 +60,7 @@ from .group_ringing import GroupRinger
 from .group_sending import GroupSending
 from .local_media import LocalMedia
 from .mesh_pair import MeshPairSession
+from .safe_emitter import SafeEventEmitter
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ MAX_HELD = 512  # membership changes or signals before our join completes (a few
 _Work = tuple[str, Any, "asyncio.Future[None] | None"]
 
 
-class GroupCallSession(AsyncIOEventEmitter):
+class GroupCallSession(SafeEventEmitter):
     """One device's part in a room's group call (full mesh), after the Famedly SDK's
     ``GroupCallSession``.
 
@@ -546,12 +546,6 @@ class GroupCallSession(AsyncIOEventEmitter):
                 logger.warning("sending %s failed: %s", message.type, type(error).__name__)
 
         self._last_send = asyncio.ensure_future(send())
-
-    def _emit(self, name: str, *args: Any) -> None:
-        try:
-            self.emit(name, *args)
-        except Exception:  # the application's handler must not stop the call
-            logger.exception("a %s handler failed", name)
 
     def _schedule_timer(self) -> None:
         if self._closed:

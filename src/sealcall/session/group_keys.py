@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from nio import UnknownToDeviceEvent
-from pyee.asyncio import AsyncIOEventEmitter
 
 from sealcall.e2ee import (
     Codec,
@@ -60,6 +59,7 @@ from sealcall.transport.matrix import DeviceMessage, MatrixTransport
 
 from .deadline_timer import DeadlineTimer
 from .group_membership import GroupMembership
+from .safe_emitter import SafeEventEmitter
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class _Early:
     until: float
 
 
-class GroupKeys(AsyncIOEventEmitter):
+class GroupKeys(SafeEventEmitter):
     """Our media key and every other member device's, for one room's call.
 
     Driven by ``membership`` (a joined :class:`GroupMembership`, or None: then call
@@ -440,12 +440,6 @@ class GroupKeys(AsyncIOEventEmitter):
                 owner = (action.sender.user_id, action.sender.device_id)
                 request = EncryptionKeyRequest(self.room_id, self.member_id, owner)
                 self._outbox.put_nowait(([owner], ENCRYPTION_KEY_REQUEST_EVENT, request.to_dict()))
-
-    def _emit(self, name: str, *args: Any) -> None:
-        try:
-            self.emit(name, *args)
-        except Exception:  # the application's handler must not stop the keys
-            logger.exception("a %s handler failed", name)
 
     async def _send_loop(self) -> None:
         while True:

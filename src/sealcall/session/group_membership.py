@@ -24,8 +24,6 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from pyee.asyncio import AsyncIOEventEmitter
-
 from sealcall.group import (
     DEFAULT_EXPIRES_MS,
     MEMBER_EVENT_TYPE,
@@ -54,6 +52,7 @@ from sealcall.transport.matrix import (
 )
 
 from .deadline_timer import DeadlineTimer
+from .safe_emitter import SafeEventEmitter
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +64,7 @@ DEFAULT_RESTART_MS = 5_000
 _Work = tuple[str, Any, "asyncio.Future[None] | None"]
 
 
-class GroupMembership(AsyncIOEventEmitter):
+class GroupMembership(SafeEventEmitter):
     """Our device's membership of one room's call, and who else is in it.
 
     Events (``membership.on(name, handler)``), about the other member devices:
@@ -281,12 +280,6 @@ class GroupMembership(AsyncIOEventEmitter):
                 self._stale_delay_id, self._delay_id = self._delay_id, None
         elif isinstance(event, MemberRejoined) and event.new.device != own:
             self._emit("member_rejoined", event.old, event.new)
-
-    def _emit(self, name: str, *args: Any) -> None:
-        try:
-            self.emit(name, *args)
-        except Exception:  # the application's handler must not stop the membership
-            logger.exception("a %s handler failed", name)
 
     async def _act(self, action: OwnAction) -> None:
         if isinstance(action, OwnStateChanged):

@@ -18,8 +18,6 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from pyee.asyncio import AsyncIOEventEmitter
-
 from sealcall.group import (
     DECLINE_EVENT_TYPE,
     DEFAULT_RING_LIFETIME_MS,
@@ -48,11 +46,12 @@ from sealcall.transport.matrix import MatrixTransport, StateEvent
 
 from .deadline_timer import DeadlineTimer
 from .group_membership import ROOM_MEMBER, GroupMembership, table_input
+from .safe_emitter import SafeEventEmitter
 
 logger = logging.getLogger(__name__)
 
 
-class GroupRinger(AsyncIOEventEmitter):
+class GroupRinger(SafeEventEmitter):
     """Ringing for group calls on one device: sends the ring when we start a room's call, and
     rings us when someone starts one in a room we are in.
 
@@ -231,12 +230,6 @@ class GroupRinger(AsyncIOEventEmitter):
                 self._emit(
                     "ring_declined", event.room_id, event.user_id, event.notification_event_id
                 )
-
-    def _emit(self, name: str, *args: Any) -> None:
-        try:
-            self.emit(name, *args)
-        except Exception:  # the application's handler must not stop the ringing
-            logger.exception("a %s handler failed", name)
 
     def _schedule_timer(self) -> None:
         if self._closed:
