@@ -169,6 +169,14 @@ class CallMedia(Generic[PcT]):
             if media.direction in ("sendrecv", "sendonly")
         }
 
+    def remote_mute_change(self) -> tuple[bool, bool] | None:
+        """The far side's (microphone, camera) mute state if it changed since last asked."""
+        mute = self.remote_mute_state()
+        if mute == self.reported_remote_mute:
+            return None
+        self.reported_remote_mute = mute
+        return mute
+
     def gone_remote_tracks(self) -> list[tuple[MediaStreamTrack, StreamPurpose]]:
         """Forget remote tracks whose purpose the far side no longer announces (screen share
         stopped); return them."""

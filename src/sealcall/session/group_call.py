@@ -521,9 +521,8 @@ class GroupCallSession(SafeEventEmitter):
             self._emit("remote_streams_changed", item.peer, action.streams)
             for track, purpose in pair.gone_remote_tracks():
                 self._emit("remote_media_removed", item.peer, track, purpose)
-            mute = pair.remote_mute_state()
-            if mute != pair.reported_remote_mute:
-                pair.reported_remote_mute = mute
+            mute = pair.remote_mute_change()
+            if mute is not None:
                 self._emit("remote_mute_changed", item.peer, *mute)
         elif isinstance(action, act.CallEnded):
             self.pairs.pop(item.call_id, None)

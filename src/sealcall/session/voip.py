@@ -297,9 +297,8 @@ class VoIP(AsyncIOEventEmitter):
             self.emit("remote_streams_changed", session, action.streams)
             for track, purpose in session.gone_remote_tracks():
                 self.emit("remote_media_removed", session, track, purpose)
-            mute = session.remote_mute_state()
-            if mute != session.reported_remote_mute:
-                session.reported_remote_mute = mute
+            mute = session.remote_mute_change()
+            if mute is not None:
                 self.emit("remote_mute_changed", session, *mute)
         elif isinstance(action, act.RemoteHoldChanged):
             self.emit("remote_hold_changed", session, action.on_hold)
