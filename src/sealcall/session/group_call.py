@@ -61,6 +61,7 @@ from .group_sending import GroupSending
 from .local_media import LocalMedia
 from .mesh_pair import MeshPairSession
 from .safe_emitter import SafeEventEmitter
+from .send_chain import SendChain
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ class GroupCallSession(SafeEventEmitter):
         self._queue: asyncio.Queue[_Work] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._timer = DeadlineTimer(lambda: self._queue.put_nowait(("timer", None, None)))
-        self._last_send: asyncio.Task[None] | None = None
+        self._sends = SendChain()
         self._active_speaker: MemberDevice | None = None
         self._closed = False
         for name in ("member_joined", "member_left", "member_rejoined"):
@@ -274,8 +275,7 @@ class GroupCallSession(SafeEventEmitter):
             await self._queue.put(("stop", None, None))
             await self._worker
         self._timer.cancel()
-        if self._last_send is not None:
-            await asyncio.wait({self._last_send})
+        await self._sends.drain()
         if self.keys is not None:
             await self.keys.close()
         await self.membership.close(leave=leave)
@@ -531,11 +531,8 @@ class GroupCallSession(SafeEventEmitter):
 
     def _send_in_order(self, action: SendSignal) -> None:
         message = action.message
-        previous = self._last_send
 
         async def send() -> None:
-            if previous is not None:
-                await asyncio.wait({previous})  # it handles its own errors
             try:
                 await self.transport.send_to_devices(
                     [(message.user_id, message.device_id)], message.type, message.content
@@ -544,7 +541,7 @@ class GroupCallSession(SafeEventEmitter):
                 # The pair's call notices (no answer, ICE fails) and is retried.
                 logger.warning("sending %s failed: %s", message.type, type(error).__name__)
 
-        self._last_send = asyncio.ensure_future(send())
+        self._sends.then(send)
 
     def _schedule_timer(self) -> None:
         if self._closed:

@@ -37,6 +37,7 @@ from .call_session import CallSession
 from .deadline_timer import DeadlineTimer
 from .local_media import LocalMedia
 from .ringing_store import RingingStore
+from .send_chain import SendChain
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ class VoIP(AsyncIOEventEmitter):
         # Call events go out in order, each send after the one before, while the engine goes on
         # with the next input: a send is a homeserver round trip, and media (ICE, DTLS) must
         # not wait for one (the caller's select_answer used to hold back "connected").
-        self._last_send: asyncio.Task[None] | None = None
+        self._sends = SendChain()
         self._input_sends: list[asyncio.Task[None]] = []
         # A transport that delivers whole sync responses lets us ring only once the response
         # is processed, so a call hung up later in the same response never rings (MSC2746).
@@ -141,8 +142,7 @@ class VoIP(AsyncIOEventEmitter):
         self._closing = True  # from here on, arriving events are not taken any more
         await self._queue.put(("stop", None, None, None))
         await self._worker
-        if self._last_send is not None:
-            await asyncio.wait({self._last_send})
+        await self._sends.drain()
         self._timer.cancel()
         for session in self.sessions.values():
             await session.close()
@@ -263,11 +263,8 @@ class VoIP(AsyncIOEventEmitter):
     def _send_in_order(self, item: ManagerAction, action: act.SendEvent) -> None:
         """Send a call event after every event sent before it, without holding up the engine."""
         content = action.event.to_dict()["content"]
-        previous = self._last_send
 
         async def send() -> None:
-            if previous is not None:
-                await asyncio.wait({previous})  # it handles its own errors
             try:
                 await self.transport.send_room_event(item.room_id, action.event.TYPE, content)
             except Exception:
@@ -275,8 +272,7 @@ class VoIP(AsyncIOEventEmitter):
                 if item.call.state is not CallState.ENDED:
                     self.feed(item.call.call_id, LocalMediaFailed("sending a call event failed"))
 
-        task = asyncio.ensure_future(send())
-        self._last_send = task
+        task = self._sends.then(send)
         self._input_sends.append(task)
 
     async def _run_one(self, item: ManagerAction) -> None:
