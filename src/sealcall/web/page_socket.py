@@ -2,8 +2,9 @@
 
 :class:`PageSocket` owns the outgoing side of one WebSocket: :meth:`PageSocket.send` queues a
 message and returns at once; one writer task sends them in order. The queue is bounded in
-characters: a page that does not read gets its socket closed (1013) instead of making the process
-grow, since a page that missed events or media commands would show a call that is not there.
+characters: a page that does not read has its connection dropped (it could not read a close frame
+either; the page sees 1006) instead of making the process grow; dropping messages instead would
+leave a page showing a call that is not there, or missing a media command.
 """
 
 from __future__ import annotations
@@ -25,8 +26,6 @@ MAX_QUEUED_CHARS: Final = 4 * 1024 * 1024
 
 CLOSE_TIMEOUT: Final = 2.0
 """Seconds a closing socket gets to flush its queue and finish the close handshake."""
-
-CLOSE_TOO_SLOW: Final = 1013
 
 
 class PageError(Exception):
@@ -86,7 +85,7 @@ class PageSocket:
         if self.queued_chars + len(text) > self._max_queued:
             self._overflowed = True
             log.warning("page socket %d: the page does not read; closing it", self.number)
-            self._start_close(CLOSE_TOO_SLOW, flush=False)
+            self._start_close(1013, flush=False)
             return
         self._queue.append(text)
         self.queued_chars += len(text)
@@ -129,19 +128,20 @@ class PageSocket:
             self.queued_chars = 0
 
     async def _shut(self, code: int, *, flush: bool) -> None:
+        flushed = False
         if flush:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._writer), CLOSE_TIMEOUT)
-        self._writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+                flushed = True
+        if flushed:
+            with contextlib.suppress(TimeoutError, ConnectionError, RuntimeError):
+                await asyncio.wait_for(self._ws.close(code=code), CLOSE_TIMEOUT)
+                return
+        # A page that does not read: drop the connection. Cancelling the writer instead would
+        # leave aiohttp's shared drain future cancelled under the close handshake.
+        self._abort()
+        with contextlib.suppress(Exception, asyncio.CancelledError):
             await self._writer
-        clean = False
-        with contextlib.suppress(TimeoutError, ConnectionError, RuntimeError):
-            await asyncio.wait_for(self._ws.close(code=code), CLOSE_TIMEOUT)
-            clean = True
-        if not clean:
-            # A page that does not read would keep the transport's buffer alive forever.
-            self._abort()
 
     def _abort(self) -> None:
         if isinstance(self._transport, asyncio.WriteTransport):

@@ -19,7 +19,7 @@ import secrets
 from pathlib import Path
 from typing import Any, Final
 
-from aiohttp import WSMsgType, web
+from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
 
 from sealcall.web.page_socket import PageApp, PageError, PageSocket
 from sealcall.web.protocol import (
@@ -160,12 +160,12 @@ class PageServer:
         if len(hosts) != 1 or hosts[0] not in self._hosts:
             raise _RefusedError("host")
         path = request.raw_path.split("?", 1)[0]
-        head, _, rest = path.removeprefix("/").partition("/")
+        head, slash, rest = path.removeprefix("/").partition("/")
         if not hmac.compare_digest(
             head.encode("utf-8", "replace"), self._secret.encode("ascii")
         ) or not path.startswith("/"):
             raise _RefusedError("secret")
-        if request.method != "GET":
+        if request.method != "GET" or not slash:
             raise _RefusedError("path")
         if rest in ("", "ws"):
             return rest
@@ -242,7 +242,11 @@ class PageServer:
             else:
                 # CLOSE/CLOSING/CLOSED, or ERROR: aiohttp has closed it (1009 for a big frame).
                 if message.type is WSMsgType.ERROR:
-                    self._close_for(socket, "too_big" if ws.close_code == 1009 else "error")
+                    too_big = (
+                        isinstance(message.data, WebSocketError)
+                        and message.data.code == WSCloseCode.MESSAGE_TOO_BIG
+                    )
+                    self._close_for(socket, "too_big" if too_big else "error")
                 return
 
     async def _message(
