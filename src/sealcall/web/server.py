@@ -75,6 +75,7 @@ class PageServer:
         self._runner: web.AppRunner | None = None
         self._sockets: dict[int, PageSocket] = {}
         self._handlers: set[asyncio.Task[Any]] = set()
+        self._requests: set[asyncio.Task[None]] = set()
         self._numbers = 0
         self._hosts: frozenset[str] = frozenset()
         self._origins: frozenset[str] = frozenset()
@@ -132,10 +133,12 @@ class PageServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-        for task in list(self._handlers):
+        # Requests still running would answer sockets that are gone.
+        leftovers = [*self._handlers, *self._requests]
+        for task in leftovers:
             task.cancel()
-        if self._handlers:
-            await asyncio.gather(*self._handlers, return_exceptions=True)
+        if leftovers:
+            await asyncio.gather(*leftovers, return_exceptions=True)
 
     # --- HTTP ------------------------------------------------------------------------------------
 
@@ -231,11 +234,10 @@ class PageServer:
             await socket.close(1011)
             return
         slots = asyncio.Semaphore(MAX_IN_FLIGHT)
-        requests: set[asyncio.Task[None]] = set()
         while not socket.closed:
             message = await ws.receive()
             if message.type is WSMsgType.TEXT:
-                await self._message(socket, message.data, slots, requests)
+                await self._message(socket, message.data, slots)
             elif message.type is WSMsgType.BINARY:
                 self._close_for(socket, "binary")
                 await socket.close(CLOSE_UNSUPPORTED)
@@ -254,7 +256,6 @@ class PageServer:
         socket: PageSocket,
         text: str,
         slots: asyncio.Semaphore,
-        requests: set[asyncio.Task[None]],
     ) -> None:
         try:
             parsed = parse_message(text)
@@ -271,8 +272,8 @@ class PageServer:
         if isinstance(parsed, Request):
             await slots.acquire()
             task = asyncio.get_running_loop().create_task(self._request(socket, parsed, slots))
-            requests.add(task)
-            task.add_done_callback(requests.discard)
+            self._requests.add(task)
+            task.add_done_callback(self._requests.discard)
             return
         try:
             self._app.page_media_result(socket, parsed)
