@@ -22,7 +22,6 @@ from web_helpers import (
     closed_with,
     hello_works,
     open_page,
-    origin,
     page_server,
     raw_http,
     receive_json,
@@ -131,7 +130,7 @@ def refused_cases(secret: str, port: int) -> list[tuple[str, str, int]]:
 
 
 async def test_every_other_request_is_refused_counted_and_the_page_keeps_working(
-    served: Served,
+    served: Served, caplog: pytest.LogCaptureFixture
 ) -> None:
     server, _, session = served
     secret = server.url.rstrip("/").rsplit("/", 1)[1]
@@ -148,6 +147,11 @@ async def test_every_other_request_is_refused_counted_and_the_page_keeps_working
         assert "connect-src ws://127.0.0.1:" in headers["content-security-policy"]
         await hello_works(page, f"after-{number}")
     assert server.closed_sockets.total() == 0
+    # One line per refusal, and neither the secret nor any path in the log.
+    refusals = [r for r in caplog.records if "refused a request" in r.getMessage()]
+    assert len(refusals) == len(cases)
+    assert secret not in caplog.text
+    assert "favicon" not in caplog.text
     await page.close()
 
 
@@ -161,7 +165,9 @@ async def test_a_foreign_origin_cannot_open_the_socket_through_a_client(served: 
     assert app.opened == []
 
 
-async def test_each_request_gets_exactly_one_reply(served: Served) -> None:
+async def test_each_request_gets_exactly_one_reply(
+    served: Served, caplog: pytest.LogCaptureFixture
+) -> None:
     server, app, session = served
     ws = await open_page(session, server)
     await hello_works(ws, "1")
@@ -181,6 +187,8 @@ async def test_each_request_gets_exactly_one_reply(served: Served) -> None:
     assert await receive_json(ws) == {"type": "result", "id": 6, "call_id": "call-1"}
     await hello_works(ws, "8")
     assert server.app_errors == 2
+    assert APP_SECRET not in caplog.text  # the app's exception is logged by its type only
+    assert "RuntimeError" in caplog.text
     assert server.refused_messages == 1
     assert [type(r).__name__ for _, r in app.requests] == [
         "Hello",
@@ -291,8 +299,13 @@ async def test_stop_closes_every_socket(tmp_path: Path) -> None:
     async with page_server(tmp_path) as (server, app), aiohttp.ClientSession() as session:
         ws = await open_page(session, server)
         await hello_works(ws)
+        # A request still running at stop is cancelled, not waited for.
+        await ws.send_str(
+            json.dumps({"type": "place_call", "id": 10, "room_id": "!r", "video": True})
+        )
+        await until(lambda: len(app.requests) == 2)
         close_code = asyncio.get_running_loop().create_task(closed_with(ws))
         await server.stop()
         assert await close_code == 1001
+        assert not server.sockets
         assert app.closed == app.opened
-        assert origin(server).endswith(str(server.port))
