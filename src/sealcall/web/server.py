@@ -128,8 +128,7 @@ class PageServer:
 
     async def stop(self) -> None:
         """Close every page socket (1001) and stop serving."""
-        for socket in list(self._sockets.values()):
-            await socket.close(CLOSE_GOING_AWAY)
+        await asyncio.gather(*(socket.close(CLOSE_GOING_AWAY) for socket in self._sockets.values()))
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
