@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from sealcall import __version__
 
-from . import bench, calls, group, server
+from . import app, bench, calls, group, server
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_parsers(commands)
     calls.add_parsers(commands)
     group.add_parsers(commands)
+    app.add_parsers(commands)
 
     sframe = commands.add_parser(
         "sframe-bench",

@@ -139,6 +139,22 @@ async def _stay(session: CallSession, record: str | None, seconds: float) -> Non
             await session.hangup()
     if recorder is not None:
         await recorder.stop()
+    print(_received_summary(session), flush=True)
+
+
+def _received_summary(session: CallSession) -> str:
+    """What arrived from the far side: frames decrypted per kind, and frames dropped."""
+    decrypted = {"audio": 0, "video": 0}
+    dropped = 0
+    pc = session.pc
+    for transceiver in pc.getTransceivers() if pc is not None else ():
+        counters = pc.receiver_tap(transceiver.receiver).counters  # type: ignore[union-attr]
+        decrypted[transceiver.kind] = decrypted.get(transceiver.kind, 0) + counters.frames_decrypted
+        dropped += counters.frames_dropped
+    return (
+        f"[call] received: {decrypted['audio']} audio and {decrypted['video']} video frames"
+        f" decrypted, {dropped} dropped"
+    )
 
 
 def _explain_outgoing_refusal(peer: str, by_remote: bool) -> None:

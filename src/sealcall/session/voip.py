@@ -19,6 +19,7 @@ from aiortc import RTCIceServer
 from pyee.asyncio import AsyncIOEventEmitter
 
 from sealcall.calls import (
+    Call,
     CallError,
     CallManager,
     CallPolicy,
@@ -54,6 +55,9 @@ class VoIP(AsyncIOEventEmitter):
     ``remote_mute_changed(session, audio_muted, video_muted)``,
     ``remote_hold_changed(session, on_hold)``, ``call_ended(session, reason, by_remote)``,
     ``history_item(item)``.
+
+    ``session_factory`` makes the session of each call: by default a :class:`CallSession`, whose
+    media runs here in aiortc; the web client gives a page-backed one.
     """
 
     def __init__(
@@ -66,6 +70,7 @@ class VoIP(AsyncIOEventEmitter):
         host_addresses: Sequence[str] | None = None,
         clock: Callable[[], float] = time.time,
         state_dir: str | Path | None = None,
+        session_factory: Callable[[VoIP, Call, str], CallSession] | None = None,
     ) -> None:
         super().__init__()
         self.transport = transport
@@ -74,6 +79,8 @@ class VoIP(AsyncIOEventEmitter):
         self.ice_servers = tuple(ice_servers)
         self.host_addresses = tuple(host_addresses) if host_addresses is not None else None
         self.sessions: dict[str, CallSession] = {}
+        # Who carries out a call's media: aiortc here (CallSession), or a page (the web client).
+        self._new_session = session_factory or CallSession
         self.malformed_events = 0
         self._closing = False
         self._clock = clock
@@ -226,10 +233,10 @@ class VoIP(AsyncIOEventEmitter):
         if not self._closing:
             self._timer.arm([self.manager.next_deadline()], self._clock())
 
-    def _session(self, call: Any, room_id: str) -> CallSession:
+    def _session(self, call: Call, room_id: str) -> CallSession:
         session = self.sessions.get(call.call_id)
         if session is None:
-            session = self.sessions[call.call_id] = CallSession(self, call, room_id)
+            session = self.sessions[call.call_id] = self._new_session(self, call, room_id)
         return session
 
     # -- outputs ---------------------------------------------------------------------------

@@ -1,0 +1,73 @@
+"""``sealcall app``: the calling app in a local browser page."""
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import webbrowser
+
+from sealcall.web.app import CallApp
+from sealcall.web.server import PageServer
+
+from .calls import _login, _login_options, _run, _store
+
+
+async def _until_stopped() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def _run_app(args: argparse.Namespace) -> int:
+    transport = await _login(args)
+    try:
+        await transport.start()
+        app = CallApp(
+            transport, ice_servers=await transport.ice_servers(), state_dir=str(_store(args))
+        )
+        server = PageServer(app, port=args.port)
+        url = await server.start()
+        try:
+            # The URL carries this launch's secret: it goes to this terminal and the browser,
+            # nowhere else (no log).
+            print(f"sealcall app for {transport.user_id}: {url}", flush=True)
+            if not args.no_browser:
+                webbrowser.open(url)
+            await _until_stopped()
+        finally:
+            await app.close()
+            await server.stop()
+    finally:
+        await transport.stop()
+    return 0
+
+
+def app(args: argparse.Namespace) -> int:
+    return _run(_run_app(args))
+
+
+def add_parsers(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Add the app command."""
+    parser = commands.add_parser(
+        "app",
+        help="open the calling app in a browser page",
+        description=(
+            "Log in (or use the stored login), serve the calling page on 127.0.0.1 and open it:"
+            " rooms and their call history, audio and video calls with ringing, call waiting,"
+            " mute, camera, screen share, hold, stats, and group calls. The browser does the"
+            " media and encrypts every frame (SFrame, in a worker); this process speaks Matrix."
+            " The page's address carries a secret made for this launch: only that page is"
+            " served. Stop with Ctrl-C."
+        ),
+    )
+    parser.add_argument(
+        "--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)"
+    )
+    parser.add_argument(
+        "--no-browser", action="store_true", help="print the page's address, do not open it"
+    )
+    _login_options(parser)
+    parser.set_defaults(func=app)
