@@ -102,11 +102,13 @@ def result(text: str) -> p.MediaResult:
 
 def test_page_results_become_engine_inputs() -> None:
     sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\n"
-    message = (
-        '{"type": "local_description", "call_id": "c1", "sdp": %s,'
-        ' "streams": {"s1": "m.usermedia", "s2": "m.screenshare"}}'
-    )
-    described = media_input(result(message % json.dumps(sdp)))
+    message = {
+        "type": "local_description",
+        "call_id": "c1",
+        "sdp": sdp,
+        "streams": {"s1": "m.usermedia", "s2": "m.screenshare"},
+    }
+    described = media_input(result(json.dumps(message)))
     assert isinstance(described, LocalDescriptionReady)
     assert described.sdp == sdp
     assert described.streams == {"s1": StreamPurpose.USERMEDIA, "s2": StreamPurpose.SCREENSHARE}
@@ -127,7 +129,7 @@ def test_page_results_become_engine_inputs() -> None:
         ("failed", MediaFailed),
         ("closed", MediaClosed),
     ):
-        text = '{"type": "connection_state", "call_id": "c1", "state": "%s"}' % state
+        text = json.dumps({"type": "connection_state", "call_id": "c1", "state": state})
         assert isinstance(media_input(result(text)), kind)
 
     failed = media_input(
