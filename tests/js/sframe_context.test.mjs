@@ -252,7 +252,15 @@ test("bad key material is refused with a specific error and changes nothing", as
 });
 
 test("key changes apply in the order given, whatever their derivation takes", async () => {
-  const ctx = new FrameContexts();
+  // The first derivation of each key is the slowest: applied as they finish, the older key
+  // would end up current.
+  let calls = 0;
+  const derive = async (...args) => {
+    const delay = calls++ % 2 === 0 ? 30 : 0;
+    await new Promise((resolve) => setTimeout(resolve, delay));
+    return deriveKeys(...args);
+  };
+  const ctx = new FrameContexts({ derive });
   // Not awaited one by one: the later key must end up current, the earlier one retired.
   const adds = [
     ctx.addReceiveKey("c", "", SUITE, 0, KEY_A, 0),

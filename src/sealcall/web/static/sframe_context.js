@@ -381,7 +381,8 @@ function checkKey(suite, kid, key) {
 /**
  * Every scope of one worker: keys in (setSendKey, addReceiveKey, allowPlain, forget), frames
  * through (protect, unprotect), counters out (stats). Key changes run one after another in
- * the order they were given, whatever their key derivation takes.
+ * the order they were given, whatever their key derivation takes (`derive`: sframe.js
+ * deriveKeys, replaceable in tests).
  */
 export class FrameContexts {
   constructor({
@@ -389,8 +390,10 @@ export class FrameContexts {
     maxKids = MAX_KIDS_PER_RING,
     maxSenders = MAX_SENDERS_PER_SCOPE,
     maxScopes = MAX_SCOPES,
+    derive = deriveKeys,
   } = {}) {
     this.ringOptions = { grace, maxKids };
+    this.derive = derive;
     this.maxSenders = maxSenders;
     this.maxScopes = maxScopes;
     this.scopes = new Map();
@@ -422,11 +425,9 @@ export class FrameContexts {
       const base = checkKey(suite, kid, key);
       const scope = this.#scope(scopeName);
       if (scope === null) throw new RangeError(`more than ${this.maxScopes} scopes`);
-      return this.#serial(async () => {
-        const keys = await deriveKeys(suite, base, kid);
-        // A `forget` while the keys were derived wins: they must not outlive their call.
-        if (this.scopes.get(scopeName) === scope) scope.send.install(keys);
-      });
+      // Into this scope object: after a `forget` it is unreachable, so keys still being
+      // derived then never reach a later call of the same name.
+      return this.#serial(async () => scope.send.install(await this.derive(suite, base, kid)));
     } catch (error) {
       return Promise.reject(error);
     }
@@ -444,8 +445,7 @@ export class FrameContexts {
         throw new RangeError(`more than ${this.maxSenders} senders in one scope`);
       }
       return this.#serial(async () => {
-        const keys = await deriveKeys(suite, base, kid);
-        if (this.scopes.get(scopeName) !== scope) return;
+        const keys = await this.derive(suite, base, kid);
         let ring = scope.rings.get(sender);
         if (ring === undefined) {
           if (scope.rings.size >= this.maxSenders) throw new RangeError("too many senders");
