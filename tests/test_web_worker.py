@@ -172,10 +172,10 @@ async def test_before_keys_the_sender_drops_then_keys_start_the_media(page: Any)
 
 
 async def test_h264_frames_from_chromium_open_without_a_drop(page: Any) -> None:
-    """Chromium's own H.264 depacketizer reads each slice header (its PPS id), which SFrame
-    encrypts, so it drops most protected H.264 frames before they reach the worker: calls
-    prefer VP8. The frames that do arrive must all open: Chromium's Annex B output and
-    frames.js agree."""
+    """Chromium's receiver parses each H.264 slice header (where a frame starts), which SFrame
+    encrypts, so only IDR frames (behind their clear SPS/PPS) reach the worker: calls prefer
+    VP8. The frames that do arrive must all open: Chromium's Annex B output and frames.js
+    agree."""
     await page.evaluate("() => T.start({video: 'video/H264'})")
     await page.evaluate("(k) => T.setKeys({send: k, receive: k})", KEY)
     await until(
