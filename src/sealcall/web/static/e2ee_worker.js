@@ -11,7 +11,8 @@
 // page and shared by every transform, so a scope's send counter is one counter.
 import { FrameContexts, KINDS, KeyFrameRequests, checkId } from "./sframe_context.js";
 
-const contexts = new FrameContexts();
+/** The worker's state (exported for tests/js/e2ee_worker.test.mjs, which runs it in Node). */
+export const contexts = new FrameContexts();
 const now = () => performance.now() / 1000;
 const SIDES = ["send", "recv"];
 
