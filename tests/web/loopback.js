@@ -57,15 +57,18 @@ async function start({ video = "video/VP8" } = {}) {
   await pcA.setRemoteDescription(pcB.localDescription);
 }
 
-/** Hand keys to the worker as the page does: A sends with `send`, B opens with `receive`. */
+/**
+ * Hand keys to the worker as the page does: B opens with `receive`, A sends with `send`. The
+ * worker applies them in this order, so no frame of A reaches B before B's key.
+ */
 function setKeys({ send, receive, suite = 4, kid = 0 }) {
-  if (send) {
-    const key = Uint8Array.from(send).buffer;
-    worker.postMessage({ op: "set_send_key", scope: "a", suite, kid, key }, [key]);
-  }
   if (receive) {
     const key = Uint8Array.from(receive).buffer;
     worker.postMessage({ op: "add_receive_key", scope: "b", sender: "", suite, kid, key }, [key]);
+  }
+  if (send) {
+    const key = Uint8Array.from(send).buffer;
+    worker.postMessage({ op: "set_send_key", scope: "a", suite, kid, key }, [key]);
   }
 }
 
