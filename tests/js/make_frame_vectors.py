@@ -1,7 +1,9 @@
 """Write tests/js/data/frame-vectors.json: real encoded frames protected by the Python side.
 
 tests/js/frames.test.mjs checks that the web client's frames.js makes the same bytes and
-decrypts them; tests/test_frame_vectors.py checks the Python side still makes them. Run from the
+decrypts them; tests/js/sframe_context.test.mjs opens the ``context`` frames (a call's
+``MediaKeys`` across a key change) with the worker's receive ring; tests/test_frame_vectors.py
+checks the Python side still makes them all. Run from the
 repository root: ``PYTHONPATH=src:tests python tests/js/make_frame_vectors.py``.
 """
 
@@ -9,6 +11,7 @@ import json
 from pathlib import Path
 
 from sealcall.e2ee import Codec, h264, protect_frame
+from sealcall.media.keys import MediaKeys
 from sealcall.sframe.sender import SFrameSender
 
 from encoded_media import encode_opus, encode_video
@@ -51,18 +54,46 @@ def protect_all(codec: Codec, frames: list[bytes]) -> list[dict[str, object]]:
     ]
 
 
+# The keys of the ``context`` frames: a call's sender switches from KID 0 to KID 1.
+CONTEXT_KEYS = [(0, bytes(range(32, 64))), (1, bytes(range(64, 96)))]
+
+
+def protect_context(frames: list[tuple[Codec, bytes]]) -> dict[str, object]:
+    """Protect ``frames`` with one ``MediaKeys`` under each of CONTEXT_KEYS in turn: the
+    counter runs on across the key change, as the worker's send context does."""
+    keys = MediaKeys(*CONTEXT_KEYS[0], SUITE)
+    out = []
+    for kid, key in CONTEXT_KEYS:
+        keys.set_send_key(kid, key)
+        for codec, frame in frames:
+            protected = keys.protect(codec, frame)
+            out.append(
+                {
+                    "codec": codec.value,
+                    "kid": kid,
+                    "frame": frame.hex(),
+                    "protected": protected.hex(),
+                }
+            )
+    return {"keys": [{"kid": k, "key": v.hex()} for k, v in CONTEXT_KEYS], "frames": out}
+
+
 def main() -> None:
     """Encode a few frames per codec, protect them, write the JSON."""
+    opus, vp8 = encode_opus(3), encode_video("libvpx", 3)
     vectors = {
         "suite": SUITE,
         "base_key": BASE_KEY.hex(),
         "kid": KID,
-        "opus": protect_all(Codec.OPUS, encode_opus(3)),
-        "vp8": protect_all(Codec.VP8, encode_video("libvpx", 3)),
+        "opus": protect_all(Codec.OPUS, opus),
+        "vp8": protect_all(Codec.VP8, vp8),
         "h264": protect_all(Codec.H264, encode_video("libx264", 3) + SYNTHETIC_H264),
         "h264_escape": [
             {"data": data.hex(), "escaped": h264.escape(data).hex()} for data in ESCAPE_INPUTS
         ],
+        "context": protect_context(
+            [(Codec.OPUS, opus[0]), (Codec.VP8, vp8[0]), (Codec.OPUS, opus[1]), (Codec.VP8, vp8[1])]
+        ),
     }
     OUT.write_text(json.dumps(vectors, indent=1) + "\n")
 
