@@ -100,7 +100,7 @@ class CallApp:
         voip = self.voip
         voip.on("incoming_call", self._on_incoming)
         voip.on("call_waiting", self._on_waiting)
-        voip.on("state_changed", lambda s, old, new: self._broadcast(self._snapshot(s)))
+        voip.on("state_changed", lambda s, old, new: self._announce(s))
         voip.on("remote_streams_changed", lambda s, streams: self._remote_media(s))
         voip.on("remote_hold_changed", self._on_remote_hold)
         voip.on("call_ended", self._on_ended)
@@ -243,6 +243,9 @@ class CallApp:
 
     def _own(self, call_id: str, page: _Page) -> None:
         self._owners[call_id] = page
+        session = self.voip.sessions.get(call_id)
+        if session is not None:
+            self._announce(session)
         for fields in self._pending.pop(call_id, ()):
             self._send(page, {"type": "media", "call_id": call_id, **fields})
 
@@ -271,27 +274,32 @@ class CallApp:
         for page in list(self._pages.values()):
             self._send(page, message)
 
-    def _snapshot(self, session: CallSession) -> dict[str, Any]:
+    def _announce(self, session: CallSession) -> None:
+        """Send every page the call's snapshot (each learns whether it drives the media)."""
         call = session.call
-        page = self._owners.get(session.call_id)
-        return {
-            "type": "call",
-            "call_id": session.call_id,
-            "room_id": session.room_id,
-            "peer": call.peer,
-            "direction": call.direction.value,
-            "video": call.video,
-            "state": call.state.value,
-            "encrypted": session.encrypted,
-            "owner": page.socket.number if page is not None else None,
-        }
+        owner = self._owners.get(session.call_id)
+        for page in list(self._pages.values()):
+            self._send(
+                page,
+                {
+                    "type": "call",
+                    "call_id": session.call_id,
+                    "room_id": session.room_id,
+                    "peer": call.peer,
+                    "direction": call.direction.value,
+                    "video": call.video,
+                    "state": call.state.value,
+                    "encrypted": session.encrypted,
+                    "owner": page is owner,
+                },
+            )
 
     def _on_incoming(self, session: CallSession) -> None:
-        self._broadcast(self._snapshot(session))
+        self._announce(session)
         self._broadcast({"type": "incoming_call", "call_id": session.call_id})
 
     def _on_waiting(self, session: CallSession, current: CallSession) -> None:
-        self._broadcast(self._snapshot(session))
+        self._announce(session)
         self._broadcast(
             {"type": "call_waiting", "call_id": session.call_id, "current_call_id": current.call_id}
         )
