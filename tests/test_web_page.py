@@ -1,0 +1,237 @@
+"""The calling page in Debian's Chromium, against a stub page server (tests/web_page_stub.py).
+
+These check the page on its own: it renders rooms and call items, rings, asks before an
+unencrypted call, shows call waiting, refuses to call without RTCRtpScriptTransform, and its
+peer connection follows the `media` commands (two pages joined through the stub, frames through
+every transform). The real server and worker are tested with the page elsewhere.
+"""
+
+import asyncio
+import base64
+import os
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from tests.interop_jssdk import CHROMIUM, CHROMIUM_ARGS
+from tests.web_page_stub import StubPageServer
+
+pytestmark = [
+    pytest.mark.asyncio(loop_scope="module"),
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed"),
+]
+
+ALICE = {"user_id": "@alice:localhost", "device_id": "ALICEDEV", "display_name": "Alice"}
+ROOMS = [
+    {"room_id": "!dm:localhost", "name": "", "kind": "dm", "peer": "@bob:localhost", "members": 2},
+    {"room_id": "!team:localhost", "name": "Team", "kind": "group", "peer": None, "members": 4},
+]
+HISTORY = {
+    "!dm:localhost": [
+        {
+            "call_id": "c1",
+            "caller": "@alice:localhost",
+            "callee": "@bob:localhost",
+            "direction": "outgoing",
+            "video": True,
+            "outcome": "answered",
+            "started_at": 1_700_000_000.0,
+            "duration": 125.0,
+            "end_reason": "user_hangup",
+            "group": False,
+        },
+        {
+            "call_id": "c2",
+            "caller": "@bob:localhost",
+            "callee": "@alice:localhost",
+            "direction": "incoming",
+            "video": False,
+            "outcome": "missed",
+            "started_at": 1_700_000_600.0,
+            "duration": 0.0,
+            "end_reason": "invite_timeout",
+            "group": False,
+        },
+    ]
+}
+SHOTS = Path(os.environ.get("SEALCALL_SCREENSHOTS", "/tmp/sealcall-page-shots"))
+
+
+def call_event(call_id: str, **fields: Any) -> dict[str, Any]:
+    event = {
+        "type": "call",
+        "call_id": call_id,
+        "room_id": "!dm:localhost",
+        "peer": "@bob:localhost",
+        "direction": "incoming",
+        "video": True,
+        "state": "ringing",
+        "encrypted": True,
+        "owner": False,
+    }
+    event.update(fields)
+    return event
+
+
+class Page:
+    """One page of the browser, its stub server and its console errors."""
+
+    def __init__(self, page: Any, server: StubPageServer) -> None:
+        self.page = page
+        self.server = server
+        self.errors: list[str] = []
+        page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
+        page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
+
+    def testid(self, name: str) -> Any:
+        return self.page.get_by_test_id(name)
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def browser() -> AsyncIterator[Any]:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        b = await pw.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=[*CHROMIUM_ARGS, "--autoplay-policy=no-user-gesture-required"],
+        )
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def open_page(browser: Any) -> AsyncIterator[Any]:
+    opened: list[tuple[Any, StubPageServer]] = []
+
+    async def open_(init_script: str | None = None, me: dict[str, Any] = ALICE) -> Page:
+        server = StubPageServer(me, ROOMS, HISTORY)
+        await server.start()
+        context = await browser.new_context(viewport={"width": 1280, "height": 800})
+        opened.append((context, server))
+        if init_script:
+            await context.add_init_script(init_script)
+        page = Page(await context.new_page(), server)
+        await page.page.goto(server.url)
+        return page
+
+    yield open_
+    for context, server in opened:
+        await context.close()
+        await server.close()
+
+
+async def test_rooms_and_call_items_render_without_errors(open_page: Any) -> None:
+    p = await open_page()
+    hello = await p.server.wait_sent(lambda m: m["type"] == "hello")
+    assert hello["e2ee"] is True
+    rooms = p.testid("room")
+    await rooms.nth(1).wait_for()
+    assert await rooms.count() == 2
+    assert await rooms.nth(0).inner_text() == "B\nbob"
+    items = p.testid("history-item")
+    await items.nth(1).wait_for()
+    first, second = items.nth(0), items.nth(1)
+    assert await first.get_attribute("data-outcome") == "answered"
+    assert await first.get_attribute("data-direction") == "outgoing"
+    assert await first.get_attribute("data-video") == "true"
+    assert "Answered · 2:05" in await first.inner_text()
+    assert await second.get_attribute("data-outcome") == "missed"
+    assert await second.get_attribute("data-direction") == "incoming"
+    assert await p.testid("call-audio").is_enabled()
+    # A live item for a known call replaces it; a new call adds one.
+    item = dict(HISTORY["!dm:localhost"][1], outcome="rejected")
+    await p.server.push({"type": "history_item", "room_id": "!dm:localhost", "item": item})
+    await p.page.locator('[data-testid=history-item][data-outcome="rejected"]').wait_for()
+    assert await items.count() == 2
+    new = dict(item, call_id="c3", started_at=1_700_001_000.0, outcome="busy")
+    await p.server.push({"type": "history_item", "room_id": "!dm:localhost", "item": new})
+    await items.nth(2).wait_for()
+    assert await items.nth(2).get_attribute("data-outcome") == "busy"
+    # The group room offers to join its call.
+    await rooms.nth(1).click()
+    await p.testid("join-call").wait_for()
+    assert await p.testid("call-audio").count() == 0
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    await rooms.nth(0).click()
+    await p.page.screenshot(path=str(SHOTS / "page-history.png"))
+    assert p.errors == []
+
+
+async def test_incoming_call_rings_and_is_answered_with_video(open_page: Any) -> None:
+    p = await open_page()
+    await p.testid("room").nth(1).wait_for()
+    await p.server.push(call_event("in1"))
+    await p.server.push({"type": "incoming_call", "call_id": "in1"})
+    banner = p.testid("ring-banner")
+    await banner.wait_for()
+    assert "bob is calling" in await banner.inner_text()
+    assert await p.testid("e2ee-warning").count() == 0
+    await p.page.screenshot(path=str(SHOTS / "page-ringing.png"))
+    await p.testid("accept-video").click()
+    answer = await p.server.wait_sent(lambda m: m["type"] == "answer")
+    assert (answer["call_id"], answer["video"], answer["allow_unencrypted"]) == ("in1", True, False)
+    await p.server.push(call_event("in1", state="connecting", owner=True))
+    await p.testid("call-screen").wait_for()
+    assert await banner.count() == 0
+    # The far side's camera is off (no video yet): its name stands in.
+    assert "bob" in await p.testid("remote-placeholder").inner_text()
+    await p.testid("hangup").click()
+    hangup = await p.server.wait_sent(lambda m: m["type"] == "hangup")
+    assert hangup["call_id"] == "in1"
+    await p.server.push({"type": "call_ended", "call_id": "in1", "reason": "user_hangup", "by_remote": False})
+    await p.testid("call-audio").wait_for()
+    assert p.errors == []
+
+
+async def test_unencrypted_call_asks_the_user_before_answering(open_page: Any) -> None:
+    p = await open_page()
+    await p.testid("room").nth(1).wait_for()
+    await p.server.push(call_event("plain", encrypted=False, video=False))
+    await p.testid("e2ee-warning").wait_for()
+    assert await p.testid("accept-audio").count() == 0
+    assert await p.testid("accept-video").count() == 0
+    assert not [m for m in p.server.sent if m["type"] == "answer"]
+    await p.testid("continue-unencrypted").click()
+    answer = await p.server.wait_sent(lambda m: m["type"] == "answer")
+    assert (answer["call_id"], answer["allow_unencrypted"], answer["video"]) == ("plain", True, False)
+    assert p.errors == []
+
+
+async def test_second_call_shows_call_waiting_and_holds_the_first(open_page: Any) -> None:
+    p = await open_page()
+    await p.testid("room").nth(1).wait_for()
+    await p.server.push(call_event("first", state="connected", owner=True, direction="outgoing"))
+    await p.testid("call-screen").wait_for()
+    await p.server.push(call_event("second", peer="@carol:localhost", video=False))
+    await p.server.push({"type": "call_waiting", "call_id": "second", "current_call_id": "first"})
+    waiting = p.testid("call-waiting")
+    await waiting.wait_for()
+    assert "carol is calling" in await waiting.inner_text()
+    assert await p.testid("ring-banner").count() == 0
+    await waiting.get_by_test_id("hold-answer").click()
+    answer = await p.server.wait_sent(lambda m: m["type"] == "answer")
+    kinds = [m["type"] for m in p.server.sent if m["type"] in ("hold", "answer")]
+    assert kinds == ["hold", "answer"]
+    hold = next(m for m in p.server.sent if m["type"] == "hold")
+    assert (hold["call_id"], hold["on_hold"]) == ("first", True)
+    assert (answer["call_id"], answer["video"]) == ("second", False)
+    assert p.errors == []
+
+
+async def test_without_script_transform_no_call_is_placed(open_page: Any) -> None:
+    p = await open_page("delete window.RTCRtpScriptTransform;")
+    hello = await p.server.wait_sent(lambda m: m["type"] == "hello")
+    assert hello["e2ee"] is False
+    await p.testid("no-transform-warning").wait_for()
+    await p.testid("history-item").nth(1).wait_for()
+    assert await p.testid("call-audio").is_disabled()
+    assert await p.testid("call-video").is_disabled()
+    assert not [m for m in p.server.sent if m["type"] == "place_call"]
+    assert p.errors == []
