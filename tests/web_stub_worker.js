@@ -14,9 +14,11 @@ function entry(scope) {
 
 onrtctransform = (event) => {
   const { scope, side, kind, sender } = event.transformer.options;
-  transforms.push({ scope, side, kind, sender: sender ?? null });
+  const record = { scope, side, kind, sender: sender ?? null, frames: 0 };
+  transforms.push(record);
   const stream = new TransformStream({
     transform(frame, controller) {
+      record.frames += 1;
       entry(scope)[side === "send" ? "sent" : "received"] += 1;
       controller.enqueue(frame);
     },

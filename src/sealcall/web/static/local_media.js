@@ -9,7 +9,9 @@ export class LocalMedia {
   }
 
   entry(scope) {
-    if (!this.scopes.has(scope)) this.scopes.set(scope, { user: null, screen: null, pending: null });
+    if (!this.scopes.has(scope)) {
+      this.scopes.set(scope, { user: null, screen: null, pending: null, enabled: { audio: true, video: true } });
+    }
     return this.scopes.get(scope);
   }
 
@@ -32,6 +34,7 @@ export class LocalMedia {
     } finally {
       e.pending = null;
     }
+    this.apply(e); // a mute that came before the devices did
     return e.user;
   }
 
@@ -62,10 +65,15 @@ export class LocalMedia {
 
   /** Enable or disable the scope's microphone / camera tracks (a disabled track sends silence/black). */
   setEnabled(scope, { audio, video }) {
-    const user = this.current(scope);
-    if (!user) return;
-    if (typeof audio === "boolean") user.getAudioTracks().forEach((t) => (t.enabled = audio));
-    if (typeof video === "boolean") user.getVideoTracks().forEach((t) => (t.enabled = video));
+    const e = this.entry(scope);
+    if (typeof audio === "boolean") e.enabled.audio = audio;
+    if (typeof video === "boolean") e.enabled.video = video;
+    this.apply(e);
+  }
+
+  apply(e) {
+    e.user?.getAudioTracks().forEach((t) => (t.enabled = e.enabled.audio));
+    e.user?.getVideoTracks().forEach((t) => (t.enabled = e.enabled.video));
   }
 
   /** Stop every track of the scope and forget it. */

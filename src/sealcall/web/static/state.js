@@ -202,7 +202,7 @@ export function displayName(userId) {
 export function viewModel(state, now) {
   const room = state.rooms.find((r) => r.room_id === state.selected) ?? null;
   const current = currentCall(state);
-  const busy = Boolean(current) || Object.values(state.groups).some((g) => g.joined);
+  const busy = Object.keys(state.calls).length > 0 || Object.values(state.groups).some((g) => g.joined);
   const items = room ? (state.history[room.room_id] ?? []) : [];
   return {
     connected: state.connected,
