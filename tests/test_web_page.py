@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from tests.interop_jssdk import CHROMIUM, CHROMIUM_ARGS
-from tests.web_page_stub import StubPageServer
+from interop_jssdk import CHROMIUM, CHROMIUM_ARGS
+from web_page_stub import StubPageServer
 
 pytestmark = [
     pytest.mark.asyncio(loop_scope="module"),
@@ -185,7 +185,9 @@ async def test_incoming_call_rings_and_is_answered_with_video(open_page: Any) ->
     await p.testid("hangup").click()
     hangup = await p.server.wait_sent(lambda m: m["type"] == "hangup")
     assert hangup["call_id"] == "in1"
-    await p.server.push({"type": "call_ended", "call_id": "in1", "reason": "user_hangup", "by_remote": False})
+    await p.server.push(
+        {"type": "call_ended", "call_id": "in1", "reason": "user_hangup", "by_remote": False}
+    )
     await p.testid("call-audio").wait_for()
     assert p.errors == []
 
@@ -200,7 +202,11 @@ async def test_unencrypted_call_asks_the_user_before_answering(open_page: Any) -
     assert not [m for m in p.server.sent if m["type"] == "answer"]
     await p.testid("continue-unencrypted").click()
     answer = await p.server.wait_sent(lambda m: m["type"] == "answer")
-    assert (answer["call_id"], answer["allow_unencrypted"], answer["video"]) == ("plain", True, False)
+    assert (answer["call_id"], answer["allow_unencrypted"], answer["video"]) == (
+        "plain",
+        True,
+        False,
+    )
     assert p.errors == []
 
 
@@ -247,7 +253,12 @@ async def relay_candidates(a: StubPageServer, b: StubPageServer, call_id: str) -
                 seen[id(src)] += 1
                 if msg["type"] == "local_candidates":
                     await dst.push(
-                        {"type": "media", "op": "add_candidates", "call_id": call_id, "candidates": msg["candidates"]}
+                        {
+                            "type": "media",
+                            "op": "add_candidates",
+                            "call_id": call_id,
+                            "candidates": msg["candidates"],
+                        }
                     )
         await asyncio.sleep(0.05)
 
@@ -262,7 +273,9 @@ async def until(what: str, predicate: Any, timeout: float = 20.0) -> Any:
 
 async def test_two_pages_connect_through_the_media_commands(open_page: Any) -> None:
     a = await open_page()
-    b = await open_page(me={"user_id": "@bob:localhost", "device_id": "BOBDEV", "display_name": "Bob"})
+    b = await open_page(
+        me={"user_id": "@bob:localhost", "device_id": "BOBDEV", "display_name": "Bob"}
+    )
     call = "relay1"
     await a.testid("room").nth(1).wait_for()
     await b.testid("room").nth(1).wait_for()
@@ -271,14 +284,28 @@ async def test_two_pages_connect_through_the_media_commands(open_page: Any) -> N
     relay = asyncio.create_task(relay_candidates(a.server, b.server, call))
     try:
         media = {"type": "media", "call_id": call, "ice_servers": [], "on_hold": False}
-        await a.server.push({**media, "op": "create_offer", "video": True, "screenshare": False, "ice_restart": False})
+        await a.server.push(
+            {
+                **media,
+                "op": "create_offer",
+                "video": True,
+                "screenshare": False,
+                "ice_restart": False,
+            }
+        )
         offer = await a.server.wait_sent(lambda m: m["type"] == "local_description")
         await b.server.push({**media, "op": "create_answer", "sdp": offer["sdp"], "video": True})
         answer = await b.server.wait_sent(lambda m: m["type"] == "local_description")
-        await a.server.push({"type": "media", "call_id": call, "op": "apply_answer", "sdp": answer["sdp"]})
+        await a.server.push(
+            {"type": "media", "call_id": call, "op": "apply_answer", "sdp": answer["sdp"]}
+        )
         k1, k2 = (base64.b64encode(secrets.token_bytes(16)).decode() for _ in range(2))
-        await a.server.push({"type": "media", "call_id": call, "op": "keys", "suite": 1, "send": k1, "receive": k2})
-        await b.server.push({"type": "media", "call_id": call, "op": "keys", "suite": 1, "send": k2, "receive": k1})
+        await a.server.push(
+            {"type": "media", "call_id": call, "op": "keys", "suite": 1, "send": k1, "receive": k2}
+        )
+        await b.server.push(
+            {"type": "media", "call_id": call, "op": "keys", "suite": 1, "send": k2, "receive": k1}
+        )
         for side in (a, b):
             state = await side.server.wait_sent(lambda m: m["type"] == "connection_state")
             assert state == {"type": "connection_state", "call_id": call, "state": "connected"}
@@ -296,14 +323,18 @@ async def test_two_pages_connect_through_the_media_commands(open_page: Any) -> N
         for side in (a, b):
             stats = await until("frames through both transforms", lambda side=side: flowing(side))
             transforms = {(t["scope"], t["side"], t["kind"]) for t in stats["worker"]["transforms"]}
-            assert transforms == {(call, s, k) for s in ("send", "recv") for k in ("audio", "video")}
+            assert transforms == {
+                (call, s, k) for s in ("send", "recv") for k in ("audio", "video")
+            }
             keys = {(k["op"], k["sender"], k["kid"], k["bytes"]) for k in stats["worker"]["keys"]}
             assert keys == {("set_send_key", None, 0, 16), ("add_receive_key", "", 0, 16)}
             assert stats["e2ee"] is False  # the stand-in worker decrypts nothing
         # The far side's camera, named by remote_media, shows as video rather than a placeholder.
         (b_stream,) = answer["streams"]
         meta = {b_stream: {"purpose": "m.usermedia", "audio_muted": False, "video_muted": False}}
-        await a.server.push({"type": "remote_media", "call_id": call, "streams": meta, "on_hold": False})
+        await a.server.push(
+            {"type": "remote_media", "call_id": call, "streams": meta, "on_hold": False}
+        )
         await a.page.locator("[data-testid=remote-video]:visible").wait_for()
         assert await a.testid("remote-placeholder").count() == 0
         await a.testid("stats").click()
@@ -311,16 +342,29 @@ async def test_two_pages_connect_through_the_media_commands(open_page: Any) -> N
         await a.page.screenshot(path=str(SHOTS / "page-in-call.png"))
         # The camera turned off on the far side: its name stands in.
         meta[b_stream]["video_muted"] = True
-        await a.server.push({"type": "remote_media", "call_id": call, "streams": meta, "on_hold": False})
+        await a.server.push(
+            {"type": "remote_media", "call_id": call, "streams": meta, "on_hold": False}
+        )
         await a.testid("remote-placeholder").wait_for()
         # set_mute disables the local tracks (the page's state follows).
-        await a.server.push({"type": "media", "call_id": call, "op": "set_mute", "audio_muted": True, "video_muted": False})
+        await a.server.push(
+            {
+                "type": "media",
+                "call_id": call,
+                "op": "set_mute",
+                "audio_muted": True,
+                "video_muted": False,
+            }
+        )
         await a.page.locator('[data-testid=mute][aria-pressed="true"]').wait_for()
         for side in (a, b):
             await side.server.push({"type": "media", "call_id": call, "op": "close"})
-            await side.server.push({"type": "call_ended", "call_id": call, "reason": "user_hangup", "by_remote": False})
+            await side.server.push(
+                {"type": "call_ended", "call_id": call, "reason": "user_hangup", "by_remote": False}
+            )
             await side.testid("call-audio").wait_for()
     finally:
         relay.cancel()
     assert not [m for m in a.server.sent + b.server.sent if m["type"] == "media_failed"]
-    assert a.errors == [] and b.errors == []
+    assert a.errors == []
+    assert b.errors == []
