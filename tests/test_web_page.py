@@ -368,3 +368,55 @@ async def test_two_pages_connect_through_the_media_commands(open_page: Any) -> N
     assert not [m for m in a.server.sent + b.server.sent if m["type"] == "media_failed"]
     assert a.errors == []
     assert b.errors == []
+
+
+async def test_group_call_shows_members_and_who_speaks(open_page: Any) -> None:
+    p = await open_page()
+    await p.testid("room").nth(1).click()
+    await p.testid("join-video").click()
+    join = await p.server.wait_sent(lambda m: m["type"] == "group_join")
+    assert (join["room_id"], join["video"]) == ("!team:localhost", True)
+
+    def member(user: str, pair: str, speaking: bool, video_muted: bool = False) -> dict[str, Any]:
+        return {
+            "user_id": user,
+            "device_id": user[1:4].upper(),
+            "pair_id": pair,
+            "state": "connected",
+            "audio_muted": not speaking,
+            "video_muted": video_muted,
+            "speaking": speaking,
+        }
+
+    members = [
+        member("@bob:localhost", "p-bob", True),
+        member("@carol:localhost", "p-carol", False, video_muted=True),
+    ]
+    group = {"type": "group", "room_id": "!team:localhost", "joined": True, "members": members}
+    await p.server.push({**group, "active_speaker": "@bob:localhost"})
+    await p.testid("group-grid").wait_for()
+    tiles = p.testid("member-tile")
+    assert await tiles.count() == 3  # us and the two members
+    bob = p.page.locator('[data-testid=member-tile][data-user="@bob:localhost"]')
+    carol = p.page.locator('[data-testid=member-tile][data-user="@carol:localhost"]')
+    assert await bob.get_attribute("data-speaking") == "true"
+    assert await bob.get_attribute("data-active") == "true"
+    assert await carol.get_attribute("data-speaking") == "false"
+    assert "carol" in await carol.inner_text()  # her camera is off: her name stands in
+    # Carol speaks now.
+    members[0]["speaking"], members[1]["speaking"] = False, True
+    await p.server.push({**group, "active_speaker": "@carol:localhost"})
+    await p.page.locator(
+        '[data-testid=member-tile][data-user="@carol:localhost"][data-speaking="true"]'
+    ).wait_for()
+    await p.page.screenshot(path=str(SHOTS / "page-group.png"))
+    await p.testid("mute").click()
+    mute = await p.server.wait_sent(lambda m: m["type"] == "group_mute")
+    assert (mute["room_id"], mute["audio"]) == ("!team:localhost", True)
+    await p.page.locator('[data-testid=mute][aria-pressed="true"]').wait_for()
+    await p.testid("leave").click()
+    leave = await p.server.wait_sent(lambda m: m["type"] == "group_leave")
+    assert leave["room_id"] == "!team:localhost"
+    await p.server.push({**group, "joined": False, "members": [], "active_speaker": None})
+    await p.testid("join-call").wait_for()
+    assert p.errors == []
