@@ -3,7 +3,16 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { currentCall, initialState, reduce, ringingCall, roomOfPair, viewModel, waitingCall } from "../../src/sealcall/web/static/state.js";
+import {
+  currentCall,
+  initialState,
+  reduce,
+  remoteByPurpose,
+  ringingCall,
+  roomOfPair,
+  viewModel,
+  waitingCall,
+} from "../../src/sealcall/web/static/state.js";
 
 const ROOMS = [
   { room_id: "!dm", name: "", kind: "dm", peer: "@bob:x", members: 2 },
@@ -149,4 +158,22 @@ test("without RTCRtpScriptTransform no call can be placed", () => {
 test("offline, no call can be placed", () => {
   const vm = viewModel(run([...ready, { type: "socket_closed" }]), 0);
   assert.equal(vm.room.can_call, false);
+});
+
+const fakeStream = (audio, video) => ({
+  getTracks: () => [...Array(audio).fill({ kind: "audio" }), ...Array(video).fill({ kind: "video" })],
+  getAudioTracks: () => Array(audio).fill({ kind: "audio" }),
+});
+
+test("remote streams split into the camera's and the screen's, by remote_media or by their tracks", () => {
+  const user = fakeStream(1, 1);
+  const screen = fakeStream(0, 1);
+  const streams = new Map([["s-screen", screen], ["s-user", user]]);
+  assert.deepEqual(remoteByPurpose(streams, null), { user, screen });
+  const meta = { "s-user": { purpose: "m.usermedia" }, "s-screen": { purpose: "m.screenshare" } };
+  assert.deepEqual(remoteByPurpose(streams, meta), { user, screen });
+  // A screen share that remote_media no longer names is gone, though its stream object stays.
+  assert.deepEqual(remoteByPurpose(streams, { "s-user": { purpose: "m.usermedia" } }), { user, screen: null });
+  // A stream with no tracks left is skipped.
+  assert.deepEqual(remoteByPurpose(new Map([["x", fakeStream(0, 0)]]), null), { user: null, screen: null });
 });

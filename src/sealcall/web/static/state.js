@@ -241,3 +241,26 @@ export function viewModel(state, now) {
     notice: state.notice,
   };
 }
+
+/**
+ * The remote streams of a call or pair split by purpose: {user, screen} (MediaStream or null).
+ * `meta` is remote_media's streams map: when it names streams, only those count (a stopped
+ * screen share leaves its stream behind); a stream it does not name is the user media if it has
+ * audio. Streams with no tracks left are skipped.
+ */
+export function remoteByPurpose(streams, meta) {
+  const named = meta && Object.keys(meta).length > 0;
+  let user = null;
+  let screen = null;
+  const others = [];
+  for (const [id, stream] of streams) {
+    if (stream.getTracks().length === 0 || (named && !meta[id])) continue;
+    const purpose = named ? meta[id].purpose : stream.getAudioTracks().length > 0 ? "m.usermedia" : null;
+    if (purpose === "m.screenshare" && !screen) screen = stream;
+    else if (purpose === "m.usermedia" && !user) user = stream;
+    else others.push(stream);
+  }
+  user ??= others.shift() ?? null;
+  screen ??= others.shift() ?? null;
+  return { user, screen };
+}

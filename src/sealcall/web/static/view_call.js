@@ -4,6 +4,7 @@ import { h, fill, videoFor } from "./dom.js";
 import { icon } from "./icons.js";
 import { formatBitrate, formatDuration, shortName } from "./format.js";
 import { initial } from "./view_rooms.js";
+import { remoteByPurpose } from "./state.js";
 
 export function renderBanners(el, vm, actions) {
   const parts = [];
@@ -88,25 +89,6 @@ const STATE_TEXT = {
   connecting: "Connecting…",
   connected: "Connected",
 };
-
-/**
- * The remote streams of a call split by purpose: {user, screen} (MediaStream or null). `meta` is
- * remote_media's streams map; a stream it does not name is the user media if it has audio.
- */
-export function remoteByPurpose(streams, meta) {
-  let user = null;
-  let screen = null;
-  const others = [];
-  for (const [id, stream] of streams) {
-    const purpose = meta?.[id]?.purpose ?? (stream.getAudioTracks().length > 0 ? "m.usermedia" : null);
-    if (purpose === "m.screenshare") screen = stream;
-    else if (purpose === "m.usermedia" && !user) user = stream;
-    else others.push(stream);
-  }
-  user ??= others.shift() ?? null;
-  screen ??= others.shift() ?? null;
-  return { user, screen };
-}
 
 const liveVideo = (stream) => (stream?.getVideoTracks() ?? []).some((t) => t.readyState === "live");
 

@@ -5,7 +5,8 @@ import { h, fill, videoFor } from "./dom.js";
 import { icon } from "./icons.js";
 import { shortName } from "./format.js";
 import { initial } from "./view_rooms.js";
-import { controls, e2eeBadge, statsPanel, toggle, remoteByPurpose } from "./view_call.js";
+import { controls, e2eeBadge, statsPanel, toggle } from "./view_call.js";
+import { remoteByPurpose } from "./state.js";
 
 const liveVideo = (stream) => (stream?.getVideoTracks() ?? []).some((t) => t.readyState === "live");
 
