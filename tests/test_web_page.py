@@ -357,6 +357,40 @@ async def test_two_pages_connect_through_the_media_commands(open_page: Any) -> N
             }
         )
         await a.page.locator('[data-testid=mute][aria-pressed="true"]').wait_for()
+        # Screen share: the click asks for the screen, the engine's next offer carries it.
+        await a.testid("screen").click()
+        share = await a.server.wait_sent(lambda m: m["type"] == "screen_share")
+        assert (share["call_id"], share["on"]) == (call, True)
+        await a.page.locator('[data-testid=screen][aria-pressed="true"]').wait_for()
+        a.server.sent.clear()
+        b.server.sent.clear()
+        offer = {**media, "op": "create_offer", "video": True, "ice_restart": False}
+        await a.server.push({**offer, "screenshare": True})
+        offer2 = await a.server.wait_sent(lambda m: m["type"] == "local_description")
+        assert sorted(offer2["streams"].values()) == ["m.screenshare", "m.usermedia"]
+        await b.server.push({**media, "op": "create_answer", "sdp": offer2["sdp"], "video": True})
+        answer2 = await b.server.wait_sent(lambda m: m["type"] == "local_description")
+        await a.server.push(
+            {"type": "media", "call_id": call, "op": "apply_answer", "sdp": answer2["sdp"]}
+        )
+        names = {
+            sid: {"purpose": p, "audio_muted": False, "video_muted": False}
+            for sid, p in offer2["streams"].items()
+        }
+        await b.server.push(
+            {"type": "remote_media", "call_id": call, "streams": names, "on_hold": False}
+        )
+        await b.testid("remote-screen").wait_for()
+
+        async def screen_frames(p: Page) -> Any:
+            s = await p.page.evaluate("(id) => window.sealcall.stats(id)", call)
+            recv = [
+                t for t in s["worker"]["transforms"] if (t["kind"], t["side"]) == ("video", "recv")
+            ]
+            return len(recv) == 2 and all(t["frames"] > 0 for t in recv)  # camera and screen
+
+        await until("the screen's frames through a transform", lambda: screen_frames(b))
+        await b.page.screenshot(path=str(SHOTS / "page-screen-share.png"))
         for side in (a, b):
             await side.server.push({"type": "media", "call_id": call, "op": "close"})
             await side.server.push(
