@@ -437,12 +437,17 @@ async def test_group_call_shows_members_and_who_speaks(open_page: Any) -> None:
     assert await bob.get_attribute("data-active") == "true"
     assert await carol.get_attribute("data-speaking") == "false"
     assert "carol" in await carol.inner_text()  # her camera is off: her name stands in
-    # Carol speaks now.
+    # Carol speaks now. The page patches itself: its buttons stay the same elements, so a click
+    # that straddles a speaker change still lands.
+    await p.page.evaluate("window.muteButton = document.querySelector('[data-testid=mute]')")
     members[0]["speaking"], members[1]["speaking"] = False, True
     await p.server.push({**group, "active_speaker": "@carol:localhost"})
     await p.page.locator(
         '[data-testid=member-tile][data-user="@carol:localhost"][data-speaking="true"]'
     ).wait_for()
+    assert await p.page.evaluate(
+        "window.muteButton === document.querySelector('[data-testid=mute]')"
+    )
     await p.page.screenshot(path=str(SHOTS / "page-group.png"))
     await p.testid("mute").click()
     mute = await p.server.wait_sent(lambda m: m["type"] == "group_mute")

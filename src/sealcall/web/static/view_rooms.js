@@ -35,6 +35,8 @@ export function initial(name) {
   return m ? m[0].toUpperCase() : "?";
 }
 
+let scrolledFor = null;
+
 export function renderRoom(el, vm, actions) {
   const room = vm.room;
   if (!room) {
@@ -83,6 +85,11 @@ export function renderRoom(el, vm, actions) {
       ),
     ),
   );
+  // Scroll to the newest call when one was added (not on every render: the user may be reading).
   const list = el.querySelector(".timeline");
-  list.scrollTop = list.scrollHeight;
+  const key = `${room.room_id}:${vm.timeline.length}`;
+  if (scrolledFor !== key) {
+    scrolledFor = key;
+    list.scrollTop = list.scrollHeight;
+  }
 }
