@@ -147,8 +147,8 @@ export function renderCall(el, call, ctx, actions) {
       ctx.statsOpen ? statsPanel(ctx.lastStats(call.call_id)) : null,
       controls(
         [
-          toggle("mute", local.audio_muted, "mic", local.audio_muted ? "Unmute" : "Mute", () => actions.mute(call)),
-          toggle("camera", call.video && local.video_muted, "video", !call.video ? "Start camera" : local.video_muted ? "Camera on" : "Camera off", () => actions.camera(call)),
+          toggle("mute", local.audio_muted, local.audio_muted ? "mic-off" : "mic", local.audio_muted ? "Unmute" : "Mute", () => actions.mute(call)),
+          toggle("camera", call.video && local.video_muted, call.video && local.video_muted ? "video-off" : "video", !call.video ? "Start camera" : local.video_muted ? "Camera on" : "Camera off", () => actions.camera(call)),
           toggle("screen", local.screen, "screen", local.screen ? "Stop sharing" : "Share screen", () => actions.screen(call)),
           toggle("hold", local.on_hold, "pause", local.on_hold ? "Resume" : "Hold", () => actions.hold(call), call.state !== "connected"),
           toggle("stats", ctx.statsOpen, "stats", "Stats", actions.toggleStats),

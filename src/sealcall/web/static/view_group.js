@@ -26,7 +26,7 @@ function tile({ key, name, stream, videoOff, speaking, active, muted, self, test
     },
     video,
     showVideo ? null : h("div", { class: "placeholder" }, h("span", { class: "avatar huge" }, initial(name))),
-    h("div", { class: "tile-name" }, muted ? icon("mic", "muted") : null, name, self ? " (you)" : "", active ? " · speaking" : ""),
+    h("div", { class: "tile-name" }, muted ? icon("mic-off", "muted") : null, name, self ? " (you)" : "", active ? " · speaking" : ""),
   );
 }
 
@@ -84,8 +84,8 @@ export function renderGroup(el, group, room, me, ctx, actions) {
       ctx.statsOpen ? statsPanel(ctx.lastStats(group.room_id)) : null,
       controls(
         [
-          toggle("mute", local.audio_muted, "mic", local.audio_muted ? "Unmute" : "Mute", () => actions.groupMute(group.room_id, { audio: !local.audio_muted })),
-          toggle("camera", local.video_muted, "video", local.video_muted ? "Camera on" : "Camera off", () => actions.groupMute(group.room_id, { video: !local.video_muted })),
+          toggle("mute", local.audio_muted, local.audio_muted ? "mic-off" : "mic", local.audio_muted ? "Unmute" : "Mute", () => actions.groupMute(group.room_id, { audio: !local.audio_muted })),
+          toggle("camera", local.video_muted, local.video_muted ? "video-off" : "video", local.video_muted ? "Camera on" : "Camera off", () => actions.groupMute(group.room_id, { video: !local.video_muted })),
           toggle("screen", local.screen, "screen", local.screen ? "Stop sharing" : "Share screen", () => actions.groupScreen(group.room_id, !local.screen)),
           toggle("stats", ctx.statsOpen, "stats", "Stats", actions.toggleStats),
         ],
