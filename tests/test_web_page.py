@@ -173,6 +173,7 @@ async def test_incoming_call_rings_and_is_answered_with_video(open_page: Any) ->
     await banner.wait_for()
     assert "bob is calling" in await banner.inner_text()
     assert await p.testid("e2ee-warning").count() == 0
+    assert await p.page.evaluate("window.sealcall.ringing()")
     await p.page.screenshot(path=str(SHOTS / "page-ringing.png"))
     await p.testid("accept-video").click()
     answer = await p.server.wait_sent(lambda m: m["type"] == "answer")
@@ -180,6 +181,7 @@ async def test_incoming_call_rings_and_is_answered_with_video(open_page: Any) ->
     await p.server.push(call_event("in1", state="connecting", owner=True))
     await p.testid("call-screen").wait_for()
     assert await banner.count() == 0
+    assert not await p.page.evaluate("window.sealcall.ringing()")
     # The far side's camera is off (no video yet): its name stands in.
     assert "bob" in await p.testid("remote-placeholder").inner_text()
     await p.testid("hangup").click()
@@ -240,6 +242,28 @@ async def test_without_script_transform_no_call_is_placed(open_page: Any) -> Non
     assert await p.testid("call-audio").is_disabled()
     assert await p.testid("call-video").is_disabled()
     assert not [m for m in p.server.sent if m["type"] == "place_call"]
+    # An incoming call can only be rejected here, and no media starts.
+    await p.server.push(call_event("in-plain"))
+    banner = p.testid("ring-banner")
+    await banner.wait_for()
+    assert await banner.get_by_test_id("reject").count() == 1
+    assert await p.testid("accept-audio").count() == 0
+    assert await p.testid("accept-video").count() == 0
+    await p.server.push(
+        {
+            "type": "media",
+            "call_id": "in-plain",
+            "op": "create_offer",
+            "video": False,
+            "screenshare": False,
+            "on_hold": False,
+            "ice_restart": False,
+            "ice_servers": [],
+        }
+    )
+    failed = await p.server.wait_sent(lambda m: m["type"] == "media_failed")
+    assert failed == {"type": "media_failed", "call_id": "in-plain", "detail": "NotSupportedError"}
+    assert not [m for m in p.server.sent if m["type"] == "local_description"]
     assert p.errors == []
 
 

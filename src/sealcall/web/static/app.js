@@ -286,10 +286,11 @@ setInterval(async () => {
 
 document.addEventListener("click", () => ringer.unlock(), { once: true });
 
-// For tests (Playwright reads these): the state, and the stats of a call, pair or room.
+// For tests (Playwright reads these): the state, the stats of a call, pair or room, the ring.
 window.sealcall = {
   state: () => JSON.parse(JSON.stringify(state)),
   stats: (id) => media.stats(id),
+  ringing: () => ringer.ringing,
   e2ee,
 };
 

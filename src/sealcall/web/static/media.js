@@ -84,6 +84,12 @@ export class MediaEngine {
     if (msg.op === "group_keys") return this.groupKeys(msg);
     const peer = this.peerFor(msg);
     if (!peer) return;
+    if (!this.e2ee && (msg.op === "create_offer" || msg.op === "create_answer")) {
+      // Without RTCRtpScriptTransform the frames would leave unencrypted: no media at all.
+      this.peers.delete(peer.id);
+      peer.result("media_failed", { detail: "NotSupportedError" });
+      return;
+    }
     const id = peer.id;
     try {
       switch (msg.op) {
@@ -99,7 +105,7 @@ export class MediaEngine {
           this.onLocal({ id, scope: peer.scope, audio_muted: Boolean(msg.audio_muted), video_muted: Boolean(msg.video_muted) });
           return;
         case "close":
-          peer.close();
+          await peer.perform(msg); // after the commands before it
           this.peers.delete(id);
           this.prevSamples.delete(id);
           if (peer.idField === "call_id") this.endScope(peer.scope);

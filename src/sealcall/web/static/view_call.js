@@ -18,7 +18,7 @@ export function renderBanners(el, vm, actions) {
       ),
     );
   }
-  if (vm.ringing) parts.push(ringBanner(vm.ringing, actions));
+  if (vm.ringing) parts.push(vm.e2ee ? ringBanner(vm.ringing, actions) : cannotAnswer(vm.ringing, actions));
   if (vm.waiting) parts.push(waitingBanner(vm.waiting, actions));
   if (vm.notice) {
     parts.push(
@@ -61,6 +61,16 @@ function ringBanner(call, actions) {
       h("button", { class: "btn accept", "data-testid": "accept-audio", onclick: () => actions.answer(call.call_id, false, false) }, icon("phone"), "Accept audio"),
       call.video ? h("button", { class: "btn accept", "data-testid": "accept-video", onclick: () => actions.answer(call.call_id, true, false) }, icon("video"), "Accept video") : null,
     ),
+  );
+}
+
+function cannotAnswer(call, actions) {
+  const name = shortName(call.peer);
+  return h(
+    "div",
+    { class: "banner ring danger", "data-testid": "ring-banner", "data-call-id": call.call_id, role: "alert" },
+    h("div", { class: "ring-who" }, h("span", { class: "avatar big" }, initial(name)), h("div", {}, h("strong", {}, `${name} is calling`), h("div", { class: "sub" }, "This browser cannot encrypt calls: answer on another device."))),
+    h("div", { class: "ring-actions" }, h("button", { class: "btn danger", "data-testid": "reject", onclick: () => actions.reject(call.call_id) }, "Reject")),
   );
 }
 
