@@ -5,6 +5,21 @@
 const CANDIDATE_BATCH = 64; // the contract's limit per local_candidates message
 const FLUSH_MS = 30; // candidates found within this window go out in one message
 
+/**
+ * Put VP8 first for a video transceiver: Chromium parses H.264 slice headers on receipt, which
+ * SFrame encrypts, and loses most H.264 frames before the worker (docs/web-protocol.md).
+ */
+function preferVp8(transceiver) {
+  try {
+    const codecs = RTCRtpReceiver.getCapabilities?.("video")?.codecs;
+    if (!codecs || !transceiver.setCodecPreferences) return;
+    const isVp8 = (c) => c.mimeType.toLowerCase() === "video/vp8";
+    transceiver.setCodecPreferences([...codecs.filter(isVp8), ...codecs.filter((c) => !isVp8(c))]);
+  } catch (err) {
+    console.warn("sealcall: codec preferences not set:", err.name);
+  }
+}
+
 export class Peer {
   /**
    * @param {object} o
@@ -90,6 +105,7 @@ export class Peer {
     for (const t of this.pc.getTransceivers()) {
       const kind = t.receiver.track.kind;
       if (!this.transformed.has(t.sender)) {
+        if (kind === "video") preferVp8(t);
         t.sender.transform = new RTCRtpScriptTransform(this.worker, { scope: this.scope, side: "send", kind });
         this.transformed.add(t.sender);
       }
