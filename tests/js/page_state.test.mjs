@@ -177,3 +177,10 @@ test("remote streams split into the camera's and the screen's, by remote_media o
   // A stream with no tracks left is skipped.
   assert.deepEqual(remoteByPurpose(new Map([["x", fakeStream(0, 0)]]), null), { user: null, screen: null });
 });
+
+test("a call that stops ringing on the caller's side is a missed call", () => {
+  const s = run([...ready, call("c1"), { type: "call_ended", call_id: "c1", reason: "user_hangup", by_remote: true }]);
+  assert.equal(s.notice.text, "Missed call from bob");
+  const taken = run([...ready, call("c1"), { type: "call_ended", call_id: "c1", reason: "answered_elsewhere", by_remote: true }]);
+  assert.match(taken.notice.text, /answered on another device/);
+});

@@ -197,6 +197,7 @@ const actions = {
   },
   toggleStats() {
     statsOpen = !statsOpen;
+    if (statsOpen) refreshStats();
     scheduleRender();
   },
   dismissNotice() {
@@ -271,8 +272,8 @@ function render() {
   document.title = ring ? `Call from ${shortName(ring.peer)} – sealcall` : "sealcall";
 }
 
-// The stats panel and the call timer refresh once a second while a call or group is shown.
-setInterval(async () => {
+// The stats panel, the e2ee badge and the call timer refresh once a second during a call.
+async function refreshStats() {
   const vm = viewModel(state, Date.now() / 1000);
   const id = vm.group?.room_id ?? vm.call?.call_id;
   if (!id) return;
@@ -282,7 +283,8 @@ setInterval(async () => {
     console.warn("sealcall: stats failed:", err.name);
   }
   scheduleRender();
-}, STATS_INTERVAL_MS);
+}
+setInterval(refreshStats, STATS_INTERVAL_MS);
 
 document.addEventListener("click", () => ringer.unlock(), { once: true });
 

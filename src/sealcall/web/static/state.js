@@ -160,6 +160,9 @@ const REASON_TEXT = {
 
 function endedText(call, reason, byRemote) {
   const who = shortName(call.peer);
+  if (isRinging(call) && reason !== "answered_elsewhere") {
+    return byRemote || reason === "invite_timeout" ? `Missed call from ${who}` : `Call from ${who} declined`;
+  }
   const why = REASON_TEXT[reason] ?? (reason ? String(reason).replace(/_/g, " ") : "ended");
   return `Call with ${who} ended${byRemote ? ` by ${who}` : ""}: ${why}`;
 }
