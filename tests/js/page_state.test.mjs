@@ -184,3 +184,10 @@ test("a call that stops ringing on the caller's side is a missed call", () => {
   const taken = run([...ready, call("c1"), { type: "call_ended", call_id: "c1", reason: "answered_elsewhere", by_remote: true }]);
   assert.match(taken.notice.text, /answered on another device/);
 });
+
+test("an audio call upgraded to video has its camera on", () => {
+  let s = run([...ready, call("c1", { state: "connected", owner: true, video: false })]);
+  assert.equal(s.calls.c1.local.video_muted, true);
+  s = reduce(s, call("c1", { state: "connected", owner: true, video: true }));
+  assert.equal(s.calls.c1.local.video_muted, false);
+});

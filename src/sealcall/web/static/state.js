@@ -79,7 +79,11 @@ export function reduce(state, action) {
       const call = {
         ...snapshot,
         remote: old?.remote ?? { streams: {}, on_hold: false },
-        local: old?.local ?? { ...LOCAL_DEFAULT, video_muted: !action.video },
+        local: !old
+          ? { ...LOCAL_DEFAULT, video_muted: !action.video }
+          : !old.video && action.video
+            ? { ...old.local, video_muted: false } // upgraded to video: the camera is on
+            : old.local,
         rang: old?.rang ?? false,
       };
       return { ...state, calls: { ...state.calls, [action.call_id]: call } };
