@@ -191,3 +191,33 @@ test("an audio call upgraded to video has its camera on", () => {
   s = reduce(s, call("c1", { state: "connected", owner: true, video: true }));
   assert.equal(s.calls.c1.local.video_muted, false);
 });
+
+test("junk events never break the reducer or the view model", () => {
+  let seed = 42;
+  const rand = (n) => {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31;
+    return seed % n;
+  };
+  const values = [null, undefined, 0, -1, 1e308, "", "x", "ringing", "!dm", "c1", true, false, [], [null], {}, { a: 1 }, "ended"];
+  const junk = (depth = 0) => {
+    const v = values[rand(values.length)];
+    if (depth < 2 && rand(4) === 0) return { call_id: junk(depth + 1), purpose: junk(depth + 1), user_id: junk(depth + 1), pair_id: "p1" };
+    if (depth < 2 && rand(5) === 0) return [junk(depth + 1), junk(depth + 1)];
+    return v;
+  };
+  const types = ["call", "incoming_call", "call_waiting", "remote_media", "call_ended", "history_item", "group", "rooms_result", "history_result", "hello_result", "local_media", "group_local", "select_room", "notice"];
+  const fields = ["call_id", "room_id", "peer", "direction", "video", "state", "encrypted", "owner", "streams", "on_hold", "item", "items", "rooms", "members", "joined", "active_speaker", "reason", "by_remote", "audio_muted", "text"];
+  let s = run(ready);
+  for (let i = 0; i < 3000; i++) {
+    const action = { type: types[rand(types.length)] };
+    for (const f of fields) if (rand(2)) action[f] = junk();
+    if (rand(3) === 0) action.call_id = "c1";
+    if (rand(3) === 0) action.room_id = "!dm";
+    s = reduce(s, action);
+    viewModel(s, 0);
+  }
+  // Whatever came, what the page keeps has its shape.
+  assert.ok(Object.keys(s.calls).every((id) => typeof id === "string" && id !== "undefined"));
+  assert.ok(s.rooms.every((r) => typeof r.room_id === "string"));
+  assert.ok(Object.values(s.history).every((items) => items.every((it) => typeof it.call_id === "string")));
+});

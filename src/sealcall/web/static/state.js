@@ -20,12 +20,16 @@ export function initialState(e2ee) {
   };
 }
 
+// Python checks what it sends, but the page trusts no shape: junk is dropped, never thrown on.
+const isObject = (x) => x !== null && typeof x === "object" && !Array.isArray(x);
+const objects = (x) => (Array.isArray(x) ? x.filter(isObject) : []);
+
 const ITEM_LIMIT = 500; // per room: the timeline keeps the newest calls only
 
 function addItems(list, items) {
   const byId = new Map((list ?? []).map((it) => [it.call_id, it]));
-  for (const it of items) {
-    if (it && typeof it.call_id === "string") byId.set(it.call_id, it);
+  for (const it of objects(items)) {
+    if (typeof it.call_id === "string") byId.set(it.call_id, it);
   }
   const merged = [...byId.values()].sort((a, b) => (a.started_at ?? 0) - (b.started_at ?? 0));
   return merged.slice(-ITEM_LIMIT);
@@ -38,8 +42,13 @@ function withoutKey(obj, key) {
 
 const LOCAL_DEFAULT = { audio_muted: false, video_muted: false, screen: false, on_hold: false };
 
+const BY_CALL = new Set(["call", "incoming_call", "call_waiting", "remote_media", "call_ended", "local_media"]);
+const BY_ROOM = new Set(["select_room", "history_result", "history_item", "group", "group_local"]);
+
 /** The next state after `action` (a socket event, or a page action below). Never mutates. */
 export function reduce(state, action) {
+  if (BY_CALL.has(action.type) && typeof action.call_id !== "string") return state;
+  if (BY_ROOM.has(action.type) && typeof action.room_id !== "string") return state;
   switch (action.type) {
     case "socket_open":
       return { ...state, connected: true };
@@ -51,7 +60,7 @@ export function reduce(state, action) {
         me: { user_id: action.user_id, device_id: action.device_id, display_name: action.display_name },
       };
     case "rooms_result": {
-      const rooms = Array.isArray(action.rooms) ? action.rooms : [];
+      const rooms = objects(action.rooms).filter((r) => typeof r.room_id === "string");
       const selected =
         state.selected && rooms.some((r) => r.room_id === state.selected)
           ? state.selected
@@ -63,7 +72,7 @@ export function reduce(state, action) {
     case "history_result":
       return {
         ...state,
-        history: { ...state.history, [action.room_id]: addItems(state.history[action.room_id], action.items ?? []) },
+        history: { ...state.history, [action.room_id]: addItems(state.history[action.room_id], action.items) },
       };
     case "history_item":
       return {
@@ -98,7 +107,8 @@ export function reduce(state, action) {
     case "remote_media": {
       const call = state.calls[action.call_id];
       if (!call) return state;
-      const remote = { streams: action.streams ?? {}, on_hold: Boolean(action.on_hold) };
+      const streams = Object.fromEntries(Object.entries(isObject(action.streams) ? action.streams : {}).filter(([, v]) => isObject(v)));
+      const remote = { streams, on_hold: Boolean(action.on_hold) };
       return { ...state, calls: { ...state.calls, [action.call_id]: { ...call, remote } } };
     }
     case "call_ended": {
@@ -125,12 +135,13 @@ export function reduce(state, action) {
     }
     case "group": {
       const pairRooms = { ...state.pairRooms };
-      for (const m of action.members ?? []) {
+      const members = objects(action.members).filter((m) => typeof m.user_id === "string");
+      for (const m of members) {
         if (typeof m.pair_id === "string") pairRooms[m.pair_id] = action.room_id;
       }
       const group = {
         joined: Boolean(action.joined),
-        members: Array.isArray(action.members) ? action.members : [],
+        members,
         active_speaker: action.active_speaker ?? null,
         local: state.groups[action.room_id]?.local ?? { audio_muted: false, video_muted: false, screen: false },
       };
