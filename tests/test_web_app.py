@@ -5,12 +5,15 @@ nothing.
 """
 
 import asyncio
+import contextlib
+import json
 import sys
 import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import pytest_asyncio
 
@@ -65,6 +68,29 @@ async def worker_decrypted(user: PageUser, call_id: str, kind: str, at_least: in
         await asyncio.sleep(0.2)
 
 
+async def hostile_visits(
+    user: PageUser, session: aiohttp.ClientSession
+) -> aiohttp.ClientWebSocketResponse:
+    """What another local user or a web site can try against the app's port; returns a socket
+    that has the secret (as a second tab would) for more mischief."""
+    port = user.server.port
+    base = f"http://127.0.0.1:{port}"
+    ws_url = user.server.url.replace("http://", "ws://") + "ws"
+    async with session.get(f"{base}/{'x' * 43}/") as wrong:
+        assert wrong.status == 404
+    with pytest.raises(aiohttp.WSServerHandshakeError):
+        await session.ws_connect(ws_url, origin="http://evil.example")
+    with pytest.raises(aiohttp.WSServerHandshakeError):
+        await session.ws_connect(ws_url.replace(user.server.url.split("/")[3], "0" * 43))
+    tab = await session.ws_connect(ws_url, origin=base)
+    for junk in ("{", "[]", '{"type": "answer", "id": 1, "call_id": 5}', '{"type": "nope"}'):
+        await tab.send_str(junk)
+    await tab.send_str('{"type": "hangup", "id": 2, "call_id": "no-such-call"}')
+    replies = [await tab.receive_json(timeout=10) for _ in range(2)]
+    assert {r.get("code") for r in replies if r.get("id") == 2} == {"not_found"}
+    return tab
+
+
 async def test_page_calls_a_cli_peer(synapse: Any, tmp_path: Path, browser: Browser) -> None:
     alice = await page_user(synapse, tmp_path, "alice")
     bob_id, bob_password, bob_store = await account(synapse, tmp_path, "bob")
@@ -74,15 +100,26 @@ async def test_page_calls_a_cli_peer(synapse: Any, tmp_path: Path, browser: Brow
         "--store", str(bob_store),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
+    stack = contextlib.AsyncExitStack()
     try:
         room = await alice.transport.create_dm(bob_id)
         await joined(alice.transport, room, bob_id)
         await alice.transport.wait_for_member_devices(room)
         await alice.open(browser)
+        http = await stack.enter_async_context(aiohttp.ClientSession())
+        tab = await hostile_visits(alice, http)
         await alice.select_room(room)
         await alice.click("call-video")
 
         call_id = await page_call(alice)
+        # A second socket cannot drive media of the call the page carries.
+        await tab.send_str(
+            json.dumps({"type": "connection_state", "call_id": call_id, "state": "failed"})
+        )
+        await wait_for(lambda: alice.app.dropped_media_results > 0, 10, "the drop")
+        assert alice.server.refused_messages >= 4
+        assert sum(alice.server.refused_requests.values()) >= 3
+        await tab.close()
         await worker_decrypted(alice, call_id, "video", 20)
         await worker_decrypted(alice, call_id, "audio", 50)
         stats = await alice.stats(call_id)
@@ -114,6 +151,7 @@ async def test_page_calls_a_cli_peer(synapse: Any, tmp_path: Path, browser: Brow
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+        await stack.aclose()
         await alice.stop()
 
 
