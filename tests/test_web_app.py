@@ -216,3 +216,43 @@ async def test_python_peer_calls_the_page(synapse: Any, tmp_path: Path, browser:
     finally:
         await bob.stop()
         await alice.stop()
+
+
+async def test_a_browser_without_the_transform_places_no_call(
+    synapse: Any, tmp_path: Path, browser: Browser
+) -> None:
+    alice = await page_user(synapse, tmp_path, "alice")
+    bob = await device(synapse, tmp_path, "bob")
+    try:
+        room = await open_dm(bob.transport, alice.transport)
+        page = await browser.page_on(alice.server.url)
+        await page.add_init_script("delete window.RTCRtpScriptTransform")
+        await page.reload()
+        alice.page = page
+        await page.locator('[data-testid="no-transform-warning"]').wait_for(timeout=WAIT_MS)
+        await alice.select_room(room)
+        assert await page.locator('[data-testid="call-video"]').is_disabled()
+        # Asked anyway (a script on the page): the app refuses to place it.
+        with pytest.raises(Exception, match="cannot encrypt"):
+            await page.evaluate(
+                "(room) => new Promise((ok, fail) => {"
+                " const ws = new WebSocket(location.href.replace('http', 'ws') + 'ws');"
+                " ws.onopen = () => { ws.send(JSON.stringify({type: 'hello', id: 1, e2ee: false}));"
+                " ws.send(JSON.stringify("
+                "{type: 'place_call', id: 2, room_id: room, video: true})); };"
+                " ws.onmessage = (m) => { const r = JSON.parse(m.data);"
+                " if (r.id === 2) r.type === 'error' ? fail(new Error(r.message)) : ok(r); }; })",
+                room,
+            )
+        assert not bob.events["incoming_call"]
+
+        # A call to it rings with Reject only: it is never answered without frame encryption.
+        session = await bob.voip.place_call(room, alice.user_id, video=True)
+        await page.locator('[data-testid="ring-banner"]').wait_for(timeout=WAIT_MS)
+        assert await page.locator('[data-testid="accept-video"]').count() == 0
+        await alice.click("reject")
+        await wait_for(lambda: session.state is CallState.ENDED, 30, "the reject")
+        assert session.call.end_reason in ("rejected", "encryption_required")
+    finally:
+        await bob.stop()
+        await alice.stop()
