@@ -1,0 +1,300 @@
+// The calling page: joins the page socket, the state reducer, the media engine and the views.
+
+import { PageSocket, socketUrl } from "./socket.js";
+import { MediaEngine } from "./media.js";
+import { Ringer } from "./ring.js";
+import { initialState, reduce, roomOfPair, viewModel } from "./state.js";
+import { shortName } from "./format.js";
+import { dropVideos } from "./dom.js";
+import { renderRooms, renderRoom } from "./view_rooms.js";
+import { renderBanners, renderCall } from "./view_call.js";
+import { renderGroup } from "./view_group.js";
+
+const EVENTS = new Set(["call", "incoming_call", "call_waiting", "remote_media", "call_ended", "history_item", "group"]);
+const STATS_INTERVAL_MS = 1000;
+
+const e2ee = typeof RTCRtpScriptTransform !== "undefined";
+let state = initialState(e2ee);
+const socket = new PageSocket(socketUrl(location), e2ee);
+const ringer = new Ringer();
+const remote = new Map(); // call id / pair id -> Map(stream id -> MediaStream)
+const connectedAt = new Map(); // call id -> Date.now() when it first connected
+const lastStats = new Map(); // call id / room id -> the stats panel's latest figures
+let statsOpen = false;
+
+const media = new MediaEngine({
+  report: (type, fields) => socket.send(type, fields),
+  roomOfPair: (pairId) => roomOfPair(state, pairId),
+  onTrack: ({ id, stream, track }) => {
+    if (!remote.has(id)) remote.set(id, new Map());
+    remote.get(id).set(stream.id, stream);
+    const rerender = () => scheduleRender();
+    track.addEventListener("ended", rerender);
+    track.addEventListener("mute", rerender);
+    track.addEventListener("unmute", rerender);
+    stream.addEventListener("removetrack", rerender);
+    scheduleRender();
+  },
+  onLocal: ({ scope, ...fields }) => {
+    if (state.calls[scope]) dispatch({ type: "local_media", call_id: scope, ...fields });
+    else dispatch({ type: "group_local", room_id: scope, ...fields });
+  },
+});
+
+function dispatch(action) {
+  state = reduce(state, action);
+  scheduleRender();
+}
+
+// -- socket ------------------------------------------------------------------------------------
+
+socket.on("open", async (hello) => {
+  dispatch({ type: "socket_open" });
+  dispatch({ ...hello, type: "hello_result" });
+  try {
+    const { rooms } = await socket.request("list_rooms");
+    dispatch({ type: "rooms_result", rooms });
+    if (state.selected) await loadHistory(state.selected);
+  } catch (err) {
+    notice(`Could not list rooms (${err.code ?? err.name})`);
+  }
+});
+socket.on("close", () => dispatch({ type: "socket_closed" }));
+socket.on("*", (msg) => {
+  if (msg.type === "media") {
+    media.handle(msg);
+    return;
+  }
+  if (!EVENTS.has(msg.type)) return;
+  const before = state;
+  dispatch(msg);
+  afterEvent(msg, before);
+});
+
+function afterEvent(msg, before) {
+  if (msg.type === "call" && msg.state === "connected" && !connectedAt.has(msg.call_id)) {
+    connectedAt.set(msg.call_id, Date.now());
+  }
+  if (msg.type === "call_ended" || (msg.type === "call" && msg.state === "ended")) {
+    endCallMedia(msg.call_id);
+  }
+  if (msg.type === "group" && !msg.joined && before.groups[msg.room_id]?.joined) {
+    media.endScope(msg.room_id);
+    dropVideos(`group:${msg.room_id}:`);
+    lastStats.delete(msg.room_id);
+  }
+}
+
+function endCallMedia(callId) {
+  media.endScope(callId);
+  remote.delete(callId);
+  connectedAt.delete(callId);
+  lastStats.delete(callId);
+  dropVideos(`call:${callId}:`);
+}
+
+async function loadHistory(roomId) {
+  try {
+    const { items } = await socket.request("get_history", { room_id: roomId });
+    dispatch({ type: "history_result", room_id: roomId, items });
+  } catch (err) {
+    notice(`Could not load the call history (${err.code ?? err.name})`);
+  }
+}
+
+function notice(text) {
+  dispatch({ type: "notice", text });
+}
+
+/** Send a request; an error becomes a notice (the request's promise then resolves to null). */
+async function ask(type, fields, what) {
+  try {
+    return await socket.request(type, fields);
+  } catch (err) {
+    notice(`${what} failed (${err.code ?? err.name})`);
+    return null;
+  }
+}
+
+// -- user actions ------------------------------------------------------------------------------
+
+const actions = {
+  selectRoom(roomId) {
+    dispatch({ type: "select_room", room_id: roomId });
+    if (!state.history[roomId]) loadHistory(roomId);
+  },
+  placeCall(video) {
+    if (!state.e2ee || !state.selected) return;
+    ask("place_call", { room_id: state.selected, video }, "Placing the call");
+  },
+  joinGroup(video) {
+    if (!state.e2ee || !state.selected) return;
+    ask("group_join", { room_id: state.selected, video }, "Joining the call");
+  },
+  answer(callId, video, allowUnencrypted) {
+    return ask("answer", { call_id: callId, video, allow_unencrypted: allowUnencrypted }, "Answering");
+  },
+  reject(callId) {
+    ask("reject", { call_id: callId }, "Rejecting");
+  },
+  hangup(callId) {
+    ask("hangup", { call_id: callId }, "Hanging up");
+  },
+  async holdAndAnswer(currentId, call) {
+    if (await ask("hold", { call_id: currentId, on_hold: true }, "Holding")) {
+      dispatch({ type: "local_media", call_id: currentId, on_hold: true });
+      await actions.answer(call.call_id, call.video, false);
+    }
+  },
+  async endAndAnswer(currentId, call) {
+    if (await ask("hangup", { call_id: currentId }, "Hanging up")) {
+      await actions.answer(call.call_id, call.video, false);
+    }
+  },
+  async mute(call) {
+    const muted = !call.local.audio_muted;
+    if (await ask("mute", { call_id: call.call_id, audio: muted }, "Muting")) {
+      dispatch({ type: "local_media", call_id: call.call_id, audio_muted: muted });
+    }
+  },
+  async camera(call) {
+    if (!call.video) {
+      await ask("upgrade_video", { call_id: call.call_id }, "Starting the camera");
+      return;
+    }
+    const off = !call.local.video_muted;
+    if (await ask("mute", { call_id: call.call_id, video: off }, "Switching the camera")) {
+      dispatch({ type: "local_media", call_id: call.call_id, video_muted: off });
+    }
+  },
+  async screen(call) {
+    const on = !call.local.screen;
+    await shareScreen(call.call_id, on, (value) => ask("screen_share", { call_id: call.call_id, on: value }, "Screen sharing"));
+    dispatch({ type: "local_media", call_id: call.call_id, screen: Boolean(media.local.screen(call.call_id)) });
+  },
+  async hold(call) {
+    const onHold = !call.local.on_hold;
+    if (await ask("hold", { call_id: call.call_id, on_hold: onHold }, onHold ? "Holding" : "Resuming")) {
+      dispatch({ type: "local_media", call_id: call.call_id, on_hold: onHold });
+    }
+  },
+  async groupMute(roomId, fields) {
+    const muted = { audio: fields.audio, video: fields.video };
+    if (await ask("group_mute", { room_id: roomId, ...fields }, "Muting")) {
+      media.local.setEnabled(roomId, {
+        audio: typeof muted.audio === "boolean" ? !muted.audio : undefined,
+        video: typeof muted.video === "boolean" ? !muted.video : undefined,
+      });
+      dispatch({ type: "group_local", room_id: roomId, audio_muted: muted.audio, video_muted: muted.video });
+    }
+  },
+  async groupScreen(roomId, on) {
+    await shareScreen(roomId, on, (value) => ask("group_screen_share", { room_id: roomId, on: value }, "Screen sharing"));
+    dispatch({ type: "group_local", room_id: roomId, screen: Boolean(media.local.screen(roomId)) });
+  },
+  groupLeave(roomId) {
+    ask("group_leave", { room_id: roomId }, "Leaving");
+  },
+  toggleStats() {
+    statsOpen = !statsOpen;
+    if (statsOpen) refreshStats();
+    scheduleRender();
+  },
+  dismissNotice() {
+    dispatch({ type: "notice", text: null });
+  },
+};
+
+/** Start (asking for the screen while the click still counts as a user gesture) or stop sharing. */
+async function shareScreen(scope, on, tell) {
+  if (on) {
+    try {
+      await media.local.startScreen(scope, () => shareScreen(scope, false, tell).then(scheduleRender));
+    } catch (err) {
+      notice(`Screen sharing was not started (${err.name})`);
+      return;
+    }
+    if (!(await tell(true))) media.local.stopScreen(scope);
+  } else {
+    await tell(false);
+    media.local.stopScreen(scope);
+  }
+}
+
+// -- rendering ---------------------------------------------------------------------------------
+
+const els = {
+  me: document.getElementById("me"),
+  status: document.getElementById("status"),
+  banners: document.getElementById("banners"),
+  rooms: document.getElementById("room-list"),
+  main: document.getElementById("main"),
+};
+
+const ctx = {
+  remoteStreams: (id) => remote.get(id) ?? new Map(),
+  localStream: (scope) => media.local.current(scope),
+  connectedAt: (id) => connectedAt.get(id),
+  lastStats: (id) => lastStats.get(id) ?? null,
+  get statsOpen() {
+    return statsOpen;
+  },
+};
+
+let renderQueued = false;
+function scheduleRender() {
+  if (renderQueued) return;
+  renderQueued = true;
+  queueMicrotask(() => {
+    renderQueued = false;
+    render();
+  });
+}
+
+function render() {
+  const vm = viewModel(state, Date.now() / 1000);
+  els.me.textContent = vm.me ? vm.me.display_name || shortName(vm.me.user_id) : "";
+  els.status.textContent = vm.connected ? "" : "offline – reconnecting…";
+  els.status.hidden = vm.connected;
+  renderBanners(els.banners, vm, actions);
+  renderRooms(els.rooms, vm, actions);
+  if (vm.group) {
+    const room = state.rooms.find((r) => r.room_id === vm.group.room_id);
+    renderGroup(els.main, vm.group, room && vm.rooms.find((r) => r.room_id === room.room_id), vm.me, ctx, actions);
+  } else if (vm.call) {
+    renderCall(els.main, vm.call, ctx, actions);
+  } else {
+    renderRoom(els.main, vm, actions);
+  }
+  const ring = vm.ringing ?? vm.waiting?.call ?? null;
+  if (ring && !ringer.ringing) ringer.start("Incoming call", `${shortName(ring.peer)} is calling`);
+  if (!ring && ringer.ringing) ringer.stop();
+  document.title = ring ? `Call from ${shortName(ring.peer)} – sealcall` : "sealcall";
+}
+
+// The stats panel, the e2ee badge and the call timer refresh once a second during a call.
+async function refreshStats() {
+  const vm = viewModel(state, Date.now() / 1000);
+  const id = vm.group?.room_id ?? vm.call?.call_id;
+  if (!id) return;
+  try {
+    lastStats.set(id, await media.stats(id));
+  } catch (err) {
+    console.warn("sealcall: stats failed:", err.name);
+  }
+  scheduleRender();
+}
+setInterval(refreshStats, STATS_INTERVAL_MS);
+
+document.addEventListener("click", () => ringer.unlock(), { once: true });
+
+// For tests (Playwright reads these): the state, the stats of a call, pair or room, the ring.
+window.sealcall = {
+  state: () => JSON.parse(JSON.stringify(state)),
+  stats: (id) => media.stats(id),
+  ringing: () => ringer.ringing,
+  e2ee,
+};
+
+render();
+socket.connect();

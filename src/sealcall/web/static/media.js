@@ -1,0 +1,178 @@
+// The page's media: the peer connections of calls and mesh pairs, the one SFrame worker they
+// share, local media, keys (handed to the worker, never kept) and the stats panel's figures.
+
+import { LocalMedia } from "./local_media.js";
+import { Peer } from "./peer.js";
+import { base64ToBuffer, summarizeStats } from "./format.js";
+
+const WORKER_STATS_TIMEOUT_MS = 1000;
+
+export class MediaEngine {
+  /**
+   * @param {object} o
+   * @param {(type: string, fields: object) => void} o.report sends a media result to Python
+   * @param {(pairId: string) => string|null} o.roomOfPair the group room of a mesh pair
+   * @param {(ev: object) => void} o.onTrack a remote track arrived
+   * @param {(ev: object) => void} o.onLocal this page's mute state of a call/room changed
+   */
+  constructor({ report, roomOfPair, onTrack, onLocal }) {
+    Object.assign(this, { report, roomOfPair, onTrack, onLocal });
+    this.e2ee = typeof RTCRtpScriptTransform !== "undefined";
+    this.worker = null; // made on first use (a page that never calls needs none)
+    this.local = new LocalMedia();
+    this.peers = new Map(); // call id or pair id -> Peer
+    this.statsWaiters = new Map(); // request number -> resolve
+    this.nextRequest = 1;
+    this.prevSamples = new Map(); // id -> {at, reports}
+  }
+
+  fromWorker(msg) {
+    if (msg?.op === "stats" && this.statsWaiters.has(msg.request)) {
+      this.statsWaiters.get(msg.request)(msg);
+      this.statsWaiters.delete(msg.request);
+    }
+  }
+
+  /** The page's one SFrame worker, shared by every transform; null without RTCRtpScriptTransform. */
+  ensureWorker() {
+    if (!this.worker && this.e2ee) {
+      this.worker = new Worker("static/e2ee_worker.js", { type: "module" });
+      this.worker.addEventListener("message", (ev) => this.fromWorker(ev.data));
+      this.worker.addEventListener("error", () => console.error("sealcall: the SFrame worker failed"));
+    }
+    return this.worker;
+  }
+
+  toWorker(msg, transfer = []) {
+    this.ensureWorker()?.postMessage(msg, transfer);
+  }
+
+  /** Hand a key to the worker, moving its bytes (the page keeps no copy). */
+  postKey(op, fields, keyB64) {
+    const key = base64ToBuffer(keyB64);
+    this.toWorker({ op, ...fields, key }, [key]);
+  }
+
+  peerFor(msg) {
+    const idField = typeof msg.call_id === "string" ? "call_id" : "pair_id";
+    const id = msg[idField];
+    if (typeof id !== "string") return null;
+    let peer = this.peers.get(id);
+    if (!peer) {
+      if (msg.op === "close") return null;
+      const scope = idField === "call_id" ? id : (msg.room_id ?? this.roomOfPair(id));
+      if (typeof scope !== "string") {
+        console.warn("sealcall: a media command for a pair of no known room; dropped");
+        return null;
+      }
+      peer = new Peer({
+        idField,
+        id,
+        scope,
+        local: this.local,
+        worker: this.ensureWorker(),
+        report: this.report,
+        onTrack: this.onTrack,
+      });
+      this.peers.set(id, peer);
+    }
+    return peer;
+  }
+
+  /** Handle one `media` event of the page socket. */
+  async handle(msg) {
+    if (msg.op === "group_keys") return this.groupKeys(msg);
+    const peer = this.peerFor(msg);
+    if (!peer) return;
+    if (!this.e2ee && (msg.op === "create_offer" || msg.op === "create_answer")) {
+      // Without RTCRtpScriptTransform the frames would leave unencrypted: no media at all.
+      this.peers.delete(peer.id);
+      peer.result("media_failed", { detail: "NotSupportedError" });
+      return;
+    }
+    const id = peer.id;
+    try {
+      switch (msg.op) {
+        case "keys":
+          this.postKey("set_send_key", { scope: peer.scope, suite: msg.suite, kid: 0 }, msg.send);
+          this.postKey("add_receive_key", { scope: peer.scope, sender: "", suite: msg.suite, kid: 0 }, msg.receive);
+          return;
+        case "allow_unencrypted":
+          this.toWorker({ op: "allow_plain", scope: peer.scope });
+          return;
+        case "set_mute":
+          this.local.setEnabled(peer.scope, { audio: !msg.audio_muted, video: !msg.video_muted });
+          this.onLocal({ id, scope: peer.scope, audio_muted: Boolean(msg.audio_muted), video_muted: Boolean(msg.video_muted) });
+          return;
+        case "close":
+          await peer.perform(msg); // after the commands before it
+          this.peers.delete(id);
+          this.prevSamples.delete(id);
+          if (peer.idField === "call_id") this.endScope(peer.scope);
+          return;
+        default:
+          if (msg.op === "create_offer" || msg.op === "create_answer") {
+            this.onLocal({ id, scope: peer.scope, on_hold: Boolean(msg.on_hold), screen: Boolean(msg.screenshare ?? peer.senderFor("screenshare")) });
+          }
+          await peer.perform(msg);
+      }
+    } catch (err) {
+      // e.g. a key that is not base64: refused here, reported by name only.
+      peer.result("media_failed", { detail: String(err?.name ?? "Error").slice(0, 200) });
+    }
+  }
+
+  groupKeys(msg) {
+    const scope = msg.room_id;
+    if (typeof scope !== "string") return;
+    try {
+      if (msg.send) this.postKey("set_send_key", { scope, suite: msg.suite, kid: msg.send.kid }, msg.send.key);
+      for (const r of Array.isArray(msg.receive) ? msg.receive : []) {
+        this.postKey("add_receive_key", { scope, sender: r.sender, suite: msg.suite, kid: r.kid }, r.key);
+      }
+    } catch (err) {
+      console.warn("sealcall: group keys refused:", err.name);
+    }
+  }
+
+  /** Stop a scope's media and have the worker forget its keys (a call ended, a group was left). */
+  endScope(scope) {
+    for (const [id, peer] of this.peers) {
+      if (peer.scope === scope) {
+        peer.close();
+        this.peers.delete(id);
+      }
+    }
+    this.local.release(scope);
+    this.worker?.postMessage({ op: "forget", scope });
+  }
+
+  /** The worker's counters for a scope, or null if it does not answer in time. */
+  workerStats(scope) {
+    if (!this.ensureWorker()) return Promise.resolve(null);
+    const request = this.nextRequest++;
+    return new Promise((resolve) => {
+      this.statsWaiters.set(request, resolve);
+      setTimeout(() => {
+        if (this.statsWaiters.delete(request)) resolve(null);
+      }, WORKER_STATS_TIMEOUT_MS);
+      this.toWorker({ op: "stats", scope, request });
+    });
+  }
+
+  /**
+   * The stats panel's figures for a call id, a pair id or a group room id (its pairs summed),
+   * over the interval since the previous call for the same id; null if nothing is known.
+   */
+  async stats(id) {
+    const peers = this.peers.has(id) ? [this.peers.get(id)] : [...this.peers.values()].filter((p) => p.scope === id);
+    const scope = peers[0]?.scope ?? id;
+    const reports = (await Promise.all(peers.map((p) => p.rawStats()))).flat();
+    const worker = await this.workerStats(scope);
+    const now = performance.now();
+    const prev = this.prevSamples.get(id);
+    this.prevSamples.set(id, { at: now, reports });
+    const summary = summarizeStats(prev?.reports ?? null, reports, prev ? now - prev.at : 0, worker);
+    return { ...summary, worker };
+  }
+}
