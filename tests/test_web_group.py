@@ -104,11 +104,14 @@ async def test_two_pages_and_two_python_members_in_one_group_call(
                 await user.page.locator(
                     f'[data-testid="group-ring"][data-room-id="{room_id}"]'
                 ).wait_for(timeout=WAIT_MS)
-            # Bob declines (the banner goes), then joins from the room; Ann joins from the ring.
+                assert await user.page.evaluate("() => window.sealcall.ringing()")
+            # Bob declines (the banner and the ringing stop), then joins from the room; Ann
+            # joins from the ring.
             await bob.click("group-decline")
             await bob.page.locator('[data-testid="group-ring"]').wait_for(
                 state="detached", timeout=WAIT_MS
             )
+            await wait_page(bob, "() => !window.sealcall.ringing()")
             await ann.click("group-join-video")
             await bob.select_room(room_id)
             await bob.click("join-video")

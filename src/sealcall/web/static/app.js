@@ -281,10 +281,13 @@ function render() {
   } else {
     renderRoom(els.main, vm, actions);
   }
-  const ring = vm.ringing ?? vm.waiting?.call ?? null;
-  if (ring && !ringer.ringing) ringer.start("Incoming call", `${shortName(ring.peer)} is calling`);
-  if (!ring && ringer.ringing) ringer.stop();
-  document.title = ring ? `Call from ${shortName(ring.peer)} – sealcall` : "sealcall";
+  const call = vm.ringing ?? vm.waiting?.call ?? null;
+  // A room's group call rings too (sound, notification, title), when no 1:1 call does.
+  const room = call ? null : (vm.group_rings?.find((r) => r.can_join) ?? null);
+  const who = call ? shortName(call.peer) : room ? `${room.sender ? shortName(room.sender) : "someone"} in ${room.name}` : "";
+  if ((call || room) && !ringer.ringing) ringer.start(call ? "Incoming call" : "Group call", call ? `${who} is calling` : `${who} started a call`);
+  if (!call && !room && ringer.ringing) ringer.stop();
+  document.title = call || room ? `Call from ${who} – sealcall` : "sealcall";
 }
 
 // The stats panel, the e2ee badge and the call timer refresh once a second during a call.
