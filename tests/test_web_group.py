@@ -71,6 +71,7 @@ async def test_two_pages_and_two_python_members_in_one_group_call(
     ann = await page_user(synapse, tmp_path, "ann")
     bob = await page_user(synapse, tmp_path, "bob")
     sessions: list[GroupCallSession] = []
+    shared: dict[int, list[tuple[str, str]]] = {}  # session -> (sender, purpose) of its tracks
     try:
         cat, dan = await devices.new("cat"), await devices.new("dan")
         room_id = await cat.transport.create_group_room(
@@ -92,6 +93,13 @@ async def test_two_pages_and_two_python_members_in_one_group_call(
                 key_options={"use_delay": 0.5, "early_ttl": 1.0, "young_key_age": 60.0},
             )
             sessions.append(session)
+            session.on(
+                "remote_media_added",
+                lambda device, track, purpose, s=session: shared[id(s)].append(
+                    (f"{device.user_id} {device.device_id}", purpose.value)
+                ),
+            )
+            shared[id(session)] = []
             return session
 
         async with Browser.launched() as browser:
@@ -193,6 +201,35 @@ async def test_two_pages_and_two_python_members_in_one_group_call(
                     TIMEOUT,
                     "the Python members seeing Ann's mute",
                 )
+
+            # Bob turns his camera off (his name stands in for his picture) and shares his
+            # screen: Ann's page and the Python members see both.
+            bob_sender = sender_of(bob.transport)
+            await bob.click("camera")
+            await (
+                tile(ann, bob_sender)
+                .and_(ann.page.locator('[data-video-muted="true"]'))
+                .wait_for(timeout=WAIT_MS)
+            )
+            for session in python.values():
+                await wait_for(
+                    lambda s=session: any(
+                        pair.remote_mute_state()[1]
+                        for device, pair in s.peer_sessions().items()
+                        if f"{device.user_id} {device.device_id}" == bob_sender
+                    ),
+                    TIMEOUT,
+                    "the Python members seeing Bob's camera off",
+                )
+            await bob.click("screen")
+            await ann.page.locator('[data-testid="member-screen"]').wait_for(timeout=WAIT_MS)
+            await wait_for(
+                lambda: all(
+                    (bob_sender, "m.screenshare") in shared[id(s)] for s in python.values()
+                ),
+                TIMEOUT,
+                "the Python members getting Bob's screen",
+            )
 
             # Ann leaves: the others see two members; her history shows the group call.
             await ann.click("leave")

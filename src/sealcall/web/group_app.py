@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aiortc import RTCIceServer
@@ -51,7 +51,7 @@ class _GroupCall:
     session: GroupCallSession
     driver: Any  # the page that drives the media
     joined: bool = False
-    snapshot_due: bool = field(default=False)
+    snapshot_due: bool = False
 
 
 def group_snapshot(session: GroupCallSession, joined: bool) -> dict[str, Any]:
@@ -120,7 +120,6 @@ class GroupApp:
         self._send = send
         self._pages = pages
         self._options = dict(session_options or {})
-        self._joining: set[str] = set()
         self.ringer.on("ring_started", self._on_ring)
         self.ringer.on("ring_ended", self._on_ring_ended)
 
@@ -168,7 +167,7 @@ class GroupApp:
         room_id = request.room_id
         if room_id not in self.transport.client.rooms:
             raise PageError("not_found", "no such room")
-        if room_id in self.calls or room_id in self._joining:
+        if room_id in self.calls:
             raise PageError("illegal", "already in this room's call")
 
         def to_page(message: dict[str, Any]) -> None:
@@ -189,16 +188,13 @@ class GroupApp:
             session.on(name, lambda *_: self._snapshot_soon(room_id))
         session.on("key_received", lambda *args: self._forward_key(room_id, *args))
         session.on("history_item", lambda item: self._history(room_id, item))
-        self._joining.add(room_id)
         try:
             await session.join()
         except Exception:
-            if self.calls.get(room_id) is call:
+            if self.calls.get(room_id) is call:  # (not left meanwhile)
                 del self.calls[room_id]
             self._broadcast(left_snapshot(room_id))
             raise
-        finally:
-            self._joining.discard(room_id)
         call.joined = True
         self._snapshot(room_id)
         return {}
