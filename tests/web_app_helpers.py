@@ -61,8 +61,10 @@ class PageUser:
         return None if call is None else str(call.get("state"))
 
     async def wait_call_state(self, call_id: str, wanted: str) -> None:
+        """Wait until the page shows the call in state ``wanted`` ("ended": or no more)."""
         await self.page.wait_for_function(
-            "([id, wanted]) => window.sealcall.state().calls?.[id]?.state === wanted",
+            "([id, wanted]) => { const c = window.sealcall.state().calls[id];"
+            " return c ? c.state === wanted : wanted === 'ended'; }",
             arg=[call_id, wanted],
             polling=100,
             timeout=WAIT_MS,

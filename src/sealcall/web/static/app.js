@@ -71,6 +71,13 @@ socket.on("*", (msg) => {
     media.groupKeys(msg); // straight to the worker: the page's state never holds a key
     return;
   }
+  if (msg.type === "rooms") {
+    // A room joined or left (a contact's new DM): the list follows, the selection stays.
+    const hadSelection = state.selected;
+    dispatch({ type: "rooms_result", rooms: msg.rooms });
+    if (!hadSelection && state.selected) loadHistory(state.selected);
+    return;
+  }
   if (!EVENTS.has(msg.type)) return;
   const before = state;
   dispatch(msg);

@@ -151,6 +151,7 @@ export function renderCall(el, call, ctx, actions) {
               )
             : null,
           local.on_hold ? h("div", { class: "hold-note", "data-testid": "on-hold" }, "On hold") : null,
+          userMeta?.audio_muted && !cameraOff ? h("div", { class: "muted-note", "data-testid": "remote-muted" }, icon("mic-off"), `${name} is muted`) : null,
         ),
         localStream && call.video && !local.video_muted
           ? h("div", { class: "tile local", "data-testid": "local-video" }, videoFor(`call:${call.call_id}:local`, localStream, { muted: true, mirror: true }))

@@ -1,0 +1,180 @@
+"""``sealcall app`` over the real stack: the page in Debian's Chromium calls a ``sealcall
+answer`` peer, and a Python peer calls the page; frames are decrypted on both sides (the page's
+worker counters, the peer's counters and its recording), and what a relay sees decodes to
+nothing.
+"""
+
+import asyncio
+import sys
+import zlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from browser import Browser, missing
+from matrix_helpers import device
+from sealcall.calls import CallState
+from sealcall.demo import open_dm, wait_for
+from sealcall.e2ee import vp8_is_key_frame
+from web_app_helpers import WAIT_MS, PageUser, account, joined, page_user
+
+from encoded_media import decodable_frames
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+CLI = [sys.executable, "-m", "sealcall"]
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    reason = missing()
+    if reason is not None:
+        pytest.fail(reason)
+    async with Browser.launched() as launched:
+        yield launched
+
+
+def incompressible(data: bytes) -> bool:
+    return len(zlib.compress(data, 9)) >= 0.98 * len(data)
+
+
+async def page_call(user: PageUser, state: str = "connected") -> str:
+    """The id of the page's call once it reaches ``state``."""
+    handle = await user.page.wait_for_function(
+        "(wanted) => Object.values(window.sealcall.state().calls)"
+        ".find((c) => c.state === wanted)?.call_id",
+        arg=state,
+        polling=100,
+        timeout=WAIT_MS,
+    )
+    return str(await handle.json_value())
+
+
+async def worker_decrypted(user: PageUser, call_id: str, kind: str, at_least: int) -> None:
+    """Wait until the page's worker decrypted ``at_least`` frames of ``kind`` in the call."""
+    deadline = asyncio.get_running_loop().time() + WAIT_MS / 1000
+    while True:
+        stats = await user.stats(call_id)
+        if stats["worker"][kind]["decrypted"] >= at_least:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"the page decrypted too few {kind} frames: {stats}")
+        await asyncio.sleep(0.2)
+
+
+async def test_page_calls_a_cli_peer(synapse: Any, tmp_path: Path, browser: Browser) -> None:
+    alice = await page_user(synapse, tmp_path, "alice")
+    bob_id, bob_password, bob_store = await account(synapse, tmp_path, "bob")
+    proc = await asyncio.create_subprocess_exec(
+        *CLI, "answer", "--auto", "--loopback", "--duration", "4",
+        "--homeserver", synapse.url, "--user", bob_id, "--password", bob_password,
+        "--store", str(bob_store),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        room = await alice.transport.create_dm(bob_id)
+        await joined(alice.transport, room, bob_id)
+        await alice.transport.wait_for_member_devices(room)
+        await alice.open(browser)
+        await alice.select_room(room)
+        await alice.click("call-video")
+
+        call_id = await page_call(alice)
+        await worker_decrypted(alice, call_id, "video", 20)
+        await worker_decrypted(alice, call_id, "audio", 50)
+        stats = await alice.stats(call_id)
+        assert stats["e2ee"] is True
+        assert stats["frames_decoded"] > 0
+        assert stats["worker"]["video"]["encrypted"] > 0
+
+        output, _ = await asyncio.wait_for(proc.communicate(), 60)
+        text = output.decode()
+        assert proc.returncode == 0, text
+        assert "media: end-to-end encrypted (SFrame)" in text
+        received = next(line for line in text.splitlines() if "[call] received:" in line)
+        audio, video = [int(word) for word in received.split() if word.isdigit()][:2]
+        assert audio > 50, received
+        assert video > 20, received
+        assert " 0 dropped" in received
+
+        await alice.wait_call_state(call_id, "ended")
+        await alice.page.wait_for_selector(
+            f'[data-testid="history-item"][data-call-id="{call_id}"]', timeout=WAIT_MS
+        )
+        item = next(i for i in await alice.history() if i["callId"] == call_id)
+        assert (item["outcome"], item["direction"], item["video"]) == (
+            "answered",
+            "outgoing",
+            "true",
+        )
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await alice.stop()
+
+
+async def test_python_peer_calls_the_page(synapse: Any, tmp_path: Path, browser: Browser) -> None:
+    alice = await page_user(synapse, tmp_path, "alice")
+    bob = await device(synapse, tmp_path, "bob")
+    try:
+        room = await open_dm(bob.transport, alice.transport)
+        await alice.open(browser)
+        session = await bob.voip.place_call(room, alice.user_id, video=True)
+
+        banner = alice.page.locator('[data-testid="ring-banner"]')
+        await banner.wait_for(timeout=WAIT_MS)
+        await alice.screenshot("ringing")
+        await alice.click("accept-video")
+        await wait_for(lambda: session.state is CallState.CONNECTED, 30, "connected")
+        call_id = session.call_id
+        await alice.wait_call_state(call_id, "connected")
+
+        # What a relay would see: the frames as they arrive at bob, before his SFrame layer.
+        seen: dict[str, list[bytes]] = {"audio": [], "video": []}
+        assert session.pc is not None
+        for transceiver in session.pc.getTransceivers():
+            tap = session.pc.receiver_tap(transceiver.receiver)
+
+            def recording(
+                mime: str, data: bytes, _open: Any = tap.unprotect, _k: str = transceiver.kind
+            ) -> Any:
+                seen[_k].append(bytes(data))
+                return _open(mime, data)
+
+            tap.unprotect = recording  # type: ignore[method-assign]
+
+        await worker_decrypted(alice, call_id, "video", 20)
+        await worker_decrypted(alice, call_id, "audio", 50)
+        await wait_for(lambda: len(seen["video"]) > 30 and len(seen["audio"]) > 50, 30, "frames")
+        video = list(seen["video"])
+        assert decodable_frames("vp8", video) == 0
+        body = b"".join(f[10:] if vp8_is_key_frame(f) else f[3:] for f in video)
+        assert incompressible(body)
+        assert incompressible(b"".join(f[1:] for f in seen["audio"]))
+        # ... and bob, who holds the key, decrypted them.
+        taps = [session.pc.receiver_tap(t.receiver) for t in session.pc.getTransceivers()]
+        decrypted = {t.kind: t.counters.frames_decrypted for t in taps}
+        assert decrypted["video"] > 30
+        assert decrypted["audio"] > 50
+        assert sum(t.counters.frames_dropped for t in taps) == 0
+        assert bob.counters[(call_id, "video")].frames > 10
+
+        await alice.click("stats")
+        await alice.page.wait_for_selector('[data-testid="stat-e2ee"]:has-text("yes")')
+        await alice.screenshot("in-call")
+
+        await alice.click("hangup")
+        await wait_for(lambda: session.state is CallState.ENDED, 30, "the hang-up")
+        await alice.page.wait_for_selector(
+            f'[data-testid="history-item"][data-call-id="{call_id}"]', timeout=WAIT_MS
+        )
+        item = next(i for i in await alice.history() if i["callId"] == call_id)
+        assert (item["outcome"], item["direction"]) == ("answered", "incoming")
+        await alice.screenshot("history")
+    finally:
+        await bob.stop()
+        await alice.stop()
