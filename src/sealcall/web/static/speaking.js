@@ -1,6 +1,6 @@
 // Who is speaking in a group call, from the levels of each member's received audio (the Python
 // side sees no decoded audio). Pure: levels and time (seconds) in, state out; the page feeds it
-// from RTCRtpReceiver.getSynchronizationSources() or getStats() (group_speaking.js).
+// from RTCRtpReceiver.getSynchronizationSources() or getStats() (Peer.audioLevel, app.js).
 //
 // The hysteresis of sealcall.group.SpeakingDetector as docs/web-protocol.md fixes it: a member
 // speaks from a level at or above -50 dBov and is silent after 1 s with none; the active
