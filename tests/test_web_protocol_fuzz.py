@@ -82,6 +82,7 @@ SHAPES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "group_leave": (("room_id",), ()),
     "group_mute": (("room_id",), ("audio", "video")),
     "group_screen_share": (("room_id", "on"), ()),
+    "group_decline": (("room_id",), ()),
     "local_description": (("sdp", "streams"), ()),
     "local_candidates": (("candidates",), ()),
     "connection_state": (("state",), ()),

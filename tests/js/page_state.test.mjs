@@ -205,8 +205,8 @@ test("junk events never break the reducer or the view model", () => {
     if (depth < 2 && rand(5) === 0) return [junk(depth + 1), junk(depth + 1)];
     return v;
   };
-  const types = ["call", "incoming_call", "call_waiting", "remote_media", "call_ended", "history_item", "group", "rooms_result", "history_result", "hello_result", "local_media", "group_local", "select_room", "notice"];
-  const fields = ["call_id", "room_id", "peer", "direction", "video", "state", "encrypted", "owner", "streams", "on_hold", "item", "items", "rooms", "members", "joined", "active_speaker", "reason", "by_remote", "audio_muted", "text"];
+  const types = ["call", "incoming_call", "call_waiting", "remote_media", "call_ended", "history_item", "group", "rooms_result", "history_result", "hello_result", "local_media", "group_local", "select_room", "notice", "group_ring", "group_ring_ended"];
+  const fields = ["call_id", "room_id", "peer", "direction", "video", "state", "encrypted", "owner", "streams", "on_hold", "item", "items", "rooms", "members", "joined", "active_speaker", "reason", "by_remote", "audio_muted", "text", "sender"];
   let s = run(ready);
   for (let i = 0; i < 3000; i++) {
     const action = { type: types[rand(types.length)] };
@@ -220,4 +220,5 @@ test("junk events never break the reducer or the view model", () => {
   assert.ok(Object.keys(s.calls).every((id) => typeof id === "string" && id !== "undefined"));
   assert.ok(s.rooms.every((r) => typeof r.room_id === "string"));
   assert.ok(Object.values(s.history).every((items) => items.every((it) => typeof it.call_id === "string")));
+  assert.ok(Object.values(s.groupRings).every((r) => typeof r.room_id === "string" && (r.sender === null || typeof r.sender === "string")));
 });

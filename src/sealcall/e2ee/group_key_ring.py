@@ -130,6 +130,17 @@ class GroupKeyRing:
         ring = self._rings.get((user_id, device_id))
         return [] if ring is None else ring.receiver.kids()
 
+    @property
+    def suite(self) -> int:
+        """The SFrame cipher suite of every key here."""
+        return self._suite
+
+    def key(self, user_id: str, device_id: str, index: int) -> bytes | None:
+        """The base key a member device sends with under ``index`` (None: a non-member, or no
+        such key held), for a receiver elsewhere (the web page's worker). Never log it."""
+        ring = self._rings.get((user_id, device_id))
+        return None if ring is None else ring.keys.get(index)
+
     def set_members(self, members: Iterable[MemberDevice], now: float) -> None:
         """Apply the current membership: new senders get an empty ring, departed ones lose theirs.
 

@@ -25,7 +25,7 @@ from typing import Any
 from aiortc import RTCIceServer
 from aiortc.mediastreams import MediaStreamTrack
 
-from sealcall.calls import CallState, Direction
+from sealcall.calls import Call, CallState, Direction
 from sealcall.calls import actions as act
 from sealcall.calls.history import HistoryItem, Outcome
 from sealcall.calls.inputs import LocalInput
@@ -70,6 +70,9 @@ MAX_HELD = 512  # membership changes or signals before our join completes (a few
 
 _Work = tuple[str, Any, "asyncio.Future[None] | None"]
 
+PairFactory = Callable[["GroupCallSession", MemberDevice, Call], MeshPairSession]
+"""Makes the live media of one pair (default :class:`MeshPairSession`, aiortc)."""
+
 
 class GroupCallSession(SafeEventEmitter):
     """One device's part in a room's group call (full mesh), after the Famedly SDK's
@@ -90,6 +93,11 @@ class GroupCallSession(SafeEventEmitter):
     The first member to join rings the room (MSC4075) unless ``ring`` is False; pass the
     device's :class:`GroupRinger` as ``ringer`` so that its rings of this room stop while we are
     in the call.
+
+    The media is pluggable as :class:`VoIP`'s is: ``pair_factory`` makes each pair's media
+    (default :class:`MeshPairSession`) and ``sending`` is our outgoing media (default a
+    :class:`GroupSending` of ``media``); the web client passes versions whose media runs in a
+    browser page.
     """
 
     def __init__(
@@ -108,6 +116,8 @@ class GroupCallSession(SafeEventEmitter):
         ring: bool = True,
         ringer: GroupRinger | None = None,
         clock: Callable[[], float] = time.time,
+        pair_factory: PairFactory = MeshPairSession,
+        sending: GroupSending | None = None,
     ) -> None:
         super().__init__()
         self.transport = transport
@@ -128,7 +138,8 @@ class GroupCallSession(SafeEventEmitter):
         self._key_options = dict(key_options or {})
         self._retry_delays = retry_delays
         self.mesh: Mesh | None = None
-        self.sending = GroupSending(self.media, video=video)
+        self.sending = sending if sending is not None else GroupSending(self.media, video=video)
+        self._pair_factory = pair_factory
         self.pairs: dict[str, MeshPairSession] = {}  # call id -> the pair's live media
         self.speaking = SpeakingDetector()
         self.joined_at: float | None = None
@@ -514,7 +525,7 @@ class GroupCallSession(SafeEventEmitter):
             call = None if mesh_pair is None else mesh_pair.call
             if call is None or call.call_id != item.call_id:
                 return  # a pair replaced meanwhile
-            pair = self.pairs[item.call_id] = MeshPairSession(self, item.peer, call)
+            pair = self.pairs[item.call_id] = self._pair_factory(self, item.peer, call)
         if isinstance(action, act.StateChanged):
             self._emit("peer_state_changed", item.peer, action.old, action.new)
         elif isinstance(action, act.RemoteStreamsChanged):

@@ -178,6 +178,12 @@ class GroupKeys(SafeEventEmitter):
         with self.lock:
             return self.ring.kids(user_id, device_id)
 
+    def receive_key(self, user_id: str, device_id: str, index: int) -> bytes | None:
+        """A member device's key under ``index`` (None: not a member, or not held), for a
+        receiver elsewhere (:meth:`GroupKeyRing.key`). Never log it."""
+        with self.lock:
+            return self.ring.key(user_id, device_id, index)
+
     def unprotect(self, user_id: str, device_id: str, codec: Codec, data: bytes) -> bytes:
         """Decrypt a frame from this member device; safe from any thread.
 

@@ -33,6 +33,7 @@ from sealcall.signaling import StreamMetadata
 from sealcall.transport.matrix import MatrixTransport, MatrixTransportError
 
 from . import protocol as p
+from .group_app import GroupApp
 from .media_commands import media_input
 from .page_call import PageCallSession
 from .page_socket import PageError, PageSocket
@@ -62,6 +63,7 @@ class CallApp:
         ice_servers: Sequence[RTCIceServer] = (),
         policy: CallPolicy | None = None,
         state_dir: str | None = None,
+        group_options: dict[str, Any] | None = None,
     ) -> None:
         self.transport = transport
         self.ice_servers = tuple(ice_servers)
@@ -80,6 +82,14 @@ class CallApp:
         self._known_rooms: list[dict[str, Any]] = []
         self._joining: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self.group = GroupApp(
+            transport,
+            ice_servers=self.ice_servers,
+            send=self._send,
+            pages=lambda: list(self._pages.values()),
+            session_options=group_options,
+        )
+        group = self.group
         self._handlers: dict[type, Callable[[_Page, Any], Awaitable[dict[str, Any]]]] = {
             p.Hello: self._hello,
             p.ListRooms: self._list_rooms,
@@ -96,6 +106,11 @@ class CallApp:
             p.UpgradeVideo: lambda page, r: self._command(
                 r.call_id, lambda s: s.upgrade_to_video()
             ),
+            p.GroupJoin: self._group_join,
+            p.GroupLeave: group.leave,
+            p.GroupMute: group.mute,
+            p.GroupScreenShare: group.screen_share,
+            p.GroupDecline: group.decline,
         }
         voip = self.voip
         voip.on("incoming_call", self._on_incoming)
@@ -111,17 +126,21 @@ class CallApp:
 
     async def close(self) -> None:
         """Hang up every call and release everything."""
+        await self.group.close()
         await self.voip.close()
 
     # -- the page server's side (PageApp) ------------------------------------------------------
 
     async def page_opened(self, socket: PageSocket) -> None:
         """A page connected."""
-        self._pages[socket.number] = _Page(socket)
+        page = self._pages[socket.number] = _Page(socket)
+        await self.group.page_opened(page)
 
     async def page_closed(self, socket: PageSocket) -> None:
         """A page went away: the calls whose media it carried cannot go on."""
         page = self._pages.pop(socket.number, None)
+        if page is not None:
+            await self.group.page_closed(page)
         for call_id, owner in list(self._owners.items()):
             if owner is page:
                 del self._owners[call_id]
@@ -151,6 +170,9 @@ class CallApp:
         drives that call's media)."""
         call_id = result.call_id
         page = self._pages.get(socket.number)
+        if result.pair_id is not None:
+            self.group.media_result(page, result)
+            return
         session = self.voip.sessions.get(call_id) if call_id else None
         if (
             session is None
@@ -203,6 +225,10 @@ class CallApp:
                 self._owners.pop(session.call_id, None)  # another page may still answer
             raise
         return {}
+
+    async def _group_join(self, page: _Page, request: p.GroupJoin) -> dict[str, Any]:
+        self._check_e2ee(page)
+        return await self.group.join(page, request)
 
     async def _mute(self, page: _Page, request: p.Mute) -> dict[str, Any]:
         session = self._session(request.call_id)

@@ -168,6 +168,13 @@ class GroupScreenShare(_Request):
     on: bool
 
 
+@dataclass(frozen=True, kw_only=True)
+class GroupDecline(_Request):
+    """Decline a room's ringing group call (MSC4310)."""
+
+    room_id: str
+
+
 Request = (
     Hello
     | ListRooms
@@ -184,6 +191,7 @@ Request = (
     | GroupLeave
     | GroupMute
     | GroupScreenShare
+    | GroupDecline
 )
 
 
@@ -355,6 +363,7 @@ REQUESTS: Final[Mapping[str, _Shape]] = MappingProxyType(
         "group_leave": _Shape(GroupLeave, _ROOM),
         "group_mute": _Shape(GroupMute, _ROOM, _MUTE),
         "group_screen_share": _Shape(GroupScreenShare, {**_ROOM, "on": _bool}),
+        "group_decline": _Shape(GroupDecline, _ROOM),
     }
 )
 """The page's requests by ``type`` (each also carries ``id``)."""
@@ -496,6 +505,7 @@ __all__ = [
     "ConnectionState",
     "ErrorCode",
     "GetHistory",
+    "GroupDecline",
     "GroupJoin",
     "GroupLeave",
     "GroupMute",

@@ -9,9 +9,11 @@ import { dropVideos } from "./dom.js";
 import { renderRooms, renderRoom } from "./view_rooms.js";
 import { renderBanners, renderCall } from "./view_call.js";
 import { renderGroup } from "./view_group.js";
+import { SpeakingDetector, levelToDbov } from "./speaking.js";
 
-const EVENTS = new Set(["call", "incoming_call", "call_waiting", "remote_media", "call_ended", "history_item", "group"]);
+const EVENTS = new Set(["call", "incoming_call", "call_waiting", "remote_media", "call_ended", "history_item", "group", "group_ring", "group_ring_ended"]);
 const STATS_INTERVAL_MS = 1000;
+const LEVELS_INTERVAL_MS = 100; // who is speaking: each member's received audio level
 
 const e2ee = typeof RTCRtpScriptTransform !== "undefined";
 let state = initialState(e2ee);
@@ -65,6 +67,10 @@ socket.on("*", (msg) => {
     media.handle(msg);
     return;
   }
+  if (msg.type === "group_keys") {
+    media.groupKeys(msg); // straight to the worker: the page's state never holds a key
+    return;
+  }
   if (msg.type === "rooms") {
     // A room joined or left (a contact's new DM): the list follows, the selection stays.
     const hadSelection = state.selected;
@@ -84,6 +90,10 @@ function afterEvent(msg, before) {
   }
   if (msg.type === "call_ended" || (msg.type === "call" && msg.state === "ended")) {
     endCallMedia(msg.call_id);
+  }
+  if (msg.type === "group") {
+    const present = new Set((msg.members ?? []).map((m) => m.sender));
+    for (const source of speaking.sources.keys()) if (!present.has(source)) speaking.remove(source);
   }
   if (msg.type === "group" && !msg.joined && before.groups[msg.room_id]?.joined) {
     media.endScope(msg.room_id);
@@ -134,9 +144,12 @@ const actions = {
     if (!state.e2ee || !state.selected) return;
     ask("place_call", { room_id: state.selected, video }, "Placing the call");
   },
-  joinGroup(video) {
-    if (!state.e2ee || !state.selected) return;
-    ask("group_join", { room_id: state.selected, video }, "Joining the call");
+  joinGroup(video, roomId = state.selected) {
+    if (!state.e2ee || !roomId) return;
+    ask("group_join", { room_id: roomId, video }, "Joining the call");
+  },
+  declineGroup(roomId) {
+    ask("group_decline", { room_id: roomId }, "Declining");
   },
   answer(callId, video, allowUnencrypted) {
     return ask("answer", { call_id: callId, video, allow_unencrypted: allowUnencrypted }, "Answering");
@@ -243,6 +256,8 @@ const ctx = {
   localStream: (scope) => media.local.current(scope),
   connectedAt: (id) => connectedAt.get(id),
   lastStats: (id) => lastStats.get(id) ?? null,
+  speaking: (sender) => speaking.speaking(sender, performance.now() / 1000),
+  activeSpeaker: () => speaking.active(performance.now() / 1000),
   get statsOpen() {
     return statsOpen;
   },
@@ -273,10 +288,13 @@ function render() {
   } else {
     renderRoom(els.main, vm, actions);
   }
-  const ring = vm.ringing ?? vm.waiting?.call ?? null;
-  if (ring && !ringer.ringing) ringer.start("Incoming call", `${shortName(ring.peer)} is calling`);
-  if (!ring && ringer.ringing) ringer.stop();
-  document.title = ring ? `Call from ${shortName(ring.peer)} – sealcall` : "sealcall";
+  const call = vm.ringing ?? vm.waiting?.call ?? null;
+  // A room's group call rings too (sound, notification, title), when no 1:1 call does.
+  const room = call ? null : (vm.group_rings?.find((r) => r.can_join) ?? null);
+  const who = call ? shortName(call.peer) : room ? `${room.sender ? shortName(room.sender) : "someone"} in ${room.name}` : "";
+  if ((call || room) && !ringer.ringing) ringer.start(call ? "Incoming call" : "Group call", call ? `${who} is calling` : `${who} started a call`);
+  if (!call && !room && ringer.ringing) ringer.stop();
+  document.title = call || room ? `Call from ${who} – sealcall` : "sealcall";
 }
 
 // The stats panel, the e2ee badge and the call timer refresh once a second during a call.
@@ -292,6 +310,22 @@ async function refreshStats() {
   scheduleRender();
 }
 setInterval(refreshStats, STATS_INTERVAL_MS);
+
+// Who is speaking: each member's received audio level, ten times a second while in a group call.
+const speaking = new SpeakingDetector();
+let speakingShown = "";
+setInterval(async () => {
+  const group = viewModel(state, 0).group;
+  if (!group) return;
+  const levels = await media.audioLevels(group.room_id);
+  const now = performance.now() / 1000;
+  for (const [sender, level] of levels) speaking.level(sender, levelToDbov(level), now);
+  const shown = JSON.stringify([group.members.map((m) => speaking.speaking(m.sender, now)), speaking.active(now)]);
+  if (shown !== speakingShown) {
+    speakingShown = shown;
+    scheduleRender();
+  }
+}, LEVELS_INTERVAL_MS);
 
 document.addEventListener("click", () => ringer.unlock(), { once: true });
 

@@ -69,6 +69,7 @@ export class MediaEngine {
         idField,
         id,
         scope,
+        sender: typeof msg.sender === "string" ? msg.sender : undefined,
         local: this.local,
         worker: this.ensureWorker(),
         report: this.report,
@@ -81,7 +82,6 @@ export class MediaEngine {
 
   /** Handle one `media` event of the page socket. */
   async handle(msg) {
-    if (msg.op === "group_keys") return this.groupKeys(msg);
     const peer = this.peerFor(msg);
     if (!peer) return;
     if (!this.e2ee && (msg.op === "create_offer" || msg.op === "create_answer")) {
@@ -133,6 +133,19 @@ export class MediaEngine {
     } catch (err) {
       console.warn("sealcall: group keys refused:", err.name);
     }
+  }
+
+  /** The audio level (0..1) of each member of a group scope now: Map(sender -> level). */
+  async audioLevels(scope) {
+    const levels = new Map();
+    const pairs = [...this.peers.values()].filter((p) => p.scope === scope && p.idField === "pair_id" && p.sender);
+    await Promise.all(
+      pairs.map(async (p) => {
+        const level = await p.audioLevel().catch(() => null);
+        if (level !== null) levels.set(p.sender, Math.max(levels.get(p.sender) ?? 0, level));
+      }),
+    );
+    return levels;
   }
 
   /** Stop a scope's media and have the worker forget its keys (a call ended, a group was left). */

@@ -26,13 +26,15 @@ export class Peer {
    * @param {"call_id"|"pair_id"} o.idField which id the results carry
    * @param {string} o.id the call id or pair id
    * @param {string} o.scope the worker scope: the call id, or the group's room id
+   * @param {string} [o.sender] a pair's member device ("<user_id> <device_id>"): whose keys
+   *   open what its receivers get
    * @param {import("./local_media.js").LocalMedia} o.local the page's local media
    * @param {Worker|null} o.worker the SFrame worker (null: the browser has no transform)
    * @param {(type: string, fields: object) => void} o.report sends a media result to Python
    * @param {(ev: object) => void} o.onTrack a remote track arrived ({id, stream, track})
    */
-  constructor({ idField, id, scope, local, worker, report, onTrack }) {
-    Object.assign(this, { idField, id, scope, local, worker, report, onTrack });
+  constructor({ idField, id, scope, sender, local, worker, report, onTrack }) {
+    Object.assign(this, { idField, id, scope, sender, local, worker, report, onTrack });
     this.pc = null;
     this.roles = new Map(); // RTCRtpSender -> "microphone" | "camera" | "screenshare"
     this.transformed = new WeakSet();
@@ -111,7 +113,7 @@ export class Peer {
       }
       if (!this.transformed.has(t.receiver)) {
         const options = { scope: this.scope, side: "recv", kind };
-        if (this.idField === "pair_id") options.sender = this.id;
+        if (this.idField === "pair_id") options.sender = this.sender ?? "";
         t.receiver.transform = new RTCRtpScriptTransform(this.worker, options);
         this.transformed.add(t.receiver);
       }
@@ -282,6 +284,28 @@ export class Peer {
       this.pc.close();
     }
     this.pc = null;
+  }
+
+  /**
+   * The level (0..1, linear) of the far side's audio now, or null: the RTP audio level of its
+   * synchronization sources, else (a sender that sends none) the decoded level of getStats().
+   */
+  async audioLevel() {
+    if (!this.pc) return null;
+    let level = null;
+    const louder = (value) => {
+      if (typeof value === "number" && Number.isFinite(value)) level = Math.max(level ?? 0, value);
+    };
+    for (const receiver of this.pc.getReceivers()) {
+      if (receiver.track?.kind !== "audio" || receiver.track.readyState !== "live") continue;
+      const sources = receiver.getSynchronizationSources?.() ?? [];
+      for (const source of sources) louder(source.audioLevel);
+      if (sources.some((s) => typeof s.audioLevel === "number")) continue;
+      for (const stat of (await receiver.getStats()).values()) {
+        if (stat.type === "inbound-rtp") louder(stat.audioLevel);
+      }
+    }
+    return level;
   }
 
   /** Plain objects of the connection's getStats(), or [] without a connection. */

@@ -348,6 +348,7 @@ class Scope {
   constructor() {
     this.send = new SendContext();
     this.rings = new Map(); // sender id -> ReceiveRing
+    this.bySender = new Map(); // sender id (one with a ring) -> {audio, video}: {received, decrypted}
     this.plain = false;
     this.counters = { audio: counters(), video: counters() };
   }
@@ -531,8 +532,15 @@ export class FrameContexts {
       const codec = codecFor(kind, mimeType);
       const ring = scope.rings.get(sender);
       if (ring === undefined) throw new FrameDrop("no_key", "no key for this sender");
+      // Per sender too (a group call's members): bounded, as only senders with a ring count.
+      if (!scope.bySender.has(sender)) {
+        scope.bySender.set(sender, { audio: { received: 0, decrypted: 0 }, video: { received: 0, decrypted: 0 } });
+      }
+      const mine = scope.bySender.get(sender)[kind];
+      mine.received += 1;
       const opened = await ring.open(codec, frame, now);
       count.decrypted += 1;
+      mine.decrypted += 1;
       return opened.frame;
     } catch (error) {
       const drop = asDrop(error);
@@ -554,9 +562,14 @@ export class FrameContexts {
       byKind[kind] = structuredClone(part);
       addInto(total, part);
     }
+    const senders = {};
+    for (const [sender, part] of scope?.bySender ?? []) {
+      if (scope.rings.has(sender)) senders[sender] = structuredClone(part);
+    }
     return {
       ...total,
       ...byKind,
+      senders,
       bad_messages: this.badMessages,
       unscoped: this.unscoped,
     };

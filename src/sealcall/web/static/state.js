@@ -16,6 +16,7 @@ export function initialState(e2ee) {
     waiting: {},
     groups: {},
     pairRooms: {},
+    groupRings: {},
     notice: null,
   };
 }
@@ -43,7 +44,7 @@ function withoutKey(obj, key) {
 const LOCAL_DEFAULT = { audio_muted: false, video_muted: false, screen: false, on_hold: false };
 
 const BY_CALL = new Set(["call", "incoming_call", "call_waiting", "remote_media", "call_ended", "local_media"]);
-const BY_ROOM = new Set(["select_room", "history_result", "history_item", "group", "group_local"]);
+const BY_ROOM = new Set(["select_room", "history_result", "history_item", "group", "group_local", "group_ring", "group_ring_ended"]);
 
 /** The next state after `action` (a socket event, or a page action below). Never mutates. */
 export function reduce(state, action) {
@@ -145,8 +146,15 @@ export function reduce(state, action) {
         active_speaker: action.active_speaker ?? null,
         local: state.groups[action.room_id]?.local ?? { audio_muted: false, video_muted: false, screen: false },
       };
-      return { ...state, groups: { ...state.groups, [action.room_id]: group }, pairRooms };
+      const groupRings = group.joined ? withoutKey(state.groupRings, action.room_id) : state.groupRings;
+      return { ...state, groups: { ...state.groups, [action.room_id]: group }, pairRooms, groupRings };
     }
+    case "group_ring": {
+      const ring = { room_id: action.room_id, sender: typeof action.sender === "string" ? action.sender : null };
+      return { ...state, groupRings: { ...state.groupRings, [action.room_id]: ring } };
+    }
+    case "group_ring_ended":
+      return { ...state, groupRings: withoutKey(state.groupRings, action.room_id) };
     case "group_local": {
       const group = state.groups[action.room_id];
       if (!group) return state;
@@ -252,6 +260,12 @@ export function viewModel(state, now) {
     })),
     ringing: ringingCall(state),
     waiting: waitingCall(state),
+    group_rings: Object.values(state.groupRings)
+      .filter((r) => !state.groups[r.room_id]?.joined)
+      .map((r) => {
+        const room = state.rooms.find((x) => x.room_id === r.room_id);
+        return { ...r, name: room?.name || r.room_id, can_join: state.e2ee && state.connected && !busy };
+      }),
     call: current,
     group: Object.entries(state.groups)
       .filter(([, g]) => g.joined)

@@ -5,6 +5,7 @@ import { icon } from "./icons.js";
 import { formatBitrate, formatDuration, shortName } from "./format.js";
 import { initial } from "./view_rooms.js";
 import { remoteByPurpose } from "./state.js";
+import { groupRingBanner } from "./view_group.js";
 
 export function renderBanners(el, vm, actions) {
   const parts = [];
@@ -20,6 +21,7 @@ export function renderBanners(el, vm, actions) {
   }
   if (vm.ringing) parts.push(vm.e2ee ? ringBanner(vm.ringing, actions) : cannotAnswer(vm.ringing, actions));
   if (vm.waiting) parts.push(waitingBanner(vm.waiting, actions));
+  for (const ring of vm.group_rings ?? []) parts.push(groupRingBanner(ring, actions));
   if (vm.notice) {
     parts.push(
       h("div", { class: "banner info", "data-testid": "notice", role: "status" }, h("span", {}, vm.notice.text), h("button", { class: "btn small", onclick: actions.dismissNotice }, "OK")),

@@ -10,7 +10,7 @@ import { remoteByPurpose } from "./state.js";
 
 const liveVideo = (stream) => (stream?.getVideoTracks() ?? []).some((t) => t.readyState === "live");
 
-function tile({ key, name, stream, videoOff, speaking, active, muted, self, testUser }) {
+function tile({ key, name, stream, videoOff, speaking, active, muted, self, testUser, sender }) {
   const showVideo = stream && !videoOff && liveVideo(stream);
   const video = stream ? videoFor(key, stream, { muted: Boolean(self), mirror: Boolean(self) }) : null;
   if (video) video.hidden = !showVideo;
@@ -20,6 +20,10 @@ function tile({ key, name, stream, videoOff, speaking, active, muted, self, test
       class: `tile member${speaking ? " speaking" : ""}${active ? " active" : ""}`,
       "data-testid": "member-tile",
       "data-user": testUser,
+      "data-user-id": testUser,
+      "data-sender": sender,
+      "data-video-muted": String(Boolean(videoOff)),
+      "data-audio-muted": String(Boolean(muted)),
       "data-self": self ? "true" : null,
       "data-speaking": String(Boolean(speaking)),
       "data-active": String(Boolean(active)),
@@ -32,6 +36,10 @@ function tile({ key, name, stream, videoOff, speaking, active, muted, self, test
 
 export function renderGroup(el, group, room, me, ctx, actions) {
   const local = group.local;
+  // Who speaks is measured in the page (ctx, from received audio levels); a `group` event that
+  // names it (a stub page server) is shown as it says.
+  const active = group.active_speaker ?? null;
+  const activeSender = active === null ? ctx.activeSpeaker?.() : null;
   const tiles = [
     tile({
       key: `group:${group.room_id}:self`,
@@ -53,10 +61,11 @@ export function renderGroup(el, group, room, me, ctx, actions) {
           name: shortName(m.user_id),
           stream: user,
           videoOff: m.video_muted,
-          speaking: m.speaking,
-          active: group.active_speaker === m.user_id,
+          speaking: m.speaking ?? ctx.speaking?.(m.sender),
+          active: active !== null ? active === m.user_id : activeSender === m.sender,
           muted: m.audio_muted,
           testUser: m.user_id,
+          sender: m.sender,
         }),
       ];
       if (screen) {
@@ -91,6 +100,23 @@ export function renderGroup(el, group, room, me, ctx, actions) {
         ],
         h("button", { class: "btn round danger", "data-testid": "leave", title: "Leave", onclick: () => actions.groupLeave(group.room_id) }, icon("phone", "hangup"), h("span", {}, "Leave")),
       ),
+    ),
+  );
+}
+
+/** The banner of a room's call that rings us: Join (audio or video) or Decline. */
+export function groupRingBanner(ring, actions) {
+  const who = ring.sender ? shortName(ring.sender) : "Someone";
+  return h(
+    "div",
+    { class: "banner ring", "data-testid": "group-ring", "data-room-id": ring.room_id, role: "alert" },
+    h("div", { class: "ring-who" }, h("span", { class: "avatar big pulse" }, initial(ring.name)), h("div", {}, h("strong", {}, `${who} started a call in ${ring.name}`), h("div", { class: "sub" }, "Group call · end-to-end encrypted"))),
+    h(
+      "div",
+      { class: "ring-actions" },
+      h("button", { class: "btn danger", "data-testid": "group-decline", onclick: () => actions.declineGroup(ring.room_id) }, "Decline"),
+      h("button", { class: "btn accept", "data-testid": "group-join-audio", disabled: !ring.can_join, onclick: () => actions.joinGroup(false, ring.room_id) }, icon("phone"), "Join"),
+      h("button", { class: "btn accept", "data-testid": "group-join-video", disabled: !ring.can_join, onclick: () => actions.joinGroup(true, ring.room_id) }, icon("video"), "Join with video"),
     ),
   );
 }
