@@ -212,7 +212,6 @@ async def test_python_peer_calls_the_page(synapse: Any, tmp_path: Path, browser:
         )
         item = next(i for i in await alice.history() if i["callId"] == call_id)
         assert (item["outcome"], item["direction"]) == ("answered", "incoming")
-        await alice.screenshot("history")
     finally:
         await bob.stop()
         await alice.stop()
