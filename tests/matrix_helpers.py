@@ -10,8 +10,11 @@ from sealcall.demo import open_dm, wait_for
 from sealcall.homeserver import Homeserver
 from sealcall.media import LOOPBACK, FrameCounter
 from sealcall.session import CallSession, VoIP
+from sealcall.transport import RoomEvent
 from sealcall.transport.matrix import MatrixTransport
 from voip_helpers import SMALL_MEDIA
+
+E2EE = "org.sealcall.e2ee"
 
 
 class MatrixDevice:
@@ -90,3 +93,26 @@ async def ringing(device_: MatrixDevice, timeout: float = 15) -> CallSession:
     await wait_for(lambda: bool(device_.events["incoming_call"]), timeout, "a ring")
     session: CallSession = device_.events["incoming_call"][-1][0]
     return session
+
+
+def without_frame_encryption(transport: Any) -> None:
+    """Make the device on ``transport`` behave as an app without sealcall's frame encryption:
+    it neither sends nor sees ``org.sealcall.e2ee`` (its listeners are already registered)."""
+    send = transport.send_room_event
+
+    async def send_plain(room_id: str, event_type: str, content: dict[str, Any]) -> None:
+        await send(room_id, event_type, strip(content))
+
+    def blind(listener: Any) -> Any:
+        def deliver(event: RoomEvent) -> None:
+            content = strip(event.event.get("content", {}))
+            listener(RoomEvent(event.room_id, event.sender, {**event.event, "content": content}))
+
+        return deliver
+
+    transport.send_room_event = send_plain
+    transport._listeners[:] = [blind(listener) for listener in transport._listeners]
+
+
+def strip(content: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in content.items() if k != E2EE}

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from matrix_helpers import MatrixDevice, device
+from matrix_helpers import MatrixDevice, device, without_frame_encryption
 from sealcall.calls import (
     ENCRYPTION_REQUIRED,
     CallError,
@@ -27,35 +27,11 @@ from sealcall.calls import (
 from sealcall.demo import wait_for
 from sealcall.homeserver import Homeserver
 from sealcall.media.stats import StatsCollector
-from sealcall.transport import InMemoryHub, RoomEvent
+from sealcall.transport import InMemoryHub
 from sealcall.transport.matrix import MatrixTransportError
 from voip_helpers import ROOM, Device, eventually
 
 CLI = [sys.executable, "-m", "sealcall"]
-E2EE = "org.sealcall.e2ee"
-
-
-def without_frame_encryption(transport: Any) -> None:
-    """Make the device on ``transport`` behave as an app without sealcall's frame encryption:
-    it neither sends nor sees ``org.sealcall.e2ee`` (its listeners are already registered)."""
-    send = transport.send_room_event
-
-    async def send_plain(room_id: str, event_type: str, content: dict[str, Any]) -> None:
-        await send(room_id, event_type, strip(content))
-
-    def blind(listener: Any) -> Any:
-        def deliver(event: RoomEvent) -> None:
-            content = strip(event.event.get("content", {}))
-            listener(RoomEvent(event.room_id, event.sender, {**event.event, "content": content}))
-
-        return deliver
-
-    transport.send_room_event = send_plain
-    transport._listeners[:] = [blind(listener) for listener in transport._listeners]
-
-
-def strip(content: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in content.items() if k != E2EE}
 
 
 async def test_unencrypted_call_counts_plaintext_frames_apart() -> None:

@@ -18,8 +18,8 @@ import pytest
 import pytest_asyncio
 
 from browser import Browser, missing
-from matrix_helpers import device
-from sealcall.calls import CallState
+from matrix_helpers import MatrixDevice, device, without_frame_encryption
+from sealcall.calls import CallPolicy, CallState
 from sealcall.demo import open_dm, wait_for
 from sealcall.e2ee import vp8_is_key_frame
 from web_app_helpers import WAIT_MS, PageUser, account, joined, page_user
@@ -38,6 +38,12 @@ async def browser() -> AsyncIterator[Browser]:
         pytest.fail(reason)
     async with Browser.launched() as launched:
         yield launched
+
+
+def received(peer: MatrixDevice, call_id: str, kind: str) -> int:
+    """Frames of ``kind`` the Python peer decoded in the call so far."""
+    counter = peer.counters.get((call_id, kind))
+    return 0 if counter is None else counter.frames
 
 
 def incompressible(data: bytes) -> bool:
@@ -254,4 +260,47 @@ async def test_a_browser_without_the_transform_places_no_call(
         assert session.call.end_reason in ("rejected", "encryption_required")
     finally:
         await bob.stop()
+        await alice.stop()
+
+
+async def test_a_peer_that_cannot_encrypt_is_the_users_decision(
+    synapse: Any, tmp_path: Path, browser: Browser
+) -> None:
+    alice = await page_user(synapse, tmp_path, "alice")
+    element = await device(synapse, tmp_path, "element", CallPolicy(allow_unencrypted=True))
+    without_frame_encryption(element.transport)  # as an app without sealcall's encryption
+    try:
+        room = await open_dm(element.transport, alice.transport)
+        await alice.open(browser)
+
+        # Refused: the caller learns why.
+        refused = await element.voip.place_call(room, alice.user_id, video=True)
+        warning = alice.page.locator('[data-testid="ring-banner"] [data-testid="e2ee-warning"]')
+        await warning.wait_for(timeout=WAIT_MS)
+        assert await alice.page.locator('[data-testid="accept-video"]').count() == 0
+        await alice.screenshot("unencrypted-warning")
+        await alice.click("reject")
+        await wait_for(lambda: refused.state is CallState.ENDED, 30, "the refusal")
+        assert refused.call.end_reason == "encryption_required"
+
+        # Taken by the user's explicit choice: media flows, in the clear between the two apps,
+        # and the page says so for the whole call.
+        taken = await element.voip.place_call(room, alice.user_id, video=True)
+        await warning.wait_for(timeout=WAIT_MS)
+        await alice.click("continue-unencrypted")
+        await wait_for(lambda: taken.state is CallState.CONNECTED, 30, "connected")
+        await alice.page.locator(
+            '[data-testid="call-screen"] [data-testid="e2ee-warning"]'
+        ).wait_for(timeout=WAIT_MS)
+        assert (await alice.state())["calls"][taken.call_id]["encrypted"] is False
+        await wait_for(
+            lambda: received(element, taken.call_id, "video") > 10, 30, "frames at the far side"
+        )
+        stats = await alice.stats(taken.call_id)
+        assert stats["worker"]["decrypted"] == 0
+        assert stats["e2ee"] is False
+        await alice.click("hangup")
+        await wait_for(lambda: taken.state is CallState.ENDED, 30, "the hang-up")
+    finally:
+        await element.stop()
         await alice.stop()

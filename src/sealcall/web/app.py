@@ -69,7 +69,9 @@ class CallApp:
         self.ice_servers = tuple(ice_servers)
         self.voip = VoIP(
             transport,
-            policy=policy,
+            # Someone looks at the page: a call that cannot be encrypted rings with a warning
+            # and is answered only by the user's explicit choice (never by default).
+            policy=policy or CallPolicy(ask_unencrypted=True),
             state_dir=state_dir,
             session_factory=self._new_session,
         )
@@ -96,7 +98,10 @@ class CallApp:
             p.GetHistory: self._get_history,
             p.PlaceCall: self._place_call,
             p.Answer: self._answer,
-            p.Reject: lambda page, r: self._command(r.call_id, lambda s: s.reject()),
+            # A call refused because it cannot be encrypted says so to the caller.
+            p.Reject: lambda page, r: self._command(
+                r.call_id, lambda s: s.reject(encryption_required=not s.encrypted)
+            ),
             p.HangUp: lambda page, r: self._command(r.call_id, lambda s: s.hangup()),
             p.Hold: lambda page, r: self._command(r.call_id, lambda s: s.hold(r.on_hold)),
             p.Mute: self._mute,

@@ -179,6 +179,7 @@ const REASON_TEXT = {
   ice_timeout: "connection lost",
   user_media_failed: "camera or microphone unavailable",
   answered_elsewhere: "answered on another device",
+  encryption_required: "the other app cannot encrypt call media end to end, so the call was not connected",
 };
 
 function endedText(call, reason, byRemote) {
