@@ -77,6 +77,12 @@ async def remote(user: PageUser, call_id: str, expression: str) -> None:
     )
 
 
+async def pressed(user: PageUser, testid: str, on: bool) -> None:
+    """Wait until the page's toggle button ``testid`` shows ``on``."""
+    selector = f'[data-testid="{testid}"][aria-pressed="{str(on).lower()}"]'
+    await user.page.locator(selector).wait_for(timeout=WAIT_MS)
+
+
 async def decrypting(user: PageUser, call_id: str, kind: str, more_than: int) -> int:
     """Wait until the page's worker decrypted more than ``more_than`` frames of ``kind``."""
     deadline = asyncio.get_running_loop().time() + WAIT_MS / 1000
@@ -106,16 +112,28 @@ async def test_video_call_with_mute_camera_and_screen_share(pair: Any) -> None:
         await decrypting(user, call_id, "video", 10)
         await decrypting(user, call_id, "audio", 20)
 
-    # Alice mutes: Bob's screen says so; she unmutes.
+    # Alice mutes: her button shows it, Bob's screen says so; she unmutes.
     await alice.click("mute")
+    await pressed(alice, "mute", True)
     await remote(bob, call_id, "r.audio_muted === true")
     await bob.page.locator('[data-testid="remote-muted"]').wait_for(timeout=WAIT_MS)
     await alice.click("mute")
+    await pressed(alice, "mute", False)
     await remote(bob, call_id, "r.audio_muted === false")
+
+    # Hold: Bob sees that Alice put the call on hold; she resumes.
+    await alice.click("hold")
+    await alice.page.locator('[data-testid="on-hold"]').wait_for(timeout=WAIT_MS)
+    await remote(bob, call_id, "c.remote.on_hold === true")
+    await bob.page.locator('[data-testid="remote-placeholder"]').wait_for(timeout=WAIT_MS)
+    await alice.click("hold")
+    await remote(bob, call_id, "c.remote.on_hold === false")
+    await alice.page.locator('[data-testid="on-hold"]').wait_for(state="detached", timeout=WAIT_MS)
 
     # Camera off: Bob sees her name instead of her picture; on again: the picture is back
     # and frames flow again.
     await alice.click("camera")
+    await pressed(alice, "camera", True)
     await remote(bob, call_id, "r.video_muted === true")
     await bob.page.locator('[data-testid="remote-placeholder"]').wait_for(timeout=WAIT_MS)
     await alice.click("camera")
