@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
 from encoded_media import encode_opus, encode_video
 
@@ -53,3 +54,15 @@ async def call_devices(synapse: Any, tmp_path: Path) -> AsyncIterator[Any]:
 
     async for made in group_call_helpers.call_devices(synapse, tmp_path):
         yield made
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def browser() -> AsyncIterator[Any]:
+    """Debian's Chromium with fake media devices, one per test module (tests/browser.py)."""
+    from browser import Browser, missing
+
+    reason = missing()
+    if reason is not None:
+        pytest.fail(f"the browser tests need {reason}")
+    async with Browser.launched() as launched:
+        yield launched

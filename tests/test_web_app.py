@@ -9,15 +9,13 @@ import contextlib
 import json
 import sys
 import zlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-import pytest_asyncio
 
-from browser import Browser, missing
+from browser import Browser
 from matrix_helpers import MatrixDevice, device, without_frame_encryption
 from sealcall.calls import CallPolicy, CallState
 from sealcall.demo import open_dm, wait_for
@@ -29,15 +27,6 @@ from encoded_media import decodable_frames
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 CLI = [sys.executable, "-m", "sealcall"]
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    reason = missing()
-    if reason is not None:
-        pytest.fail(reason)
-    async with Browser.launched() as launched:
-        yield launched
 
 
 def received(peer: MatrixDevice, call_id: str, kind: str) -> int:

@@ -10,22 +10,13 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from browser import Browser, missing
+from browser import Browser
 from matrix_helpers import device
 from sealcall.calls import CallState
 from sealcall.demo import open_dm, wait_for
 from web_app_helpers import WAIT_MS, PageUser, page_user
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    reason = missing()
-    if reason is not None:
-        pytest.fail(reason)
-    async with Browser.launched() as launched:
-        yield launched
 
 
 @pytest_asyncio.fixture(loop_scope="module")

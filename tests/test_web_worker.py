@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from browser import Browser, missing, until
+from browser import Browser, until
 from interop_jssdk import StaticServer
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -36,15 +36,6 @@ async def site(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
         yield server.url
     finally:
         server.close()
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    reason = missing()
-    if reason is not None:
-        pytest.fail(f"the browser tests need {reason}")
-    async with Browser.launched() as b:
-        yield b
 
 
 @pytest_asyncio.fixture(loop_scope="module")

@@ -403,6 +403,16 @@ export class FrameContexts {
     this.chain = Promise.resolve();
   }
 
+  /** The scope of a frame; a counted FrameDrop when no room is left for another. */
+  #scopeOrDrop(name) {
+    const scope = this.#scope(name);
+    if (scope === null) {
+      this.unscoped += 1;
+      throw new FrameDrop("no_key", "no room for another scope");
+    }
+    return scope;
+  }
+
   #scope(name) {
     let scope = this.scopes.get(name);
     if (scope === undefined) {
@@ -489,11 +499,7 @@ export class FrameContexts {
    */
   async protect(scopeName, kind, mimeType, frame) {
     checkKind(kind);
-    const scope = this.#scope(scopeName);
-    if (scope === null) {
-      this.unscoped += 1;
-      throw new FrameDrop("no_key", "no room for another scope");
-    }
+    const scope = this.#scopeOrDrop(scopeName);
     const count = scope.counters[kind];
     count.sent += 1;
     try {
@@ -517,11 +523,7 @@ export class FrameContexts {
    */
   async unprotect(scopeName, sender, kind, mimeType, frame, now) {
     checkKind(kind);
-    const scope = this.#scope(scopeName);
-    if (scope === null) {
-      this.unscoped += 1;
-      throw new FrameDrop("no_key", "no room for another scope");
-    }
+    const scope = this.#scopeOrDrop(scopeName);
     const count = scope.counters[kind];
     count.received += 1;
     try {
