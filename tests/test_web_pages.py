@@ -14,7 +14,7 @@ from browser import Browser
 from matrix_helpers import device
 from sealcall.calls import CallState
 from sealcall.demo import open_dm, wait_for
-from web_app_helpers import WAIT_MS, PageUser, page_user
+from web_app_helpers import WAIT_MS, PageUser, joined, page_user
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -216,3 +216,41 @@ async def test_call_waiting_end_and_answer(pair: Any, synapse: Any, tmp_path: Pa
         assert (mine["outcome"], mine["direction"]) == ("answered", "outgoing")
     finally:
         await carol.stop()
+
+
+async def test_calling_someone_new_by_user_id(
+    synapse: Any, tmp_path: Path, browser: Browser
+) -> None:
+    alice = await page_user(synapse, tmp_path, "alice")
+    bob = await page_user(synapse, tmp_path, "bob")
+    try:
+        for user in (alice, bob):
+            await user.open(browser)
+        await alice.page.fill('[data-testid="new-dm-user"]', bob.user_id)
+        await alice.click("new-dm-open")
+        # The DM is made, Bob's app joins it, Alice's page selects it.
+        await alice.page.locator('[data-testid="room"][aria-current="true"]').wait_for(
+            timeout=WAIT_MS
+        )
+        room = await alice.page.locator('[data-testid="room"][aria-current="true"]').get_attribute(
+            "data-room-id"
+        )
+        assert room is not None
+        await joined(alice.transport, room, bob.user_id)
+        await bob.page.locator(f'[data-testid="room"][data-room-id="{room}"]').wait_for(
+            timeout=WAIT_MS
+        )
+        await alice.page.locator('[data-testid="call-audio"]:not([disabled])').wait_for(
+            timeout=WAIT_MS
+        )
+        await alice.click("call-audio")
+        call_id = await ring(bob)
+        await bob.click("accept-audio")
+        await alice.wait_call_state(call_id, "connected")
+        await decrypting(bob, call_id, "audio", 20)
+        await alice.click("hangup")
+        await bob.wait_call_state(call_id, "ended")
+    finally:
+        await browser.close_pages()
+        for user in (alice, bob):
+            await user.stop()

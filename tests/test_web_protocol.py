@@ -20,6 +20,7 @@ from sealcall.web.protocol import (
     LocalDescription,
     MediaFailed,
     Mute,
+    OpenDm,
     ProtocolError,
     encode,
     error,
@@ -75,12 +76,21 @@ def test_requests_parse_with_their_optional_fields() -> None:
         ({"type": "answer", "id": 2, "call_id": "c", "video": None}, 2),
         ({"type": "mute", "id": 2, "call_id": "c", "audio": None}, 2),
         (description(id=5), 5),  # media results take no id
+        ({"type": "open_dm", "id": 3, "user_id": "bob"}, 3),  # not a user id
+        ({"type": "open_dm", "id": 3, "user_id": "@bob:"}, 3),
+        ({"type": "open_dm", "id": 3, "user_id": "@b ob:localhost"}, 3),
     ],
 )
 def test_malformed_requests_are_refused_with_the_id_when_usable(
     message: dict[str, Any], request_id: Any
 ) -> None:
     assert refused(message).request_id == request_id
+
+
+def test_open_dm_takes_a_user_id() -> None:
+    request = parse_message('{"type": "open_dm", "id": 1, "user_id": "@bob:localhost"}')
+    assert isinstance(request, OpenDm)
+    assert request.user_id == "@bob:localhost"
 
 
 def test_the_largest_request_id_and_longest_ids_are_accepted() -> None:

@@ -65,6 +65,7 @@ FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "candidates": st.lists(CANDIDATE, max_size=6),
     "state": st.sampled_from(["connected", "failed", "closed"]),
     "detail": marked(200),
+    "user_id": st.from_regex(r"@[a-z0-9]{1,20}:[a-z0-9.]{1,30}", fullmatch=True),
 }
 SHAPES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "hello": (("e2ee",), ()),
@@ -83,6 +84,7 @@ SHAPES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "group_mute": (("room_id",), ("audio", "video")),
     "group_screen_share": (("room_id", "on"), ()),
     "group_decline": (("room_id",), ()),
+    "open_dm": (("user_id",), ()),
     "local_description": (("sdp", "streams"), ()),
     "local_candidates": (("candidates",), ()),
     "connection_state": (("state",), ()),

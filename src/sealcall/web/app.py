@@ -96,6 +96,7 @@ class CallApp:
             p.Hello: self._hello,
             p.ListRooms: self._list_rooms,
             p.GetHistory: self._get_history,
+            p.OpenDm: self._open_dm,
             p.PlaceCall: self._place_call,
             p.Answer: self._answer,
             # A call refused because it cannot be encrypted says so to the caller.
@@ -206,6 +207,14 @@ class CallApp:
     async def _get_history(self, page: _Page, request: p.GetHistory) -> dict[str, Any]:
         self._check_room(request.room_id)
         return {"items": await room_history(self.transport, request.room_id)}
+
+    async def _open_dm(self, page: _Page, request: p.OpenDm) -> dict[str, Any]:
+        if request.user_id == self.transport.user_id:
+            raise PageError("bad_request", "that is you")
+        room_id = self.transport.encrypted_dm_with(request.user_id)
+        if room_id is None:
+            room_id = await self.transport.create_dm(request.user_id)
+        return {"room_id": room_id}
 
     async def _place_call(self, page: _Page, request: p.PlaceCall) -> dict[str, Any]:
         self._check_e2ee(page)

@@ -10,6 +10,7 @@ sent (an SDP may carry ICE credentials).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -169,6 +170,13 @@ class GroupScreenShare(_Request):
 
 
 @dataclass(frozen=True, kw_only=True)
+class OpenDm(_Request):
+    """Find or create the encrypted DM with a user (to call them)."""
+
+    user_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class GroupDecline(_Request):
     """Decline a room's ringing group call (MSC4310)."""
 
@@ -192,6 +200,7 @@ Request = (
     | GroupMute
     | GroupScreenShare
     | GroupDecline
+    | OpenDm
 )
 
 
@@ -270,6 +279,16 @@ def _text(value: Any, name: str, limit: int, *, empty: bool = False) -> str:
 
 def _id(name: str, value: Any) -> str:
     return _text(value, name, MAX_ID_CHARS)
+
+
+_USER_ID = re.compile(r"@[^:\s]+:[^\s]+")
+
+
+def _user_id(name: str, value: Any) -> str:
+    text = _id(name, value)
+    if not _USER_ID.fullmatch(text):
+        raise _FieldError(f"field {name} must be a user id, @name:server")
+    return text
 
 
 def _bool(name: str, value: Any) -> bool:
@@ -364,6 +383,7 @@ REQUESTS: Final[Mapping[str, _Shape]] = MappingProxyType(
         "group_mute": _Shape(GroupMute, _ROOM, _MUTE),
         "group_screen_share": _Shape(GroupScreenShare, {**_ROOM, "on": _bool}),
         "group_decline": _Shape(GroupDecline, _ROOM),
+        "open_dm": _Shape(OpenDm, {"user_id": _user_id}),
     }
 )
 """The page's requests by ``type`` (each also carries ``id``)."""
@@ -520,6 +540,7 @@ __all__ = [
     "MediaFailed",
     "MediaResult",
     "Mute",
+    "OpenDm",
     "PlaceCall",
     "ProtocolError",
     "Reject",

@@ -21,6 +21,7 @@ const socket = new PageSocket(socketUrl(location), e2ee);
 const ringer = new Ringer();
 const remote = new Map(); // call id / pair id -> Map(stream id -> MediaStream)
 const connectedAt = new Map(); // call id -> Date.now() when it first connected
+let awaitedRoom = null; // a DM we opened that the room list does not have yet
 const lastStats = new Map(); // call id / room id -> the stats panel's latest figures
 let statsOpen = false;
 
@@ -75,7 +76,10 @@ socket.on("*", (msg) => {
     // A room joined or left (a contact's new DM): the list follows, the selection stays.
     const hadSelection = state.selected;
     dispatch({ type: "rooms_result", rooms: msg.rooms });
-    if (!hadSelection && state.selected) loadHistory(state.selected);
+    if (awaitedRoom && state.rooms.some((r) => r.room_id === awaitedRoom)) {
+      actions.selectRoom(awaitedRoom);
+      awaitedRoom = null;
+    } else if (!hadSelection && state.selected) loadHistory(state.selected);
     return;
   }
   if (!EVENTS.has(msg.type)) return;
@@ -139,6 +143,14 @@ const actions = {
   selectRoom(roomId) {
     dispatch({ type: "select_room", room_id: roomId });
     if (!state.history[roomId]) loadHistory(roomId);
+  },
+  async openDm(userId) {
+    const result = await ask("open_dm", { user_id: userId }, "Opening the conversation");
+    if (!result) return false;
+    // A new DM shows up with the next sync: selected once the room list has it.
+    if (state.rooms.some((r) => r.room_id === result.room_id)) actions.selectRoom(result.room_id);
+    else awaitedRoom = result.room_id;
+    return true;
   },
   placeCall(video) {
     if (!state.e2ee || !state.selected) return;
@@ -328,6 +340,13 @@ setInterval(async () => {
 }, LEVELS_INTERVAL_MS);
 
 document.addEventListener("click", () => ringer.unlock(), { once: true });
+
+document.getElementById("new-dm").addEventListener("submit", async (event) => {
+  event.preventDefault(); // no navigation: the socket does the work
+  const input = document.getElementById("new-dm-user");
+  const userId = input.value.trim();
+  if (userId && (await actions.openDm(userId))) input.value = "";
+});
 
 // For tests (Playwright reads these): the state, the stats of a call, pair or room, the ring.
 window.sealcall = {
