@@ -160,11 +160,13 @@ async def test_python_peer_calls_the_page(synapse: Any, tmp_path: Path, browser:
 
         banner = alice.page.locator('[data-testid="ring-banner"]')
         await banner.wait_for(timeout=WAIT_MS)
+        assert await alice.page.evaluate("() => window.sealcall.ringing()") is True
         await alice.screenshot("ringing")
         await alice.click("accept-video")
         await wait_for(lambda: session.state is CallState.CONNECTED, 30, "connected")
         call_id = session.call_id
         await alice.wait_call_state(call_id, "connected")
+        assert await alice.page.evaluate("() => window.sealcall.ringing()") is False
 
         # What a relay would see: the frames as they arrive at bob, before his SFrame layer.
         seen: dict[str, list[bytes]] = {"audio": [], "video": []}
