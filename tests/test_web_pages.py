@@ -248,6 +248,12 @@ async def test_calling_someone_new_by_user_id(
         await bob.click("accept-audio")
         await alice.wait_call_state(call_id, "connected")
         await decrypting(bob, call_id, "audio", 20)
+        # An audio call gets Alice's camera ("Start camera"): Bob's page receives her video.
+        await alice.click("camera")
+        await decrypting(bob, call_id, "video", 10)
+        await bob.page.locator('[data-testid="remote-placeholder"]').wait_for(
+            state="detached", timeout=WAIT_MS
+        )
         await alice.click("hangup")
         await bob.wait_call_state(call_id, "ended")
     finally:

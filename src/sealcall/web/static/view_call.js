@@ -109,7 +109,10 @@ export function renderCall(el, call, ctx, actions) {
   const streams = ctx.remoteStreams(call.call_id);
   const { user, screen } = remoteByPurpose(streams, call.remote.streams);
   const userMeta = Object.values(call.remote.streams).find((s) => s.purpose === "m.usermedia");
-  const cameraOff = !call.video || userMeta?.video_muted || call.remote.on_hold || !liveVideo(user);
+  // The far side's own metadata says whether it sends its camera (an audio call it upgraded
+  // does); before any metadata, the call's kind does.
+  const remoteCameraOff = userMeta ? Boolean(userMeta.video_muted) : !call.video;
+  const cameraOff = remoteCameraOff || call.remote.on_hold || !liveVideo(user);
   const connectedAt = ctx.connectedAt(call.call_id);
   const status = call.state === "connected" && connectedAt ? formatDuration((Date.now() - connectedAt) / 1000) : (STATE_TEXT[call.state] ?? call.state);
   const local = call.local;
