@@ -295,3 +295,26 @@ async def test_a_peer_that_cannot_encrypt_is_the_users_decision(
     finally:
         await element.stop()
         await alice.stop()
+
+
+async def test_the_app_command_serves_the_page(
+    synapse: Any, tmp_path: Path, browser: Browser
+) -> None:
+    user_id, password, store = await account(synapse, tmp_path, "alice")
+    proc = await asyncio.create_subprocess_exec(
+        *CLI, "app", "--no-browser", "--homeserver", synapse.url, "--user", user_id,
+        "--password", password, "--store", str(store),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
+        assert line.startswith(f"sealcall app for {user_id}: http://127.0.0.1:"), line
+        url = line.split(": ", 1)[1].strip()
+        page = await browser.page_on(url)
+        await page.locator(f'[data-testid="me"]:has-text("{user_id}")').wait_for(timeout=WAIT_MS)
+    finally:
+        proc.terminate()
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert url.split("/")[3] not in err.decode()  # the secret is in no log
