@@ -8,6 +8,7 @@ both pages' frames; the grid shows three members and who speaks; Ann mutes and t
 it; Ann leaves and the others see two members, and her history shows the group call.
 """
 
+import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -166,7 +167,10 @@ async def test_two_pages_and_two_python_members_in_one_group_call(
                     if await page_decrypts(user, me):
                         break
                     await user.page.wait_for_timeout(500)
-                assert await page_decrypts(user, me), await worker_senders(user, room_id)
+                # A string, so that pytest shows every sender's counts, not a cut repr.
+                assert await page_decrypts(user, me), json.dumps(
+                    await worker_senders(user, room_id)
+                )
 
             # Each Python member decrypts both pages' audio and video.
             def python_decrypts() -> bool:
