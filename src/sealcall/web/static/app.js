@@ -96,14 +96,14 @@ function afterEvent(msg, before) {
     for (const source of speaking.sources.keys()) if (!present.has(source)) speaking.remove(source);
   }
   if (msg.type === "group" && !msg.joined && before.groups[msg.room_id]?.joined) {
-    media.endScope(msg.room_id);
+    media.endScope(msg.room_id, "pair_id");
     dropVideos(`group:${msg.room_id}:`);
     lastStats.delete(msg.room_id);
   }
 }
 
 function endCallMedia(callId) {
-  media.endScope(callId);
+  media.endScope(callId, "call_id");
   remote.delete(callId);
   connectedAt.delete(callId);
   lastStats.delete(callId);
