@@ -81,3 +81,13 @@ test("after the call ends, a group in a room of that id works", async () => {
   await inGroup(media);
   assert.deepEqual(posted().slice(before).map((m) => [m.op, m.scope]), [["set_send_key", ROOM]]);
 });
+
+test("a lost page socket ends every call and group scope (the worker forgets their keys)", async () => {
+  const { media, posted } = engine();
+  await inGroup(media);
+  await media.handle({ type: "media", op: "keys", call_id: "call-1", suite: 1, send: KEY, receive: KEY });
+  const before = posted().length;
+  media.endAll();
+  assert.equal(media.peers.size, 0);
+  assert.deepEqual(new Set(posted().slice(before).filter((m) => m.op === "forget").map((m) => m.scope)), new Set([ROOM, "call-1"]));
+});

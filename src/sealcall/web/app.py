@@ -22,6 +22,7 @@ from sealcall.calls import (
     Call,
     CallPolicy,
     CallState,
+    Direction,
     HistoryItem,
     IllegalTransitionError,
     UnencryptedCallError,
@@ -140,6 +141,12 @@ class CallApp:
         """A page connected."""
         page = self._pages[socket.number] = _Page(socket)
         await self.group.page_opened(page)
+        # A reload or a second tab: the calls going on (a ringing one rings here too).
+        for session in list(self.voip.sessions.values()):
+            if session.state is not CallState.ENDED:
+                self._send(page, self._snapshot(session, page))
+                if session.call.direction is Direction.INCOMING and session.state is CallState.RINGING:
+                    self._send(page, {"type": "incoming_call", "call_id": session.call_id})
 
     async def page_closed(self, socket: PageSocket) -> None:
         """A page went away: the calls whose media it carried cannot go on."""
@@ -222,6 +229,9 @@ class CallApp:
         session = self._session(request.call_id)
         if not page.e2ee and session.encrypted:
             raise PageError("failed", "this browser cannot encrypt frames end to end")
+        if self._owners.get(session.call_id, page) is not page:
+            # Another page answered it (two tabs): its media stays there.
+            raise PageError("illegal", "the call is answered in another page")
         self._own(session.call_id, page)
         try:
             await session.answer(request.video, allow_unencrypted=request.allow_unencrypted)
@@ -307,23 +317,23 @@ class CallApp:
 
     def _announce(self, session: CallSession) -> None:
         """Send every page the call's snapshot (each learns whether it drives the media)."""
-        call = session.call
-        owner = self._owners.get(session.call_id)
         for page in list(self._pages.values()):
-            self._send(
-                page,
-                {
-                    "type": "call",
-                    "call_id": session.call_id,
-                    "room_id": session.room_id,
-                    "peer": call.peer,
-                    "direction": call.direction.value,
-                    "video": call.video,
-                    "state": call.state.value,
-                    "encrypted": session.encrypted,
-                    "owner": page is owner,
-                },
-            )
+            self._send(page, self._snapshot(session, page))
+
+    def _snapshot(self, session: CallSession, page: _Page) -> dict[str, Any]:
+        """The ``call`` event of ``session`` for ``page``."""
+        call = session.call
+        return {
+            "type": "call",
+            "call_id": session.call_id,
+            "room_id": session.room_id,
+            "peer": call.peer,
+            "direction": call.direction.value,
+            "video": call.video,
+            "state": call.state.value,
+            "encrypted": session.encrypted,
+            "owner": page is self._owners.get(session.call_id),
+        }
 
     def _on_incoming(self, session: CallSession) -> None:
         self._announce(session)

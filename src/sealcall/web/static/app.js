@@ -61,7 +61,16 @@ socket.on("open", async (hello) => {
     notice(`Could not list rooms (${err.code ?? err.name})`);
   }
 });
-socket.on("close", () => dispatch({ type: "socket_closed" }));
+socket.on("close", () => {
+  // The calls and group calls this page drove end with its socket (docs/web-protocol.md):
+  // stop their media and have the worker forget their keys.
+  media.endAll();
+  remote.clear();
+  connectedAt.clear();
+  lastStats.clear();
+  dropVideos("");
+  dispatch({ type: "socket_closed" });
+});
 socket.on("*", (msg) => {
   if (msg.type === "media") {
     media.handle(msg);

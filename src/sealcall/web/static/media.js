@@ -187,6 +187,12 @@ export class MediaEngine {
     this.worker?.postMessage({ op: "forget", scope });
   }
 
+  /** End every connection and scope (the page socket was lost: Python ended them). */
+  endAll() {
+    for (const peer of [...this.peers.values()]) this.endScope(peer.scope, peer.idField);
+    for (const scope of [...this.groupScopes]) this.endScope(scope, "pair_id");
+  }
+
   /** The worker's counters for a scope, or null if it does not answer in time. */
   workerStats(scope) {
     if (!this.ensureWorker()) return Promise.resolve(null);

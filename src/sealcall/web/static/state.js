@@ -54,7 +54,9 @@ export function reduce(state, action) {
     case "socket_open":
       return { ...state, connected: true };
     case "socket_closed":
-      return { ...state, connected: false };
+      // Python ends the calls this page drove when its socket goes (their media was here) and
+      // sends the ones still going on to the next socket: none of what is shown holds.
+      return { ...state, connected: false, calls: {}, waiting: {}, groups: {}, pairRooms: {}, groupRings: {} };
     case "hello_result":
       return {
         ...state,
