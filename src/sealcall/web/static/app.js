@@ -103,6 +103,13 @@ function afterEvent(msg, before) {
   if (msg.type === "group") {
     const present = new Set((msg.members ?? []).map((m) => m.sender));
     for (const source of speaking.sources.keys()) if (!present.has(source)) speaking.remove(source);
+    // A pair that is gone (a member left or rejoined with a new pair): drop its streams.
+    for (const pairId of Object.keys(before.pairRooms)) {
+      if (!(pairId in state.pairRooms)) {
+        remote.delete(pairId);
+        dropVideos(`group:${msg.room_id}:${pairId}`);
+      }
+    }
   }
   if (msg.type === "group" && !msg.joined && before.groups[msg.room_id]?.joined) {
     media.endScope(msg.room_id, "pair_id");

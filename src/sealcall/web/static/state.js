@@ -137,7 +137,8 @@ export function reduce(state, action) {
       return { ...state, calls: { ...state.calls, [action.call_id]: { ...call, local } } };
     }
     case "group": {
-      const pairRooms = { ...state.pairRooms };
+      // The room's pairs are those of this snapshot: an ended pair is forgotten (bounded).
+      const pairRooms = Object.fromEntries(Object.entries(state.pairRooms).filter(([, room]) => room !== action.room_id));
       const members = objects(action.members).filter((m) => typeof m.user_id === "string");
       for (const m of members) {
         if (typeof m.pair_id === "string") pairRooms[m.pair_id] = action.room_id;
