@@ -11,6 +11,8 @@ from matrix_helpers import device
 from sealcall.calls import CallState
 from sealcall.demo import open_dm, wait_for
 from sealcall.web import protocol as p
+from sealcall.web.page_socket import PageError
+from sealcall.web.rooms import room_list
 from test_web_group_app import StandInSocket
 from web_app_helpers import page_user
 
@@ -39,7 +41,9 @@ async def test_a_page_that_opens_during_a_call_is_told_of_it(synapse: Any, tmp_p
         ]
         assert first.of("incoming_call") == [{"type": "incoming_call", "call_id": session.call_id}]
 
-        await alice.app.page_request(first, p.Answer(id=1, call_id=session.call_id, video=False, allow_unencrypted=False))  # type: ignore[arg-type]
+        await alice.app.page_request(
+            first, p.Answer(id=1, call_id=session.call_id, video=False, allow_unencrypted=False)
+        )  # type: ignore[arg-type]
         # A second tab: it sees the call (not its owner), and it does not ring.
         second = await opened(alice.app, 2)
         await wait_for(lambda: second.of("call"), 10, "the call on the second page")
@@ -69,9 +73,9 @@ async def test_a_second_pages_answer_leaves_the_media_with_the_first(
         await alice.app.page_request(first, answer)  # type: ignore[arg-type]
         ours = alice.app.voip.sessions[call_id]
         assert ours.state is not CallState.RINGING
-        with pytest.raises(Exception) as refused:
+        with pytest.raises(PageError) as refused:
             await alice.app.page_request(second, answer)  # type: ignore[arg-type]
-        assert getattr(refused.value, "code", None) == "illegal"
+        assert refused.value.code == "illegal"
 
         # The first page still drives the call: the hang-up's close goes to it, not the second.
         assert not [m for m in second.of("call") if m["owner"]]
@@ -79,6 +83,33 @@ async def test_a_second_pages_answer_leaves_the_media_with_the_first(
         await wait_for(lambda: first.of("call_ended"), 10, "the end on the page")
         assert [m["op"] for m in first.of("media")][-1] == "close"
         assert second.of("media") == []
+    finally:
+        await bob.stop()
+        await alice.stop()
+
+
+async def test_a_call_whose_page_never_answers_its_media_commands_ends(
+    synapse: Any, tmp_path: Path
+) -> None:
+    alice = await page_user(synapse, tmp_path, "alice")
+    bob = await device(synapse, tmp_path, "bob")
+    try:
+        alice.app.media_timeout = 1.0
+        page = await opened(alice.app, 1)
+        room = await open_dm(alice.transport, bob.transport)
+        await alice.app.page_request(page, p.ListRooms(id=1))  # type: ignore[arg-type]
+        await wait_for(
+            lambda: any(r["peer"] == bob.user_id for r in room_list(alice.transport)), 30, "the DM"
+        )
+        placed = await alice.app.page_request(page, p.PlaceCall(id=2, room_id=room, video=False))  # type: ignore[arg-type]
+        assert [m["op"] for m in page.of("media")] in ([], ["create_offer"])
+        # The page never reports its offer: the call ends as one whose media failed.
+        await wait_for(lambda: page.of("call_ended"), 30, "the end")
+        assert page.of("call_ended")[0]["call_id"] == placed["call_id"]
+        assert page.of("call_ended")[0]["reason"] == "user_media_failed"
+        await wait_for(lambda: page.of("history_item"), 10, "the history item")
+        assert page.of("history_item")[0]["item"]["outcome"] == "failed"
+        assert placed["call_id"] not in alice.app.voip.sessions
     finally:
         await bob.stop()
         await alice.stop()

@@ -43,6 +43,11 @@ from .rooms import item_json, room_history, room_list
 logger = logging.getLogger(__name__)
 
 MAX_PENDING_MEDIA = 256  # media commands kept for a call that has no page yet
+MEDIA_TIMEOUT = 60.0
+"""Seconds the page gets to report the offer or answer it was asked for before the call ends
+as one whose media failed (a page that hangs; a minute, as a ring: the browser may ask the
+user for the microphone first)."""
+_AWAITING_PAGE = (CallState.CREATE_OFFER, CallState.CREATE_ANSWER)
 
 
 class _Page:
@@ -65,8 +70,10 @@ class CallApp:
         policy: CallPolicy | None = None,
         state_dir: str | None = None,
         group_options: dict[str, Any] | None = None,
+        media_timeout: float = MEDIA_TIMEOUT,
     ) -> None:
         self.transport = transport
+        self.media_timeout = media_timeout
         self.ice_servers = tuple(ice_servers)
         self.voip = VoIP(
             transport,
@@ -85,6 +92,7 @@ class CallApp:
         self._known_rooms: list[dict[str, Any]] = []
         self._joining: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._media_timers: dict[str, asyncio.TimerHandle] = {}  # call id -> its deadline
         self.group = GroupApp(
             transport,
             ice_servers=self.ice_servers,
@@ -121,7 +129,7 @@ class CallApp:
         voip = self.voip
         voip.on("incoming_call", self._on_incoming)
         voip.on("call_waiting", self._on_waiting)
-        voip.on("state_changed", lambda s, old, new: self._announce(s))
+        voip.on("state_changed", self._on_state)
         voip.on("remote_streams_changed", lambda s, streams: self._remote_media(s))
         voip.on("remote_hold_changed", self._on_remote_hold)
         voip.on("call_ended", self._on_ended)
@@ -132,6 +140,9 @@ class CallApp:
 
     async def close(self) -> None:
         """Hang up every call and release everything."""
+        for timer in self._media_timers.values():
+            timer.cancel()
+        self._media_timers.clear()
         await self.group.close()
         await self.voip.close()
 
@@ -145,7 +156,10 @@ class CallApp:
         for session in list(self.voip.sessions.values()):
             if session.state is not CallState.ENDED:
                 self._send(page, self._snapshot(session, page))
-                if session.call.direction is Direction.INCOMING and session.state is CallState.RINGING:
+                if (
+                    session.call.direction is Direction.INCOMING
+                    and session.state is CallState.RINGING
+                ):
                     self._send(page, {"type": "incoming_call", "call_id": session.call_id})
 
     async def page_closed(self, socket: PageSocket) -> None:
@@ -334,6 +348,22 @@ class CallApp:
             "encrypted": session.encrypted,
             "owner": page is self._owners.get(session.call_id),
         }
+
+    def _on_state(self, session: CallSession, old: CallState, new: CallState) -> None:
+        self._announce(session)
+        timer = self._media_timers.pop(session.call_id, None)
+        if timer is not None:
+            timer.cancel()
+        if new in _AWAITING_PAGE:
+            self._media_timers[session.call_id] = asyncio.get_running_loop().call_later(
+                self.media_timeout, self._media_overdue, session, new
+            )
+
+    def _media_overdue(self, session: CallSession, state: CallState) -> None:
+        self._media_timers.pop(session.call_id, None)
+        if session.state is state:
+            logger.warning("a call's page did not report its media in time; ending the call")
+            self.voip.feed(session.call_id, LocalMediaFailed("the page did not answer"))
 
     def _on_incoming(self, session: CallSession) -> None:
         self._announce(session)
