@@ -176,15 +176,16 @@ const actions = {
   hangup(callId) {
     ask("hangup", { call_id: callId }, "Hanging up");
   },
-  async holdAndAnswer(currentId, call) {
+  // `allowUnencrypted`: the user chose a button that says the call will not be encrypted.
+  async holdAndAnswer(currentId, call, allowUnencrypted = false) {
     if (await ask("hold", { call_id: currentId, on_hold: true }, "Holding")) {
       dispatch({ type: "local_media", call_id: currentId, on_hold: true });
-      await actions.answer(call.call_id, call.video, false);
+      await actions.answer(call.call_id, call.video, allowUnencrypted);
     }
   },
-  async endAndAnswer(currentId, call) {
+  async endAndAnswer(currentId, call, allowUnencrypted = false) {
     if (await ask("hangup", { call_id: currentId }, "Hanging up")) {
-      await actions.answer(call.call_id, call.video, false);
+      await actions.answer(call.call_id, call.video, allowUnencrypted);
     }
   },
   async mute(call) {
