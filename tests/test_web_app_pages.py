@@ -113,3 +113,38 @@ async def test_a_call_whose_page_never_answers_its_media_commands_ends(
     finally:
         await bob.stop()
         await alice.stop()
+
+
+async def test_glare_hands_the_surviving_call_to_the_page_that_placed_ours(
+    synapse: Any, tmp_path: Path
+) -> None:
+    alice = await page_user(synapse, tmp_path, "alice")
+    bob = await device(synapse, tmp_path, "bob")
+    try:
+        page = await opened(alice.app, 1)
+        room = await open_dm(alice.transport, bob.transport)
+        await wait_for(
+            lambda: any(r["peer"] == bob.user_id for r in room_list(alice.transport)), 30, "the DM"
+        )
+        ours = await alice.app.page_request(page, p.PlaceCall(id=1, room_id=room, video=False))  # type: ignore[arg-type]
+        # Bob calls while our page still makes its offer: glare merges ours into his call,
+        # which the engine answers at once; its media is this page's.
+        theirs = await bob.voip.place_call(room, alice.user_id, video=False)
+        await wait_for(
+            lambda: any(
+                m["op"] == "create_answer" and m["call_id"] == theirs.call_id
+                for m in page.of("media")
+            ),
+            30,
+            "the surviving call's answer asked of the page",
+        )
+        ended = [m["call_id"] for m in page.of("call_ended")]
+        assert ended == [ours["call_id"]]
+        await wait_for(
+            lambda: any(m["call_id"] == theirs.call_id and m["owner"] for m in page.of("call")),
+            10,
+            "the page told it drives the surviving call",
+        )
+    finally:
+        await bob.stop()
+        await alice.stop()

@@ -27,6 +27,7 @@ from sealcall.calls import (
     IllegalTransitionError,
     UnencryptedCallError,
 )
+from sealcall.calls.call import REPLACED
 from sealcall.calls.inputs import LocalMediaFailed
 from sealcall.session import CallSession, VoIP
 from sealcall.session.send_chain import SendChain
@@ -87,7 +88,6 @@ class CallApp:
         self._pages: dict[int, _Page] = {}
         self._owners: dict[str, _Page] = {}  # call id -> the page that drives its media
         self._pending: dict[str, deque[dict[str, Any]]] = {}
-        self._rooms: dict[str, str] = {}  # call id -> room id
         self._on_hold: dict[str, bool] = {}
         self._known_rooms: list[dict[str, Any]] = []
         self._joining: set[str] = set()
@@ -293,7 +293,6 @@ class CallApp:
     # -- media -------------------------------------------------------------------------------
 
     def _new_session(self, voip: VoIP, call: Call, room_id: str) -> CallSession:
-        self._rooms[call.call_id] = room_id
         return PageCallSession(voip, call, room_id, self, self.ice_servers)
 
     def _own(self, call_id: str, page: _Page) -> None:
@@ -308,8 +307,8 @@ class CallApp:
         """Send a media command to the page that drives the call (or keep it until one does)."""
         page = self._owners.get(call_id)
         if fields.get("op") == "close":
+            # (The owner is forgotten when the call has ended: glare hands it on.)
             self._pending.pop(call_id, None)
-            self._owners.pop(call_id, None)
         if page is not None:
             self._send(page, {"type": "media", "call_id": call_id, **fields})
         elif fields.get("op") != "close":
@@ -407,14 +406,33 @@ class CallApp:
             }
         )
         self._on_hold.pop(session.call_id, None)
+        page = self._owners.pop(session.call_id, None)
+        if reason == REPLACED and page is not None:
+            # Glare merged our call into the far side's, which the engine answers: its media
+            # is the page's that placed ours.
+            survivor = next(
+                (
+                    other
+                    for other in self.voip.sessions.values()
+                    if other.state is not CallState.ENDED
+                    and other.call.direction is Direction.INCOMING
+                    and other.room_id == session.room_id
+                    and other.call.peer == session.call.peer
+                    and other.call_id not in self._owners
+                ),
+                None,
+            )
+            if survivor is not None:
+                self._own(survivor.call_id, page)
 
     def _on_history_item(self, item: HistoryItem) -> None:
-        room_id = self._rooms.pop(item.call_id, None)
-        if room_id is not None:
+        # (Its session is kept until the engine's actions of the end have run.)
+        session = self.voip.sessions.get(item.call_id)
+        if session is not None:
             self._broadcast(
                 {
                     "type": "history_item",
-                    "room_id": room_id,
+                    "room_id": session.room_id,
                     "item": item_json(item, self.transport.user_id),
                 }
             )
