@@ -51,6 +51,9 @@ async def test_a_page_that_opens_during_a_call_is_told_of_it(synapse: Any, tmp_p
         assert (snapshot["call_id"], snapshot["owner"]) == (session.call_id, False)
         assert snapshot["state"] != "ringing"
         assert second.of("incoming_call") == []
+        # ... and the far side's streams as the first page knows them (its mute, its camera).
+        await wait_for(lambda: second.of("remote_media"), 10, "the far side's streams")
+        assert second.of("remote_media")[-1]["streams"] == first.of("remote_media")[-1]["streams"]
     finally:
         await bob.stop()
         await alice.stop()

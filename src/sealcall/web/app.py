@@ -156,6 +156,8 @@ class CallApp:
         for session in list(self.voip.sessions.values()):
             if session.state is not CallState.ENDED:
                 self._send(page, self._snapshot(session, page))
+                if session.call.remote_streams or self._on_hold.get(session.call_id):
+                    self._send(page, self._remote_media_message(session))
                 if (
                     session.call.direction is Direction.INCOMING
                     and session.state is CallState.RINGING
@@ -375,22 +377,23 @@ class CallApp:
         )
 
     def _remote_media(self, session: CallSession) -> None:
+        self._broadcast(self._remote_media_message(session))
+
+    def _remote_media_message(self, session: CallSession) -> dict[str, Any]:
         streams: dict[str, StreamMetadata] = session.call.remote_streams
-        self._broadcast(
-            {
-                "type": "remote_media",
-                "call_id": session.call_id,
-                "streams": {
-                    stream: {
-                        "purpose": meta.purpose,
-                        "audio_muted": meta.audio_muted,
-                        "video_muted": meta.video_muted,
-                    }
-                    for stream, meta in streams.items()
-                },
-                "on_hold": self._on_hold.get(session.call_id, False),
-            }
-        )
+        return {
+            "type": "remote_media",
+            "call_id": session.call_id,
+            "streams": {
+                stream: {
+                    "purpose": meta.purpose,
+                    "audio_muted": meta.audio_muted,
+                    "video_muted": meta.video_muted,
+                }
+                for stream, meta in streams.items()
+            },
+            "on_hold": self._on_hold.get(session.call_id, False),
+        }
 
     def _on_remote_hold(self, session: CallSession, on_hold: bool) -> None:
         self._on_hold[session.call_id] = on_hold
