@@ -506,3 +506,23 @@ async def test_group_call_shows_members_and_who_speaks(open_page: Any) -> None:
     await p.server.push({**group, "joined": False, "members": [], "active_speaker": None})
     await p.testid("join-call").wait_for()
     assert p.errors == []
+
+
+async def test_a_waiting_call_that_cannot_be_encrypted_is_answered_only_by_choice(
+    open_page: Any,
+) -> None:
+    p = await open_page()
+    await p.testid("room").nth(1).wait_for()
+    await p.server.push(call_event("first", state="connected", owner=True, direction="outgoing"))
+    await p.testid("call-screen").wait_for()
+    await p.server.push(call_event("plain", peer="@carol:localhost", video=False, encrypted=False))
+    await p.server.push({"type": "call_waiting", "call_id": "plain", "current_call_id": "first"})
+    waiting = p.testid("call-waiting")
+    await waiting.get_by_test_id("e2ee-warning").wait_for()
+    # Holding the first call and answering as for an encrypted one would only be refused (the
+    # first call left on hold): the banner asks for the choice the ring banner asks for.
+    assert await waiting.get_by_test_id("hold-answer").count() == 0
+    await waiting.get_by_test_id("hold-continue-unencrypted").click()
+    answer = await p.server.wait_sent(lambda m: m["type"] == "answer")
+    assert (answer["call_id"], answer["allow_unencrypted"]) == ("plain", True)
+    assert p.errors == []

@@ -34,3 +34,13 @@ test("a ring without a usable room is dropped; a junk sender becomes null", () =
   s = reduce(s, { type: "group_ring", room_id: "!g", sender: { a: 1 } });
   assert.deepEqual(viewModel(s, 0).group_rings.map((r) => r.sender), [null]);
 });
+
+test("the pairs of a room are those of its latest snapshot: a member who rejoins again and again leaves nothing behind", () => {
+  const member = (pair) => ({ user_id: "@cat:x", device_id: "D", sender: "@cat:x D", pair_id: pair });
+  const other = { type: "group", room_id: "!h", joined: false, members: [member("h1")] };
+  let s = run([...ready, other]);
+  for (let i = 0; i < 50; i++) s = reduce(s, { type: "group", room_id: "!g", joined: true, members: [member(`p${i}`)] });
+  assert.deepEqual(s.pairRooms, { h1: "!h", p49: "!g" });
+  s = reduce(s, group(false));
+  assert.deepEqual(s.pairRooms, { h1: "!h" });
+});

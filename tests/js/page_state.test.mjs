@@ -222,3 +222,16 @@ test("junk events never break the reducer or the view model", () => {
   assert.ok(Object.values(s.history).every((items) => items.every((it) => typeof it.call_id === "string")));
   assert.ok(Object.values(s.groupRings).every((r) => typeof r.room_id === "string" && (r.sender === null || typeof r.sender === "string")));
 });
+
+test("a lost socket drops the calls and group calls shown: Python ended those this page drove and re-sends the rest", () => {
+  const group = { type: "group", room_id: "!g", joined: true, members: [{ user_id: "@c:x", pair_id: "p1" }] };
+  const before = [...ready, call("c1", { state: "connected", owner: true }), group, { type: "group_ring", room_id: "!g2", sender: "@c:x" }];
+  const s = run([...before, { type: "socket_closed" }]);
+  assert.deepEqual([s.calls, s.waiting, s.groups, s.groupRings], [{}, {}, {}, {}]);
+  const vm = viewModel(s, 0);
+  assert.equal(vm.call, null);
+  assert.equal(vm.group, null);
+  // Reconnected: the snapshots that come again show the calls that still go on.
+  const again = reduce(reduce(s, { type: "socket_open" }), call("c2"));
+  assert.equal(viewModel(again, 0).ringing.call_id, "c2");
+});

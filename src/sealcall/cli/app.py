@@ -3,8 +3,13 @@
 import argparse
 import asyncio
 import contextlib
+import html
+import os
 import signal
+import tempfile
 import webbrowser
+from collections.abc import Callable
+from pathlib import Path
 
 from sealcall.web.app import CallApp
 from sealcall.web.server import PageServer
@@ -21,6 +26,24 @@ async def _until_stopped() -> None:
     await stop.wait()
 
 
+def open_page(url: str, folder: Path, browse: Callable[[str], object] = webbrowser.open) -> Path:
+    """Open the page in the browser through a file only we can read (0600, in ``folder``) that
+    forwards to ``url``: the secret in ``url`` never goes on a command line (other local users
+    can read those, and ``webbrowser`` starts the browser with its URL as an argument).
+    Returns the file (remove it when the app stops)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix="sealcall-open-", suffix=".html", dir=folder)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        target = html.escape(url, quote=True)
+        file.write(
+            '<!doctype html><meta charset="utf-8"><meta name="referrer" content="no-referrer">'
+            f'<meta http-equiv="refresh" content="0;url={target}"><title>sealcall</title>\n'
+        )
+    forward = Path(name)
+    browse(forward.as_uri())
+    return forward
+
+
 async def _run_app(args: argparse.Namespace) -> int:
     transport = await _login(args)
     try:
@@ -30,14 +53,17 @@ async def _run_app(args: argparse.Namespace) -> int:
         )
         server = PageServer(app, port=args.port)
         url = await server.start()
+        forward: Path | None = None
         try:
             # The URL carries this launch's secret: it goes to this terminal and the browser,
-            # nowhere else (no log).
+            # nowhere else (no log, no command line).
             print(f"sealcall app for {transport.user_id}: {url}", flush=True)
             if not args.no_browser:
-                webbrowser.open(url)
+                forward = open_page(url, _store(args))
             await _until_stopped()
         finally:
+            if forward is not None:
+                forward.unlink(missing_ok=True)
             await app.close()
             await server.stop()
     finally:

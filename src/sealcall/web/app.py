@@ -22,10 +22,12 @@ from sealcall.calls import (
     Call,
     CallPolicy,
     CallState,
+    Direction,
     HistoryItem,
     IllegalTransitionError,
     UnencryptedCallError,
 )
+from sealcall.calls.call import REPLACED
 from sealcall.calls.inputs import LocalMediaFailed
 from sealcall.session import CallSession, VoIP
 from sealcall.session.send_chain import SendChain
@@ -42,6 +44,11 @@ from .rooms import item_json, room_history, room_list
 logger = logging.getLogger(__name__)
 
 MAX_PENDING_MEDIA = 256  # media commands kept for a call that has no page yet
+MEDIA_TIMEOUT = 60.0
+"""Seconds the page gets to report the offer or answer it was asked for before the call ends
+as one whose media failed (a page that hangs; a minute, as a ring: the browser may ask the
+user for the microphone first)."""
+_AWAITING_PAGE = (CallState.CREATE_OFFER, CallState.CREATE_ANSWER)
 
 
 class _Page:
@@ -64,8 +71,10 @@ class CallApp:
         policy: CallPolicy | None = None,
         state_dir: str | None = None,
         group_options: dict[str, Any] | None = None,
+        media_timeout: float = MEDIA_TIMEOUT,
     ) -> None:
         self.transport = transport
+        self.media_timeout = media_timeout
         self.ice_servers = tuple(ice_servers)
         self.voip = VoIP(
             transport,
@@ -79,11 +88,11 @@ class CallApp:
         self._pages: dict[int, _Page] = {}
         self._owners: dict[str, _Page] = {}  # call id -> the page that drives its media
         self._pending: dict[str, deque[dict[str, Any]]] = {}
-        self._rooms: dict[str, str] = {}  # call id -> room id
         self._on_hold: dict[str, bool] = {}
         self._known_rooms: list[dict[str, Any]] = []
         self._joining: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._media_timers: dict[str, asyncio.TimerHandle] = {}  # call id -> its deadline
         self.group = GroupApp(
             transport,
             ice_servers=self.ice_servers,
@@ -121,7 +130,7 @@ class CallApp:
         voip = self.voip
         voip.on("incoming_call", self._on_incoming)
         voip.on("call_waiting", self._on_waiting)
-        voip.on("state_changed", lambda s, old, new: self._announce(s))
+        voip.on("state_changed", self._on_state)
         voip.on("remote_streams_changed", lambda s, streams: self._remote_media(s))
         voip.on("remote_hold_changed", self._on_remote_hold)
         voip.on("call_ended", self._on_ended)
@@ -132,6 +141,9 @@ class CallApp:
 
     async def close(self) -> None:
         """Hang up every call and release everything."""
+        for timer in self._media_timers.values():
+            timer.cancel()
+        self._media_timers.clear()
         await self.group.close()
         await self.voip.close()
 
@@ -141,6 +153,17 @@ class CallApp:
         """A page connected."""
         page = self._pages[socket.number] = _Page(socket)
         await self.group.page_opened(page)
+        # A reload or a second tab: the calls going on (a ringing one rings here too).
+        for session in list(self.voip.sessions.values()):
+            if session.state is not CallState.ENDED:
+                self._send(page, self._snapshot(session, page))
+                if session.call.remote_streams or self._on_hold.get(session.call_id):
+                    self._send(page, self._remote_media_message(session))
+                if (
+                    session.call.direction is Direction.INCOMING
+                    and session.state is CallState.RINGING
+                ):
+                    self._send(page, {"type": "incoming_call", "call_id": session.call_id})
 
     async def page_closed(self, socket: PageSocket) -> None:
         """A page went away: the calls whose media it carried cannot go on."""
@@ -231,6 +254,9 @@ class CallApp:
         session = self._session(request.call_id)
         if not page.e2ee and session.encrypted:
             raise PageError("failed", "this browser cannot encrypt frames end to end")
+        if self._owners.get(session.call_id, page) is not page:
+            # Another page answered it (two tabs): its media stays there.
+            raise PageError("illegal", "the call is answered in another page")
         self._own(session.call_id, page)
         try:
             await session.answer(request.video, allow_unencrypted=request.allow_unencrypted)
@@ -278,7 +304,6 @@ class CallApp:
     # -- media -------------------------------------------------------------------------------
 
     def _new_session(self, voip: VoIP, call: Call, room_id: str) -> CallSession:
-        self._rooms[call.call_id] = room_id
         return PageCallSession(voip, call, room_id, self, self.ice_servers)
 
     def _own(self, call_id: str, page: _Page) -> None:
@@ -293,8 +318,8 @@ class CallApp:
         """Send a media command to the page that drives the call (or keep it until one does)."""
         page = self._owners.get(call_id)
         if fields.get("op") == "close":
+            # (The owner is forgotten when the call has ended: glare hands it on.)
             self._pending.pop(call_id, None)
-            self._owners.pop(call_id, None)
         if page is not None:
             self._send(page, {"type": "media", "call_id": call_id, **fields})
         elif fields.get("op") != "close":
@@ -316,23 +341,39 @@ class CallApp:
 
     def _announce(self, session: CallSession) -> None:
         """Send every page the call's snapshot (each learns whether it drives the media)."""
-        call = session.call
-        owner = self._owners.get(session.call_id)
         for page in list(self._pages.values()):
-            self._send(
-                page,
-                {
-                    "type": "call",
-                    "call_id": session.call_id,
-                    "room_id": session.room_id,
-                    "peer": call.peer,
-                    "direction": call.direction.value,
-                    "video": call.video,
-                    "state": call.state.value,
-                    "encrypted": session.encrypted,
-                    "owner": page is owner,
-                },
+            self._send(page, self._snapshot(session, page))
+
+    def _snapshot(self, session: CallSession, page: _Page) -> dict[str, Any]:
+        """The ``call`` event of ``session`` for ``page``."""
+        call = session.call
+        return {
+            "type": "call",
+            "call_id": session.call_id,
+            "room_id": session.room_id,
+            "peer": call.peer,
+            "direction": call.direction.value,
+            "video": call.video,
+            "state": call.state.value,
+            "encrypted": session.encrypted,
+            "owner": page is self._owners.get(session.call_id),
+        }
+
+    def _on_state(self, session: CallSession, old: CallState, new: CallState) -> None:
+        self._announce(session)
+        timer = self._media_timers.pop(session.call_id, None)
+        if timer is not None:
+            timer.cancel()
+        if new in _AWAITING_PAGE:
+            self._media_timers[session.call_id] = asyncio.get_running_loop().call_later(
+                self.media_timeout, self._media_overdue, session, new
             )
+
+    def _media_overdue(self, session: CallSession, state: CallState) -> None:
+        self._media_timers.pop(session.call_id, None)
+        if session.state is state:
+            logger.warning("a call's page did not report its media in time; ending the call")
+            self.voip.feed(session.call_id, LocalMediaFailed("the page did not answer"))
 
     def _on_incoming(self, session: CallSession) -> None:
         self._announce(session)
@@ -345,22 +386,23 @@ class CallApp:
         )
 
     def _remote_media(self, session: CallSession) -> None:
+        self._broadcast(self._remote_media_message(session))
+
+    def _remote_media_message(self, session: CallSession) -> dict[str, Any]:
         streams: dict[str, StreamMetadata] = session.call.remote_streams
-        self._broadcast(
-            {
-                "type": "remote_media",
-                "call_id": session.call_id,
-                "streams": {
-                    stream: {
-                        "purpose": meta.purpose,
-                        "audio_muted": meta.audio_muted,
-                        "video_muted": meta.video_muted,
-                    }
-                    for stream, meta in streams.items()
-                },
-                "on_hold": self._on_hold.get(session.call_id, False),
-            }
-        )
+        return {
+            "type": "remote_media",
+            "call_id": session.call_id,
+            "streams": {
+                stream: {
+                    "purpose": meta.purpose,
+                    "audio_muted": meta.audio_muted,
+                    "video_muted": meta.video_muted,
+                }
+                for stream, meta in streams.items()
+            },
+            "on_hold": self._on_hold.get(session.call_id, False),
+        }
 
     def _on_remote_hold(self, session: CallSession, on_hold: bool) -> None:
         self._on_hold[session.call_id] = on_hold
@@ -376,14 +418,33 @@ class CallApp:
             }
         )
         self._on_hold.pop(session.call_id, None)
+        page = self._owners.pop(session.call_id, None)
+        if reason == REPLACED and page is not None:
+            # Glare merged our call into the far side's, which the engine answers: its media
+            # is the page's that placed ours.
+            survivor = next(
+                (
+                    other
+                    for other in self.voip.sessions.values()
+                    if other.state is not CallState.ENDED
+                    and other.call.direction is Direction.INCOMING
+                    and other.room_id == session.room_id
+                    and other.call.peer == session.call.peer
+                    and other.call_id not in self._owners
+                ),
+                None,
+            )
+            if survivor is not None:
+                self._own(survivor.call_id, page)
 
     def _on_history_item(self, item: HistoryItem) -> None:
-        room_id = self._rooms.pop(item.call_id, None)
-        if room_id is not None:
+        # (Its session is kept until the engine's actions of the end have run.)
+        session = self.voip.sessions.get(item.call_id)
+        if session is not None:
             self._broadcast(
                 {
                     "type": "history_item",
-                    "room_id": room_id,
+                    "room_id": session.room_id,
                     "item": item_json(item, self.transport.user_id),
                 }
             )

@@ -62,7 +62,16 @@ socket.on("open", async (hello) => {
     notice(`Could not list rooms (${err.code ?? err.name})`);
   }
 });
-socket.on("close", () => dispatch({ type: "socket_closed" }));
+socket.on("close", () => {
+  // The calls and group calls this page drove end with its socket (docs/web-protocol.md):
+  // stop their media and have the worker forget their keys.
+  media.endAll();
+  remote.clear();
+  connectedAt.clear();
+  lastStats.clear();
+  dropVideos("");
+  dispatch({ type: "socket_closed" });
+});
 socket.on("*", (msg) => {
   if (msg.type === "media") {
     media.handle(msg);
@@ -98,16 +107,23 @@ function afterEvent(msg, before) {
   if (msg.type === "group") {
     const present = new Set((msg.members ?? []).map((m) => m.sender));
     for (const source of speaking.sources.keys()) if (!present.has(source)) speaking.remove(source);
+    // A pair that is gone (a member left or rejoined with a new pair): drop its streams.
+    for (const pairId of Object.keys(before.pairRooms)) {
+      if (!(pairId in state.pairRooms)) {
+        remote.delete(pairId);
+        dropVideos(`group:${msg.room_id}:${pairId}`);
+      }
+    }
   }
   if (msg.type === "group" && !msg.joined && before.groups[msg.room_id]?.joined) {
-    media.endScope(msg.room_id);
+    media.endScope(msg.room_id, "pair_id");
     dropVideos(`group:${msg.room_id}:`);
     lastStats.delete(msg.room_id);
   }
 }
 
 function endCallMedia(callId) {
-  media.endScope(callId);
+  media.endScope(callId, "call_id");
   remote.delete(callId);
   connectedAt.delete(callId);
   lastStats.delete(callId);
@@ -172,15 +188,16 @@ const actions = {
   hangup(callId) {
     ask("hangup", { call_id: callId }, "Hanging up");
   },
-  async holdAndAnswer(currentId, call) {
+  // `allowUnencrypted`: the user chose a button that says the call will not be encrypted.
+  async holdAndAnswer(currentId, call, allowUnencrypted = false) {
     if (await ask("hold", { call_id: currentId, on_hold: true }, "Holding")) {
       dispatch({ type: "local_media", call_id: currentId, on_hold: true });
-      await actions.answer(call.call_id, call.video, false);
+      await actions.answer(call.call_id, call.video, allowUnencrypted);
     }
   },
-  async endAndAnswer(currentId, call) {
+  async endAndAnswer(currentId, call, allowUnencrypted = false) {
     if (await ask("hangup", { call_id: currentId }, "Hanging up")) {
-      await actions.answer(call.call_id, call.video, false);
+      await actions.answer(call.call_id, call.video, allowUnencrypted);
     }
   },
   async mute(call) {

@@ -10,7 +10,7 @@ export class LocalMedia {
 
   entry(scope) {
     if (!this.scopes.has(scope)) {
-      this.scopes.set(scope, { user: null, screen: null, pending: null, enabled: { audio: true, video: true } });
+      this.scopes.set(scope, { user: null, screen: null, pending: null, enabled: { audio: true, video: true }, held: false });
     }
     return this.scopes.get(scope);
   }
@@ -49,6 +49,7 @@ export class LocalMedia {
     const e = this.entry(scope);
     e.screen?.getTracks().forEach((t) => t.stop());
     e.screen = stream;
+    this.apply(e);
     for (const t of stream.getVideoTracks()) t.addEventListener("ended", () => onEnded?.(), { once: true });
     return stream;
   }
@@ -71,9 +72,17 @@ export class LocalMedia {
     this.apply(e);
   }
 
+  /** A call on hold sends silence and black (its party must not hear what we say meanwhile). */
+  setHeld(scope, held) {
+    const e = this.entry(scope);
+    e.held = Boolean(held);
+    this.apply(e);
+  }
+
   apply(e) {
-    e.user?.getAudioTracks().forEach((t) => (t.enabled = e.enabled.audio));
-    e.user?.getVideoTracks().forEach((t) => (t.enabled = e.enabled.video));
+    e.user?.getAudioTracks().forEach((t) => (t.enabled = e.enabled.audio && !e.held));
+    e.user?.getVideoTracks().forEach((t) => (t.enabled = e.enabled.video && !e.held));
+    e.screen?.getVideoTracks().forEach((t) => (t.enabled = !e.held));
   }
 
   /** Stop every track of the scope and forget it. */

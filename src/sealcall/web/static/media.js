@@ -24,6 +24,7 @@ export class MediaEngine {
     this.statsWaiters = new Map(); // request number -> resolve
     this.nextRequest = 1;
     this.prevSamples = new Map(); // id -> {at, reports}
+    this.groupScopes = new Set(); // room ids whose group call has keys or pairs here
   }
 
   fromWorker(msg) {
@@ -58,6 +59,7 @@ export class MediaEngine {
     const id = msg[idField];
     if (typeof id !== "string") return null;
     let peer = this.peers.get(id);
+    if (peer && peer.idField !== idField) peer = null; // never another kind's connection
     if (!peer) {
       if (msg.op === "close") return null;
       const scope = idField === "call_id" ? id : (msg.room_id ?? this.roomOfPair(id));
@@ -65,6 +67,14 @@ export class MediaEngine {
         console.warn("sealcall: a media command for a pair of no known room; dropped");
         return null;
       }
+      if (this.peers.has(id) || this.scopeTaken(idField, scope)) {
+        // The far side picks call ids: one that names a group's scope (or a pair) would put
+        // its keys, allow_plain or forget on the group's media. Refused; the call ends.
+        console.warn("sealcall: a media command whose id another call uses; refused");
+        this.report("media_failed", { [idField]: id, detail: "InvalidAccessError" });
+        return null;
+      }
+      if (idField === "pair_id") this.groupScopes.add(scope);
       peer = new Peer({
         idField,
         id,
@@ -108,7 +118,7 @@ export class MediaEngine {
           await peer.perform(msg); // after the commands before it
           this.peers.delete(id);
           this.prevSamples.delete(id);
-          if (peer.idField === "call_id") this.endScope(peer.scope);
+          if (peer.idField === "call_id") this.endScope(peer.scope, "call_id");
           return;
         default:
           if (msg.op === "create_offer" || msg.op === "create_answer") {
@@ -122,9 +132,21 @@ export class MediaEngine {
     }
   }
 
+  /** True if `scope` is in use by a connection (or group keys) of the other kind. */
+  scopeTaken(idField, scope) {
+    if (idField === "call_id" && this.groupScopes.has(scope)) return true;
+    const other = idField === "call_id" ? "pair_id" : "call_id";
+    return [...this.peers.values()].some((p) => p.idField === other && p.scope === scope);
+  }
+
   groupKeys(msg) {
     const scope = msg.room_id;
     if (typeof scope !== "string") return;
+    if (this.scopeTaken("pair_id", scope)) {
+      console.warn("sealcall: group keys for a scope a 1:1 call uses; refused");
+      return;
+    }
+    this.groupScopes.add(scope);
     try {
       if (msg.send) this.postKey("set_send_key", { scope, suite: msg.suite, kid: msg.send.kid }, msg.send.key);
       for (const r of Array.isArray(msg.receive) ? msg.receive : []) {
@@ -148,8 +170,12 @@ export class MediaEngine {
     return levels;
   }
 
-  /** Stop a scope's media and have the worker forget its keys (a call ended, a group was left). */
-  endScope(scope) {
+  /**
+   * Stop a scope's media and have the worker forget its keys (a call ended: `kind` "call_id";
+   * a group was left: "pair_id"); nothing if the scope is the other kind's.
+   */
+  endScope(scope, kind) {
+    if (this.scopeTaken(kind, scope)) return;
     for (const [id, peer] of this.peers) {
       if (peer.scope === scope) {
         peer.close();
@@ -157,7 +183,14 @@ export class MediaEngine {
       }
     }
     this.local.release(scope);
+    this.groupScopes.delete(scope);
     this.worker?.postMessage({ op: "forget", scope });
+  }
+
+  /** End every connection and scope (the page socket was lost: Python ended them). */
+  endAll() {
+    for (const peer of [...this.peers.values()]) this.endScope(peer.scope, peer.idField);
+    for (const scope of [...this.groupScopes]) this.endScope(scope, "pair_id");
   }
 
   /** The worker's counters for a scope, or null if it does not answer in time. */

@@ -176,6 +176,8 @@ export class Peer {
   }
 
   applyHold(onHold) {
+    // The held party gets silence and black, encrypted as ever (as matrix-js-sdk mutes on hold).
+    this.local.setHeld(this.scope, onHold);
     const screen = this.senderFor("screenshare");
     for (const t of this.pc.getTransceivers()) {
       if (t.sender === screen || t.stopped || t.currentDirection === "stopped") continue;

@@ -54,7 +54,9 @@ export function reduce(state, action) {
     case "socket_open":
       return { ...state, connected: true };
     case "socket_closed":
-      return { ...state, connected: false };
+      // Python ends the calls this page drove when its socket goes (their media was here) and
+      // sends the ones still going on to the next socket: none of what is shown holds.
+      return { ...state, connected: false, calls: {}, waiting: {}, groups: {}, pairRooms: {}, groupRings: {} };
     case "hello_result":
       return {
         ...state,
@@ -135,7 +137,8 @@ export function reduce(state, action) {
       return { ...state, calls: { ...state.calls, [action.call_id]: { ...call, local } } };
     }
     case "group": {
-      const pairRooms = { ...state.pairRooms };
+      // The room's pairs are those of this snapshot: an ended pair is forgotten (bounded).
+      const pairRooms = Object.fromEntries(Object.entries(state.pairRooms).filter(([, room]) => room !== action.room_id));
       const members = objects(action.members).filter((m) => typeof m.user_id === "string");
       for (const m of members) {
         if (typeof m.pair_id === "string") pairRooms[m.pair_id] = action.room_id;

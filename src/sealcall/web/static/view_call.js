@@ -78,16 +78,21 @@ function cannotAnswer(call, actions) {
 
 function waitingBanner({ call, current_call_id }, actions) {
   const name = shortName(call.peer);
+  // A call that cannot be encrypted is answered only by the user's explicit choice, here too.
+  const plain = !call.encrypted;
   return h(
     "div",
-    { class: "banner ring waiting", "data-testid": "call-waiting", "data-call-id": call.call_id, role: "alert" },
-    h("div", { class: "ring-who" }, h("span", { class: "avatar" }, initial(name)), h("div", {}, h("strong", {}, `${name} is calling`), h("div", { class: "sub" }, call.encrypted ? "Call waiting" : "Call waiting · cannot be end-to-end encrypted"))),
+    { class: `banner ring waiting${plain ? " danger" : ""}`, "data-testid": "call-waiting", "data-call-id": call.call_id, role: "alert" },
+    h("div", { class: "ring-who" }, h("span", { class: "avatar" }, initial(name)), h("div", {}, h("strong", {}, `${name} is calling`), h("div", { class: "sub" }, "Call waiting"))),
+    plain
+      ? h("div", { class: "e2ee-warning", "data-testid": "e2ee-warning" }, icon("warn"), h("div", {}, h("strong", {}, "This call would not be end-to-end encrypted."), ` ${name}'s app cannot encrypt call media. Servers relaying the call could see and hear it.`))
+      : null,
     h(
       "div",
       { class: "ring-actions" },
       h("button", { class: "btn danger", "data-testid": "reject", onclick: () => actions.reject(call.call_id) }, "Reject"),
-      h("button", { class: "btn", "data-testid": "hold-answer", onclick: () => actions.holdAndAnswer(current_call_id, call) }, "Hold & answer"),
-      h("button", { class: "btn", "data-testid": "end-answer", onclick: () => actions.endAndAnswer(current_call_id, call) }, "End & answer"),
+      h("button", { class: "btn", "data-testid": plain ? "hold-continue-unencrypted" : "hold-answer", onclick: () => actions.holdAndAnswer(current_call_id, call, plain) }, plain ? "Hold & continue unencrypted" : "Hold & answer"),
+      h("button", { class: "btn", "data-testid": plain ? "end-continue-unencrypted" : "end-answer", onclick: () => actions.endAndAnswer(current_call_id, call, plain) }, plain ? "End & continue unencrypted" : "End & answer"),
     ),
   );
 }
