@@ -1,6 +1,7 @@
 """Calls end to end: the call engine, real aiortc with encrypted media, an in-memory transport."""
 
 import asyncio
+from typing import Any
 
 from sealcall.calls import BusyPolicy, CallPolicy, Outcome
 from sealcall.transport import InMemoryHub
@@ -124,6 +125,12 @@ async def test_glare_ends_in_one_connected_call() -> None:
         await bob.close()
 
 
+def microphone_tap(session: Any) -> Any:
+    """The sender tap of a call's microphone."""
+    pc = session.pc
+    return pc.sender_tap(pc.senders_for("microphone")[0])
+
+
 async def test_call_waiting_and_busy() -> None:
     hub = InMemoryHub(latency=0.01)
     alice = Device(hub, "@alice:local", "ALICE")
@@ -147,6 +154,18 @@ async def test_call_waiting_and_busy() -> None:
         assert alice.events["remote_hold_changed"][-1][1] is True
         await eventually(lambda: (second.call_id, "m.usermedia/audio") in carol.counters)
         await eventually(lambda: carol.counter(second.call_id, "audio").frames > 20, timeout=5)
+        held_mic = microphone_tap(current)
+        assert held_mic.paused
+        paused_before = held_mic.counters.frames_paused
+        await eventually(lambda: held_mic.counters.frames_paused > paused_before + 10)
+        assert not microphone_tap(waiting).paused
+        # Resumed: the microphone goes out again; a mute set during the hold stays.
+        await current.hold(False)
+        await eventually(lambda: not held_mic.paused)
+        await current.set_microphone_muted(True)
+        await current.hold(True)
+        await current.hold(False)
+        assert held_mic.paused  # the user's mute outlives the hold
         await waiting.hangup()
         await current.hangup()
         await eventually(lambda: len(bob.events["history_item"]) == 2)

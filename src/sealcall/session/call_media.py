@@ -260,6 +260,11 @@ class CallMedia(Generic[PcT]):
                 continue
             # W3C hold: stop receiving; keep sending so the far side can play hold media.
             transceiver.direction = "sendonly" if on_hold else "sendrecv"
+        self._hold_local_media(pc, on_hold)
+
+    def _hold_local_media(self, pc: PcT, on_hold: bool) -> None:
+        """While on hold, what we capture must not reach the held party (the user may be
+        talking to someone else: call waiting's "hold and answer")."""
 
     def _streams(self) -> dict[str, StreamPurpose]:
         streams = {self._usermedia_stream: StreamPurpose.USERMEDIA}

@@ -41,6 +41,8 @@ class CallSession(CallMedia[EncryptedPeerConnection]):
         self.voip = voip
         self.room_id = room_id
         self.keys = MediaKeys()
+        self._user_mute = (False, False)  # (microphone, camera) as the user set them
+        self._held = False
 
     def __repr__(self) -> str:
         return f"CallSession({self.call!r})"
@@ -126,8 +128,21 @@ class CallSession(CallMedia[EncryptedPeerConnection]):
         pc.remove_screen_share()
 
     def _set_local_mute(self, pc: EncryptedPeerConnection, action: act.SetLocalMute) -> None:
-        pc.set_microphone_muted(action.audio_muted)
-        pc.set_camera_enabled(not action.video_muted)
+        self._user_mute = (action.audio_muted, action.video_muted)
+        self._pause_senders(pc)
+
+    def _hold_local_media(self, pc: EncryptedPeerConnection, on_hold: bool) -> None:
+        self._held = on_hold
+        self._pause_senders(pc)
+
+    def _pause_senders(self, pc: EncryptedPeerConnection) -> None:
+        """Nothing we capture goes out while muted or on hold (the user's own mute outlives
+        the hold)."""
+        audio_muted, video_muted = self._user_mute
+        pc.set_microphone_muted(audio_muted or self._held)
+        pc.set_camera_enabled(not (video_muted or self._held))
+        for sender in pc.senders_for("screenshare"):
+            pc.sender_tap(sender).set_paused(self._held)
 
     def _media_added(self, track: MediaStreamTrack, purpose: StreamPurpose) -> None:
         self.voip.emit("remote_media_added", self, track, purpose)
