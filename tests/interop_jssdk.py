@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sealcall.bench.chromium import CHROMIUM, CHROMIUM_ARGS
+from sealcall.bench.chromium import CHROMIUM, CHROMIUM_ARGS  # noqa: F401 - tests import it here
 
 INTEROP = Path(__file__).parent / "interop"
 MODULES = INTEROP / "node_modules"

@@ -10,7 +10,8 @@ The browser does the media and the SFrame encryption (its worker); this process 
 
 Every ``interval`` seconds a sample records this process's RSS, Python heap (tracemalloc) and
 CPU seconds, each page's JS heap after a garbage collection (CDP ``Performance.getMetrics``,
-``JSHeapUsedSize``; the page's main thread, not its worker), the Chromium processes' total RSS
+``JSHeapUsedSize``: the page's main thread) and its SFrame worker's (CDP ``Runtime.getHeapUsage``
+in the worker), the Chromium processes' total RSS
 and CPU seconds, the frames each page's worker decrypted (audio and video) and both pages' call
 states. Growth is the least-squares slope of the samples after the warm-up, per minute.
 """
@@ -18,6 +19,9 @@ states. Growth is the least-squares slope of the samples after the warm-up, per 
 import asyncio
 import contextlib
 import gc
+import importlib
+import itertools
+import json
 import os
 import secrets
 import shutil
@@ -30,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from sealcall.demo import homeserver, open_dm
+from sealcall.homeserver import Homeserver
 from sealcall.transport.matrix import MatrixTransport
 from sealcall.web.app import CallApp
 from sealcall.web.server import PageServer
@@ -57,6 +62,8 @@ class Sample:
     python_cpu_seconds: float
     alice_js_heap_mb: float
     bob_js_heap_mb: float
+    alice_worker_heap_mb: float
+    bob_worker_heap_mb: float
     chromium_rss_mb: float
     chromium_cpu_seconds: float
     chromium_processes: int
@@ -98,7 +105,7 @@ def chromium_usage() -> tuple[float, float, int]:
     RSS in MB, CPU seconds and number (psutil if installed, else /proc)."""
     usages: list[tuple[str, int, float]] = []
     try:
-        import psutil
+        psutil: Any = importlib.import_module("psutil")  # optional, and it has no type hints
     except ImportError:
         tree = _children()
         todo, seen = list(tree.get(os.getpid(), [])), []
@@ -131,6 +138,9 @@ class _Side:
         self.server = server
         self.page: Any = None
         self.cdp: Any = None
+        self._workers: set[str] = set()  # CDP session ids of the page's workers
+        self._replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._next_id = 0
 
     async def open(self, browser: Browser, room_id: str) -> None:
         self.page = await browser.page_on(self.server.url)
@@ -139,6 +149,48 @@ class _Side:
         await room.click(timeout=WAIT_MS)
         self.cdp = await self.page.context.new_cdp_session(self.page)
         await self.cdp.send("Performance.enable")
+        # The SFrame worker has a heap of its own: attach to it (and any later worker) through
+        # the page's session, with messages wrapped (Playwright's session has no child sessions).
+        self.cdp.on("Target.attachedToTarget", self._attached)
+        self.cdp.on("Target.detachedFromTarget", lambda e: self._workers.discard(e["sessionId"]))
+        self.cdp.on("Target.receivedMessageFromTarget", self._received)
+        await self.cdp.send(
+            "Target.setAutoAttach",
+            {"autoAttach": True, "waitForDebuggerOnStart": False, "flatten": False},
+        )
+
+    def _attached(self, event: dict[str, Any]) -> None:
+        if event["targetInfo"]["type"] == "worker":
+            self._workers.add(event["sessionId"])
+
+    def _received(self, event: dict[str, Any]) -> None:
+        message = json.loads(event["message"])
+        waiter = self._replies.pop(message.get("id", -1), None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(message)
+
+    async def _in_worker(self, session: str, method: str) -> dict[str, Any]:
+        self._next_id += 1
+        waiter = asyncio.get_running_loop().create_future()
+        self._replies[self._next_id] = waiter
+        message = json.dumps({"id": self._next_id, "method": method})
+        await self.cdp.send(
+            "Target.sendMessageToTarget", {"sessionId": session, "message": message}
+        )
+        try:
+            reply = await asyncio.wait_for(waiter, 10)
+        finally:
+            self._replies.pop(self._next_id, None)
+        result: dict[str, Any] = reply.get("result", {})
+        return result
+
+    async def worker_heap_mb(self) -> float:
+        """The JS heap in use in the page's workers (the SFrame worker) after a collection."""
+        used = 0.0
+        for session in list(self._workers):
+            await self._in_worker(session, "HeapProfiler.collectGarbage")
+            used += float((await self._in_worker(session, "Runtime.getHeapUsage"))["usedSize"])
+        return round(used / MB, 3)
 
     async def click(self, testid: str) -> None:
         await self.page.locator(f'[data-testid="{testid}"]').first.click(timeout=WAIT_MS)
@@ -194,6 +246,20 @@ async def _place_call(alice: _Side, bob: _Side) -> str:
         await asyncio.sleep(0.5)
 
 
+async def _hang_up(alice: _Side, bob: _Side, call_id: str) -> None:
+    """Alice hangs up and both pages see the call end (best effort: it may have ended, the
+    samples show that)."""
+    with contextlib.suppress(Exception):
+        await alice.page.locator('[data-testid="hangup"]').click(timeout=5000)
+        for side in (alice, bob):
+            await side.page.wait_for_function(
+                "(id) => (window.sealcall.state().calls[id]?.state ?? 'ended') === 'ended'",
+                arg=call_id,
+                polling=200,
+                timeout=10_000,
+            )
+
+
 async def run(
     minutes: float,
     *,
@@ -201,10 +267,12 @@ async def run(
     warmup: float | None = None,
     on_sample: Callable[[Sample], None] = lambda _: None,
     progress: Callable[[str], None] = lambda _: None,
+    server: Homeserver | None = None,
 ) -> dict[str, object]:
     """Hold one page-to-page video call for ``minutes``; return the samples and the growth per
     minute after ``warmup`` (default: the first minute, a third of the call if shorter).
-    Samples count from the first frames decrypted both ways."""
+    Samples count from the first frames decrypted both ways. The call goes through ``server``
+    (two new accounts on it), or an embedded Synapse started for it."""
     reason = missing()
     if reason is not None:
         raise AppSoakError(
@@ -220,13 +288,16 @@ async def run(
     samples: list[Sample] = []
     sides: list[_Side] = []
     try:
-        async with homeserver(root) as server:
-            progress(f"homeserver ready at {server.url}")
+        async with contextlib.AsyncExitStack() as stack:
+            if server is None:
+                server = await stack.enter_async_context(homeserver(root))
+                progress(f"homeserver ready at {server.url}")
             for name in ("alice", "bob"):
-                account = await server.register(name, secrets.token_urlsafe(12))
-                sides.append(
-                    await _side(server.url, account.user_id, account.password, root / name)
-                )
+                username = f"{name}{secrets.token_hex(4)}"
+                account = await server.register(username, secrets.token_urlsafe(12))
+                side = await _side(server.url, account.user_id, account.password, root / username)
+                stack.push_async_callback(side.stop)  # before the homeserver stops
+                sides.append(side)
             alice, bob = sides
             room_id = await open_dm(alice.transport, bob.transport)
             async with Browser.launched() as browser:
@@ -244,15 +315,8 @@ async def run(
                     if now >= end:
                         break
                     await asyncio.sleep(min(interval, end - now))
-                with contextlib.suppress(Exception):  # the call may have ended: it shows
-                    await alice.page.locator('[data-testid="hangup"]').click(timeout=5000)
-            for side in sides:
-                await side.stop()
-            sides.clear()
+                await _hang_up(alice, bob, call_id)
     finally:
-        for side in sides:
-            with contextlib.suppress(Exception):
-                await side.stop()
         if started_tracing:
             tracemalloc.stop()
         shutil.rmtree(root, ignore_errors=True)
@@ -270,6 +334,8 @@ async def _sample(alice: _Side, bob: _Side, call_id: str, start: float) -> Sampl
         python_cpu_seconds=round(time.process_time(), 2),
         alice_js_heap_mb=await alice.js_heap_mb(),
         bob_js_heap_mb=await bob.js_heap_mb(),
+        alice_worker_heap_mb=await alice.worker_heap_mb(),
+        bob_worker_heap_mb=await bob.worker_heap_mb(),
         chromium_rss_mb=rss,
         chromium_cpu_seconds=cpu,
         chromium_processes=count,
@@ -300,7 +366,7 @@ def report(
     # A stall anywhere shows: frames must grow each way, of each kind, between every two samples.
     stalls = [
         {"seconds": later.seconds, "stalled": stalled}
-        for earlier, later in zip(samples, samples[1:], strict=False)
+        for earlier, later in itertools.pairwise(samples)
         if (stalled := [f for f in FRAME_FIELDS if getattr(later, f) <= getattr(earlier, f)])
     ]
     numeric = [f.name for f in fields(Sample) if f.name not in ("seconds", "call_states")]

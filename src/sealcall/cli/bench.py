@@ -97,7 +97,10 @@ def app_soak(args: argparse.Namespace) -> int:
 
     def show(s: Sample) -> None:
         python = f"python RSS {s.python_rss_mb:>6.1f} heap {s.python_heap_mb:>6.2f}"
-        pages = f"JS heap {s.alice_js_heap_mb:>5.2f}/{s.bob_js_heap_mb:>5.2f}"
+        pages = (
+            f"JS heap page {s.alice_js_heap_mb:>5.2f}/{s.bob_js_heap_mb:>5.2f}"
+            f" worker {s.alice_worker_heap_mb:>5.2f}/{s.bob_worker_heap_mb:>5.2f}"
+        )
         chromium = f"chromium RSS {s.chromium_rss_mb:>7.1f}"
         frames = (
             f"video a->b {s.video_alice_to_bob:>6} b->a {s.video_bob_to_alice:>6}"
@@ -131,7 +134,8 @@ def app_soak(args: argparse.Namespace) -> int:
         return 0
     growth = report["growth_per_minute"]
     rates = report["frames_per_second"]
-    assert isinstance(growth, dict) and isinstance(rates, dict)
+    assert isinstance(growth, dict)
+    assert isinstance(rates, dict)
     print(f"growth per minute after the first {report['warmup_seconds']:.0f} s:")
     for name, value in growth.items():
         unit = "CPU s/min" if name.endswith("cpu_seconds") else "MB/min"
