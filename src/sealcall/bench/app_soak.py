@@ -11,7 +11,7 @@ The browser does the media and the SFrame encryption (its worker); this process 
 Every ``interval`` seconds a sample records this process's RSS, Python heap (tracemalloc) and
 CPU seconds, each page's JS heap after a garbage collection (CDP ``Performance.getMetrics``,
 ``JSHeapUsedSize``: the page's main thread) and its SFrame worker's (CDP ``Runtime.getHeapUsage``
-in the worker), the Chromium processes' total RSS
+in the worker), the Chromium processes' total RSS (and their renderers', where the pages run)
 and CPU seconds, the frames each page's worker decrypted (audio and video) and both pages' call
 states. Growth is the least-squares slope of the samples after the warm-up, per minute.
 """
@@ -65,6 +65,7 @@ class Sample:
     alice_worker_heap_mb: float
     bob_worker_heap_mb: float
     chromium_rss_mb: float
+    chromium_renderer_rss_mb: float
     chromium_cpu_seconds: float
     chromium_processes: int
     video_alice_to_bob: int  # frames Bob's worker decrypted
@@ -88,8 +89,8 @@ def _children() -> dict[int, list[int]]:
     return tree
 
 
-def _proc_usage(pid: int) -> tuple[str, int, float]:
-    """A process's command name, RSS in bytes and CPU seconds, from /proc."""
+def _proc_usage(pid: int) -> tuple[str, int, float, str]:
+    """A process's command name, RSS in bytes, CPU seconds and Chromium ``--type``, from /proc."""
     with open(f"/proc/{pid}/stat") as stat:
         text = stat.read()
     name = text[text.index("(") + 1 : text.rindex(")")]
@@ -97,13 +98,34 @@ def _proc_usage(pid: int) -> tuple[str, int, float]:
     ticks = os.sysconf("SC_CLK_TCK")
     cpu = (int(after[11]) + int(after[12])) / ticks  # utime, stime
     rss = int(after[21]) * os.sysconf("SC_PAGE_SIZE")
-    return name, rss, cpu
+    with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+        arguments = cmdline.read().decode(errors="replace").split("\0")
+    return name, rss, cpu, _process_type(arguments)
 
 
-def chromium_usage() -> tuple[float, float, int]:
-    """The Chromium processes under this one (Playwright's driver starts them): their total
-    RSS in MB, CPU seconds and number (psutil if installed, else /proc)."""
-    usages: list[tuple[str, int, float]] = []
+def _process_type(arguments: list[str]) -> str:
+    """Chromium's process type (``renderer``, ``gpu-process``...; ``browser`` without one)."""
+    # Chromium's child processes rewrite their command line as one string, spaces between.
+    for argument in " ".join(arguments).split():
+        if argument.startswith("--type="):
+            return argument.removeprefix("--type=")
+    return "browser"
+
+
+@dataclass(frozen=True)
+class ChromiumUsage:
+    """Chromium's processes under this one, summed."""
+
+    rss_mb: float
+    renderer_rss_mb: float  # the renderer processes: the pages and their workers
+    cpu_seconds: float
+    processes: int
+
+
+def chromium_usage() -> ChromiumUsage:
+    """The Chromium processes under this one (Playwright's driver starts them): their RSS,
+    CPU seconds and number (psutil if installed, else /proc)."""
+    usages: list[tuple[str, int, float, str]] = []
     try:
         psutil: Any = importlib.import_module("psutil")  # optional, and it has no type hints
     except ImportError:
@@ -120,12 +142,20 @@ def chromium_usage() -> tuple[float, float, int]:
         for child in psutil.Process().children(recursive=True):
             with contextlib.suppress(psutil.Error):
                 times = child.cpu_times()
-                usages.append((child.name(), child.memory_info().rss, times.user + times.system))
-    chromium = [(rss, cpu) for name, rss, cpu in usages if name.startswith("chrom")]
-    return (
-        round(sum(rss for rss, _ in chromium) / MB, 1),
-        round(sum(cpu for _, cpu in chromium), 2),
-        len(chromium),
+                usages.append(
+                    (
+                        child.name(),
+                        child.memory_info().rss,
+                        times.user + times.system,
+                        _process_type(child.cmdline()),
+                    )
+                )
+    chromium = [u for u in usages if u[0].startswith("chrom")]
+    return ChromiumUsage(
+        rss_mb=round(sum(u[1] for u in chromium) / MB, 1),
+        renderer_rss_mb=round(sum(u[1] for u in chromium if u[3] == "renderer") / MB, 1),
+        cpu_seconds=round(sum(u[2] for u in chromium), 2),
+        processes=len(chromium),
     )
 
 
@@ -326,7 +356,7 @@ async def run(
 async def _sample(alice: _Side, bob: _Side, call_id: str, start: float) -> Sample:
     gc.collect()
     (a_state, a_frames), (b_state, b_frames) = await alice.call(call_id), await bob.call(call_id)
-    rss, cpu, count = chromium_usage()
+    chromium = chromium_usage()
     return Sample(
         seconds=round(time.monotonic() - start, 1),
         python_rss_mb=round(rss_bytes() / MB, 2),
@@ -336,9 +366,10 @@ async def _sample(alice: _Side, bob: _Side, call_id: str, start: float) -> Sampl
         bob_js_heap_mb=await bob.js_heap_mb(),
         alice_worker_heap_mb=await alice.worker_heap_mb(),
         bob_worker_heap_mb=await bob.worker_heap_mb(),
-        chromium_rss_mb=rss,
-        chromium_cpu_seconds=cpu,
-        chromium_processes=count,
+        chromium_rss_mb=chromium.rss_mb,
+        chromium_renderer_rss_mb=chromium.renderer_rss_mb,
+        chromium_cpu_seconds=chromium.cpu_seconds,
+        chromium_processes=chromium.processes,
         video_alice_to_bob=b_frames["video"],
         audio_alice_to_bob=b_frames["audio"],
         video_bob_to_alice=a_frames["video"],

@@ -101,7 +101,9 @@ def app_soak(args: argparse.Namespace) -> int:
             f"JS heap page {s.alice_js_heap_mb:>5.2f}/{s.bob_js_heap_mb:>5.2f}"
             f" worker {s.alice_worker_heap_mb:>5.2f}/{s.bob_worker_heap_mb:>5.2f}"
         )
-        chromium = f"chromium RSS {s.chromium_rss_mb:>7.1f}"
+        chromium = (
+            f"chromium RSS {s.chromium_rss_mb:>7.1f} (renderers {s.chromium_renderer_rss_mb:>6.1f})"
+        )
         frames = (
             f"video a->b {s.video_alice_to_bob:>6} b->a {s.video_bob_to_alice:>6}"
             f" audio a->b {s.audio_alice_to_bob:>6} b->a {s.audio_bob_to_alice:>6}"
