@@ -16,20 +16,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sealcall.bench.chromium import CHROMIUM, CHROMIUM_ARGS  # noqa: F401 - tests import it here
+
 INTEROP = Path(__file__).parent / "interop"
 MODULES = INTEROP / "node_modules"
 WASM = MODULES / "@matrix-org/matrix-sdk-crypto-wasm/pkg/matrix_sdk_crypto_wasm_bg.wasm"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 def missing() -> str | None:

@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sframe.set_defaults(func=bench.sframe_bench)
     bench.add_soak_parser(commands)
+    bench.add_app_soak_parser(commands)
     bench.add_mesh_bench_parser(commands)
 
     media = commands.add_parser(

@@ -1,4 +1,4 @@
-"""``sealcall sframe-bench``, ``media-bench``, ``setup-bench`` and ``soak``."""
+"""``sealcall sframe-bench``, ``media-bench``, ``setup-bench``, ``soak`` and ``app-soak``."""
 
 import argparse
 import asyncio
@@ -90,6 +90,92 @@ def add_soak_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParse
         "--interval", type=_positive, default=5.0, help="seconds between samples (default 5)"
     )
     parser.set_defaults(func=soak)
+
+
+def app_soak(args: argparse.Namespace) -> int:
+    from sealcall.bench.app_soak import AppSoakError, Sample, run
+
+    def show(s: Sample) -> None:
+        python = f"python RSS {s.python_rss_mb:>6.1f} heap {s.python_heap_mb:>6.2f}"
+        pages = (
+            f"JS heap page {s.alice_js_heap_mb:>5.2f}/{s.bob_js_heap_mb:>5.2f}"
+            f" worker {s.alice_worker_heap_mb:>5.2f}/{s.bob_worker_heap_mb:>5.2f}"
+        )
+        chromium = (
+            f"chromium RSS {s.chromium_rss_mb:>7.1f} (renderers {s.chromium_renderer_rss_mb:>6.1f})"
+        )
+        frames = (
+            f"video a->b {s.video_alice_to_bob:>6} b->a {s.video_bob_to_alice:>6}"
+            f" audio a->b {s.audio_alice_to_bob:>6} b->a {s.audio_bob_to_alice:>6}"
+        )
+        print(
+            f"{s.seconds:>6.1f} s  {python}  {pages}  {chromium} MB  {frames}  {s.call_states}",
+            flush=True,
+        )
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    if not args.json:
+        say("App soak: a video call between two sealcall app pages in Debian's Chromium")
+    quiet = args.json
+    try:
+        report = asyncio.run(
+            run(
+                args.minutes,
+                interval=args.interval,
+                on_sample=(lambda _: None) if quiet else show,
+                progress=(lambda _: None) if quiet else say,
+            )
+        )
+    except AppSoakError as error:
+        print(f"sealcall app-soak: {error}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    growth = report["growth_per_minute"]
+    rates = report["frames_per_second"]
+    assert isinstance(growth, dict)
+    assert isinstance(rates, dict)
+    print(f"growth per minute after the first {report['warmup_seconds']:.0f} s:")
+    for name, value in growth.items():
+        unit = "CPU s/min" if name.endswith("cpu_seconds") else "MB/min"
+        print(f"  {name:<22} {value} {unit}")
+    print("frames decrypted per second: " + ", ".join(f"{k} {v}" for k, v in rates.items()))
+    if report["media_flowing_throughout"]:
+        print("frames flowed each way, audio and video, between every two samples")
+    else:
+        print(f"media stalled: {report['media_stalls']}")
+    print(f"call states at the end (alice/bob): {report['call_states_at_end']}")
+    return 0
+
+
+def add_app_soak_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Add ``sealcall app-soak``."""
+    parser = commands.add_parser(
+        "app-soak",
+        help="memory and CPU of a long video call between two sealcall app pages",
+        description=(
+            "Start the embedded Synapse, two accounts with an encrypted DM, their sealcall app"
+            " (CallApp and page server) in this process and their pages in Debian's Chromium"
+            " (fake camera and microphone; needs Playwright, pip install -e '.[dev]', and"
+            " apt-get install chromium; no browser is downloaded). One page calls the other with"
+            " video through the page's buttons and the call is held for --minutes. Every"
+            " --interval seconds it samples this process's RSS, Python heap (tracemalloc) and"
+            " CPU, each page's JS heap, the Chromium processes' RSS and CPU, the frames each"
+            " page's worker decrypted and both call states, and prints the growth per minute"
+            " after the first minute (a third of the call if shorter)."
+        ),
+    )
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument(
+        "--minutes", type=_positive, default=5.0, help="call length; fractions allowed (default 5)"
+    )
+    parser.add_argument(
+        "--interval", type=_positive, default=5.0, help="seconds between samples (default 5)"
+    )
+    parser.set_defaults(func=app_soak)
 
 
 def media_bench(args: argparse.Namespace) -> int:
