@@ -1,7 +1,9 @@
-"""The web client: the package that will serve the calling page on 127.0.0.1 (issue 10).
+"""The web client: ``sealcall app``, the calling app in a local browser page.
 
-For now it ships ``static/sframe.js``, SFrame (RFC 9605) in plain JavaScript with WebCrypto, the
-same wire format as :mod:`sealcall.sframe`, checked by ``node --test tests/js/`` against the same
-RFC 9605 vectors; and ``static/frames.js``, the codec-aware frame protection of
-:mod:`sealcall.e2ee.codecs` (same bytes, checked against frames the Python side protected).
+This process keeps everything Matrix and runs the call engine (:mod:`sealcall.web.app`,
+:mod:`sealcall.web.group_app`); the page (``static/``) does WebRTC and encrypts every frame in a
+worker (``static/e2ee_worker.js``: SFrame in JavaScript with WebCrypto, the same wire format as
+:mod:`sealcall.sframe`). They talk over one WebSocket on 127.0.0.1 (:mod:`sealcall.web.server`,
+:mod:`sealcall.web.protocol`), locked to the page by a per-launch secret and its Origin; the
+protocols are in docs/web-protocol.md.
 """
