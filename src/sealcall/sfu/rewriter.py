@@ -113,7 +113,7 @@ class StreamRewriter:
         self._started = False
 
     def select(self, source_ssrc: int | None) -> None:
-        """Choose the layer (source SSRC) to forward, or None to pause; video waits for a key frame."""
+        """Choose the layer (source SSRC) to forward, or None to pause (video: from a key frame)."""
         self.target = source_ssrc
         if source_ssrc is None:
             self.current = None

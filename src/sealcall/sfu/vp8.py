@@ -70,7 +70,7 @@ class Vp8Descriptor:
     def load(
         self, buf: bytes | bytearray | memoryview, start: int = 0, end: int = -1
     ) -> Vp8Descriptor:
-        """Parse the descriptor at ``buf[start:end]`` (offsets absolute in ``buf``; ``end`` -1 = len).
+        """Parse the descriptor in ``buf[start:end]`` (absolute offsets; ``end`` -1 = the end).
 
         Offsets recorded here are absolute too, so a rewriter can patch the forwarded copy in place.
         Raises ``Vp8Error`` if the descriptor or a frame-start payload header is truncated.
