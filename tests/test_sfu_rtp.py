@@ -37,13 +37,17 @@ def test_fixed_header_and_one_byte_extensions() -> None:
     v = parse_rtp(ONE_BYTE)
     assert (v.version, v.marker, v.payload_type) == (2, True, 100)
     assert (v.sequence_number, v.timestamp, v.ssrc) == (0x1234, 0xDEADBEEF, 0x11223344)
-    assert v.csrcs == () and not v.padding and v.has_extension
-    assert v.payload_offset == 24 and bytes(v.payload) == b"hello"
+    assert v.csrcs == ()
+    assert not v.padding
+    assert v.has_extension
+    assert v.payload_offset == 24
+    assert bytes(v.payload) == b"hello"
     assert v.extension(1) == b"\xaa"
     assert v.extension(2) == b"\x01\x02\x03"
     assert v.extension(3) is None
     assert v.extensions() == {1: b"\xaa", 2: b"\x01\x02\x03"}
-    assert v.audio_level(1) == 0xAA and split_audio_level(v.audio_level(1)) == (True, 42)
+    assert v.audio_level(1) == 0xAA
+    assert split_audio_level(v.audio_level(1)) == (True, 42)
     assert v.audio_level(3) == -1
 
 
@@ -60,8 +64,12 @@ def test_two_byte_extensions_csrcs_and_padding() -> None:
     v = parse_rtp(packet)
     assert (v.marker, v.payload_type, v.sequence_number) == (False, 8, 0xFFFF)
     assert v.csrcs == (0xCAFE, 0xBEEF)
-    assert v.extension(5) == b"" and v.extension(7) == b"\xaa\xbb" and v.extension(1) is None
-    assert v.padding and v.padding_size == 3 and bytes(v.payload) == b"xyz"
+    assert v.extension(5) == b""
+    assert v.extension(7) == b"\xaa\xbb"
+    assert v.extension(1) is None
+    assert v.padding
+    assert v.padding_size == 3
+    assert bytes(v.payload) == b"xyz"
 
 
 def test_one_byte_id_15_stops_parsing() -> None:
@@ -77,7 +85,9 @@ def test_view_is_reusable_and_does_not_copy() -> None:
     buf[-1] = ord("!")
     assert bytes(view.payload) == b"hell!"
     view.load(bytes([0x80, 0x00, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3]))
-    assert not view.has_extension and view.extension(1) is None and bytes(view.payload) == b""
+    assert not view.has_extension
+    assert view.extension(1) is None
+    assert bytes(view.payload) == b""
 
 
 @pytest.mark.parametrize(
@@ -115,11 +125,13 @@ def test_rewrite_header_in_place_keeps_marker_and_payload() -> None:
     assert (v.timestamp, v.ssrc) == (7, 0xAABBCCDD)
     assert buf[12:] == ONE_BYTE[12:]
     set_marker(buf, False)
-    assert not parse_rtp(buf).marker and parse_rtp(buf).payload_type == 96
+    assert not parse_rtp(buf).marker
+    assert parse_rtp(buf).payload_type == 96
 
 
 def test_rtcp_demultiplexing() -> None:
-    assert is_rtcp(bytes([0x81, 201, 0, 1])) and not is_rtcp(ONE_BYTE)
+    assert is_rtcp(bytes([0x81, 201, 0, 1]))
+    assert not is_rtcp(ONE_BYTE)
 
 
 def _aiortc_map() -> HeaderExtensionsMap:
@@ -179,7 +191,8 @@ def test_matches_aiortc(
     buf = bytearray(wire)
     rewrite_header(buf, 111, seq + 7, ts + 9, ssrc ^ 1)
     back = RtpPacket.parse(bytes(buf), _aiortc_map())
-    assert (back.payload_type, back.marker, back.sequence_number) == (111, marker, (seq + 7) % 65536)
+    assert (back.payload_type, back.marker) == (111, marker)
+    assert back.sequence_number == (seq + 7) % 65536
     assert (back.timestamp, back.ssrc, back.payload) == ((ts + 9) % 2**32, ssrc ^ 1, payload)
 
 
@@ -225,28 +238,36 @@ VP8_KEY = bytes([0x90, 0xE0, 0x92, 0x34, 0x05, 0x60]) + bytes(
 
 def test_vp8_key_frame_descriptor() -> None:
     d = parse_vp8(VP8_KEY + b"ciphertext")
-    assert d.start_of_partition and d.partition_id == 0 and d.is_frame_start
+    assert d.start_of_partition
+    assert d.partition_id == 0
+    assert d.is_frame_start
     assert (d.picture_id, d.picture_id_wide, d.picture_id_offset) == (0x1234, True, 2)
     assert (d.tl0picidx, d.tid, d.layer_sync, d.keyidx) == (5, 1, True, -1)
     assert d.header_size == 6
-    assert d.is_keyframe and (d.width, d.height) == (640, 480)
+    assert d.is_keyframe
+    assert (d.width, d.height) == (640, 480)
 
 
 def test_vp8_delta_frame_and_continuation() -> None:
     # 7-bit picture id 17, K only (KEYIDX 3); a delta frame: P=1, only 3 clear bytes needed.
     delta = parse_vp8(bytes([0x90, 0x90, 17, 0x03, 0x31, 0x00, 0x00]))
     assert (delta.picture_id, delta.picture_id_wide, delta.keyidx, delta.tid) == (17, False, 3, -1)
-    assert delta.is_frame_start and not delta.is_keyframe
+    assert delta.is_frame_start
+    assert not delta.is_keyframe
     # S=0: not the start of a partition; what follows is ciphertext and is not read.
     cont = parse_vp8(bytes([0x00, 0xFF]))
-    assert not cont.is_frame_start and not cont.is_keyframe and cont.picture_id == -1
+    assert not cont.is_frame_start
+    assert not cont.is_keyframe
+    assert cont.picture_id == -1
 
 
 def test_vp8_offsets_are_absolute_within_an_rtp_packet() -> None:
     packet = ONE_BYTE[:24] + VP8_KEY
     view = parse_rtp(packet)
     d = parse_vp8(packet, view.payload_offset, view.payload_end)
-    assert d.picture_id_offset == 26 and d.tl0picidx_offset == 28 and d.is_keyframe
+    assert d.picture_id_offset == 26
+    assert d.tl0picidx_offset == 28
+    assert d.is_keyframe
 
 
 @pytest.mark.parametrize(
@@ -313,4 +334,5 @@ def test_fuzz_vp8_raises_only_vp8_error(data: bytes) -> None:
     except Vp8Error:
         return
     assert 1 <= d.header_size <= len(data)
-    assert 0 <= d.width < 16384 and 0 <= d.height < 16384
+    assert 0 <= d.width < 16384
+    assert 0 <= d.height < 16384

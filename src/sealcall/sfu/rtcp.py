@@ -191,8 +191,7 @@ class Nack:
     def serialize(self) -> bytes:
         """Wire bytes; ``lost`` is packed into PID/BLP pairs (wrapping at 2^16)."""
         fci = bytearray()
-        pending = sorted({s & 0xFFFF for s in self.lost})
-        # Group by distance from the first pending PID, modulo 2^16, so runs across wrap pack well.
+        pending = _wrap_order({s & 0xFFFF for s in self.lost})
         while pending:
             pid = pending[0]
             blp = 0
@@ -269,6 +268,17 @@ class Remb:
             + b"".join(struct.pack("!I", _u32(s)) for s in self.ssrcs)
         )
         return _header(_FMT_AFB, PSFB, body)
+
+
+def _wrap_order(values: set[int]) -> list[int]:
+    """Sequence numbers in send order: start after the widest circular gap (so 65534, 0, 1)."""
+    ordered = sorted(values)
+    if len(ordered) < 2:
+        return ordered
+    gaps = [(ordered[0] + 0x10000 - ordered[-1], 0)]
+    gaps += [(ordered[i] - ordered[i - 1], i) for i in range(1, len(ordered))]
+    start = max(gaps)[1]
+    return ordered[start:] + ordered[:start]
 
 
 RtcpPacket = SenderReport | ReceiverReport | SourceDescription | Bye | Nack | Pli | Fir | Remb
