@@ -28,7 +28,9 @@ def vp8_packet(ssrc: int, seq: int, ts: int, picture_id: int, keyframe: bool) ->
     desc = bytes(
         [0x90, 0xC0, 0x80 | (picture_id >> 8) & 0x7F, picture_id & 0xFF, picture_id & 0xFF]
     )
-    clear = bytes([16, 2, 0, 157, 1, 42, 128, 2, 224, 1]) if keyframe else bytes([17, 2, 0])
+    # The clear VP8 prefix: key frame (P=0, start code, 640x480) or delta frame (P=1).
+    key = bytes([0x10, 0x02, 0x00, 0x9D, 0x01, 0x2A, 0x80, 0x02, 0xE0, 0x01])
+    clear = key if keyframe else bytes([0x11, 0x02, 0x00])
     return header + desc + clear + b"sframe-ciphertext"
 
 
