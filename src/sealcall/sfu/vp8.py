@@ -73,6 +73,8 @@ class Vp8Descriptor:
         """Parse the descriptor in ``buf[start:end]`` (absolute offsets; ``end`` -1 = the end).
 
         Offsets recorded here are absolute too, so a rewriter can patch the forwarded copy in place.
+        A padding-only RTP packet (bandwidth probes) has no descriptor: check for an empty payload
+        first.
         Raises ``Vp8Error`` if the descriptor or a frame-start payload header is truncated.
         """
         if end < 0:
