@@ -1,0 +1,1 @@
+"""The SFU: forwards end-to-end encrypted media it cannot read (being built)."""
