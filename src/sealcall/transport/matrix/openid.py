@@ -17,7 +17,7 @@ from .http import V3, path, request
 
 MAX_TOKEN_LENGTH = 1024  # Synapse's are 24 characters; anything far longer is not a token
 MAX_SERVER_NAME_LENGTH = 255
-BEARER = "Bearer"  # noqa: S105 - the token type's name
+BEARER = "Bearer"
 MAX_EXPIRES_IN = 7 * 24 * 3600  # seconds; Synapse gives one hour
 
 
