@@ -92,7 +92,9 @@ async def test_an_openid_token_is_typed_and_resolves_to_its_user(devices: gm.Dev
     assert OpenIdToken.parse(token.to_json()) == token
     room_id = await gm.group_room(sfu, alice)
     await join_call(alice, room_id)
-    verdict = await Sfu(sfu, devices.server).service.admit(await request(alice, room_id))
+    service = Sfu(sfu, devices.server).service
+    verdict = await service.admit(await request(alice, room_id))
+    await service.close()
     assert isinstance(verdict, Admitted), verdict
 
 

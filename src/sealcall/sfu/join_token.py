@@ -55,7 +55,8 @@ def _unb64(text: str) -> bytes:
     if not text.isascii():
         raise JoinTokenError(JoinTokenRefusal.MALFORMED)
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        padded = text + "=" * (-len(text) % 4)
+        return base64.b64decode(padded, altchars=b"-_", validate=True)  # no ignored junk
     except (binascii.Error, ValueError):
         raise JoinTokenError(JoinTokenRefusal.MALFORMED) from None
 
