@@ -87,8 +87,10 @@ async def request(d: gm.Device, room_id: str, **changes: Any) -> JoinRequest:
 async def test_an_openid_token_is_typed_and_resolves_to_its_user(devices: gm.Devices) -> None:
     alice, sfu = await devices.new("alice"), await devices.new("sfu")
     token = await alice.transport.request_openid_token()
-    assert token.token_type == "Bearer" and token.matrix_server_name == "localhost"
-    assert token.expires_in > 0 and token.access_token not in repr(token)
+    assert token.token_type == "Bearer"
+    assert token.matrix_server_name == "localhost"
+    assert token.expires_in > 0
+    assert token.access_token not in repr(token)
     assert OpenIdToken.parse(token.to_json()) == token
     room_id = await gm.group_room(sfu, alice)
     await join_call(alice, room_id)

@@ -284,6 +284,7 @@ class Admission:
         self._attempts: dict[int, _Attempt] = {}
         self._rooms: dict[str, MembershipTable] = {}
         self._loading: set[str] = set()
+        self._early: dict[str, list[MemberStateChanged | RoomUserChanged]] = {}
         self._admitted: dict[tuple[str, MemberDevice], Participant] = {}
 
     # -- queries ------------------------------------------------------------------------
@@ -333,9 +334,19 @@ class Admission:
             for room_id, room in self._rooms.items():
                 out += self._ended(room_id, room.tick(now_ms))
             return out
+        return self._room_change(item, now_ms)
+
+    def _room_change(
+        self, item: "MemberStateChanged | RoomUserChanged", now_ms: int
+    ) -> list[AdmissionAction]:
         table = self._rooms.get(item.room_id)
         if table is None:
-            return []  # a room we do not follow (yet): its snapshot will hold this
+            early = self._early.get(item.room_id)
+            # While the room's snapshot is being read, changes may be newer than it: kept, and
+            # applied after it, in order. Other rooms' changes: their snapshot will hold them.
+            if early is not None and len(early) < MAX_ROOM_LOADS:
+                early.append(item)
+            return []
         if isinstance(item, MemberStateChanged):
             return self._ended(item.room_id, table.handle(item.event, now_ms))
         change = RoomMembershipChanged(item.user_id, item.joined)
@@ -371,10 +382,12 @@ class Admission:
         if len(self._rooms) + len(self._loading) >= MAX_ROOMS:
             return self._refuse(key, Refusal.BUSY)
         self._loading.add(room_id)
+        self._early[room_id] = []
         return [LoadRoom(room_id)]
 
     def _room_loaded(self, item: RoomLoaded, now_ms: int) -> list[AdmissionAction]:
         self._loading.discard(item.room_id)
+        early = self._early.pop(item.room_id, [])
         waiting = [
             k
             for k, a in self._attempts.items()
@@ -389,6 +402,8 @@ class Admission:
             for event in item.member_events[:MAX_ROOM_LOADS]:
                 table.handle(event, now_ms)
             self._rooms[item.room_id] = table
+            for change in early:
+                self._room_change(change, now_ms)  # nobody is admitted here yet
         for key in waiting:
             out += self._decide(key, self._attempts[key], now_ms)
         return out
