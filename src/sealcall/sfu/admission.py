@@ -86,7 +86,9 @@ def _id(obj: dict[str, Any], key: str, prefix: str = "", optional: bool = False)
         return None
     if not short_text(value) or not isinstance(value, str) or not value.startswith(prefix):
         raise JoinRequestError(f"{key} must be a string of at most 255 characters")
-    if not value or (prefix and ":" not in value[1:]):
+    if not value:
+        raise JoinRequestError(f"{key} is empty")
+    if prefix and ":" not in value[1:]:
         raise JoinRequestError(f"{key} is not a Matrix id")
     return value
 
@@ -249,6 +251,7 @@ AdmissionAction = CheckToken | LoadRoom | Admitted | Refused | Disconnect
 class Step(StrEnum):
     """Where one join attempt is."""
 
+    NONE = "none"  # no such attempt (not begun, or decided already)
     CHECKING_TOKEN = "checking_token"  # noqa: S105 - a step name
     LOADING_ROOM = "loading_room"
 
@@ -263,7 +266,7 @@ class _Attempt:
     step: Step
 
 
-_Handler = Callable[["Admission", int, _Attempt, Any, int], list[AdmissionAction]]
+_Handler = Callable[["Admission", Any, "_Attempt | None", int], list[AdmissionAction]]
 
 
 class Admission:
@@ -317,16 +320,15 @@ class Admission:
 
     def handle(self, item: AdmissionInput, now_ms: int) -> list[AdmissionAction]:
         """Apply one input at ``now_ms``; what to do."""
-        if isinstance(item, JoinRequested):
-            return self._join_requested(item)
-        if isinstance(item, TokenChecked):
+        if isinstance(item, JoinRequested | TokenChecked):
             attempt = self._attempts.get(item.attempt)
-            if attempt is None:
-                return []  # refused already (e.g. its room could not be read)
-            handler = TRANSITIONS.get((attempt.step, type(item)))
+            step = Step.NONE if attempt is None else attempt.step
+            handler = TRANSITIONS.get((step, type(item)))
             if handler is None:
-                raise AdmissionStateError(f"{type(item).__name__} in step {attempt.step}")
-            return handler(self, item.attempt, attempt, item, now_ms)
+                if step is Step.NONE:
+                    return []  # a late answer for a join decided already (e.g. refused)
+                raise AdmissionStateError(f"{type(item).__name__} in step {step}")
+            return handler(self, item, attempt, now_ms)
         if isinstance(item, RoomLoaded):
             return self._room_loaded(item, now_ms)
         if isinstance(item, Tick):
@@ -354,9 +356,9 @@ class Admission:
 
     # -- steps --------------------------------------------------------------------------
 
-    def _join_requested(self, item: JoinRequested) -> list[AdmissionAction]:
-        if item.attempt in self._attempts:
-            raise AdmissionStateError(f"JoinRequested for attempt {item.attempt} in progress")
+    def _join_requested(
+        self, item: JoinRequested, _attempt: "_Attempt | None", _now_ms: int
+    ) -> list[AdmissionAction]:
         if len(self._attempts) >= MAX_PENDING:
             return [Refused(item.attempt, Refusal.BUSY)]
         request = item.request
@@ -367,8 +369,10 @@ class Admission:
         return [CheckToken(item.attempt, server, request.openid_token.access_token)]
 
     def _token_checked(
-        self, key: int, attempt: _Attempt, item: TokenChecked, now_ms: int
+        self, item: TokenChecked, attempt: "_Attempt | None", now_ms: int
     ) -> list[AdmissionAction]:
+        key = item.attempt
+        assert attempt is not None  # the table routes only a known attempt's input here
         if item.failed:
             return self._refuse(key, Refusal.UNAVAILABLE)
         if item.user_id is None or item.user_id != attempt.request.user_id:
@@ -454,6 +458,8 @@ class Admission:
         return out
 
 
+# One join attempt's moves; RoomLoaded, a room's input, decides every attempt in LOADING_ROOM.
 TRANSITIONS: dict[tuple[Step, type], _Handler] = {
+    (Step.NONE, JoinRequested): Admission._join_requested,
     (Step.CHECKING_TOKEN, TokenChecked): Admission._token_checked,
 }

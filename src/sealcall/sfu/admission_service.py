@@ -115,6 +115,8 @@ class AdmissionService:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for done in self._waiting.values():
+            done.cancel()  # a join still being checked gets no verdict
         if self._http is not None:
             await self._http.close()
 
@@ -183,7 +185,7 @@ class AdmissionService:
             members = getattr(joined, "members", None)
             if not isinstance(members, list):
                 raise MatrixTransportError(f"reading the members of {room_id} failed")
-        except MatrixTransportError as error:
+        except (MatrixTransportError, aiohttp.ClientError, OSError, TimeoutError) as error:
             logger.info("cannot read room %s: %s", room_id, type(error).__name__)
             self._feed(RoomLoaded(room_id, readable=False))
             return
