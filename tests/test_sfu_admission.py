@@ -41,7 +41,7 @@ from sealcall.transport.matrix import OpenIdToken
 URL = "https://sfu.test"
 NOW = 1_700_000_000_000
 ROOM = "!room:localhost"
-ALICE, BOB = "@alice:localhost", "@bob:localhost"
+ALICE, BOB, SFU = "@alice:localhost", "@bob:localhost", "@sfu:localhost"
 HOUR = 3_600_000
 TOKEN = OpenIdToken("secret-openid", "Bearer", "localhost", 3600)
 
@@ -150,7 +150,7 @@ CASES = [
 
 
 def admission() -> Admission:
-    return Admission(sfu_url=URL, server_names=frozenset({"localhost"}))
+    return Admission(sfu_url=URL, server_names=frozenset({"localhost"}), own_user=SFU)
 
 
 def run(core: Admission, case: Case, attempt: int = 1) -> list[Any]:
@@ -198,6 +198,8 @@ ENDINGS: list[tuple[str, Any, int, bool]] = [
     ("not yet expired", Tick(), NOW - 1001 + HOUR, False),
     ("a rejoin", MemberStateChanged(ROOM, event(sfu_content(membership="m2"), ts=NOW)), NOW, True),
     ("left the room", RoomUserChanged(ROOM, ALICE, False), NOW, True),
+    ("the SFU's account left the room", RoomUserChanged(ROOM, SFU, False), NOW, True),
+    ("another user left the room", RoomUserChanged(ROOM, BOB, False), NOW, False),
     ("a refresh", MemberStateChanged(ROOM, event(sfu_content(expires=2 * HOUR))), NOW, False),
     ("another device leaves", MemberStateChanged(ROOM, event({}, BOB, "B")), NOW, False),
     ("another room", MemberStateChanged("!other:localhost", event({})), NOW, False),

@@ -270,17 +270,21 @@ _Handler = Callable[["Admission", Any, "_Attempt | None", int], list[AdmissionAc
 
 
 class Admission:
-    """Admission to one SFU, whose join URL is ``sfu_url``, for users of ``server_names``."""
+    """Admission to one SFU, whose join URL is ``sfu_url``, for users of ``server_names``;
+    ``own_user`` is the SFU's account that reads the rooms (when it leaves a room, nobody's
+    membership there can be checked any more, so everyone admitted to it is disconnected)."""
 
     def __init__(
         self,
         *,
         sfu_url: str,
         server_names: frozenset[str],
+        own_user: str | None = None,
         tokens: JoinTokens | None = None,
         max_members: int = MAX_MEMBERS,
     ) -> None:
         self.sfu_url = sfu_url
+        self.own_user = own_user
         self.server_names = server_names
         self.tokens = tokens or JoinTokens()
         self.max_members = max_members
@@ -351,6 +355,8 @@ class Admission:
             return []
         if isinstance(item, MemberStateChanged):
             return self._ended(item.room_id, table.handle(item.event, now_ms))
+        if item.user_id == self.own_user and not item.joined:
+            return self._forget(item.room_id)
         change = RoomMembershipChanged(item.user_id, item.joined)
         return self._ended(item.room_id, table.handle(change, now_ms))
 
@@ -435,6 +441,12 @@ class Admission:
             now_ms=now_ms,
         )
         return [*out, Admitted(key, participant, token, claims.expires_at)]
+
+    def _forget(self, room_id: str) -> list[AdmissionAction]:
+        """Stop following a room the SFU's account left: drop everyone admitted to it."""
+        del self._rooms[room_id]
+        gone = [key for key in self._admitted if key[0] == room_id]
+        return [Disconnect(self._admitted.pop(key)) for key in gone]
 
     def _refuse(self, key: int, reason: Refusal) -> list[AdmissionAction]:
         self._attempts.pop(key, None)
