@@ -158,7 +158,9 @@ class Homeserver:
                     "type": "http",
                     "tls": False,
                     "x_forwarded": False,
-                    "resources": [{"names": ["client"], "compress": False}],
+                    # "openid": only /_matrix/federation/v1/openid/userinfo, with which an
+                    # SFU checks a member's OpenID token; no other federation endpoint.
+                    "resources": [{"names": ["client", "openid"], "compress": False}],
                 }
             ],
             "database": {"name": "sqlite3", "args": {"database": f"{data}/homeserver.db"}},

@@ -8,8 +8,9 @@ plaintext call event arriving in an encrypted room is dropped.
 Modules: :mod:`.login` (credentials and the store), :mod:`.sync` (the sync loop and event intake),
 :mod:`.keys` (key upkeep, to-device messages, undecryptable events), :mod:`.rooms` (rooms, sending,
 the timeline, TURN servers), :mod:`.to_device` (Olm-encrypted to-device messages for group calls),
-:mod:`.state` (room state, group rooms), :mod:`.delayed` (MSC4140 delayed events), :mod:`.http`
-(requests nio has no method for) and :mod:`.transport` (the class that puts them together).
+:mod:`.state` (room state, group rooms), :mod:`.delayed` (MSC4140 delayed events), :mod:`.openid`
+(OpenID tokens for an SFU), :mod:`.http` (requests nio has no method for) and :mod:`.transport`
+(the class that puts them together).
 """
 
 from .delayed import (
@@ -21,6 +22,7 @@ from .delayed import (
 from .errors import MatrixTransportError, UnencryptedRoomError
 from .http import MatrixRequestError
 from .login import Credentials
+from .openid import OpenIdToken, OpenIdTokenError
 from .state import CALL_MEMBER, CallMembershipForbiddenError, StateEvent
 from .to_device import DeviceMessage, UnencryptableDeviceError
 from .transport import MatrixTransport
@@ -36,6 +38,8 @@ __all__ = [
     "MatrixRequestError",
     "MatrixTransport",
     "MatrixTransportError",
+    "OpenIdToken",
+    "OpenIdTokenError",
     "ScheduledEvent",
     "StateEvent",
     "UnencryptableDeviceError",

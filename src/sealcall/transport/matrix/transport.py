@@ -19,13 +19,14 @@ from .login import (
     saved_credentials,
     use_write_ahead_log,
 )
+from .openid import OpenIdMixin
 from .rooms import RoomsMixin
 from .state import StateListener, StateMixin
 from .sync import SyncMixin
 from .to_device import ToDeviceMessages, ToDeviceMixin
 
 
-class MatrixTransport(SyncMixin, RoomsMixin, StateMixin, ToDeviceMixin):
+class MatrixTransport(SyncMixin, RoomsMixin, StateMixin, ToDeviceMixin, OpenIdMixin):
     """One Matrix device (a :class:`~sealcall.transport.base.Transport`) with E2EE.
 
     Create with :meth:`login` (password) or :meth:`from_credentials` (saved credentials), then
