@@ -1,0 +1,298 @@
+"""A cheap SFU load: P publishers and S subscribers as aiortc connections in one process.
+
+Publishers send PRE-ENCODED media: a short VP8 clip and Opus frames are encoded once with PyAV
+(:class:`EncodedClip`) and replayed in real time as ``av.Packet`` objects, which aiortc's RTP
+sender only packetizes (as :mod:`sealcall.media.forwarding` does). Subscribers never depacketize
+or decode: :func:`count_rtp` replaces a receiver's RTP handler with one that counts packets and
+bytes per kind and samples the added latency from the abs-send-time header extension the
+publishers' aiortc senders stamp on every packet (same clock, same process).
+
+The SFU under test only supplies signaling; see :mod:`sealcall.bench.janus` for Janus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import av
+import numpy as np
+from aiortc import RTCRtpReceiver
+from aiortc.clock import current_ntp_time
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtp import RtpPacket
+
+from sealcall.media import LOOPBACK, PeerConnection
+
+from .proc import process_cpu_seconds, process_rss_bytes
+
+VIDEO_CLOCK = 90_000
+AUDIO_CLOCK = 48_000
+FPS = 30
+OPUS_FRAME_SAMPLES = 960  # 20 ms
+# abs-send-time: 6.18 fixed-point seconds in 24 bits (wraps every 64 s).
+AST_BITS = 24
+AST_UNITS_PER_SECOND = 1 << 18
+LATENCY_SAMPLES_KEPT = 200_000
+# A median above this means the SFU rewrote abs-send-time rather than forwarding it.
+LATENCY_PLAUSIBLE = 1.0
+
+
+@dataclass(frozen=True)
+class EncodedClip:
+    """VP8 frames (first one a key frame) and Opus frames, encoded once, replayed in a loop."""
+
+    video: tuple[bytes, ...]
+    audio: tuple[bytes, ...]
+
+    @classmethod
+    def make(
+        cls,
+        seconds: float = 2.0,
+        width: int = 640,
+        height: int = 360,
+        video_bitrate: int = 600_000,
+    ) -> EncodedClip:
+        """Encode a moving gradient and a tone for ``seconds``."""
+        return cls(
+            _encode_vp8(int(seconds * FPS), width, height, video_bitrate),
+            _encode_opus(int(seconds * 50)),
+        )
+
+
+def _encode_vp8(count: int, width: int, height: int, bitrate: int) -> tuple[bytes, ...]:
+    context = av.CodecContext.create("libvpx", "w")
+    context.width, context.height = width, height
+    context.pix_fmt = "yuv420p"
+    context.time_base = fractions.Fraction(1, FPS)
+    context.framerate = fractions.Fraction(FPS, 1)
+    context.bit_rate = bitrate
+    context.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
+    ys, xs = np.mgrid[0:height, 0:width]
+    packets: list[bytes] = []
+    for i in range(count):
+        rgb = np.stack(
+            [(xs + 4 * i) % 256, (ys + 2 * i) % 256, ((xs + ys) // 2 + 8 * i) % 256], axis=-1
+        ).astype(np.uint8)
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+        frame.pts = i
+        packets.extend(bytes(p) for p in context.encode(frame))
+    packets.extend(bytes(p) for p in context.encode(None))
+    return tuple(packets)
+
+
+def _encode_opus(count: int) -> tuple[bytes, ...]:
+    context = av.CodecContext.create("libopus", "w")
+    context.sample_rate = AUDIO_CLOCK
+    context.layout = "stereo"
+    context.format = "s16"
+    context.bit_rate = 48_000
+    context.time_base = fractions.Fraction(1, AUDIO_CLOCK)
+    packets: list[bytes] = []
+    for i in range(count + 2):
+        t = (np.arange(OPUS_FRAME_SAMPLES) + i * OPUS_FRAME_SAMPLES) / AUDIO_CLOCK
+        tone = (np.sin(2 * math.pi * 440 * t) * 12000).astype(np.int16)
+        frame = av.AudioFrame.from_ndarray(
+            np.stack([tone, tone]).T.reshape(1, -1), format="s16", layout="stereo"
+        )
+        frame.sample_rate = AUDIO_CLOCK
+        frame.pts = i * OPUS_FRAME_SAMPLES
+        packets.extend(bytes(p) for p in context.encode(frame))
+    return tuple(packets[:count])
+
+
+class ReplayTrack(MediaStreamTrack):
+    """Replays encoded frames in real time as ``av.Packet`` objects (packetized, never encoded)."""
+
+    def __init__(self, kind: str, frames: Sequence[bytes]) -> None:
+        super().__init__()
+        self.kind = kind
+        self._frames = frames
+        self._clock = VIDEO_CLOCK if kind == "video" else AUDIO_CLOCK
+        self._step = VIDEO_CLOCK // FPS if kind == "video" else OPUS_FRAME_SAMPLES
+        self._index = 0
+        self._start: float | None = None
+
+    async def recv(self) -> av.Packet[Any]:
+        if self.readyState != "live":
+            raise MediaStreamError
+        loop = asyncio.get_running_loop()
+        if self._start is None:
+            self._start = loop.time()
+        due = self._start + self._index * self._step / self._clock
+        if due > loop.time():
+            await asyncio.sleep(due - loop.time())
+        packet = av.Packet(self._frames[self._index % len(self._frames)])
+        packet.pts = self._index * self._step
+        packet.time_base = fractions.Fraction(1, self._clock)
+        self._index += 1
+        return packet
+
+
+@dataclass
+class RtpCounts:
+    """What one subscriber received: packets and bytes per kind, latency samples in seconds."""
+
+    packets: dict[str, int] = field(default_factory=lambda: {"audio": 0, "video": 0})
+    bytes: dict[str, int] = field(default_factory=lambda: {"audio": 0, "video": 0})
+    ssrcs: set[int] = field(default_factory=set)
+    latencies: list[float] = field(default_factory=list)
+    measuring: bool = False
+
+    @property
+    def total_packets(self) -> int:
+        """Packets of both kinds."""
+        return sum(self.packets.values())
+
+
+def count_rtp(receiver: RTCRtpReceiver, kind: str, counts: RtpCounts) -> None:
+    """Make ``receiver`` count its RTP instead of reassembling and decoding it.
+
+    Call in the connection's ``track`` event, before media flows. No receiver reports, NACKs or
+    PLIs are sent from then on: the load stays on the SFU, not on the load generator.
+    """
+
+    async def handle(packet: RtpPacket, arrival_time_ms: int) -> None:
+        counts.packets[kind] += 1
+        counts.bytes[kind] += len(packet.payload) + 12
+        counts.ssrcs.add(packet.ssrc)
+        sent = packet.extensions.abs_send_time
+        if counts.measuring and sent is not None and len(counts.latencies) < LATENCY_SAMPLES_KEPT:
+            now = (current_ntp_time() >> 14) & ((1 << AST_BITS) - 1)
+            counts.latencies.append(((now - sent) % (1 << AST_BITS)) / AST_UNITS_PER_SECOND)
+
+    setattr(receiver, "_handle_rtp_packet", handle)  # noqa: B010 - per-instance hook
+
+
+def publisher_connection(
+    clip: EncodedClip, host_addresses: Sequence[str] = LOOPBACK
+) -> PeerConnection:
+    """A connection (ICE on ``host_addresses`` only) sending ``clip``'s audio and video."""
+    pc = PeerConnection(host_addresses=host_addresses)
+    pc.addTrack(ReplayTrack("audio", clip.audio))
+    pc.addTrack(ReplayTrack("video", clip.video))
+    return pc
+
+
+def subscriber_connection(
+    counts: RtpCounts, host_addresses: Sequence[str] = LOOPBACK
+) -> PeerConnection:
+    """A connection (ICE on ``host_addresses`` only) counting every track the SFU offers it."""
+    pc = PeerConnection(host_addresses=host_addresses)
+
+    @pc.on("track")
+    def on_track(track: MediaStreamTrack) -> None:
+        for transceiver in pc.getTransceivers():
+            if transceiver.receiver.track is track:
+                count_rtp(transceiver.receiver, track.kind, counts)
+
+    return pc
+
+
+def percentile(values: Sequence[float], fraction: float) -> float | None:
+    """The ``fraction`` quantile (nearest rank) of ``values``, or None if empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
+
+
+def expected_packets_per_second(clip: EncodedClip, publishers: int) -> float:
+    """Roughly what one subscriber of all ``publishers`` should receive per second."""
+    from aiortc.codecs.vpx import Vp8Encoder
+
+    video = sum(len(Vp8Encoder._packetize(frame, 0)) for frame in clip.video) / len(clip.video)
+    return publishers * (video * FPS + 50)
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """One SFU under one load: CPU per forwarded packet, latency, memory (JSON-ready)."""
+
+    publishers: int
+    subscribers: int
+    seconds: float
+    forwarded_packets: int
+    expected_packets: int
+    sfu_cpu_seconds: float
+    cpu_us_per_packet: float | None
+    latency_p50_ms: float | None
+    latency_p99_ms: float | None
+    rss_idle_bytes: int
+    rss_loaded_bytes: int
+    rss_per_participant_bytes: float
+    generator_cpu_seconds: float
+
+
+async def measure_load(
+    pid: int,
+    publish: Callable[[PeerConnection, str], Awaitable[int]],
+    subscribe: Callable[[PeerConnection, list[int]], Awaitable[None]],
+    publishers: int,
+    subscribers: int,
+    seconds: float,
+    clip: EncodedClip,
+    host_addresses: Sequence[str] = LOOPBACK,
+    warmup: float = 2.0,
+) -> LoadReport:
+    """Run the load through the SFU process ``pid`` and measure it over ``seconds``.
+
+    ``publish`` offers a publisher's connection and returns its feed id; ``subscribe`` makes a
+    subscriber's connection receive every feed. CPU is the SFU process's user+system time over
+    the measured stretch divided by the packets all subscribers received in it.
+    """
+    rss_idle = process_rss_bytes(pid)
+    connections: list[PeerConnection] = []
+    counts = [RtpCounts() for _ in range(subscribers)]
+    try:
+        feeds = []
+        for i in range(publishers):
+            pc = publisher_connection(clip, host_addresses)
+            connections.append(pc)
+            feeds.append(await publish(pc, f"publisher-{i}"))
+        for i in range(subscribers):
+            pc = subscriber_connection(counts[i], host_addresses)
+            connections.append(pc)
+            await subscribe(pc, feeds)
+        await asyncio.sleep(warmup)
+        start_packets = sum(c.total_packets for c in counts)
+        for c in counts:
+            c.measuring = True
+        start_cpu = process_cpu_seconds(pid)
+        start_own = time.process_time()
+        await asyncio.sleep(seconds)
+        cpu = process_cpu_seconds(pid) - start_cpu
+        own = time.process_time() - start_own
+        forwarded = sum(c.total_packets for c in counts) - start_packets
+        for c in counts:
+            c.measuring = False
+        rss_loaded = process_rss_bytes(pid)
+    finally:
+        await asyncio.gather(*(pc.close() for pc in connections), return_exceptions=True)
+    latencies = [x for c in counts for x in c.latencies]
+    p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
+    if p50 is not None and p50 > LATENCY_PLAUSIBLE:
+        # The SFU restamps abs-send-time on its own clock (Janus does): no latency from it.
+        p50 = p99 = None
+    return LoadReport(
+        publishers=publishers,
+        subscribers=subscribers,
+        seconds=seconds,
+        forwarded_packets=forwarded,
+        expected_packets=round(
+            expected_packets_per_second(clip, publishers) * subscribers * seconds
+        ),
+        sfu_cpu_seconds=round(cpu, 3),
+        cpu_us_per_packet=round(cpu / forwarded * 1e6, 2) if forwarded else None,
+        latency_p50_ms=round(p50 * 1e3, 3) if p50 is not None else None,
+        latency_p99_ms=round(p99 * 1e3, 3) if p99 is not None else None,
+        rss_idle_bytes=rss_idle,
+        rss_loaded_bytes=rss_loaded,
+        rss_per_participant_bytes=round((rss_loaded - rss_idle) / (publishers + subscribers)),
+        generator_cpu_seconds=round(own, 3),
+    )
