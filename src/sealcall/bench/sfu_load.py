@@ -4,8 +4,9 @@ Publishers send PRE-ENCODED media: a short VP8 clip and Opus frames are encoded 
 (:class:`EncodedClip`) and replayed in real time as ``av.Packet`` objects, which aiortc's RTP
 sender only packetizes (as :mod:`sealcall.media.forwarding` does). Subscribers never depacketize
 or decode: :func:`count_rtp` replaces a receiver's RTP handler with one that counts packets and
-bytes per kind and samples the added latency from the abs-send-time header extension the
-publishers' aiortc senders stamp on every packet (same clock, same process).
+bytes per kind and samples the publish-to-receive time of marked audio payloads (each
+publisher's Opus frames are distinct, so a payload names when it was sent; same process, same
+clock). Header extensions are no use for that: Janus restamps abs-send-time.
 
 The SFU under test only supplies signaling; see :mod:`sealcall.bench.janus` for Janus.
 """
@@ -16,6 +17,7 @@ import asyncio
 import fractions
 import math
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +25,6 @@ from typing import Any
 import av
 import numpy as np
 from aiortc import RTCRtpReceiver
-from aiortc.clock import current_ntp_time
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtp import RtpPacket
 
@@ -35,34 +36,61 @@ VIDEO_CLOCK = 90_000
 AUDIO_CLOCK = 48_000
 FPS = 30
 OPUS_FRAME_SAMPLES = 960  # 20 ms
-# abs-send-time: 6.18 fixed-point seconds in 24 bits (wraps every 64 s).
-AST_BITS = 24
-AST_UNITS_PER_SECOND = 1 << 18
 LATENCY_SAMPLES_KEPT = 200_000
-# A median above this means the SFU rewrote abs-send-time rather than forwarding it.
-LATENCY_PLAUSIBLE = 1.0
 
 
 @dataclass(frozen=True)
 class EncodedClip:
-    """VP8 frames (first one a key frame) and Opus frames, encoded once, replayed in a loop."""
+    """VP8 frames (first one a key frame) and Opus voices, encoded once, replayed in a loop.
+
+    Each publisher gets its own Opus voice (a tone of its own pitch and loudness ramp), so an
+    audio payload names its publisher and position in the clip: ``marked`` holds the payloads
+    that occur exactly once, whose publish-to-receive time the load measures.
+    """
 
     video: tuple[bytes, ...]
-    audio: tuple[bytes, ...]
+    voices: tuple[tuple[bytes, ...], ...]
+    marked: frozenset[bytes]
 
     @classmethod
     def make(
         cls,
         seconds: float = 2.0,
+        voices: int = 8,
         width: int = 640,
         height: int = 360,
         video_bitrate: int = 600_000,
     ) -> EncodedClip:
-        """Encode a moving gradient and a tone for ``seconds``."""
+        """Encode a moving gradient and ``voices`` tones for ``seconds``."""
+        audio = tuple(_encode_opus(int(seconds * 50), 300 + 55 * i) for i in range(voices))
+        seen = Counter(frame for voice in audio for frame in voice)
         return cls(
             _encode_vp8(int(seconds * FPS), width, height, video_bitrate),
-            _encode_opus(int(seconds * 50)),
+            audio,
+            frozenset(frame for frame, n in seen.items() if n == 1),
         )
+
+    def voice(self, publisher: int) -> tuple[bytes, ...]:
+        """The Opus frames publisher number ``publisher`` sends."""
+        return self.voices[publisher % len(self.voices)]
+
+
+class LatencyProbe:
+    """When each marked audio payload was last handed to a sender (monotonic seconds)."""
+
+    def __init__(self, marked: frozenset[bytes]) -> None:
+        self.marked = marked
+        self.sent: dict[bytes, float] = {}
+
+    def on_send(self, payload: bytes) -> None:
+        """Note the send time of ``payload`` if it is marked."""
+        if payload in self.marked:
+            self.sent[payload] = time.monotonic()
+
+    def age(self, payload: bytes) -> float | None:
+        """Seconds since ``payload`` was sent, or None if it is not a marked payload."""
+        sent = self.sent.get(payload)
+        return None if sent is None else time.monotonic() - sent
 
 
 def _encode_vp8(count: int, width: int, height: int, bitrate: int) -> tuple[bytes, ...]:
@@ -86,7 +114,7 @@ def _encode_vp8(count: int, width: int, height: int, bitrate: int) -> tuple[byte
     return tuple(packets)
 
 
-def _encode_opus(count: int) -> tuple[bytes, ...]:
+def _encode_opus(count: int, frequency: float) -> tuple[bytes, ...]:
     context = av.CodecContext.create("libopus", "w")
     context.sample_rate = AUDIO_CLOCK
     context.layout = "stereo"
@@ -96,7 +124,9 @@ def _encode_opus(count: int) -> tuple[bytes, ...]:
     packets: list[bytes] = []
     for i in range(count + 2):
         t = (np.arange(OPUS_FRAME_SAMPLES) + i * OPUS_FRAME_SAMPLES) / AUDIO_CLOCK
-        tone = (np.sin(2 * math.pi * 440 * t) * 12000).astype(np.int16)
+        # A rising loudness keeps every frame's input, hence its bytes, distinct.
+        loudness = 4000 + 8000 * i / (count + 2)
+        tone = (np.sin(2 * math.pi * frequency * t) * loudness).astype(np.int16)
         frame = av.AudioFrame.from_ndarray(
             np.stack([tone, tone]).T.reshape(1, -1), format="s16", layout="stereo"
         )
@@ -109,8 +139,11 @@ def _encode_opus(count: int) -> tuple[bytes, ...]:
 class ReplayTrack(MediaStreamTrack):
     """Replays encoded frames in real time as ``av.Packet`` objects (packetized, never encoded)."""
 
-    def __init__(self, kind: str, frames: Sequence[bytes]) -> None:
+    def __init__(
+        self, kind: str, frames: Sequence[bytes], probe: LatencyProbe | None = None
+    ) -> None:
         super().__init__()
+        self._probe = probe
         self.kind = kind
         self._frames = frames
         self._clock = VIDEO_CLOCK if kind == "video" else AUDIO_CLOCK
@@ -127,7 +160,10 @@ class ReplayTrack(MediaStreamTrack):
         due = self._start + self._index * self._step / self._clock
         if due > loop.time():
             await asyncio.sleep(due - loop.time())
-        packet = av.Packet(self._frames[self._index % len(self._frames)])
+        frame = self._frames[self._index % len(self._frames)]
+        if self._probe is not None:
+            self._probe.on_send(frame)
+        packet = av.Packet(frame)
         packet.pts = self._index * self._step
         packet.time_base = fractions.Fraction(1, self._clock)
         self._index += 1
@@ -143,6 +179,7 @@ class RtpCounts:
     ssrcs: set[int] = field(default_factory=set)
     latencies: list[float] = field(default_factory=list)
     measuring: bool = False
+    probe: LatencyProbe | None = None
 
     @property
     def total_packets(self) -> int:
@@ -161,20 +198,23 @@ def count_rtp(receiver: RTCRtpReceiver, kind: str, counts: RtpCounts) -> None:
         counts.packets[kind] += 1
         counts.bytes[kind] += len(packet.payload) + 12
         counts.ssrcs.add(packet.ssrc)
-        sent = packet.extensions.abs_send_time
-        if counts.measuring and sent is not None and len(counts.latencies) < LATENCY_SAMPLES_KEPT:
-            now = (current_ntp_time() >> 14) & ((1 << AST_BITS) - 1)
-            counts.latencies.append(((now - sent) % (1 << AST_BITS)) / AST_UNITS_PER_SECOND)
+        if counts.measuring and counts.probe is not None and kind == "audio":
+            age = counts.probe.age(packet.payload)
+            if age is not None and len(counts.latencies) < LATENCY_SAMPLES_KEPT:
+                counts.latencies.append(age)
 
     setattr(receiver, "_handle_rtp_packet", handle)  # noqa: B010 - per-instance hook
 
 
 def publisher_connection(
-    clip: EncodedClip, host_addresses: Sequence[str] = LOOPBACK
+    clip: EncodedClip,
+    host_addresses: Sequence[str] = LOOPBACK,
+    number: int = 0,
+    probe: LatencyProbe | None = None,
 ) -> PeerConnection:
-    """A connection (ICE on ``host_addresses`` only) sending ``clip``'s audio and video."""
+    """A connection (ICE on ``host_addresses`` only) sending ``clip`` (voice ``number``)."""
     pc = PeerConnection(host_addresses=host_addresses)
-    pc.addTrack(ReplayTrack("audio", clip.audio))
+    pc.addTrack(ReplayTrack("audio", clip.voice(number), probe))
     pc.addTrack(ReplayTrack("video", clip.video))
     return pc
 
@@ -248,11 +288,12 @@ async def measure_load(
     """
     rss_idle = process_rss_bytes(pid)
     connections: list[PeerConnection] = []
-    counts = [RtpCounts() for _ in range(subscribers)]
+    probe = LatencyProbe(clip.marked)
+    counts = [RtpCounts(probe=probe) for _ in range(subscribers)]
     try:
         feeds = []
         for i in range(publishers):
-            pc = publisher_connection(clip, host_addresses)
+            pc = publisher_connection(clip, host_addresses, i, probe)
             connections.append(pc)
             feeds.append(await publish(pc, f"publisher-{i}"))
         for i in range(subscribers):
@@ -276,9 +317,6 @@ async def measure_load(
         await asyncio.gather(*(pc.close() for pc in connections), return_exceptions=True)
     latencies = [x for c in counts for x in c.latencies]
     p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
-    if p50 is not None and p50 > LATENCY_PLAUSIBLE:
-        # The SFU restamps abs-send-time on its own clock (Janus does): no latency from it.
-        p50 = p99 = None
     return LoadReport(
         publishers=publishers,
         subscribers=subscribers,
