@@ -4,7 +4,7 @@ import asyncio
 import shutil
 
 import pytest
-from tests.media_helpers import until
+from media_helpers import until
 
 from sealcall.bench.janus import (
     JanusNotInstalledError,

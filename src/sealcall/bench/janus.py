@@ -1,10 +1,11 @@
 """Janus (Debian package ``janus``) as the baseline SFU of ``sfu-bench``.
 
 :class:`JanusServer` runs Janus as a subprocess in a temporary folder from a generated minimal
-configuration: only the VideoRoom plugin and the plain HTTP transport, bound to 127.0.0.1; no STUN
-server, no 1:1 NAT, ICE gathering on the loopback address only, warnings and errors only in its
-log. :class:`JanusSession` speaks the Janus HTTP API (sessions, handles, long-polled events) with
-aiohttp, and :class:`JanusSession` helpers create a VideoRoom, publish and subscribe.
+configuration: only the VideoRoom plugin and the plain HTTP transport (API on 127.0.0.1); no
+STUN server, no 1:1 NAT, ICE gathering on one local address only (see :func:`host_address`),
+warnings and errors only in its log. :class:`JanusSession` speaks the Janus HTTP API (sessions,
+handles, long-polled events) with aiohttp and has VideoRoom helpers: create a room, publish,
+subscribe, start.
 """
 
 from __future__ import annotations
