@@ -4,7 +4,6 @@ import asyncio
 import shutil
 
 import pytest
-from media_helpers import until
 
 from sealcall.bench.janus import (
     JanusNotInstalledError,
@@ -20,6 +19,8 @@ from sealcall.bench.sfu_load import (
     publisher_connection,
     subscriber_connection,
 )
+
+from media_helpers import until
 
 ROOM = 77
 
