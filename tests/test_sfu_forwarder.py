@@ -229,16 +229,16 @@ def test_publisher_gets_remb_with_lowest_estimate_of_those_wanting_full() -> Non
     assert room.rembs(0) == []
     room.record(room.fw.subscribe("p1", "p0", "full", room.now))
     room.record(room.fw.subscribe("p2", "p0", "full", room.now))
-    room.feedback(1, Remb(1, 3_000_000, ()))
+    room.feedback(2, Remb(1, 3_000_000, ()))
     room.now += 1
-    room.feedback(2, Remb(1, 2_000_000, ()))
+    room.feedback(1, Remb(1, 2_000_000, ()))
     rembs = room.rembs(0)
     assert rembs[-1].ssrcs == (ssrcs(0)[2],)
     assert 0.99 * 2_000_000 <= rembs[-1].bitrate <= 2_000_000
     count = len(rembs)
     room.now += 0.1
-    room.feedback(2, Remb(1, 1_900_000, ()))  # within 10 %: nothing new
-    room.feedback(2, Remb(1, 1_000_000, ()))  # paced: at most every 500 ms
+    room.feedback(1, Remb(1, 1_900_000, ()))  # within 10 %: nothing new
+    room.feedback(1, Remb(1, 1_000_000, ()))  # paced: at most every 500 ms
     assert len(room.rembs(0)) == count
     room.now += 0.2
     room.record(room.fw.tick(room.now))
