@@ -2,6 +2,7 @@
 
 import itertools
 import struct
+from dataclasses import replace
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -395,3 +396,51 @@ def test_fuzz_outgoing_streams_stay_contiguous(actions: list[tuple[object, ...]]
     for i in range(4):
         # Never more than one PLI per stream per second.
         assert len(room.plis(i)) <= 2 * (1 + int(room.now))
+
+
+FEEDBACK = st.one_of(
+    st.builds(
+        Nack,
+        st.integers(0, 2**32 - 1),
+        st.integers(0, 7),
+        st.lists(st.integers(0, 0xFFFF), max_size=40).map(tuple),
+    ),
+    st.builds(Pli, st.integers(0, 2**32 - 1), st.integers(0, 7)),
+    st.builds(Remb, st.integers(0, 2**32 - 1), st.integers(0, 2**40), st.just(())),
+    st.builds(
+        SenderReport,
+        st.integers(0, 7),
+        st.integers(0, 2**64 - 1),
+        st.integers(0, 2**32 - 1),
+        st.just(0),
+        st.just(0),
+    ),
+)
+
+
+@SETTINGS
+@given(
+    st.lists(st.tuples(st.integers(0, 2), st.lists(FEEDBACK, min_size=1, max_size=4)), max_size=20)
+)
+def test_fuzz_feedback_reaches_only_its_sender_and_never_raises(
+    inputs: list[tuple[int, list[Nack | Pli | Remb | SenderReport]]],
+) -> None:
+    """Well-formed RTCP with SSRCs picked among the real ones (index 0..5) and unknown ones."""
+    room = Room(3)
+    drive(room, 3, 3)
+    for i, packets in inputs:
+        known = [*room.fw.outgoing(f"p{i}"), *ssrcs(i)]
+        fixed: list[Nack | Pli | Remb | SenderReport] = []
+        for p in packets:
+            if isinstance(p, Nack | Pli):
+                m = p.media_ssrc
+                fixed.append(replace(p, media_ssrc=known[m] if m < len(known) else 0xBAD))
+            elif isinstance(p, SenderReport):
+                fixed.append(replace(p, ssrc=known[p.ssrc] if p.ssrc < len(known) else 0xBAD))
+            else:
+                fixed.append(p)
+        for o in room.fw.rtcp(f"p{i}", build_rtcp(fixed), room.now):
+            if isinstance(o, SendRtp):
+                assert o.participant == f"p{i}"  # retransmissions go only to who asked
+                assert parse_rtp(o.data).ssrc in room.fw.outgoing(f"p{i}")
+        room.now += 0.1
