@@ -12,8 +12,10 @@ from sealcall.sfu.forwarder import (
     FLOOD,
     MALFORMED_RTCP,
     MALFORMED_RTP,
+    MALFORMED_VP8,
     NACK_FLOOD,
     NACK_MISS,
+    PADDING,
     UNKNOWN_PARTICIPANT,
     UNKNOWN_SSRC,
     Forwarder,
@@ -24,7 +26,7 @@ from sealcall.sfu.forwarder import (
     SendRtp,
     SpeakingChanged,
 )
-from sealcall.sfu.rtcp import Nack, Pli, Remb, SenderReport, build_rtcp, parse_rtcp
+from sealcall.sfu.rtcp import Fir, FirEntry, Nack, Pli, Remb, SenderReport, build_rtcp, parse_rtcp
 from sealcall.sfu.rtp import parse_rtp
 
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -152,13 +154,13 @@ def drive(room: Room, n: int, frames: int, key_every: int = 0) -> None:
 
 
 def test_everyone_receives_everyones_audio_and_thumbnail_contiguously() -> None:
-    room = Room(5)
-    drive(room, 5, 10)
-    for s in range(5):
+    room = Room(6)
+    drive(room, 6, 10)
+    for s in range(6):
         sub = f"p{s}"
         streams = room.streams(sub)
         assert set(streams) == set(room.fw.outgoing(sub))
-        assert len(streams) == 2 * 4  # audio and video of the four others
+        assert len(streams) == 2 * 5  # audio and video of the five others
         for ssrc, packets in streams.items():
             assert len(packets) == 10
             assert contiguous(packets)
@@ -168,8 +170,8 @@ def test_everyone_receives_everyones_audio_and_thumbnail_contiguously() -> None:
                 assert tags(packets) == b"T" * 10
         assert room.fw.layer(sub, "p0" if s else "p1") == "thumbnail"
     # Each publisher was asked once for a thumbnail key frame at the start.
-    assert all(set(room.plis(i)) == {ssrcs(i)[1]} for i in range(5))
-    assert room.fw.stats.forwarded_packets == 5 * 4 * 20
+    assert all(set(room.plis(i)) == {ssrcs(i)[1]} for i in range(6))
+    assert room.fw.stats.forwarded_packets == 6 * 5 * 20
 
 
 def test_full_resolution_switches_at_a_key_frame_after_one_pli_a_second() -> None:
@@ -252,6 +254,40 @@ def test_publisher_gets_remb_with_lowest_estimate_of_those_wanting_full() -> Non
     assert len(room.rembs(0)) == count + 1
 
 
+def test_subscriber_pli_and_fir_reach_the_publisher_once_a_second() -> None:
+    room = Room(3)
+    drive(room, 3, 2)
+    room.now += 5
+    before = len(room.plis(0))
+    video = room.out_ssrc(1, 0, "video")
+    assert room.feedback(1, Pli(1, video)) == [
+        SendRtcp("p0", build_rtcp([Pli(_rtcp_ssrc(room, 0), ssrcs(0)[1])]))
+    ]
+    room.feedback(2, Pli(1, room.out_ssrc(2, 0, "video")))  # the same stream: within the second
+    room.now += 0.5
+    room.feedback(1, Fir(1, (FirEntry(video, 1),)))
+    assert len(room.plis(0)) == before + 1
+    room.now += 0.6
+    room.feedback(1, Fir(1, (FirEntry(video, 2),)))
+    assert room.plis(0)[before:] == [ssrcs(0)[1]] * 2
+    assert room.feedback(1, Pli(1, room.out_ssrc(1, 0, "audio"))) == []  # audio has no key frames
+
+
+def _rtcp_ssrc(room: Room, i: int) -> int:
+    """The sender SSRC the SFU uses in RTCP to p``i`` (from a PLI it sent)."""
+    data = room.rtcp[f"p{i}"][0]
+    return next(p.sender_ssrc for p in parse_rtcp(data).packets if isinstance(p, Pli))
+
+
+def test_padding_only_packets_are_not_forwarded() -> None:
+    room = Room(2)
+    drive(room, 2, 1)
+    header = struct.pack("!BBHII", 0xA0, 96, 500, 3000, ssrcs(0)[1])
+    probe = header + bytes(254) + bytes([255])  # P bit: 255 bytes of padding, no payload
+    assert room.send(0, probe) == []
+    assert room.fw.stats.drops[PADDING] == 1
+
+
 def test_nack_is_answered_from_the_cache_with_rtx_when_negotiated() -> None:
     room = Room(3, rtx_payload_type=97)
     drive(room, 3, 6)
@@ -303,6 +339,7 @@ def test_hostile_input_is_dropped_and_counted() -> None:
     forwarded = room.fw.stats.forwarded_packets
     assert room.send(0, b"\x00" * 20) == []  # not RTP version 2
     assert room.send(0, audio_packet(0xDEAD, 1)) == []  # an SSRC p0 does not publish
+    assert room.send(0, vp8_packet(ssrcs(0)[1], 500, True)[:14]) == []  # truncated descriptor
     assert room.send(0, audio_packet(ssrcs(1)[0], 1)) == []  # p1's SSRC, sent by p0
     assert room.fw.rtcp("p1", b"\x80\xc9\x00\x09", room.now) == []  # length past the end
     # A NACK for numbers never sent, and one for another subscriber's stream.
@@ -317,6 +354,7 @@ def test_hostile_input_is_dropped_and_counted() -> None:
         room.audio(0)
     drops = room.fw.stats.drops
     assert drops[MALFORMED_RTP] == 1
+    assert drops[MALFORMED_VP8] == 1
     assert drops[UNKNOWN_SSRC] == 3
     assert drops[MALFORMED_RTCP] == 1
     assert drops[NACK_MISS] == 3 + 64
