@@ -1,0 +1,484 @@
+"""The SFU's forwarding core: fan-out, layer choice, key-frame requests, REMB, NACK, speaking."""
+
+import itertools
+import struct
+from dataclasses import replace
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sealcall.sfu.forwarder import (
+    BAD_SUBSCRIPTION,
+    FLOOD,
+    MALFORMED_RTCP,
+    MALFORMED_RTP,
+    MALFORMED_VP8,
+    NACK_FLOOD,
+    NACK_MISS,
+    PADDING,
+    UNKNOWN_PARTICIPANT,
+    UNKNOWN_SSRC,
+    Forwarder,
+    Output,
+    ParticipantConfig,
+    RoomFullError,
+    SendRtcp,
+    SendRtp,
+    SpeakingChanged,
+)
+from sealcall.sfu.rtcp import Fir, FirEntry, Nack, Pli, Remb, SenderReport, build_rtcp, parse_rtcp
+from sealcall.sfu.rtp import parse_rtp
+
+SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+LEVEL_ID = 1
+KEY_PREFIX = bytes([0x10, 0x02, 0x00, 0x9D, 0x01, 0x2A, 0x80, 0x02, 0xE0, 0x01])
+DELTA_PREFIX = bytes([0x11, 0x02, 0x00])
+
+
+def ssrcs(i: int) -> tuple[int, int, int]:
+    """Audio, thumbnail and full SSRCs of participant ``i``."""
+    base = 0x1000 * (i + 1)
+    return base + 1, base + 2, base + 3
+
+
+def config(i: int, **kw: int) -> ParticipantConfig:
+    audio, thumb, full = ssrcs(i)
+    return ParticipantConfig(
+        audio_ssrc=audio, thumbnail_ssrc=thumb, full_ssrc=full, audio_level_id=LEVEL_ID, **kw
+    )
+
+
+def audio_packet(ssrc: int, seq: int, level: int = 127) -> bytes:
+    """Opus-like packet with an RFC 6464 audio level (``level`` = -dBov) in a one-byte block."""
+    header = struct.pack("!BBHII", 0x90, 111, seq & 0xFFFF, 960 * seq & 0xFFFFFFFF, ssrc)
+    return header + b"\xbe\xde\x00\x01" + bytes([LEVEL_ID << 4, 0x80 | level, 0, 0]) + b"opus-ct"
+
+
+def vp8_packet(ssrc: int, seq: int, keyframe: bool, tag: bytes = b"") -> bytes:
+    """A frame-starting VP8 packet (picture id = seq) with the clear prefix, then "ciphertext"."""
+    header = struct.pack("!BBHII", 0x80, 96, seq & 0xFFFF, 3000 * seq & 0xFFFFFFFF, ssrc)
+    pid = seq & 0x7FFF
+    desc = bytes([0x90, 0x80, 0x80 | pid >> 8, pid & 0xFF])
+    return header + desc + (KEY_PREFIX if keyframe else DELTA_PREFIX) + tag + b"sframe"
+
+
+class Room:
+    """A forwarder with ``n`` participants p0..p(n-1); records what each one is sent."""
+
+    def __init__(self, n: int, **kw: int) -> None:
+        self.fw = Forwarder(seed=7)
+        self.now = 0.0
+        self.rtp: dict[str, list[bytes]] = {}
+        self.rtcp: dict[str, list[bytes]] = {}
+        self.speaking: list[SpeakingChanged] = []
+        self.seq: dict[int, int] = {}
+        for i in range(n):
+            self.join(i, **kw)
+
+    def join(self, i: int, **kw: int) -> None:
+        self.record(self.fw.join(f"p{i}", config(i, **kw), self.now))
+
+    def record(self, outputs: list[Output]) -> list[Output]:
+        for o in outputs:
+            if isinstance(o, SendRtp):
+                self.rtp.setdefault(o.participant, []).append(bytes(o.data))
+            elif isinstance(o, SendRtcp):
+                self.rtcp.setdefault(o.participant, []).append(o.data)
+            else:
+                self.speaking.append(o)
+        return outputs
+
+    def send(self, i: int, packet: bytes) -> list[Output]:
+        return self.record(self.fw.packet(f"p{i}", packet, self.now))
+
+    def next_seq(self, ssrc: int) -> int:
+        self.seq[ssrc] = self.seq.get(ssrc, 99) + 1
+        return self.seq[ssrc]
+
+    def audio(self, i: int, level: int = 127) -> list[Output]:
+        a = ssrcs(i)[0]
+        return self.send(i, audio_packet(a, self.next_seq(a), level))
+
+    def video(self, i: int, layer: int, keyframe: bool) -> list[Output]:
+        ssrc = ssrcs(i)[layer]
+        return self.send(
+            i, vp8_packet(ssrc, self.next_seq(ssrc), keyframe, b"TF"[layer - 1 : layer])
+        )
+
+    def feedback(self, i: int, *packets: Nack | Pli | Remb | SenderReport) -> list[Output]:
+        return self.record(self.fw.rtcp(f"p{i}", build_rtcp(list(packets)), self.now))
+
+    def streams(self, sub: str) -> dict[int, list[bytes]]:
+        """What ``sub`` received, by outgoing SSRC."""
+        out: dict[int, list[bytes]] = {}
+        for packet in self.rtp.get(sub, []):
+            out.setdefault(parse_rtp(packet).ssrc, []).append(packet)
+        return out
+
+    def plis(self, i: int) -> list[int]:
+        """Media SSRCs of the PLIs p``i`` was sent."""
+        found = []
+        for data in self.rtcp.get(f"p{i}", []):
+            found += [p.media_ssrc for p in parse_rtcp(data).packets if isinstance(p, Pli)]
+        return found
+
+    def rembs(self, i: int) -> list[Remb]:
+        found = []
+        for data in self.rtcp.get(f"p{i}", []):
+            found += [p for p in parse_rtcp(data).packets if isinstance(p, Remb)]
+        return found
+
+    def out_ssrc(self, sub: int, pub: int, kind: str) -> int:
+        return next(s for s, v in self.fw.outgoing(f"p{sub}").items() if v == (f"p{pub}", kind))
+
+
+def contiguous(packets: list[bytes]) -> bool:
+    seqs = [parse_rtp(p).sequence_number for p in packets]
+    return all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(seqs))
+
+
+def tags(packets: list[bytes]) -> bytes:
+    """The layer tag (T or F, just before the "ciphertext") of each forwarded video packet."""
+    return b"".join(p[-7:-6] for p in packets)
+
+
+def drive(room: Room, n: int, frames: int, key_every: int = 0) -> None:
+    """Every participant sends audio and both video layers, ``frames`` times."""
+    for f in range(frames):
+        for i in range(n):
+            room.audio(i)
+            key = f == 0 or (key_every > 0 and f % key_every == 0)
+            room.video(i, 1, key)
+            room.video(i, 2, key)
+        room.now += 0.02
+
+
+def test_everyone_receives_everyones_audio_and_thumbnail_contiguously() -> None:
+    room = Room(6)
+    drive(room, 6, 10)
+    for s in range(6):
+        sub = f"p{s}"
+        streams = room.streams(sub)
+        assert set(streams) == set(room.fw.outgoing(sub))
+        assert len(streams) == 2 * 5  # audio and video of the five others
+        for ssrc, packets in streams.items():
+            assert len(packets) == 10
+            assert contiguous(packets)
+            publisher, kind = room.fw.outgoing(sub)[ssrc]
+            assert publisher != sub
+            if kind == "video":
+                assert tags(packets) == b"T" * 10
+        assert room.fw.layer(sub, "p0" if s else "p1") == "thumbnail"
+    # Each publisher was asked once for a thumbnail key frame at the start.
+    assert all(set(room.plis(i)) == {ssrcs(i)[1]} for i in range(6))
+    assert room.fw.stats.forwarded_packets == 6 * 5 * 20
+
+
+def test_full_resolution_switches_at_a_key_frame_after_one_pli_a_second() -> None:
+    room = Room(3)
+    drive(room, 3, 3)
+    room.now += 2
+    plis_before = len(room.plis(0))
+    room.record(room.fw.subscribe("p1", "p0", "full", room.now))
+    assert room.plis(0)[plis_before:] == [ssrcs(0)[2]]
+    for _ in range(10):  # full-layer delta frames: p1 keeps the thumbnail, no second PLI yet
+        room.video(0, 2, False)
+        room.video(0, 1, False)
+        room.now += 0.05
+    assert room.plis(0)[plis_before:] == [ssrcs(0)[2]]
+    assert room.fw.layer("p1", "p0") == "thumbnail"
+    room.now += 0.6  # past the second: the next waiting packet asks again, once
+    room.video(0, 2, False)
+    room.video(0, 2, False)
+    assert room.plis(0)[plis_before:] == [ssrcs(0)[2]] * 2
+    room.video(0, 2, True)
+    room.video(0, 2, False)
+    room.video(0, 1, False)  # the thumbnail is no longer forwarded to p1
+    assert room.fw.layer("p1", "p0") == "full"
+    assert room.fw.layer("p2", "p0") == "thumbnail"
+    video = room.streams("p1")[room.out_ssrc(1, 0, "video")]
+    assert contiguous(video)
+    assert tags(video).endswith(b"T" * 10 + b"FF")
+    assert room.fw.stats.layer_switches == 1
+
+
+def test_bandwidth_drop_falls_back_to_thumbnail_and_a_rise_returns_to_full() -> None:
+    room = Room(3)
+    drive(room, 3, 2)
+    room.feedback(1, Remb(1, 5_000_000, ()))
+    room.record(room.fw.subscribe("p1", "p0", "full", room.now))
+    room.video(0, 2, True)
+    assert room.fw.layer("p1", "p0") == "full"
+    room.now += 1
+    room.feedback(1, Remb(1, 300_000, ()))  # cannot carry 1.2 Mbit/s any more
+    room.video(0, 2, False)
+    assert room.fw.layer("p1", "p0") == "full"  # until the thumbnail's key frame
+    room.video(0, 1, True)
+    assert room.fw.layer("p1", "p0") == "thumbnail"
+    room.feedback(1, Remb(1, 5_000_000, ()))  # at once: held, no flapping
+    room.video(0, 2, True)
+    assert room.fw.layer("p1", "p0") == "thumbnail"
+    room.now += 2.5
+    room.record(room.fw.tick(room.now))
+    room.video(0, 2, True)
+    assert room.fw.layer("p1", "p0") == "full"
+    assert contiguous(room.streams("p1")[room.out_ssrc(1, 0, "video")])
+    assert room.fw.stats.layer_switches == 3
+
+
+def test_publisher_gets_remb_with_lowest_estimate_of_those_wanting_full() -> None:
+    room = Room(4)
+    room.feedback(3, Remb(1, 100_000, ()))  # p3 does not want p0's full layer: not counted
+    assert room.rembs(0) == []
+    room.record(room.fw.subscribe("p1", "p0", "full", room.now))
+    room.record(room.fw.subscribe("p2", "p0", "full", room.now))
+    room.feedback(2, Remb(1, 3_000_000, ()))
+    room.now += 1
+    room.feedback(1, Remb(1, 2_000_000, ()))
+    rembs = room.rembs(0)
+    assert rembs[-1].ssrcs == (ssrcs(0)[2],)
+    assert 0.99 * 2_000_000 <= rembs[-1].bitrate <= 2_000_000
+    count = len(rembs)
+    room.now += 0.1
+    room.feedback(1, Remb(1, 1_900_000, ()))  # within 10 %: nothing new
+    room.feedback(1, Remb(1, 1_000_000, ()))  # paced: at most every 500 ms
+    assert len(room.rembs(0)) == count
+    room.now += 0.2
+    room.record(room.fw.tick(room.now))
+    assert len(room.rembs(0)) == count
+    room.now += 0.3
+    room.record(room.fw.tick(room.now))
+    assert len(room.rembs(0)) == count + 1
+    assert room.rembs(0)[-1].bitrate == 1_000_000
+    room.record(room.fw.tick(room.now + 1))
+    assert len(room.rembs(0)) == count + 1
+
+
+def test_subscriber_pli_and_fir_reach_the_publisher_once_a_second() -> None:
+    room = Room(3)
+    drive(room, 3, 2)
+    room.now += 5
+    before = len(room.plis(0))
+    video = room.out_ssrc(1, 0, "video")
+    assert room.feedback(1, Pli(1, video)) == [
+        SendRtcp("p0", build_rtcp([Pli(_rtcp_ssrc(room, 0), ssrcs(0)[1])]))
+    ]
+    room.feedback(2, Pli(1, room.out_ssrc(2, 0, "video")))  # the same stream: within the second
+    room.now += 0.5
+    room.feedback(1, Fir(1, (FirEntry(video, 1),)))
+    assert len(room.plis(0)) == before + 1
+    room.now += 0.6
+    room.feedback(1, Fir(1, (FirEntry(video, 2),)))
+    assert room.plis(0)[before:] == [ssrcs(0)[1]] * 2
+    assert room.feedback(1, Pli(1, room.out_ssrc(1, 0, "audio"))) == []  # audio has no key frames
+
+
+def _rtcp_ssrc(room: Room, i: int) -> int:
+    """The sender SSRC the SFU uses in RTCP to p``i`` (from a PLI it sent)."""
+    data = room.rtcp[f"p{i}"][0]
+    return next(p.sender_ssrc for p in parse_rtcp(data).packets if isinstance(p, Pli))
+
+
+def test_padding_only_packets_are_not_forwarded() -> None:
+    room = Room(2)
+    drive(room, 2, 1)
+    header = struct.pack("!BBHII", 0xA0, 96, 500, 3000, ssrcs(0)[1])
+    probe = header + bytes(254) + bytes([255])  # P bit: 255 bytes of padding, no payload
+    assert room.send(0, probe) == []
+    assert room.fw.stats.drops[PADDING] == 1
+
+
+def test_nack_is_answered_from_the_cache_with_rtx_when_negotiated() -> None:
+    room = Room(3, rtx_payload_type=97)
+    drive(room, 3, 6)
+    audio = room.streams("p1")[room.out_ssrc(1, 0, "audio")]
+    lost = parse_rtp(audio[2]).sequence_number
+    out = room.feedback(1, Nack(1, room.out_ssrc(1, 0, "audio"), (lost,)))
+    assert [o.data for o in out if isinstance(o, SendRtp)] == [audio[2]]
+    video_ssrc = room.out_ssrc(1, 0, "video")
+    video = room.streams("p1")[video_ssrc]
+    lost = parse_rtp(video[3]).sequence_number
+    (rtx,) = [bytes(o.data) for o in room.feedback(1, Nack(1, video_ssrc, (lost,)))]
+    view = parse_rtp(rtx)
+    assert view.payload_type == 97
+    assert view.ssrc != video_ssrc
+    assert rtx[view.payload_offset : view.payload_offset + 2] == lost.to_bytes(2, "big")
+    assert bytes(view.payload)[2:] == bytes(parse_rtp(video[3]).payload)
+    assert room.fw.stats.nacks_served == 2
+
+
+def test_left_participant_gets_no_further_packet() -> None:
+    room = Room(4)
+    drive(room, 4, 2)
+    room.record(room.fw.leave("p2", room.now))
+    before = len(room.rtp["p2"])
+    drive(room, 2, 5)
+    assert len(room.rtp["p2"]) == before
+    assert room.audio(2) == []
+    assert room.fw.stats.drops[UNKNOWN_PARTICIPANT] == 1
+    assert all(v[0] != "p2" for v in room.fw.outgoing("p0").values())
+    assert room.fw.participants() == ["p0", "p1", "p3"]
+
+
+def test_who_is_speaking_from_audio_levels() -> None:
+    room = Room(3)
+    for _ in range(10):  # 200 ms at -20 dBov
+        room.audio(1, level=20)
+        room.audio(0, level=127)
+        room.now += 0.02
+    assert room.speaking == [SpeakingChanged("p1", True, -20.0)]
+    assert room.fw.speaking() == ["p1"]
+    room.now += 1
+    room.record(room.fw.tick(room.now))
+    assert room.speaking[-1] == SpeakingChanged("p1", False, -20.0)
+
+
+def test_hostile_input_is_dropped_and_counted() -> None:
+    room = Room(3)
+    drive(room, 3, 2)
+    forwarded = room.fw.stats.forwarded_packets
+    assert room.send(0, b"\x00" * 20) == []  # not RTP version 2
+    assert room.send(0, audio_packet(0xDEAD, 1)) == []  # an SSRC p0 does not publish
+    assert room.send(0, vp8_packet(ssrcs(0)[1], 500, True)[:14]) == []  # truncated descriptor
+    assert room.send(0, audio_packet(ssrcs(1)[0], 1)) == []  # p1's SSRC, sent by p0
+    assert room.fw.rtcp("p1", b"\x80\xc9\x00\x09", room.now) == []  # length past the end
+    # A NACK for numbers never sent, and one for another subscriber's stream.
+    assert room.feedback(1, Nack(1, room.out_ssrc(1, 0, "audio"), (1, 2, 3))) == []
+    assert room.feedback(1, Nack(1, room.out_ssrc(2, 0, "audio"), (1,))) == []
+    big = Nack(1, room.out_ssrc(1, 0, "audio"), tuple(range(0, 600, 2)))
+    assert room.feedback(1, big) == []
+    assert room.fw.subscribe("p1", "nobody", "full", room.now) == []
+    assert room.fw.subscribe("p1", "p0", "ultra", room.now) == []
+    room.now += 1
+    for _ in range(2100):  # a flood within one second
+        room.audio(0)
+    drops = room.fw.stats.drops
+    assert drops[MALFORMED_RTP] == 1
+    assert drops[MALFORMED_VP8] == 1
+    assert drops[UNKNOWN_SSRC] == 3
+    assert drops[MALFORMED_RTCP] == 1
+    assert drops[NACK_MISS] == 3 + 64
+    assert drops[NACK_FLOOD] == 1
+    assert drops[BAD_SUBSCRIPTION] == 2
+    assert drops[FLOOD] == 100
+    assert room.fw.stats.forwarded_packets == forwarded + 2000 * 2
+    assert room.fw.stats.nacks_served == 0
+
+
+def test_room_is_bounded() -> None:
+    fw = Forwarder(max_participants=2)
+    fw.join("a", config(0), 0.0)
+    fw.join("b", config(1), 0.0)
+    try:
+        fw.join("c", config(2), 0.0)
+    except RoomFullError:
+        pass
+    else:
+        raise AssertionError("a third participant got in")
+    assert fw.participants() == ["a", "b"]
+
+
+@SETTINGS
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 3), st.sampled_from(["rtp", "rtcp"]), st.binary(max_size=80)),
+        max_size=40,
+    )
+)
+def test_fuzz_garbage_never_raises_and_reaches_only_members(
+    inputs: list[tuple[int, str, bytes]],
+) -> None:
+    room = Room(3)
+    for i, kind, data in inputs:
+        fn = room.fw.packet if kind == "rtp" else room.fw.rtcp
+        for o in fn(f"p{i}", data, room.now):
+            if isinstance(o, SendRtp | SendRtcp):
+                assert o.participant in {"p0", "p1", "p2"}
+        room.now += 0.01
+
+
+ACTIONS = st.one_of(
+    st.tuples(st.just("audio"), st.integers(0, 3)),
+    st.tuples(st.just("video"), st.integers(0, 3), st.integers(1, 2), st.booleans()),
+    st.tuples(st.just("remb"), st.integers(0, 3), st.integers(50_000, 8_000_000)),
+    st.tuples(
+        st.just("sub"),
+        st.integers(0, 3),
+        st.integers(0, 3),
+        st.sampled_from(["full", "none", "thumbnail"]),
+    ),
+    st.tuples(st.just("time"), st.floats(0, 3)),
+)
+
+
+@SETTINGS
+@given(st.lists(ACTIONS, max_size=120))
+def test_fuzz_outgoing_streams_stay_contiguous(actions: list[tuple[object, ...]]) -> None:
+    room = Room(4)
+    for action in actions:
+        match action:
+            case ("audio", int(i)):
+                room.audio(i)
+            case ("video", int(i), int(layer), bool(key)):
+                room.video(i, layer, key)
+            case ("remb", int(i), int(rate)):
+                room.feedback(i, Remb(1, rate, ()))
+            case ("sub", int(s), int(p), str(q)):
+                room.record(room.fw.subscribe(f"p{s}", f"p{p}", q, room.now))
+            case ("time", float(dt)):
+                room.now += dt
+                room.record(room.fw.tick(room.now))
+    for s in range(4):
+        for packets in room.streams(f"p{s}").values():
+            assert contiguous(packets)
+    for i in range(4):
+        # Never more than one PLI per stream per second.
+        assert len(room.plis(i)) <= 2 * (1 + int(room.now))
+
+
+FEEDBACK = st.one_of(
+    st.builds(
+        Nack,
+        st.integers(0, 2**32 - 1),
+        st.integers(0, 7),
+        st.lists(st.integers(0, 0xFFFF), max_size=40).map(tuple),
+    ),
+    st.builds(Pli, st.integers(0, 2**32 - 1), st.integers(0, 7)),
+    st.builds(Remb, st.integers(0, 2**32 - 1), st.integers(0, 2**40), st.just(())),
+    st.builds(
+        SenderReport,
+        st.integers(0, 7),
+        st.integers(0, 2**64 - 1),
+        st.integers(0, 2**32 - 1),
+        st.just(0),
+        st.just(0),
+    ),
+)
+
+
+@SETTINGS
+@given(
+    st.lists(st.tuples(st.integers(0, 2), st.lists(FEEDBACK, min_size=1, max_size=4)), max_size=20)
+)
+def test_fuzz_feedback_reaches_only_its_sender_and_never_raises(
+    inputs: list[tuple[int, list[Nack | Pli | Remb | SenderReport]]],
+) -> None:
+    """Well-formed RTCP with SSRCs picked among the real ones (index 0..5) and unknown ones."""
+    room = Room(3)
+    drive(room, 3, 3)
+    for i, packets in inputs:
+        known = [*room.fw.outgoing(f"p{i}"), *ssrcs(i)]
+        fixed: list[Nack | Pli | Remb | SenderReport] = []
+        for p in packets:
+            if isinstance(p, Nack | Pli):
+                m = p.media_ssrc
+                fixed.append(replace(p, media_ssrc=known[m] if m < len(known) else 0xBAD))
+            elif isinstance(p, SenderReport):
+                fixed.append(replace(p, ssrc=known[p.ssrc] if p.ssrc < len(known) else 0xBAD))
+            else:
+                fixed.append(p)
+        for o in room.fw.rtcp(f"p{i}", build_rtcp(fixed), room.now):
+            if isinstance(o, SendRtp):
+                assert o.participant == f"p{i}"  # retransmissions go only to who asked
+                assert parse_rtp(o.data).ssrc in room.fw.outgoing(f"p{i}")
+        room.now += 0.1
