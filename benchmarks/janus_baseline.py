@@ -1,6 +1,6 @@
 """Janus's VideoRoom under the sfu-bench load: the baseline our SFU has to beat.
 
-Starts Janus (Debian package ``janus``) from a generated loopback-only configuration, puts P
+Starts Janus (Debian package ``janus``) in a network namespace of its own, puts P
 publishers (pre-encoded VP8 + Opus, replayed) and S subscribers (counting RTP, never decoding)
 through one room, and prints, per load: Janus's CPU microseconds per forwarded packet (user +
 system time of the Janus process over the run / packets all subscribers received), added
@@ -59,7 +59,7 @@ async def janus_case(
                 subscribers,
                 seconds,
                 clip,
-                (server.ice_address,),
+                (server.load_address,),
             )
     finally:
         await server.stop()

@@ -1,23 +1,21 @@
 """Janus (Debian package ``janus``) as the baseline SFU of ``sfu-bench``.
 
 :class:`JanusServer` runs Janus as a subprocess in a temporary folder from a generated minimal
-configuration: only the VideoRoom plugin and the plain HTTP transport (API on 127.0.0.1); no
-STUN server, no 1:1 NAT, ICE gathering on one local address only (see :func:`host_address`),
-warnings and errors only in its log. :class:`JanusSession` speaks the Janus HTTP API (sessions,
-handles, long-polled events) with aiohttp and has VideoRoom helpers: create a room, publish,
-subscribe, start.
+configuration: only the VideoRoom plugin and the plain HTTP transport; no STUN server, no 1:1 NAT,
+warnings and errors only in its log. Janus's ICE agent (libnice) never gathers on a loopback
+interface, so Janus runs inside a network namespace made for it (:mod:`.netns`): its HTTP API and
+ICE are on the namespace's end of a veth pair, and the load's ICE on our end (``load_address``).
+:class:`JanusSession` speaks the Janus HTTP API (sessions, handles, long-polled events) with
+aiohttp and has VideoRoom helpers: create a room, publish, subscribe, start.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import itertools
 import shutil
 import signal
-import socket
-import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +23,14 @@ from typing import Any
 
 import aiohttp
 
+from .netns import NetworkNamespace
+
 JANUS_BINARY = "janus"
 LIB_DIR = Path("/usr/lib/x86_64-linux-gnu/janus")
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
 REQUEST_TIMEOUT = 15.0
-SIOCGIFADDR = 0x8915
+HTTP_PORT = 8088  # inside Janus's own network namespace, so never taken by anyone else
 INSTALL_HINT = "Janus is not installed: apt-get install janus (the Debian package)"
 
 
@@ -42,39 +42,12 @@ class JanusError(RuntimeError):
     """Janus answered a request with an error (or the VideoRoom plugin did)."""
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _library_dir() -> Path:
     """Where Debian put Janus's plugins and transports (multiarch path first)."""
     for candidate in (LIB_DIR, *Path("/usr/lib").glob("*/janus"), Path("/usr/lib/janus")):
         if (candidate / "plugins" / "libjanus_videoroom.so").exists():
             return candidate
     raise JanusNotInstalledError(INSTALL_HINT)
-
-
-def host_address() -> str:
-    """This machine's first non-loopback IPv4 address: the one Janus and the load use for ICE.
-
-    Janus's ICE agent (libnice) never gathers on a loopback interface, so ICE runs on the
-    machine's own address instead, enforced as the only one on both sides: media between Janus
-    and the load generator still never leaves the machine (the kernel delivers it locally).
-    """
-    for _, name in socket.if_nameindex():
-        if name == "lo":
-            continue
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            request = struct.pack("256s", name.encode()[:15])
-            try:
-                reply = fcntl.ioctl(sock.fileno(), SIOCGIFADDR, request)
-            except OSError:
-                continue  # no IPv4 address on this interface
-            return socket.inet_ntoa(reply[20:24])
-    raise JanusError("no IPv4 address besides loopback: Janus's ICE cannot gather on lo")
 
 
 def janus_config(folder: Path, http_port: int, ice_address: str) -> dict[str, str]:
@@ -110,7 +83,7 @@ events: {{
   base_path = "/janus"
   http = true
   port = {http_port}
-  ip = "127.0.0.1"
+  ip = "{ice_address}"
   https = false
 }}
 admin: {{
@@ -123,19 +96,38 @@ admin: {{
 
 
 class JanusServer:
-    """One Janus process in its own temporary folder; ``start`` then ``stop``."""
+    """One Janus process in its own temporary folder and network namespace; ``start``, ``stop``.
 
-    def __init__(self, binary: str = JANUS_BINARY) -> None:
+    ``janus_address`` is Janus's address in its namespace (HTTP API and ICE), ``load_address``
+    ours on the veth pair: the only host address the load's connections may use for ICE.
+    """
+
+    def __init__(self, binary: str = JANUS_BINARY, ip: str = "ip") -> None:
         self.binary = binary
-        self.port = 0
-        self.ice_address = ""
+        self.ip = ip
+        self.port = HTTP_PORT
         self.folder: Path | None = None
+        self.namespace: NetworkNamespace | None = None
         self._process: asyncio.subprocess.Process | None = None
+
+    @property
+    def janus_address(self) -> str:
+        """Janus's address inside its namespace."""
+        if self.namespace is None:
+            raise RuntimeError("Janus is not running")
+        return self.namespace.inner_address
+
+    @property
+    def load_address(self) -> str:
+        """Our end of the veth pair: the load generator's only ICE host address."""
+        if self.namespace is None:
+            raise RuntimeError("Janus is not running")
+        return self.namespace.outer_address
 
     @property
     def url(self) -> str:
         """The HTTP API's base URL."""
-        return f"http://127.0.0.1:{self.port}/janus"
+        return f"http://{self.janus_address}:{self.port}/janus"
 
     @property
     def pid(self) -> int:
@@ -151,11 +143,21 @@ class JanusServer:
         return (self.folder / "janus.log").read_text(errors="replace")
 
     async def start(self) -> None:
-        """Write the configuration, start Janus and wait until its HTTP API answers."""
+        """Make the namespace, write the configuration, start Janus, wait for its HTTP API."""
         binary = shutil.which(self.binary)
         if binary is None:
             raise JanusNotInstalledError(INSTALL_HINT)
         library = _library_dir()
+        try:
+            self.namespace = NetworkNamespace(self.ip).create()
+            await self._launch(binary, library)
+            await self._wait_ready()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _launch(self, binary: str, library: Path) -> None:
+        assert self.namespace is not None
         self.folder = Path(tempfile.mkdtemp(prefix="sealcall-janus-"))
         for name in ("plugins", "transports", "none"):
             (self.folder / name).mkdir()
@@ -165,12 +167,12 @@ class JanusServer:
         (self.folder / "transports" / "libjanus_http.so").symlink_to(
             library / "transports" / "libjanus_http.so"
         )
-        self.port = _free_port()
-        self.ice_address = host_address()
-        for name, text in janus_config(self.folder, self.port, self.ice_address).items():
+        for name, text in janus_config(self.folder, self.port, self.janus_address).items():
             (self.folder / name).write_text(text)
         with open(self.folder / "janus.log", "wb") as log:
+            # ip netns exec execs the program: the process id is Janus's own.
             self._process = await asyncio.create_subprocess_exec(
+                *self.namespace.exec_prefix(),
                 binary,
                 "--config",
                 str(self.folder / "janus.jcfg"),
@@ -182,11 +184,6 @@ class JanusServer:
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
             )
-        try:
-            await self._wait_ready()
-        except BaseException:
-            await self.stop()
-            raise
 
     async def _wait_ready(self) -> None:
         deadline = asyncio.get_running_loop().time() + START_TIMEOUT
@@ -204,21 +201,29 @@ class JanusServer:
                 await asyncio.sleep(0.1)
 
     async def stop(self) -> int | None:
-        """Stop Janus (SIGINT, its clean shutdown; SIGKILL after a timeout); its exit code."""
+        """Stop Janus (SIGINT, its clean shutdown; SIGKILL after a timeout); its exit code.
+
+        Also deletes its folder and its network namespace (with the veth pair).
+        """
         process, self._process = self._process, None
         code: int | None = None
-        if process is not None:
-            if process.returncode is None:
-                process.send_signal(signal.SIGINT)
-                try:
-                    await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
-                except TimeoutError:
-                    process.kill()
-                    await process.wait()
-            code = process.returncode
-        if self.folder is not None:
-            shutil.rmtree(self.folder, ignore_errors=True)
-            self.folder = None
+        try:
+            if process is not None:
+                if process.returncode is None:
+                    process.send_signal(signal.SIGINT)
+                    try:
+                        await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
+                    except TimeoutError:
+                        process.kill()
+                        await process.wait()
+                code = process.returncode
+        finally:
+            if self.folder is not None:
+                shutil.rmtree(self.folder, ignore_errors=True)
+                self.folder = None
+            namespace, self.namespace = self.namespace, None
+            if namespace is not None:
+                namespace.delete()
         return code
 
 
