@@ -107,10 +107,11 @@ class NetworkNamespace:
 
     def create(self) -> NetworkNamespace:
         """Make the namespace and the veth pair, both ends up, loopback up inside."""
-        self.remove_stale()
-        # The lock keeps two runs from taking the same free subnet between scan and assignment.
+        # The lock keeps two runs from deleting the same stale namespace, or taking the same
+        # free subnet between scan and assignment.
         with open(LOCK_FILE, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
+            self.remove_stale()
             self._run("netns", "add", self.name)
             self._created = True
             try:
