@@ -25,15 +25,33 @@ from sealcall.sfu.transport import ParticipantTransport, TransportClosed
 
 @dataclass
 class Sfu:
+    """The SFU end under test; with ``echo`` it sends each media packet back on ``echo_to``."""
+
     transport: ParticipantTransport = field(init=False)
     rtp: list[bytes] = field(default_factory=list)
     rtcp: list[bytes] = field(default_factory=list)
     closed: int = 0
+    echo_to: dict[str, MediaSection] = field(default_factory=dict)
+    echoed: int = 0
 
     def __post_init__(self) -> None:
-        self.transport = ParticipantTransport(
-            self.rtp.append, self.rtcp.append, on_close=self._closed
-        )
+        self.transport = ParticipantTransport(self._rtp, self.rtcp.append, on_close=self._closed)
+        self._view = RtpView()
+
+    def _rtp(self, data: bytes) -> None:
+        self.rtp.append(data)
+        view = self._view.load(data)
+        for section in self.transport.sections:
+            if view.ssrc in section.remote_ssrcs and view.payload_type == section.payload_type:
+                target = self.echo_to.get(section.kind)
+                if target is not None and target.local_ssrc is not None:
+                    buf = bytearray(data)
+                    rewrite_header(
+                        buf, view.payload_type, view.sequence_number, view.timestamp,
+                        target.local_ssrc,
+                    )
+                    self.transport.send_rtp(bytes(buf))
+                    self.echoed += 1
 
     def _closed(self) -> None:
         self.closed += 1
@@ -91,3 +109,114 @@ async def test_raw_rtp_and_rtcp_of_both_kinds_arrive(pair: tuple[RTCPeerConnecti
     assert parsed.packets
     assert sfu.transport.rtp_received == len(sfu.rtp)
     assert sfu.transport.dropped == 0
+
+
+def remote_tracks(pc: RTCPeerConnection) -> dict[str, MediaStreamTrack]:
+    tracks: dict[str, MediaStreamTrack] = {}
+    pc.on("track", lambda track: tracks.setdefault(track.kind, track))
+    return tracks
+
+
+async def test_packets_sent_by_the_sfu_reach_the_participants_receivers(
+    pair: tuple[RTCPeerConnection, Sfu],
+) -> None:
+    pc, sfu = pair
+    tracks = remote_tracks(pc)
+    await join(pc, sfu)
+    for section in sfu.transport.sections:
+        sfu.echo_to[section.kind] = section
+    assert set(tracks) == {"audio", "video"}
+    # aiortc's receivers depacketize and decode what the SFU sent: real frames come out.
+    audio = await asyncio.wait_for(tracks["audio"].recv(), 10)
+    video = await asyncio.wait_for(tracks["video"].recv(), 10)
+    assert audio.sample_rate == 48000
+    assert (video.width, video.height) == (640, 480)
+    assert sfu.echoed > 0
+    assert sfu.transport.sent >= sfu.echoed
+    # RTCP the SFU builds itself is accepted too (the participant's stats see our SSRC's report).
+    sender_ssrc = sfu.transport.sections[1].local_ssrc
+    assert sender_ssrc is not None
+    sfu.transport.send_rtcp(
+        struct.pack("!BBHI", 0x80, 201, 1, sender_ssrc)  # empty receiver report
+    )
+    assert sfu.transport.dropped == 0
+
+
+async def test_renegotiation_adds_a_forwarded_stream(pair: tuple[RTCPeerConnection, Sfu]) -> None:
+    pc, sfu = pair
+    tracks: list[MediaStreamTrack] = []
+    pc.on("track", tracks.append)
+    await join(pc, sfu)
+    assert len(tracks) == 2
+    added = sfu.transport.add_send_section("video")
+    offer = await sfu.transport.create_offer()
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+    await pc.setLocalDescription(await pc.createAnswer())
+    sfu.transport.set_answer(pc.localDescription.sdp)
+    assert added in sfu.transport.sections and added.direction == "sendonly"
+    assert len(tracks) == 3 and tracks[2].kind == "video"
+    sfu.echo_to["video"] = added
+    frame = await asyncio.wait_for(tracks[2].recv(), 10)
+    assert frame.width == 640
+
+
+async def test_garbage_datagrams_are_dropped_and_counted(
+    pair: tuple[RTCPeerConnection, Sfu],
+) -> None:
+    pc, sfu = pair
+    await join(pc, sfu)
+    host = sfu.transport.local_candidates()[0]
+    loop = asyncio.get_running_loop()
+    udp, _ = await loop.create_datagram_endpoint(
+        asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0)
+    )
+    try:
+        udp.sendto(b"\x00not a packet", (host.host, host.port))  # neither DTLS nor SRTP
+        udp.sendto(bytes([0x80, 0x60]) + bytes(40), (host.host, host.port))  # fails SRTP auth
+        udp.sendto(bytes([0x80, 0xC8]) + bytes(40), (host.host, host.port))  # fails SRTCP auth
+        await until(lambda: sfu.transport.dropped == 3)
+    finally:
+        udp.close()
+    # The connection is unharmed: media keeps arriving.
+    before = len(sfu.rtp)
+    await until(lambda: len(sfu.rtp) > before + 5)
+
+
+async def test_participant_closing_ends_the_sfu_end(pair: tuple[RTCPeerConnection, Sfu]) -> None:
+    pc, sfu = pair
+    await join(pc, sfu)
+    await pc.close()
+    await asyncio.wait_for(sfu.transport.wait_closed(), 10)
+    await until(lambda: sfu.closed == 1)
+    assert not sfu.transport.connected
+    with pytest.raises(TransportClosed):
+        sfu.transport.send_rtp(struct.pack("!BBHII", 0x80, 96, 1, 0, 1234))
+    await sfu.transport.close()
+    assert sfu.closed == 1
+
+
+async def test_sfu_closing_closes_the_participants_connection(
+    pair: tuple[RTCPeerConnection, Sfu],
+) -> None:
+    pc, sfu = pair
+    await join(pc, sfu)
+    await sfu.transport.close()
+    assert sfu.closed == 1
+    # The DTLS close_notify reached the participant: aiortc shuts its connection down.
+    await until(lambda: pc.connectionState == "closed")
+    count = len(sfu.rtp)
+    await asyncio.sleep(0.2)  # nothing more may arrive once closed
+    assert len(sfu.rtp) == count
+
+
+async def test_unusable_offers_are_refused() -> None:
+    sfu = Sfu()
+    with pytest.raises(NegotiationError):
+        await sfu.transport.answer("this is not SDP")
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.createDataChannel("control")
+    await pc.setLocalDescription(await pc.createOffer())
+    with pytest.raises(NegotiationError):
+        await sfu.transport.answer(pc.localDescription.sdp)  # no audio or video m-line
+    await pc.close()
+    await sfu.transport.close()
