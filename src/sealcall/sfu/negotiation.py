@@ -1,11 +1,11 @@
-"""SDP for the SFU's end of a participant's connection: answer the participant, offer forwarded streams.
+"""SDP for the SFU's end of a participant's connection: answer its offer, offer forwarded streams.
 
 Sans-I/O: plain functions over SDP text (parsed and written with aiortc's ``sdp`` module). The SFU
-accepts only what its forwarding path handles: Opus audio with the RFC 6464 audio-level extension, VP8
-video with its RTX companion where offered, the MID extension for BUNDLE demultiplexing, one BUNDLE
-group, rtcp-mux. Every other m-line (data channels included, for now) is rejected with port 0. The
-offer's m-lines are accepted as sent, so a sender's two video tracks (thumbnail and full resolution)
-arrive as two m-lines with their own SSRCs.
+accepts only what its forwarding path handles: Opus audio with the RFC 6464 audio-level extension,
+VP8 video with its RTX companion where offered, the MID extension for BUNDLE demultiplexing, one
+BUNDLE group, rtcp-mux. Every other m-line (data channels included, for now) is rejected with
+port 0. The offer's m-lines are accepted as sent, so a sender's two video tracks (thumbnail and full
+resolution) arrive as two m-lines with their own SSRCs.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ __all__ = [
     "AUDIO_LEVEL_URI",
     "MID_URI",
     "LocalTransport",
+    "MLine",
     "MediaSection",
     "NegotiationError",
     "build_answer",
-    "MLine",
     "build_offer",
     "check_answer",
     "new_send_section",
@@ -45,7 +45,7 @@ _ACCEPTED_EXTENSIONS = {
 }
 _CODEC = {"audio": "audio/opus", "video": "video/VP8"}
 _PROFILE = "UDP/TLS/RTP/SAVPF"
-_DISCARD_HOST = "0.0.0.0"
+_DISCARD_HOST = "0.0.0.0"  # noqa: S104 - the SDP c= placeholder of ICE (RFC 8839), no bind
 _DISCARD_PORT = 9
 
 

@@ -1,8 +1,8 @@
 """The SFU's end of one participant's WebRTC connection: ICE, DTLS-SRTP, raw packets both ways.
 
 aioice does ICE (host candidates on the given addresses only, never a STUN server), aiortc's
-``RTCDtlsTransport`` does the DTLS handshake and SRTP key setup, and the packets stay raw: a decrypted
-RTP or RTCP packet goes as bytes to ``on_rtp`` / ``on_rtcp``, never through aiortc's
+``RTCDtlsTransport`` does the DTLS handshake and SRTP key setup, and the packets stay raw: a
+decrypted RTP or RTCP packet goes as bytes to ``on_rtp`` / ``on_rtcp``, never through aiortc's
 ``RTCRtpReceiver`` (no jitter buffer, depacketizer or decoder: that pipeline tops out near 9,000
 packets/s here), and ``send_rtp`` / ``send_rtcp`` protect and send bytes synchronously.
 
@@ -51,14 +51,14 @@ from sealcall.sfu.negotiation import (
     new_send_section,
 )
 
-__all__ = ["ParticipantTransport", "TransportClosed"]
+__all__ = ["ParticipantTransport", "TransportClosedError"]
 
 log = logging.getLogger(__name__)
 
 PacketCallback = Callable[[bytes], None]
 
 
-class TransportClosed(ConnectionError):
+class TransportClosedError(ConnectionError):
     """Sending on a participant transport that is not (or no longer) connected: local misuse."""
 
 
@@ -73,14 +73,14 @@ class _CountingSession:
 
     def unprotect(self, data: bytes) -> bytes:
         try:
-            return self._session.unprotect(data)  # type: ignore[no-any-return]
+            return self._session.unprotect(data)
         except pylibsrtp.Error:
             self._owner._drop("srtp")
             raise
 
     def unprotect_rtcp(self, data: bytes) -> bytes:
         try:
-            return self._session.unprotect_rtcp(data)  # type: ignore[no-any-return]
+            return self._session.unprotect_rtcp(data)
         except pylibsrtp.Error:
             self._owner._drop("srtcp")
             raise
@@ -98,7 +98,7 @@ class _RawDtlsTransport(RTCDtlsTransport):
     def _setup_srtp(self) -> None:
         super()._setup_srtp()
         if self._rx_srtp is not None:
-            self._rx_srtp = _CountingSession(self._rx_srtp, self._owner)
+            self._rx_srtp = _CountingSession(self._rx_srtp, self._owner)  # type: ignore[assignment]
 
     async def _handle_rtp_data(self, data: bytes, arrival_time_ms: int) -> None:
         owner = self._owner
@@ -150,7 +150,7 @@ class ParticipantTransport:
         gatherer = RTCIceGatherer(iceServers=[])
         gatherer._connection = self._connection
         self._ice = RTCIceTransport(gatherer)
-        self._ice._recv = self._filtered_recv  # type: ignore[method-assign]
+        self._ice._recv = self._filtered_recv
         self._dtls = _RawDtlsTransport(self._ice, RTCCertificate.generateCertificate(), self)
         self._dtls.on("statechange", self._dtls_state_changed)
         self._cname = secrets.token_hex(8)
@@ -159,6 +159,7 @@ class ParticipantTransport:
         self._pending: list[MLine] | None = None
         self._version = 1
         self._connect_task: asyncio.Task[None] | None = None
+        self._close_task: asyncio.Future[None] | None = None
         self._connected = asyncio.Event()
         self._closed = asyncio.Event()
         self.rtp_received = 0
@@ -192,7 +193,8 @@ class ParticipantTransport:
         text, mlines, parsed = build_answer(offer, local, self._ssrcs)
         self._mlines = mlines
         first = parsed.media[0]
-        assert first.ice is not None and first.dtls is not None
+        assert first.ice is not None
+        assert first.dtls is not None
         self._dtls._set_role("server" if first.dtls.role == "client" else "client")
         for candidate in first.ice_candidates:
             await self._ice.addRemoteCandidate(candidate)
@@ -261,10 +263,10 @@ class ParticipantTransport:
         if self._dtls.state in ("closed", "failed") and not self._closed.is_set():
             self._closed.set()
             self._connected.clear()
-            asyncio.ensure_future(self.close())
+            self._close_task = asyncio.ensure_future(self.close())
 
     async def wait_connected(self) -> None:
-        """Wait for DTLS-SRTP to be up; raise ``TransportClosed`` if the connection ends first."""
+        """Wait for DTLS-SRTP to be up; raise ``TransportClosedError`` if it ends first."""
         closed = asyncio.ensure_future(self._closed.wait())
         connected = asyncio.ensure_future(self._connected.wait())
         try:
@@ -273,7 +275,7 @@ class ParticipantTransport:
             closed.cancel()
             connected.cancel()
         if not self._connected.is_set():
-            raise TransportClosed("participant transport closed before connecting")
+            raise TransportClosedError("participant transport closed before connecting")
 
     async def wait_closed(self) -> None:
         """Wait until the connection has ended (either side closed it, or ICE/DTLS failed)."""
@@ -322,25 +324,24 @@ class ParticipantTransport:
     def _send(self, data: bytes) -> None:
         pair = self._connection._nominated.get(1)
         if pair is None or not self._connected.is_set():
-            raise TransportClosed("participant transport is not connected")
+            raise TransportClosedError("participant transport is not connected")
         pair.protocol.transport.sendto(data, pair.remote_addr)
         self.sent += 1
 
     def send_rtp(self, data: bytes) -> None:
-        """SRTP-protect and send one raw RTP packet; raise ``TransportClosed`` if not connected."""
+        """SRTP-protect and send one raw RTP packet; ``TransportClosedError`` if not connected."""
         tx = self._dtls._tx_srtp
         if tx is None:
-            raise TransportClosed("participant transport is not connected")
+            raise TransportClosedError("participant transport is not connected")
         self._send(tx.protect(data))
 
     def send_rtcp(self, data: bytes) -> None:
         """SRTCP-protect and send one raw (compound) RTCP packet."""
         tx = self._dtls._tx_srtp
         if tx is None:
-            raise TransportClosed("participant transport is not connected")
+            raise TransportClosedError("participant transport is not connected")
         self._send(tx.protect_rtcp(data))
 
     def local_candidates(self) -> list[Candidate]:
         """The host candidates the SFU listens on (aioice form)."""
         return list(self._connection.local_candidates)
-
