@@ -100,7 +100,9 @@ def _random_ssrc(taken: set[int]) -> int:
 def _parse(text: str, kind: str) -> sdp.SessionDescription:
     try:
         return sdp.SessionDescription.parse(text)
-    except (ValueError, KeyError, IndexError, AttributeError, TypeError) as exc:
+    # aiortc's parser signals bad input with assert, StopIteration, KeyError, ValueError...: any of
+    # them on remote text is a refused SDP, never a crash.
+    except Exception as exc:
         raise NegotiationError(f"unparsable SDP {kind}") from exc
 
 
@@ -190,7 +192,15 @@ def build_answer(
     transport description.
     """
     parsed = _parse(offer, "offer")
-    if not parsed.media or parsed.media[0].ice is None or parsed.media[0].dtls is None:
+    first = parsed.media[0] if parsed.media else None
+    if (
+        first is None
+        or first.ice is None
+        or not first.ice.usernameFragment
+        or not first.ice.password
+        or first.dtls is None
+        or not first.dtls.fingerprints
+    ):
         raise NegotiationError("offer without ICE or DTLS parameters")
     answer_medias: list[sdp.MediaDescription] = []
     mlines: list[MLine] = []
@@ -237,7 +247,7 @@ def build_answer(
         raise NegotiationError("offer without BUNDLE")
     local_dtls = RTCDtlsParameters(fingerprints=local.dtls.fingerprints)
     # The participant's "actpass" makes the SFU the DTLS client, as aiortc and browsers answer.
-    local_dtls.role = "server" if parsed.media[0].dtls.role == "client" else "client"
+    local_dtls.role = "server" if first.dtls.role == "client" else "client"
     for media in answer_medias:
         media.dtls = local_dtls
     return _session(answer_medias, 1, "answer"), mlines, parsed
