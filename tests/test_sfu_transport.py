@@ -225,3 +225,27 @@ async def test_unusable_offers_are_refused() -> None:
         await sfu.transport.answer(pc.localDescription.sdp)  # no audio or video m-line
     await pc.close()
     await sfu.transport.close()
+
+
+async def test_trickled_candidates_are_used_until_the_end_of_candidates() -> None:
+    pc, sfu = participant(), Sfu()
+    await pc.setLocalDescription(await pc.createOffer())
+    lines = pc.localDescription.sdp.split("\r\n")
+    candidates = sorted({ln[2:] for ln in lines if ln.startswith("a=candidate:")})
+    # The offer carries one dead candidate and no end-of-candidates; the real ones trickle later.
+    dead = "a=candidate:dead 1 udp 2130706431 127.0.0.1 9 typ host"
+    kept = [ln for ln in lines if not ln.startswith(("a=candidate:", "a=end-of-candidates"))]
+    offer = "\r\n".join(ln + ("\r\n" + dead if ln.startswith("a=ice-pwd") else "") for ln in kept)
+    answer = await sfu.transport.answer(offer)
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+    for candidate in candidates:
+        await sfu.transport.add_remote_candidate(candidate)
+    await sfu.transport.add_remote_candidate(None)
+    trickled = {(c.split()[4], int(c.split()[5])) for c in candidates}
+    assert trickled <= set(sfu.transport.remote_candidates())
+    try:
+        await asyncio.wait_for(sfu.transport.wait_connected(), 10)
+        await until(lambda: len(sfu.rtp) > 0)
+    finally:
+        await pc.close()
+        await sfu.transport.close()

@@ -4,6 +4,5 @@ Sans-I/O packet layer: RTP headers and extensions (``rtp``), the VP8 payload des
 key-frame prefix (``vp8``), compound RTCP (``rtcp``), per-subscriber seq/timestamp/SSRC rewriting
 across layer switches (``rewriter``) and the NACK/RTX packet cache (``packet_cache``). Who may join:
 OpenID token and current call membership (``admission``, ``admission_service``) and short-lived
-join tokens (``join_token``). One participant's WebRTC connection with raw packets both ways
-(``transport``) and its SDP (``negotiation``).
+join tokens (``join_token``).
 """

@@ -198,7 +198,7 @@ class ParticipantTransport:
         self._dtls._set_role("server" if first.dtls.role == "client" else "client")
         for candidate in first.ice_candidates:
             await self._ice.addRemoteCandidate(candidate)
-        if first.ice_candidates_complete or first.ice_candidates:
+        if first.ice_candidates_complete:  # otherwise more come by add_remote_candidate
             await self._ice.addRemoteCandidate(None)
         remote_ice = RTCIceParameters(
             usernameFragment=first.ice.usernameFragment,
@@ -341,6 +341,10 @@ class ParticipantTransport:
         if tx is None:
             raise TransportClosedError("participant transport is not connected")
         self._send(tx.protect_rtcp(data))
+
+    def remote_candidates(self) -> list[tuple[str, int]]:
+        """The participant's candidates known so far, as (address, port)."""
+        return [(c.ip, c.port) for c in self._ice.getRemoteCandidates()]
 
     def local_candidates(self) -> list[Candidate]:
         """The host candidates the SFU listens on (aioice form)."""
