@@ -17,7 +17,7 @@ from aiortc import (
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 
 from sealcall.sfu.negotiation import MediaSection, NegotiationError
-from sealcall.sfu.rtcp import parse_rtcp
+from sealcall.sfu.rtcp import Pli, build_rtcp, parse_rtcp
 from sealcall.sfu.rtp import RtpView, rewrite_header
 from sealcall.sfu.transport import ParticipantTransport, TransportClosedError
 
@@ -36,8 +36,21 @@ class Sfu:
     echoed: int = 0
 
     def __post_init__(self) -> None:
-        self.transport = ParticipantTransport(self._rtp, self.rtcp.append, on_close=self._closed)
+        self.transport = ParticipantTransport(self._rtp, self._rtcp, on_close=self._closed)
         self._view = RtpView()
+
+    def _rtcp(self, data: bytes) -> None:
+        self.rtcp.append(data)
+        # A PLI about an echoed stream goes on to the participant's own sender (as an SFU does),
+        # so that its encoder sends the key frame the echo's receiver needs.
+        for packet in parse_rtcp(data).packets:
+            if not isinstance(packet, Pli):
+                continue
+            for section in self.transport.sections:
+                target = self.echo_to.get(section.kind)
+                if target is not None and packet.media_ssrc == target.local_ssrc:
+                    media = section.remote_ssrcs[0]
+                    self.transport.send_rtcp(build_rtcp([Pli(target.local_ssrc, media)]))
 
     def _rtp(self, data: bytes) -> None:
         self.rtp.append(data)

@@ -17,6 +17,10 @@ The hooks, and why they are safe with the pinned aiortc (>=1.16,<1.17) and aioic
 - Datagrams that are neither DTLS nor SRTP are ignored by aiortc without a trace; the ICE
   transport's ``_recv`` (an instance attribute aiortc binds to ``Connection.recv``) is replaced by a
   filter that counts and drops them before aiortc sees them.
+- Receiving, once the SRTP keys exist, skips aiortc's pump: ``_HostOnlyConnection.data_received``
+  (what aioice's socket protocol calls for every non-STUN datagram) unprotects SRTP/SRTCP and calls
+  back at once, instead of queueing for the DTLS task; DTLS (the data channel later) still goes
+  through aiortc. The overrides above then only see packets queued before the keys were ready.
 - Sending reads the ICE connection's nominated pair (``Connection._nominated[1]``, what aioice's own
   ``sendto`` reads) and writes to its datagram transport directly, so a forwarded packet costs no
   coroutine or task.
@@ -50,6 +54,7 @@ from sealcall.sfu.negotiation import (
     check_answer,
     new_send_section,
 )
+from sealcall.sfu.rtp import is_rtcp
 
 __all__ = ["ParticipantTransport", "TransportClosedError"]
 
@@ -98,6 +103,7 @@ class _RawDtlsTransport(RTCDtlsTransport):
     def _setup_srtp(self) -> None:
         super()._setup_srtp()
         if self._rx_srtp is not None:
+            self._owner._rx = self._rx_srtp
             self._rx_srtp = _CountingSession(self._rx_srtp, self._owner)  # type: ignore[assignment]
 
     async def _handle_rtp_data(self, data: bytes, arrival_time_ms: int) -> None:
@@ -112,11 +118,23 @@ class _RawDtlsTransport(RTCDtlsTransport):
 
 
 class _HostOnlyConnection(Connection):
-    """An aioice connection whose host candidates are on the given addresses only, no STUN/TURN."""
+    """An aioice connection whose host candidates are on the given addresses only, no STUN/TURN.
+
+    Once SRTP keys exist, ``fast_path`` takes SRTP/SRTCP datagrams straight from the socket
+    callback: no queue, no task switch per packet. DTLS and anything else still goes the usual way.
+    """
 
     def __init__(self, addresses: Sequence[str]) -> None:
         super().__init__(ice_controlling=False)
         self._sfu_addresses = list(addresses)
+        self.fast_path: Callable[[bytes], None] | None = None
+
+    def data_received(self, data: bytes, component: int) -> None:
+        fast = self.fast_path
+        if fast is not None and data and 127 < data[0] < 192:
+            fast(data)
+        else:
+            super().data_received(data, component)
 
     async def gather_candidates(self) -> None:
         if not self._local_candidates_start:
@@ -162,6 +180,7 @@ class ParticipantTransport:
         self._close_task: asyncio.Future[None] | None = None
         self._connected = asyncio.Event()
         self._closed = asyncio.Event()
+        self._rx: pylibsrtp.Session | None = None
         self.rtp_received = 0
         self.rtcp_received = 0
         self.dropped = 0
@@ -254,6 +273,7 @@ class ParticipantTransport:
             return
         await self._dtls.start(remote_dtls)
         if self._dtls.state == "connected":
+            self._connection.fast_path = self._receive_srtp
             self._connected.set()
         else:
             log.info("participant transport: DTLS failed")
@@ -261,6 +281,7 @@ class ParticipantTransport:
 
     def _dtls_state_changed(self) -> None:
         if self._dtls.state in ("closed", "failed") and not self._closed.is_set():
+            self._connection.fast_path = None
             self._closed.set()
             self._connected.clear()
             self._close_task = asyncio.ensure_future(self.close())
@@ -288,6 +309,7 @@ class ParticipantTransport:
 
     async def close(self) -> None:
         """Close DTLS (close_notify to the participant) and ICE; idempotent."""
+        self._connection.fast_path = None
         self._connected.clear()
         self._closed.set()
         task, self._connect_task = self._connect_task, None
@@ -305,6 +327,29 @@ class ParticipantTransport:
         self.dropped += 1
         if self.dropped == 1 or self.dropped % 1000 == 0:
             log.info("participant transport: dropped datagram (%s), %d so far", why, self.dropped)
+
+    def _receive_srtp(self, data: bytes) -> None:
+        rx = self._rx
+        if rx is None:  # pragma: no cover - the fast path is set only after the keys
+            return
+        try:
+            if is_rtcp(data):
+                plain = rx.unprotect_rtcp(data)
+                self.rtcp_received += 1
+                callback = self._on_rtcp
+            else:
+                plain = rx.unprotect(data)
+                self.rtp_received += 1
+                callback = self._on_rtp
+        except pylibsrtp.Error:
+            self._drop("srtp")
+            return
+        try:
+            callback(plain)
+        except Exception:
+            # A failing consumer must not close the socket (asyncio's fate for a protocol that
+            # raises): log it, keep the connection.
+            log.exception("participant transport: packet callback failed")
 
     async def _filtered_recv(self) -> bytes:
         recv = self._connection.recv
