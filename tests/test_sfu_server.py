@@ -60,7 +60,9 @@ class Client:
         self.ws = await session.ws_connect(url)
         await self.pc.setLocalDescription(await self.pc.createOffer())
         token = {"room_id": ROOM, "user_id": f"@{self.name}:example.org", "device_id": "DEV"}
-        await self.ws.send_json({"type": "join", "token": token, "offer": self.pc.localDescription.sdp})
+        await self.ws.send_json(
+            {"type": "join", "token": token, "offer": self.pc.localDescription.sdp}
+        )
         self.tasks.append(asyncio.ensure_future(self._read()))
         await asyncio.wait_for(self.joined.wait(), 20)
 
@@ -239,7 +241,8 @@ async def test_hostile_messages_and_an_ended_admission(sfu: Setup) -> None:
         else:
             assert reply.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
     await bad.close()
-    assert errors and set(errors) == {"error"}
+    assert errors
+    assert set(errors) == {"error"}
     assert sfu.server.bad_messages >= 8
     # A participant's own socket: a subscribe to someone not in the room is an error, not a drop.
     assert a.ws is not None

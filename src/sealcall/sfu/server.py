@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -48,7 +48,9 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 15.0
 ANSWER_TIMEOUT = 10.0
-KEYFRAME_RETRY = 1.2  # after a stream becomes known; the forwarder sends a PLI at most once a second
+KEYFRAME_RETRY = (
+    1.2  # after a stream becomes known; the forwarder sends a PLI at most once a second
+)
 MAX_ERRORS = 20  # bad messages tolerated on one WebSocket before it is closed
 DisconnectCallback = Callable[[Participant], None]
 
@@ -121,7 +123,7 @@ class Room:
         self._on_empty = on_empty
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[object]] = set()
 
     # -- packets -----------------------------------------------------------------------------------
 
@@ -165,13 +167,13 @@ class Room:
             if m.joined and not m.ws.closed:
                 self.spawn(m.ws.send_str(text))
 
-    def spawn(self, work: object) -> None:
+    def spawn(self, work: Awaitable[object]) -> None:
         """Run a coroutine in the background, kept until it ends."""
-        task: asyncio.Task[None] = asyncio.ensure_future(work)  # type: ignore[arg-type]
+        task: asyncio.Task[object] = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._done)
 
-    def _done(self, task: asyncio.Task[None]) -> None:
+    def _done(self, task: asyncio.Task[object]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.info("sfu: background task failed: %s", type(task.exception()).__name__)
@@ -364,9 +366,9 @@ class SfuServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
-        server = site._server
-        if server is not None and getattr(server, "sockets", None):
-            self.port = server.sockets[0].getsockname()[1]
+        sockets = getattr(site._server, "sockets", None)
+        if sockets:
+            self.port = int(sockets[0].getsockname()[1])
 
     async def close(self) -> None:
         """Drop everyone and stop listening."""
@@ -410,7 +412,8 @@ class SfuServer:
         verdict = await admit(join)
         token = getattr(verdict, "join_token", None)
         if token is None:
-            return web.json_response({"error": str(getattr(verdict, "reason", "refused"))}, 403)
+            reason = str(getattr(verdict, "reason", "refused"))
+            return web.json_response({"error": reason}, status=403)
         return web.json_response({"join_token": token, "expires_at": verdict.expires_at})
 
     async def _websocket(self, request: web.Request) -> web.WebSocketResponse:
