@@ -282,8 +282,10 @@ class Room:
         def ask() -> None:
             if m.id not in self.members:
                 return
-            feedback = build_rtcp([Pli(1, s) for s in video if s in m.active])
-            self.dispatch(self.forwarder.rtcp(m.id, feedback, self._loop.time()))
+            plis = [Pli(1, s) for s in video if s in m.active]
+            if plis:
+                feedback = build_rtcp(plis)
+                self.dispatch(self.forwarder.rtcp(m.id, feedback, self._loop.time()))
 
         ask()
         self._loop.call_later(KEYFRAME_RETRY, ask)
@@ -482,11 +484,14 @@ class SfuServer:
             raise SignalingError("already in the room")
         holder: list[Room] = []
 
+        # Packets may arrive between DTLS coming up and the join into the room: dropped.
         def on_rtp(data: bytes) -> None:
-            holder[0].on_rtp(mid, data)
+            if holder:
+                holder[0].on_rtp(mid, data)
 
         def on_rtcp(data: bytes) -> None:
-            holder[0].on_rtcp(mid, data)
+            if holder:
+                holder[0].on_rtcp(mid, data)
 
         transport = ParticipantTransport(on_rtp, on_rtcp, addresses=self.addresses)
         try:
