@@ -284,7 +284,7 @@ class Room:
                 return
             plis = [Pli(1, s) for s in video if s in m.active]
             if plis:
-                feedback = build_rtcp(plis)
+                feedback = build_rtcp(tuple(plis))
                 self.dispatch(self.forwarder.rtcp(m.id, feedback, self._loop.time()))
 
         ask()
