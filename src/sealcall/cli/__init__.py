@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from sealcall import __version__
 
-from . import app, bench, calls, group, server
+from . import app, bench, calls, group, server, sfu
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     calls.add_parsers(commands)
     group.add_parsers(commands)
     app.add_parsers(commands)
+    sfu.add_parsers(commands)
 
     sframe = commands.add_parser(
         "sframe-bench",
