@@ -4,6 +4,7 @@ specific error, never anything else; and the admission core never crashes on hos
 
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -85,6 +86,25 @@ def test_join_requests(obj: Any) -> None:
     except JoinRequestError:
         return
     assert JoinRequest.parse(request.to_json()) == request
+
+
+def test_a_room_id_without_a_server_is_accepted() -> None:
+    # Room version 12: "!" and a hash, no server name (Synapse's default for new rooms here).
+    token = {
+        "access_token": "t",
+        "token_type": "Bearer",
+        "matrix_server_name": "example.org",
+        "expires_in": 60,
+    }
+    obj = {
+        "user_id": "@a:example.org",
+        "device_id": "D",
+        "room_id": "!AbC1_x",
+        "openid_token": token,
+    }
+    assert JoinRequest.parse(obj).room_id == "!AbC1_x"
+    with pytest.raises(JoinRequestError):
+        JoinRequest.parse({**obj, "user_id": "@nobody"})
 
 
 @FUZZ

@@ -56,10 +56,11 @@ class Client:
     def participant(self) -> Participant:
         return Participant(ROOM, f"@{self.name}:example.org", "DEV", "open")
 
-    async def connect(self, session: aiohttp.ClientSession, url: str) -> None:
+    async def connect(self, session: aiohttp.ClientSession, url: str, token: object = None) -> None:
         self.ws = await session.ws_connect(url)
         await self.pc.setLocalDescription(await self.pc.createOffer())
-        token = {"room_id": ROOM, "user_id": f"@{self.name}:example.org", "device_id": "DEV"}
+        if token is None:
+            token = {"room_id": ROOM, "user_id": f"@{self.name}:example.org", "device_id": "DEV"}
         await self.ws.send_json(
             {"type": "join", "token": token, "offer": self.pc.localDescription.sdp}
         )

@@ -80,7 +80,9 @@ def _user_server(user_id: str) -> str:
     return user_id.partition(":")[2]
 
 
-def _id(obj: dict[str, Any], key: str, prefix: str = "", optional: bool = False) -> str | None:
+def _id(
+    obj: dict[str, Any], key: str, prefix: str = "", optional: bool = False, server: bool = True
+) -> str | None:
     value = obj.get(key)
     if optional and value is None:
         return None
@@ -88,7 +90,7 @@ def _id(obj: dict[str, Any], key: str, prefix: str = "", optional: bool = False)
         raise JoinRequestError(f"{key} must be a string of at most 255 characters")
     if not value:
         raise JoinRequestError(f"{key} is empty")
-    if prefix and ":" not in value[1:]:
+    if prefix and server and ":" not in value[1:]:
         raise JoinRequestError(f"{key} is not a Matrix id")
     return value
 
@@ -115,7 +117,8 @@ class JoinRequest:
         return cls(
             user_id=_id(obj, "user_id", "@") or "",
             device_id=_id(obj, "device_id") or "",
-            room_id=_id(obj, "room_id", "!") or "",
+            # Room ids of room version 12 name no server ("!" and an opaque hash).
+            room_id=_id(obj, "room_id", "!", server=False) or "",
             membership_id=_id(obj, "membership_id", optional=True),
             openid_token=token,
         )

@@ -409,7 +409,8 @@ class SfuServer:
             return web.json_response({"error": "no_admission"}, status=404)
         try:
             join = JoinRequest.parse(await request.json())
-        except (ValueError, JoinRequestError):
+        except (ValueError, JoinRequestError) as error:
+            log.info("sfu: bad join request (%s)", type(error).__name__)
             return web.json_response({"error": "bad_request"}, status=400)
         verdict = await admit(join)
         token = getattr(verdict, "join_token", None)
