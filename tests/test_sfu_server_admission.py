@@ -1,5 +1,9 @@
 """The SFU server with its real admission over a real Synapse: POST /admit, then the WebSocket."""
 
+import asyncio
+import secrets
+import signal
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -9,7 +13,7 @@ import pytest
 import test_group_membership_session as gm
 from sealcall.demo import wait_for
 from sealcall.group.member_event import member_state_key
-from sealcall.homeserver import Homeserver
+from sealcall.homeserver import Homeserver, free_port
 from sealcall.sfu.admission_service import AdmissionService
 from sealcall.sfu.server import DisconnectCallback, SfuServer
 from sealcall.transport.matrix import CALL_MEMBER
@@ -85,3 +89,36 @@ async def test_a_member_joins_with_its_admission_and_is_dropped_when_it_ends(
             await server.close()
             for service in services:
                 await service.close()
+
+
+async def test_the_sfu_command_serves_and_stops(synapse: Homeserver, tmp_path: Path) -> None:
+    account = await synapse.register(f"sfu{secrets.token_hex(4)}")
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "sealcall",
+        "sfu",
+        "--port",
+        str(port),
+        "--homeserver",
+        synapse.url,
+        "--user",
+        account.user_id,
+        "--password",
+        account.password,
+        "--store",
+        str(tmp_path / "store"),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 60)
+        assert f"serving on http://127.0.0.1:{port}" in line.decode()
+        async with aiohttp.ClientSession() as session:
+            response = await session.post(f"http://127.0.0.1:{port}/admit", json={"x": 1})
+            assert response.status == 400
+            assert await response.json() == {"error": "bad_request"}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
