@@ -510,5 +510,8 @@ class SfuServer:
             room.join(member, participant_config(transport))
         except BaseException:
             await transport.close()
+            left = self.rooms.get(participant.room_id)
+            if left is not None and not left.members:
+                self._room_empty(left)  # a failed first join leaves no room behind
             raise
         return room, member
