@@ -334,3 +334,29 @@ async def measure_load(
         rss_per_participant_bytes=round((rss_loaded - rss_idle) / (publishers + subscribers)),
         generator_cpu_seconds=round(own, 3),
     )
+
+
+def parse_loads(text: str) -> list[tuple[int, int]]:
+    """``"2x4,4x8"`` as [(2, 4), (4, 8)] (publishers, subscribers); ValueError otherwise."""
+    loads: list[tuple[int, int]] = []
+    for item in text.split(","):
+        publishers, _, subscribers = item.strip().partition("x")
+        try:
+            load = (int(publishers), int(subscribers))
+        except ValueError:
+            raise ValueError(f"not a load (PxS, such as 2x4): {item!r}") from None
+        if min(load) < 1:
+            raise ValueError(f"a load needs at least one publisher and one subscriber: {item!r}")
+        loads.append(load)
+    return loads
+
+
+def format_load_report(name: str, report: dict[str, Any]) -> str:
+    """One SFU's :class:`LoadReport` (as a dict) on one line."""
+    return (
+        f"{name} {report['publishers']}x{report['subscribers']}:"
+        f" {report['cpu_us_per_packet']} µs/packet ({report['forwarded_packets']} of"
+        f" {report['expected_packets']} packets), latency p50 {report['latency_p50_ms']} ms"
+        f" p99 {report['latency_p99_ms']} ms, RSS/participant"
+        f" {report['rss_per_participant_bytes'] / 1e6:.2f} MB"
+    )

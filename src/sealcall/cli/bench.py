@@ -178,6 +178,44 @@ def add_app_soak_parser(commands: "argparse._SubParsersAction[argparse.ArgumentP
     parser.set_defaults(func=app_soak)
 
 
+def sfu_bench(args: argparse.Namespace) -> int:
+    from sealcall.bench.sfu_bench import report_text, run
+    from sealcall.bench.sfu_load import parse_loads
+
+    try:
+        loads = parse_loads(args.loads)
+    except ValueError as error:
+        print(f"sealcall sfu-bench: --loads: {error}", file=sys.stderr)
+        return 2
+    report = asyncio.run(run(loads, args.seconds))
+    print(json.dumps(report, indent=2) if args.json else report_text(report))
+    return 0
+
+
+def add_sfu_bench_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Add ``sealcall sfu-bench``."""
+    parser = commands.add_parser(
+        "sfu-bench",
+        help="CPU per forwarded packet: the sealcall SFU next to Janus's VideoRoom",
+        description=(
+            "Put the same load (P publishers replaying pre-encoded VP8 + Opus, S subscribers"
+            " counting RTP without decoding) through the sealcall SFU server and through"
+            " Janus's VideoRoom (Debian package janus, run in a network namespace of its own:"
+            " needs root and iproute2), one after the other for each load, and print each"
+            " one's CPU microseconds per forwarded packet, latency p50/p99, RSS per participant"
+            " and the ratio of the CPU figures (the aim: at most 0.5)."
+        ),
+    )
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument(
+        "--seconds", type=_positive, default=20.0, help="measured seconds per load and SFU"
+    )
+    parser.add_argument(
+        "--loads", default="2x4,4x8", help="publishers x subscribers, comma-separated"
+    )
+    parser.set_defaults(func=sfu_bench)
+
+
 def media_bench(args: argparse.Namespace) -> int:
     from sealcall.bench.media_bench import run
 
