@@ -3,6 +3,7 @@
 import contextlib
 import fractions
 import math
+import zlib
 
 import av
 import numpy as np
@@ -76,3 +77,8 @@ def decodable_frames(decoder_name: str, frames: list[bytes]) -> int:
         with contextlib.suppress(av.error.FFmpegError):
             decoded += len(decoder.decode(av.Packet(frame)))
     return decoded
+
+
+def incompressible(data: bytes) -> bool:
+    """Whether ``data`` looks random (zlib saves under 2 %): ciphertext, not media."""
+    return len(zlib.compress(data, 9)) >= 0.98 * len(data)

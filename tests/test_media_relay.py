@@ -1,18 +1,13 @@
 """An eavesdropping relay in the middle forwards the encrypted frames but cannot read them."""
 
 import asyncio
-import zlib
 
 from sealcall.e2ee import vp8_is_key_frame
 from sealcall.media import PatternVideoTrack, SyntheticAudioTrack
 from sealcall.media.forwarding import ForwardedTrack, forward_encoded
 
-from encoded_media import decodable_frames
+from encoded_media import decodable_frames, incompressible
 from media_helpers import call_keys, connect, encrypted, plain
-
-
-def incompressible(data: bytes) -> bool:
-    return len(zlib.compress(data, 9)) >= 0.98 * len(data)
 
 
 async def test_relay_forwards_ciphertext_it_cannot_decode() -> None:

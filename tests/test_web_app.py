@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import json
 import sys
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from sealcall.demo import open_dm, wait_for
 from sealcall.e2ee import vp8_is_key_frame
 from web_app_helpers import WAIT_MS, PageUser, account, joined, page_user
 
-from encoded_media import decodable_frames
+from encoded_media import decodable_frames, incompressible
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -35,10 +34,6 @@ def received(peer: MatrixDevice, call_id: str, kind: str) -> int:
     return 0 if counter is None else counter.frames
 
 
-def incompressible(data: bytes) -> bool:
-    return len(zlib.compress(data, 9)) >= 0.98 * len(data)
-
-
 async def page_call(user: PageUser, state: str = "connected") -> str:
     """The id of the page's call once it reaches ``state``."""
     handle = await user.page.wait_for_function(
@@ -49,18 +44,6 @@ async def page_call(user: PageUser, state: str = "connected") -> str:
         timeout=WAIT_MS,
     )
     return str(await handle.json_value())
-
-
-async def worker_decrypted(user: PageUser, call_id: str, kind: str, at_least: int) -> None:
-    """Wait until the page's worker decrypted ``at_least`` frames of ``kind`` in the call."""
-    deadline = asyncio.get_running_loop().time() + WAIT_MS / 1000
-    while True:
-        stats = await user.stats(call_id)
-        if stats["worker"][kind]["decrypted"] >= at_least:
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"the page decrypted too few {kind} frames: {stats}")
-        await asyncio.sleep(0.2)
 
 
 async def hostile_visits(
@@ -115,8 +98,8 @@ async def test_page_calls_a_cli_peer(synapse: Any, tmp_path: Path, browser: Brow
         assert alice.server.refused_messages >= 4
         assert sum(alice.server.refused_requests.values()) >= 3
         await tab.close()
-        await worker_decrypted(alice, call_id, "video", 20)
-        await worker_decrypted(alice, call_id, "audio", 50)
+        await alice.decrypted(call_id, "video", 19)
+        await alice.decrypted(call_id, "audio", 49)
         stats = await alice.stats(call_id)
         assert stats["e2ee"] is True
         assert stats["frames_decoded"] > 0
@@ -133,10 +116,7 @@ async def test_page_calls_a_cli_peer(synapse: Any, tmp_path: Path, browser: Brow
         assert " 0 dropped" in received
 
         await alice.wait_call_state(call_id, "ended")
-        await alice.page.wait_for_selector(
-            f'[data-testid="history-item"][data-call-id="{call_id}"]', timeout=WAIT_MS
-        )
-        item = next(i for i in await alice.history() if i["callId"] == call_id)
+        item = await alice.history_item(call_id)
         assert (item["outcome"], item["direction"], item["video"]) == (
             "answered",
             "outgoing",
@@ -182,8 +162,8 @@ async def test_python_peer_calls_the_page(synapse: Any, tmp_path: Path, browser:
 
             tap.unprotect = recording  # type: ignore[method-assign]
 
-        await worker_decrypted(alice, call_id, "video", 20)
-        await worker_decrypted(alice, call_id, "audio", 50)
+        await alice.decrypted(call_id, "video", 19)
+        await alice.decrypted(call_id, "audio", 49)
         await wait_for(lambda: len(seen["video"]) > 30 and len(seen["audio"]) > 50, 30, "frames")
         video = list(seen["video"])
         assert decodable_frames("vp8", video) == 0
@@ -204,10 +184,7 @@ async def test_python_peer_calls_the_page(synapse: Any, tmp_path: Path, browser:
 
         await alice.click("hangup")
         await wait_for(lambda: session.state is CallState.ENDED, 30, "the hang-up")
-        await alice.page.wait_for_selector(
-            f'[data-testid="history-item"][data-call-id="{call_id}"]', timeout=WAIT_MS
-        )
-        item = next(i for i in await alice.history() if i["callId"] == call_id)
+        item = await alice.history_item(call_id)
         assert (item["outcome"], item["direction"]) == ("answered", "incoming")
     finally:
         await bob.stop()

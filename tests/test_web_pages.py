@@ -2,7 +2,6 @@
 real stack: mute, camera off and on, screen share, reject, a missed call and call waiting, each
 seen on both screens and in both histories."""
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -43,17 +42,6 @@ async def ring(user: PageUser) -> str:
     return str(await banner.get_attribute("data-call-id"))
 
 
-async def outgoing(user: PageUser) -> str:
-    """The id of the call the page placed, once it rings the far side."""
-    handle = await user.page.wait_for_function(
-        "() => Object.values(window.sealcall.state().calls)"
-        ".find((c) => c.direction === 'outgoing' && c.state !== 'ended')?.call_id",
-        polling=100,
-        timeout=WAIT_MS,
-    )
-    return str(await handle.json_value())
-
-
 async def remote(user: PageUser, call_id: str, expression: str) -> None:
     """Wait until ``expression`` holds of the call's far side (``r``: its usermedia stream's
     metadata, ``s``: all its streams' purposes)."""
@@ -74,24 +62,6 @@ async def pressed(user: PageUser, testid: str, on: bool) -> None:
     await user.page.locator(selector).wait_for(timeout=WAIT_MS)
 
 
-async def decrypting(user: PageUser, call_id: str, kind: str, more_than: int) -> int:
-    """Wait until the page's worker decrypted more than ``more_than`` frames of ``kind``."""
-    deadline = asyncio.get_running_loop().time() + WAIT_MS / 1000
-    while True:
-        count = int((await user.stats(call_id))["worker"][kind]["decrypted"])
-        if count > more_than:
-            return count
-        assert asyncio.get_running_loop().time() < deadline, f"{kind}: stuck at {count}"
-        await asyncio.sleep(0.2)
-
-
-async def history_item(user: PageUser, call_id: str) -> dict[str, str]:
-    await user.page.wait_for_selector(
-        f'[data-testid="history-item"][data-call-id="{call_id}"]', timeout=WAIT_MS
-    )
-    return next(i for i in await user.history() if i["callId"] == call_id)
-
-
 async def test_video_call_with_mute_camera_and_screen_share(pair: Any) -> None:
     alice, bob, _ = pair
     await alice.click("call-video")
@@ -100,8 +70,8 @@ async def test_video_call_with_mute_camera_and_screen_share(pair: Any) -> None:
     await alice.wait_call_state(call_id, "connected")
     await bob.wait_call_state(call_id, "connected")
     for user in (alice, bob):
-        await decrypting(user, call_id, "video", 10)
-        await decrypting(user, call_id, "audio", 20)
+        await user.decrypted(call_id, "video", 10)
+        await user.decrypted(call_id, "audio", 20)
 
     # Alice mutes: her button shows it, Bob's screen says so; she unmutes.
     await alice.click("mute")
@@ -132,15 +102,15 @@ async def test_video_call_with_mute_camera_and_screen_share(pair: Any) -> None:
     await bob.page.locator('[data-testid="remote-placeholder"]').wait_for(
         state="detached", timeout=WAIT_MS
     )
-    before = await decrypting(bob, call_id, "video", 0)
-    await decrypting(bob, call_id, "video", before + 10)
+    before = await bob.decrypted(call_id, "video", 0)
+    await bob.decrypted(call_id, "video", before + 10)
 
     # Screen share: Bob gets a second stream, the screen, and shows it.
     await alice.click("screen")
     await remote(bob, call_id, "s.includes('m.screenshare')")
     await bob.page.locator('[data-testid="remote-screen"]').wait_for(timeout=WAIT_MS)
-    shared = await decrypting(bob, call_id, "video", 0)
-    await decrypting(bob, call_id, "video", shared + 30)  # camera and screen both flow
+    shared = await bob.decrypted(call_id, "video", 0)
+    await bob.decrypted(call_id, "video", shared + 30)  # camera and screen both flow
     await bob.screenshot("screen-share")
     await alice.click("screen")
     await remote(bob, call_id, "!s.includes('m.screenshare')")
@@ -157,7 +127,7 @@ async def test_video_call_with_mute_camera_and_screen_share(pair: Any) -> None:
 
     await bob.click("hangup")
     await alice.wait_call_state(call_id, "ended")
-    mine, theirs = await history_item(alice, call_id), await history_item(bob, call_id)
+    mine, theirs = await alice.history_item(call_id), await bob.history_item(call_id)
     assert (mine["outcome"], mine["direction"], mine["video"]) == ("answered", "outgoing", "true")
     assert (theirs["outcome"], theirs["direction"]) == ("answered", "incoming")
 
@@ -168,7 +138,7 @@ async def test_reject_and_missed_call(pair: Any) -> None:
     rejected = await ring(bob)
     await bob.click("reject")
     await alice.wait_call_state(rejected, "ended")
-    mine, theirs = await history_item(alice, rejected), await history_item(bob, rejected)
+    mine, theirs = await alice.history_item(rejected), await bob.history_item(rejected)
     assert (mine["outcome"], mine["direction"], mine["video"]) == ("rejected", "outgoing", "false")
     assert (theirs["outcome"], theirs["direction"]) == ("rejected", "incoming")
 
@@ -180,7 +150,7 @@ async def test_reject_and_missed_call(pair: Any) -> None:
     await bob.page.locator('[data-testid="ring-banner"]').wait_for(
         state="detached", timeout=WAIT_MS
     )
-    mine, theirs = await history_item(alice, missed), await history_item(bob, missed)
+    mine, theirs = await alice.history_item(missed), await bob.history_item(missed)
     assert (mine["outcome"], mine["direction"]) == ("cancelled", "outgoing")
     assert (theirs["outcome"], theirs["direction"]) == ("missed", "incoming")
     await bob.screenshot("history")
@@ -209,10 +179,10 @@ async def test_call_waiting_end_and_answer(pair: Any, synapse: Any, tmp_path: Pa
         await wait_for(lambda: second.state is CallState.CONNECTED, 30, "carol connected")
         await bob.wait_call_state(second.call_id, "connected")
         await alice.wait_call_state(first, "ended")
-        await decrypting(bob, second.call_id, "audio", 20)
+        await bob.decrypted(second.call_id, "audio", 20)
         await bob.click("hangup")
         await wait_for(lambda: second.state is CallState.ENDED, 30, "carol's call ended")
-        mine = await history_item(alice, first)
+        mine = await alice.history_item(first)
         assert (mine["outcome"], mine["direction"]) == ("answered", "outgoing")
     finally:
         await carol.stop()
@@ -247,10 +217,10 @@ async def test_calling_someone_new_by_user_id(
         call_id = await ring(bob)
         await bob.click("accept-audio")
         await alice.wait_call_state(call_id, "connected")
-        await decrypting(bob, call_id, "audio", 20)
+        await bob.decrypted(call_id, "audio", 20)
         # An audio call gets Alice's camera ("Start camera"): Bob's page receives her video.
         await alice.click("camera")
-        await decrypting(bob, call_id, "video", 10)
+        await bob.decrypted(call_id, "video", 10)
         await bob.page.locator('[data-testid="remote-placeholder"]').wait_for(
             state="detached", timeout=WAIT_MS
         )

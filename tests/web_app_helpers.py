@@ -6,6 +6,7 @@ page's state and statistics are read through ``window.sealcall`` (app.js), the s
 its ``data-testid`` attributes.
 """
 
+import asyncio
 import os
 import uuid
 from pathlib import Path
@@ -76,6 +77,25 @@ class PageUser:
             "(id) => window.sealcall.stats(id)", call_id
         )
         return stats
+
+    async def decrypted(self, call_id: str, kind: str, more_than: int) -> int:
+        """Wait until the page's worker decrypted more than ``more_than`` frames of ``kind``
+        in the call; that count."""
+        deadline = asyncio.get_running_loop().time() + WAIT_MS / 1000
+        while True:
+            stats = await self.stats(call_id)
+            count = int(stats["worker"][kind]["decrypted"])
+            if count > more_than:
+                return count
+            assert asyncio.get_running_loop().time() < deadline, f"{kind}: stuck at {stats}"
+            await asyncio.sleep(0.2)
+
+    async def history_item(self, call_id: str) -> dict[str, str]:
+        """The call's item in the selected room's timeline, once it shows."""
+        await self.page.wait_for_selector(
+            f'[data-testid="history-item"][data-call-id="{call_id}"]', timeout=WAIT_MS
+        )
+        return next(i for i in await self.history() if i["callId"] == call_id)
 
     async def history(self) -> list[dict[str, str]]:
         """The call items shown in the selected room's timeline."""
