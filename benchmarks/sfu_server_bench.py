@@ -4,40 +4,9 @@ side with Janus): CPU microseconds per forwarded packet, latency and RSS per par
 Run: ``python benchmarks/sfu_server_bench.py [--json] [--seconds S] [--loads 2x4,4x8]``.
 """
 
-from __future__ import annotations
-
-import argparse
-import asyncio
-import dataclasses
-import json
 import sys
 
-from sealcall.bench.sfu_bench import sealcall_case
-from sealcall.bench.sfu_load import EncodedClip, format_load_report, parse_loads
-
-
-async def run(loads: list[tuple[int, int]], seconds: float) -> list[dict[str, object]]:
-    clip = EncodedClip.make()
-    return [
-        {"sfu": "sealcall", **dataclasses.asdict(await sealcall_case(p, s, seconds, clip))}
-        for p, s in loads
-    ]
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--json", action="store_true", help="print one JSON document")
-    parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds per load")
-    parser.add_argument("--loads", default="2x4,4x8", help="PxS pairs, comma-separated")
-    args = parser.parse_args(argv)
-    results = asyncio.run(run(parse_loads(args.loads), args.seconds))
-    if args.json:
-        print(json.dumps({"sfu_server": results}, indent=2))
-    else:
-        for result in results:
-            print(format_load_report("sealcall", result))
-    return 0
-
+from sealcall.bench.sfu_bench import main_alone
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_alone("sealcall", (__doc__ or "").splitlines()[0]))

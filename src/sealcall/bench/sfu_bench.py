@@ -13,6 +13,7 @@ CPU figures is printed per load (the aim: at most 0.5).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import dataclasses
 import json
@@ -26,7 +27,7 @@ from sealcall.media import PeerConnection
 from sealcall.sfu.server import OpenAdmission, SfuServer
 
 from .janus import JanusServer, JanusSession, publish_clip, subscribe_all, wait_connected
-from .sfu_load import EncodedClip, LoadReport, format_load_report, measure_load
+from .sfu_load import EncodedClip, LoadReport, format_load_report, measure_load, parse_loads
 
 JANUS_ROOM = 1234
 ROOM = "!bench:example.org"
@@ -176,6 +177,34 @@ def report_text(report: dict[str, Any]) -> str:
             f" {case['cpu_ratio_sealcall_to_janus']} (aim: at most 0.5)"
         )
     return "\n".join(lines)
+
+
+_ALONE = {"sealcall": (sealcall_case, "sfu_server"), "janus": (janus_case, "janus_baseline")}
+
+
+def main_alone(name: str, description: str, argv: list[str] | None = None) -> int:
+    """One SFU (``sealcall`` or ``janus``) alone under the loads: the benchmarks/ scripts."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds per load")
+    parser.add_argument("--loads", default="2x4,4x8", help="PxS pairs, comma-separated")
+    args = parser.parse_args(argv)
+    case, key = _ALONE[name]
+
+    async def run_alone() -> list[dict[str, Any]]:
+        clip = EncodedClip.make()
+        return [
+            {"sfu": name, **dataclasses.asdict(await case(p, s, args.seconds, clip))}
+            for p, s in parse_loads(args.loads)
+        ]
+
+    results = asyncio.run(run_alone())
+    if args.json:
+        print(json.dumps({key: results}, indent=2))
+    else:
+        for result in results:
+            print(format_load_report(name, result))
+    return 0
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["--serve"]:
