@@ -21,13 +21,13 @@ pytestmark = pytest.mark.usefixtures("synapse")
 
 
 class StandInSocket:
-    """What CallApp uses of a page socket: its number and an ordered send."""
+    """What CallApp uses of a page socket: its number and an ordered post."""
 
     def __init__(self, number: int) -> None:
         self.number = number
         self.messages: list[dict[str, Any]] = []
 
-    async def send(self, message: dict[str, Any]) -> None:
+    def post(self, message: dict[str, Any]) -> None:
         self.messages.append(message)
 
     def of(self, kind: str) -> list[dict[str, Any]]:

@@ -30,7 +30,6 @@ from sealcall.calls import (
 from sealcall.calls.call import REPLACED
 from sealcall.calls.inputs import LocalMediaFailed
 from sealcall.session import CallSession, VoIP
-from sealcall.session.send_chain import SendChain
 from sealcall.signaling import StreamMetadata
 from sealcall.transport.matrix import MatrixTransport, MatrixTransportError
 
@@ -57,7 +56,6 @@ class _Page:
     def __init__(self, socket: PageSocket) -> None:
         self.socket = socket
         self.e2ee = False
-        self.sends = SendChain()  # the page gets our messages in the order we sent them
 
 
 class CallApp:
@@ -329,11 +327,9 @@ class CallApp:
     # -- events to every page ------------------------------------------------------------------
 
     def _send(self, page: _Page, message: dict[str, Any]) -> None:
-        async def send() -> None:
-            with contextlib.suppress(Exception):
-                await page.socket.send(message)
-
-        page.sends.then(send)
+        # The socket queues at once and sends in order: no task per message.
+        with contextlib.suppress(TypeError, ValueError):
+            page.socket.post(message)
 
     def _broadcast(self, message: dict[str, Any]) -> None:
         for page in list(self._pages.values()):

@@ -74,7 +74,12 @@ class PageSocket:
         return self._overflowed
 
     async def send(self, message: dict[str, Any]) -> None:
-        """Queue ``message`` for the page; a no-op on a closed socket (never raises for that).
+        """:meth:`post` for callers that await (the server's replies)."""
+        self.post(message)
+
+    def post(self, message: dict[str, Any]) -> None:
+        """Queue ``message`` for the page at once (messages go out in the order posted); a
+        no-op on a closed socket (never raises for that).
 
         A message that cannot be JSON-encoded raises ``TypeError``/``ValueError``: that is a bug of
         the caller, not of the page.
