@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 import os
 import secrets
 import signal
@@ -27,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import av
+import numpy as np
 from aiortc import RTCRtpTransceiver, RTCSessionDescription
 
 import test_group_membership_session as gm
@@ -396,6 +399,28 @@ def decrypt_frames(key: GroupKey, frames: list[bytes]) -> list[bytes]:
     return [keys.unprotect(Codec.VP8, f) for f in frames]
 
 
+def pictures(frames: list[bytes]) -> list[np.ndarray[Any, Any] | None]:
+    """What one VP8 decoder makes of ``frames`` in order: each frame's picture (grey levels), or
+    None where it failed or gave none."""
+    decoder = av.CodecContext.create("vp8", "r")
+    out: list[np.ndarray[Any, Any] | None] = []
+    for frame in frames:
+        try:
+            decoded = decoder.decode(av.Packet(frame))
+        except av.error.FFmpegError:
+            decoded = []
+        out.append(decoded[-1].to_ndarray(format="gray").astype(np.float64) if decoded else None)
+    return out
+
+
+def psnr(a: np.ndarray[Any, Any], b: np.ndarray[Any, Any]) -> float:
+    """Peak signal-to-noise ratio of two grey pictures, dB (0 if their sizes differ)."""
+    if a.shape != b.shape:
+        return 0.0
+    mse = float(np.mean((a - b) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
+
+
 async def sfu_room(
     devices: gm.Devices, sfu: gm.Device, names: list[str], sfu_url: str
 ) -> tuple[str, list[gm.Device]]:
@@ -413,6 +438,8 @@ __all__ = [
     "SfuRefusedError",
     "decrypt_frames",
     "depacketize_vp8",
+    "pictures",
+    "psnr",
     "room_sfu",
     "secret_forms",
     "sfu_room",

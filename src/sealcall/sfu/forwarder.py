@@ -328,6 +328,20 @@ class Forwarder:
             for ssrc, o in p.outs_by_ssrc.items()
         }
 
+    def restart(self, subscriber: str, ssrc: int, now: float) -> list[Output]:
+        """``subscriber`` got nothing of its outgoing stream ``ssrc`` so far (it was not yet
+        negotiated on its connection): video resumes only at the next key frame (asked for)."""
+        p = self._participants.get(subscriber)
+        o = None if p is None else p.outs_by_ssrc.get(ssrc)
+        if o is None or not o.video or o.rw.current is None:
+            return []
+        src = o.publisher.sources.get(o.rw.current)
+        o.rw.current = None  # the target stays: the rewriter waits for its key frame
+        out: list[Output] = []
+        if src is not None:
+            self._request_keyframe(src, now, out)
+        return out
+
     def layer(self, subscriber: str, publisher: str) -> str | None:
         """The video layer ``subscriber`` now receives of ``publisher`` ("thumbnail"/"full")."""
         p = self._participants.get(subscriber)

@@ -270,6 +270,8 @@ class Room:
                 if ssrc in outgoing and m.sections[ssrc].direction == "sendonly":
                     m.active.add(ssrc)
                     m.publishers[ssrc] = outgoing[ssrc]
+                    # What was forwarded before the answer never left: start at a key frame.
+                    self.dispatch(self.forwarder.restart(m.id, ssrc, self._loop.time()))
             self._ask_keyframes(m, new)
             await m.ws.send_str(message("tracks", tracks=self.tracks(m)))
 
