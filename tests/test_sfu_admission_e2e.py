@@ -24,7 +24,7 @@ from sealcall.sfu.join_token import JoinTokens
 from sealcall.sfu.server import DisconnectCallback, SfuServer
 from sealcall.transport.matrix import CALL_MEMBER
 from sfu_e2ee import TIMEOUT, SfuMember, SfuProcess, SfuRefusedError
-from test_sfu_admission_session import join_call
+from test_sfu_admission_session import join_call, request
 
 pytestmark = pytest.mark.usefixtures("synapse")
 
@@ -80,6 +80,15 @@ async def test_a_non_member_is_refused_and_a_leaver_gets_no_further_packet(
             with pytest.raises(SfuRefusedError) as no_token:
                 await intruder.admit(session, sfu.url, room_id)
             assert no_token.value.reason == "not_member"
+            outsider = await devices.new("eve")  # not even in the room
+            with pytest.raises(SfuRefusedError) as no_token:
+                await SfuMember(outsider, directory).admit(session, sfu.url, room_id)
+            assert no_token.value.reason == "not_member"
+            # Someone naming alice without her OpenID token.
+            body = (await request(dave, room_id)).to_json()
+            body["user_id"] = a.user_id
+            response = await session.post(f"{sfu.url}/admit", json=body)
+            assert (response.status, await response.json()) == (403, {"error": "bad_token"})
             token = await alice.admit(session, sfu.url, room_id)
             for bad, reason in (
                 ("x.y", "malformed"),
