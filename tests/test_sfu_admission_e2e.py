@@ -143,6 +143,11 @@ async def test_a_non_member_is_refused_and_a_leaver_gets_no_further_packet(
             assert [x.packets_from(carol.member) for x in (alice, bob)] == from_carol
             await wait_for(lambda: carol.ws is not None and carol.ws.closed, TIMEOUT, "closed")
             await wait_for(
+                lambda: carol.pc.connectionState in ("closed", "failed"),
+                TIMEOUT,
+                "carol's connection ended by the SFU",
+            )
+            await wait_for(
                 lambda: all(
                     {"type": "left", "member": carol.member} in x.messages for x in (alice, bob)
                 ),
