@@ -113,11 +113,19 @@ class SctpSection:
 
 
 def rejected_mline(
-    kind: str, mid: str | None, profile: str, fmt: list[object]
+    kind: str,
+    mid: str | None,
+    profile: str,
+    fmt: list[object],
+    codecs: list[RTCRtpCodecParameters] | None = None,
 ) -> sdp.MediaDescription:
-    """A rejected (or removed) m-line: port 0, ``inactive``, keeping its mid and formats."""
+    """A rejected (or removed) m-line: port 0, ``inactive``, keeping its mid and formats.
+
+    A removed forwarded stream keeps its ``codecs`` (rtpmap lines): aiortc refuses an offered
+    audio/video m-line without a codec it knows, even with port 0.
+    """
     rejected = sdp.MediaDescription(kind=kind, port=0, profile=profile, fmt=list(fmt))
-    rejected.rtp = RTCRtpParameters(muxId=mid or "")
+    rejected.rtp = RTCRtpParameters(codecs=list(codecs or []), muxId=mid or "")
     rejected.direction = "inactive"
     return rejected
 
