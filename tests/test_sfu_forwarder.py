@@ -330,6 +330,23 @@ def test_left_participant_gets_no_further_packet() -> None:
     assert room.fw.participants() == ["p0", "p1", "p3"]
 
 
+def test_header_extensions_reach_each_subscriber_under_its_own_ids() -> None:
+    level = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+    mid = "urn:ietf:params:rtp-hdrext:sdes:mid"
+    fw = Forwarder(seed=1)
+    fw.join("p0", config(0, extensions=((level, LEVEL_ID), (mid, 2))), 0.0)
+    fw.join("p1", config(1, extensions=((mid, LEVEL_ID), (level, 3))), 0.0)  # other ids
+    fw.join("p2", config(2, extensions=((level, LEVEL_ID),)), 0.0)  # no MID negotiated
+    sent = {
+        o.participant: bytes(o.data)
+        for o in fw.packet("p0", audio_packet(ssrcs(0)[0], 1, 30), 0.0)
+        if isinstance(o, SendRtp)
+    }
+    assert parse_rtp(sent["p1"]).extensions() == {3: bytes([0x80 | 30])}
+    assert parse_rtp(sent["p2"]).extensions() == {LEVEL_ID: bytes([0x80 | 30])}
+    assert parse_rtp(sent["p1"]).payload.tobytes() == b"opus-ct"
+
+
 def test_who_is_speaking_from_audio_levels() -> None:
     room = Room(3)
     for _ in range(10):  # 200 ms at -20 dBov

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from ..group.speaking import SpeakingChanged, SpeakingDetector
 from .rewriter import DROPPED_WAITING_KEYFRAME, FORWARDED
 from .rtcp import Fir, Nack, Pli, Remb, RtcpError, SenderReport, build_rtcp, parse_rtcp
-from .rtp import RtpError, RtpView
+from .rtp import RtpError, RtpView, remap_extension_ids
 from .subscriptions import (
     FULL,
     QUALITIES,
@@ -247,12 +247,22 @@ class Forwarder:
                 out.extend(self._speaking.level(participant, -float(level & 0x7F), now))
         ssrc = view.ssrc
         stats = self.stats
+        remapped: dict[bytes, bytes] | None = None
         for o in src.outs:
             rw = o.rw
             previous = rw.current
             if ssrc != previous and ssrc != rw.target:
                 continue
             buf = bytearray(data)
+            table = o.ext_table
+            if table is not None and view.ext_end > view.ext_start:
+                # Extension ids are per connection: once per packet and distinct mapping.
+                if remapped is None:
+                    remapped = {}
+                block = remapped.get(table)
+                if block is None:
+                    block = remapped[table] = remap_extension_ids(view, table)
+                buf[view.ext_start : view.ext_end] = block
             result = rw.rewrite(view, buf, now, keyframe, vp8)
             if result == FORWARDED:
                 if ssrc != previous:

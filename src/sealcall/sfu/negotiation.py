@@ -30,6 +30,8 @@ from aiortc.rtcrtpparameters import (
 )
 from aiortc.rtcsctptransport import RTCSctpCapabilities
 
+from .rtp import MID_URI
+
 __all__ = [
     "AUDIO_LEVEL_URI",
     "MAX_SCTP_MESSAGE",
@@ -48,7 +50,6 @@ __all__ = [
     "rejected_mline",
 ]
 
-MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
 AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 _ACCEPTED_EXTENSIONS = {

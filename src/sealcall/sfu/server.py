@@ -439,6 +439,7 @@ def participant_config(transport: ParticipantTransport) -> ParticipantConfig:
         audio_payload_type=audio[0].payload_type if audio else 111,
         video_payload_type=video[0].payload_type if video else 96,
         rtx_payload_type=None,
+        extensions=tuple(sorted({(e.uri, e.id) for s in transport.sections for e in s.extensions})),
     )
 
 

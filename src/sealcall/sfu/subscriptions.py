@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from .packet_cache import PacketCache
 from .rewriter import StreamRewriter
 from .rtcp import SenderReport
+from .rtp import MID_URI, extension_id_table
 
 __all__ = [
     "AUDIO",
@@ -53,6 +54,8 @@ class ParticipantConfig:
     """What a participant publishes (source SSRCs) and what it negotiated for receiving.
 
     ``audio_level_id``: the RFC 6464 header-extension id it sends (None: no speaking detection).
+    ``extensions``: the RTP header extensions its connection negotiated (URI, id); forwarded
+    packets get the receiver's ids (``rtp.extension_id_table``).
     Payload types and ``rtx_payload_type`` are the ones its connection negotiated; RTX answers
     NACKs of video when set. Nominal bitrates size the layers before any is measured.
     """
@@ -67,6 +70,7 @@ class ParticipantConfig:
     audio_bitrate: int = 50_000
     thumbnail_bitrate: int = 150_000
     full_bitrate: int = 1_200_000
+    extensions: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         ssrcs = [s for s in (self.audio_ssrc, self.thumbnail_ssrc, self.full_ssrc) if s is not None]
@@ -133,7 +137,16 @@ class Source:
 class Out:
     """One outgoing stream: a publisher's audio or video, rewritten for one subscriber."""
 
-    __slots__ = ("cache", "down_at", "publisher", "quality", "rw", "subscriber", "video")
+    __slots__ = (
+        "cache",
+        "down_at",
+        "ext_table",
+        "publisher",
+        "quality",
+        "rw",
+        "subscriber",
+        "video",
+    )
 
     def __init__(
         self,
@@ -169,6 +182,10 @@ class Out:
             self.cache = PacketCache(AUDIO_CACHE_PACKETS, AUDIO_CACHE_PACKETS * 1500)
         self.quality = "thumbnail"
         self.down_at = -math.inf  # when the full layer was last given up
+        self.ext_table = extension_id_table(
+            dict(publisher.config.extensions), dict(cfg.extensions), hide=(MID_URI,)
+        )
+        """Header-extension ids from the publisher's to the subscriber's (None: the same)."""
 
 
 class Participant:
