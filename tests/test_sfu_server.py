@@ -403,3 +403,30 @@ async def test_metrics_move_under_a_call_and_each_server_has_its_own(sfu: Setup)
         assert "sfu_participants{" not in alone
     finally:
         await other.close()
+
+
+async def test_lost_forwarded_video_is_resent_from_the_cache(sfu: Setup) -> None:
+    a, b = await sfu.add("alice"), await sfu.add("bob")
+    await until(lambda: everyone_hears_and_sees_everyone([a, b]), timeout=30)
+    member = sfu.server.rooms[ROOM].members[a.member]
+    video = next(s for s, (_, kind) in member.publishers.items() if kind == "video")
+    # Every 10th packet of Bob's video to Alice is lost on the way: Alice NACKs, the SFU resends
+    # it as sent (plain retransmission on the media SSRC: see the README on RTX).
+    send, sent, resent = member.transport.send_rtp, set(), [0]
+
+    def lossy(data: bytes) -> None:
+        seq = int.from_bytes(data[2:4])
+        if int.from_bytes(data[8:12]) == video:
+            if seq in sent:
+                resent[0] += 1
+            else:
+                sent.add(seq)
+                if len(sent) % 10 == 0:
+                    return
+        send(data)
+
+    member.transport.send_rtp = lossy  # type: ignore[method-assign]
+    frames = a.got(b.member, "video")
+    await until(lambda: resent[0] >= 3, timeout=20)
+    assert sfu.server.rooms[ROOM].forwarder.stats.nacks_served >= resent[0]
+    await until(lambda: a.got(b.member, "video") > frames + 30, timeout=30)
