@@ -331,6 +331,9 @@ async def test_control_channel_layers_and_the_floor(sfu: Setup) -> None:
     c = await sfu.add("carol")
     clients = [a, b, c]
     await until(lambda: everyone_hears_and_sees_everyone(clients), timeout=30)
+    # Who is speaking (RFC 6464 levels of aiortc's speech-like audio) comes on the channel.
+    await until(lambda: any(m["type"] == "speaking" and m["members"] for m in c.control))
+    assert not any(m["type"] == "speaking" for m in c.messages)  # not on the WebSocket
     # Each subscriber is told the layer it receives, on its control channel.
     await until(lambda: a.got_control(type="layer", publisher=b.member, quality="thumbnail"))
     a.send_control(type="subscribe", publisher=b.member, quality="full")
