@@ -615,8 +615,10 @@ class SfuServer:
         def on_datachannel(channel: RTCDataChannel) -> None:
             if holder and joined:
                 holder[0].attach_control(joined[0], channel)
-            else:  # before the join into the room: attached then
+            elif len(channels) < 4:  # before the join into the room: attached then
                 channels.append(channel)
+            else:
+                channel.close()
 
         transport = ParticipantTransport(
             on_rtp, on_rtcp, addresses=self.addresses, on_datachannel=on_datachannel
@@ -635,7 +637,7 @@ class SfuServer:
             member = Member(mid, participant, ws, transport)
             room.join(member, participant_config(transport))
             joined.append(member)
-            for channel in channels[:4]:
+            for channel in channels:
                 room.attach_control(member, channel)
             channels.clear()
         except BaseException:
