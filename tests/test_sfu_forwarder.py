@@ -317,6 +317,41 @@ def test_nack_is_answered_from_the_cache_with_rtx_when_negotiated() -> None:
     assert room.fw.stats.nacks_served == 2
 
 
+def test_upstream_loss_is_nacked_and_the_publishers_rtx_fills_the_gap() -> None:
+    rtx_thumb = 0x7777
+    room = Room(2, rtx_ssrcs=((rtx_thumb, ssrcs(0)[1]),))  # type: ignore[arg-type]
+    drive(room, 2, 3)
+    thumb = ssrcs(0)[1]
+    room.seq[thumb] += 2  # two packets of p0's thumbnail are lost on the way to the SFU
+    room.video(0, 1, False)
+    nacks = [x for d in room.rtcp["p0"] for x in parse_rtcp(d).packets if isinstance(x, Nack)]
+    last = room.seq[thumb]
+    assert [(n.media_ssrc, n.lost) for n in nacks] == [(thumb, (last - 2, last - 1))]
+    assert room.fw.stats.nacks_sent == 1
+    # p0 resends one of them RTX-wrapped (RFC 4588): it reaches p1 as the original packet.
+    original = vp8_packet(thumb, last - 2, False, b"T")
+    view = parse_rtp(original)
+    rtx = bytearray(original[: view.payload_offset])
+    rtx[1] = 97
+    rtx[2:4] = (500).to_bytes(2, "big")
+    rtx[8:12] = rtx_thumb.to_bytes(4, "big")
+    rtx += original[2:4] + original[view.payload_offset :]
+    (sent,) = [o for o in room.send(0, bytes(rtx)) if isinstance(o, SendRtp)]
+    out = parse_rtp(bytes(sent.data))
+    assert out.ssrc == room.out_ssrc(1, 0, "video")
+    assert out.payload_type == 96
+    assert bytes(out.payload)[4:] == bytes(view.payload)[4:]  # after the VP8 descriptor
+    video = room.streams("p1")[out.ssrc]
+    numbers = [parse_rtp(x).sequence_number for x in video]
+    assert numbers[-1] == numbers[-2] - 2  # in the hole left for it
+    assert room.fw.stats.nacks_sent == 1  # a late packet is no new loss
+    # Bandwidth probes (RTX padding) and truncated RTX are dropped and counted.
+    room.send(0, bytes(rtx[: view.payload_offset]))
+    room.send(0, bytes(rtx[: view.payload_offset + 1]))
+    assert room.fw.stats.drops[PADDING] == 1
+    assert room.fw.stats.drops["malformed_rtx"] == 1
+
+
 def test_left_participant_gets_no_further_packet() -> None:
     room = Room(4)
     drive(room, 4, 2)

@@ -433,3 +433,28 @@ async def test_lost_forwarded_video_is_resent_from_the_cache(sfu: Setup) -> None
     await until(lambda: resent[0] >= 3, timeout=20)
     assert sfu.server.rooms[ROOM].forwarder.stats.nacks_served >= resent[0]
     await until(lambda: a.got(b.member, "video") > frames + 30, timeout=30)
+
+
+async def test_upstream_loss_is_recovered_with_the_publishers_rtx(sfu: Setup) -> None:
+    a, b = await sfu.add("alice"), await sfu.add("bob")
+    await until(lambda: everyone_hears_and_sees_everyone([a, b]), timeout=30)
+    room = sfu.server.rooms[ROOM]
+    config = room.forwarder._participants[b.member].config
+    ((rtx, video),) = config.rtx_ssrcs  # Bob's thumbnail and its RTX stream (from his offer)
+    # Every 10th packet of Bob's video is lost on the way to the SFU: the SFU NACKs, Bob resends.
+    on_rtp, seen, resent = room.on_rtp, [0], [0]
+
+    def lossy(member: str, data: bytes) -> None:
+        ssrc = int.from_bytes(data[8:12])
+        if member == b.member and ssrc == video:
+            seen[0] += 1
+            if seen[0] % 10 == 0:
+                return
+        resent[0] += member == b.member and ssrc == rtx
+        on_rtp(member, data)
+
+    room.on_rtp = lossy  # type: ignore[method-assign]
+    frames = a.got(b.member, "video")
+    await until(lambda: resent[0] >= 3, timeout=20)
+    assert room.forwarder.stats.nacks_sent >= 3
+    await until(lambda: a.got(b.member, "video") > frames + 30, timeout=30)

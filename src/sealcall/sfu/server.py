@@ -440,6 +440,11 @@ def participant_config(transport: ParticipantTransport) -> ParticipantConfig:
         video_payload_type=video[0].payload_type if video else 96,
         rtx_payload_type=None,
         extensions=tuple(sorted({(e.uri, e.id) for s in transport.sections for e in s.extensions})),
+        rtx_ssrcs=tuple(
+            (s.remote_ssrcs[1], s.remote_ssrcs[0])
+            for s in video[:2]
+            if s.rtx_payload_type is not None and len(s.remote_ssrcs) == 2
+        ),
     )
 
 
