@@ -3,6 +3,7 @@
 import itertools
 import struct
 from dataclasses import replace
+from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -42,7 +43,7 @@ def ssrcs(i: int) -> tuple[int, int, int]:
     return base + 1, base + 2, base + 3
 
 
-def config(i: int, **kw: int) -> ParticipantConfig:
+def config(i: int, **kw: Any) -> ParticipantConfig:
     audio, thumb, full = ssrcs(i)
     return ParticipantConfig(
         audio_ssrc=audio, thumbnail_ssrc=thumb, full_ssrc=full, audio_level_id=LEVEL_ID, **kw
@@ -66,7 +67,7 @@ def vp8_packet(ssrc: int, seq: int, keyframe: bool, tag: bytes = b"") -> bytes:
 class Room:
     """A forwarder with ``n`` participants p0..p(n-1); records what each one is sent."""
 
-    def __init__(self, n: int, **kw: int) -> None:
+    def __init__(self, n: int, **kw: Any) -> None:
         self.fw = Forwarder(seed=7)
         self.now = 0.0
         self.rtp: dict[str, list[bytes]] = {}
@@ -77,7 +78,7 @@ class Room:
         for i in range(n):
             self.join(i, **kw)
 
-    def join(self, i: int, **kw: int) -> None:
+    def join(self, i: int, **kw: Any) -> None:
         self.record(self.fw.join(f"p{i}", config(i, **kw), self.now))
 
     def record(self, outputs: list[Output]) -> list[Output]:
@@ -319,7 +320,7 @@ def test_nack_is_answered_from_the_cache_with_rtx_when_negotiated() -> None:
 
 def test_upstream_loss_is_nacked_and_the_publishers_rtx_fills_the_gap() -> None:
     rtx_thumb = 0x7777
-    room = Room(2, rtx_ssrcs=((rtx_thumb, ssrcs(0)[1]),))  # type: ignore[arg-type]
+    room = Room(2, rtx_ssrcs=((rtx_thumb, ssrcs(0)[1]),))
     drive(room, 2, 3)
     thumb = ssrcs(0)[1]
     room.seq[thumb] += 2  # two packets of p0's thumbnail are lost on the way to the SFU
