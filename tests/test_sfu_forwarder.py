@@ -3,6 +3,7 @@
 import itertools
 import struct
 from dataclasses import replace
+from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -19,6 +20,7 @@ from sealcall.sfu.forwarder import (
     UNKNOWN_PARTICIPANT,
     UNKNOWN_SSRC,
     Forwarder,
+    LayerChanged,
     Output,
     ParticipantConfig,
     RoomFullError,
@@ -41,7 +43,7 @@ def ssrcs(i: int) -> tuple[int, int, int]:
     return base + 1, base + 2, base + 3
 
 
-def config(i: int, **kw: int) -> ParticipantConfig:
+def config(i: int, **kw: Any) -> ParticipantConfig:
     audio, thumb, full = ssrcs(i)
     return ParticipantConfig(
         audio_ssrc=audio, thumbnail_ssrc=thumb, full_ssrc=full, audio_level_id=LEVEL_ID, **kw
@@ -65,17 +67,18 @@ def vp8_packet(ssrc: int, seq: int, keyframe: bool, tag: bytes = b"") -> bytes:
 class Room:
     """A forwarder with ``n`` participants p0..p(n-1); records what each one is sent."""
 
-    def __init__(self, n: int, **kw: int) -> None:
+    def __init__(self, n: int, **kw: Any) -> None:
         self.fw = Forwarder(seed=7)
         self.now = 0.0
         self.rtp: dict[str, list[bytes]] = {}
         self.rtcp: dict[str, list[bytes]] = {}
         self.speaking: list[SpeakingChanged] = []
+        self.layers: list[LayerChanged] = []
         self.seq: dict[int, int] = {}
         for i in range(n):
             self.join(i, **kw)
 
-    def join(self, i: int, **kw: int) -> None:
+    def join(self, i: int, **kw: Any) -> None:
         self.record(self.fw.join(f"p{i}", config(i, **kw), self.now))
 
     def record(self, outputs: list[Output]) -> list[Output]:
@@ -84,6 +87,8 @@ class Room:
                 self.rtp.setdefault(o.participant, []).append(bytes(o.data))
             elif isinstance(o, SendRtcp):
                 self.rtcp.setdefault(o.participant, []).append(o.data)
+            elif isinstance(o, LayerChanged):
+                self.layers.append(o)
             else:
                 self.speaking.append(o)
         return outputs
@@ -179,6 +184,8 @@ def test_full_resolution_switches_at_a_key_frame_after_one_pli_a_second() -> Non
     drive(room, 3, 3)
     room.now += 2
     plis_before = len(room.plis(0))
+    assert LayerChanged("p1", "p0", "thumbnail") in room.layers  # the first layer received
+    room.layers.clear()
     room.record(room.fw.subscribe("p1", "p0", "full", room.now))
     assert room.plis(0)[plis_before:] == [ssrcs(0)[2]]
     for _ in range(10):  # full-layer delta frames: p1 keeps the thumbnail, no second PLI yet
@@ -191,7 +198,9 @@ def test_full_resolution_switches_at_a_key_frame_after_one_pli_a_second() -> Non
     room.video(0, 2, False)
     room.video(0, 2, False)
     assert room.plis(0)[plis_before:] == [ssrcs(0)[2]] * 2
+    assert room.layers == []  # chosen, not yet switched: no key frame of the full layer so far
     room.video(0, 2, True)
+    assert room.layers == [LayerChanged("p1", "p0", "full")]  # with the key frame, to p1 only
     room.video(0, 2, False)
     room.video(0, 1, False)  # the thumbnail is no longer forwarded to p1
     assert room.fw.layer("p1", "p0") == "full"
@@ -213,8 +222,10 @@ def test_bandwidth_drop_falls_back_to_thumbnail_and_a_rise_returns_to_full() -> 
     room.feedback(1, Remb(1, 300_000, ()))  # cannot carry 1.2 Mbit/s any more
     room.video(0, 2, False)
     assert room.fw.layer("p1", "p0") == "full"  # until the thumbnail's key frame
+    room.layers.clear()
     room.video(0, 1, True)
     assert room.fw.layer("p1", "p0") == "thumbnail"
+    assert room.layers == [LayerChanged("p1", "p0", "thumbnail")]
     room.feedback(1, Remb(1, 5_000_000, ()))  # at once: held, no flapping
     room.video(0, 2, True)
     assert room.fw.layer("p1", "p0") == "thumbnail"
@@ -307,6 +318,41 @@ def test_nack_is_answered_from_the_cache_with_rtx_when_negotiated() -> None:
     assert room.fw.stats.nacks_served == 2
 
 
+def test_upstream_loss_is_nacked_and_the_publishers_rtx_fills_the_gap() -> None:
+    rtx_thumb = 0x7777
+    room = Room(2, rtx_ssrcs=((rtx_thumb, ssrcs(0)[1]),))
+    drive(room, 2, 3)
+    thumb = ssrcs(0)[1]
+    room.seq[thumb] += 2  # two packets of p0's thumbnail are lost on the way to the SFU
+    room.video(0, 1, False)
+    nacks = [x for d in room.rtcp["p0"] for x in parse_rtcp(d).packets if isinstance(x, Nack)]
+    last = room.seq[thumb]
+    assert [(n.media_ssrc, n.lost) for n in nacks] == [(thumb, (last - 2, last - 1))]
+    assert room.fw.stats.nacks_sent == 1
+    # p0 resends one of them RTX-wrapped (RFC 4588): it reaches p1 as the original packet.
+    original = vp8_packet(thumb, last - 2, False, b"T")
+    view = parse_rtp(original)
+    rtx = bytearray(original[: view.payload_offset])
+    rtx[1] = 97
+    rtx[2:4] = (500).to_bytes(2, "big")
+    rtx[8:12] = rtx_thumb.to_bytes(4, "big")
+    rtx += original[2:4] + original[view.payload_offset :]
+    (sent,) = [o for o in room.send(0, bytes(rtx)) if isinstance(o, SendRtp)]
+    out = parse_rtp(bytes(sent.data))
+    assert out.ssrc == room.out_ssrc(1, 0, "video")
+    assert out.payload_type == 96
+    assert bytes(out.payload)[4:] == bytes(view.payload)[4:]  # after the VP8 descriptor
+    video = room.streams("p1")[out.ssrc]
+    numbers = [parse_rtp(x).sequence_number for x in video]
+    assert numbers[-1] == numbers[-2] - 2  # in the hole left for it
+    assert room.fw.stats.nacks_sent == 1  # a late packet is no new loss
+    # Bandwidth probes (RTX padding) and truncated RTX are dropped and counted.
+    room.send(0, bytes(rtx[: view.payload_offset]))
+    room.send(0, bytes(rtx[: view.payload_offset + 1]))
+    assert room.fw.stats.drops[PADDING] == 1
+    assert room.fw.stats.drops["malformed_rtx"] == 1
+
+
 def test_left_participant_gets_no_further_packet() -> None:
     room = Room(4)
     drive(room, 4, 2)
@@ -318,6 +364,23 @@ def test_left_participant_gets_no_further_packet() -> None:
     assert room.fw.stats.drops[UNKNOWN_PARTICIPANT] == 1
     assert all(v[0] != "p2" for v in room.fw.outgoing("p0").values())
     assert room.fw.participants() == ["p0", "p1", "p3"]
+
+
+def test_header_extensions_reach_each_subscriber_under_its_own_ids() -> None:
+    level = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+    mid = "urn:ietf:params:rtp-hdrext:sdes:mid"
+    fw = Forwarder(seed=1)
+    fw.join("p0", config(0, extensions=((level, LEVEL_ID), (mid, 2))), 0.0)
+    fw.join("p1", config(1, extensions=((mid, LEVEL_ID), (level, 3))), 0.0)  # other ids
+    fw.join("p2", config(2, extensions=((level, LEVEL_ID),)), 0.0)  # no MID negotiated
+    sent = {
+        o.participant: bytes(o.data)
+        for o in fw.packet("p0", audio_packet(ssrcs(0)[0], 1, 30), 0.0)
+        if isinstance(o, SendRtp)
+    }
+    assert parse_rtp(sent["p1"]).extensions() == {3: bytes([0x80 | 30])}
+    assert parse_rtp(sent["p2"]).extensions() == {LEVEL_ID: bytes([0x80 | 30])}
+    assert parse_rtp(sent["p1"]).payload.tobytes() == b"opus-ct"
 
 
 def test_who_is_speaking_from_audio_levels() -> None:
