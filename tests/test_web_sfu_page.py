@@ -157,12 +157,11 @@ async def test_two_pages_publish_and_decrypt_each_other_through_the_sfu(
                 "room_id": ROOM,
                 "member": sender(name).replace(" ", "|"),
             }
-            await stub.wait_sent(
-                lambda m, o=other: (
-                    m["type"] == "sfu_tracks" and m["members"] == [sender(o).replace(" ", "|")]
-                ),
-                timeout=30,
+            tracks = await stub.wait_sent(
+                lambda m: m["type"] == "sfu_tracks" and len(m["tracks"]) == 2, timeout=30
             )
+            assert sorted(t["kind"] for t in tracks["tracks"]) == ["audio", "video"]
+            assert {t["member"] for t in tracks["tracks"]} == {sender(other).replace(" ", "|")}
 
         # Ann's page opens Bob's audio and video (both encodings went out; the SFU forwards one).
         ann = pages["ann"][1]
@@ -205,6 +204,44 @@ async def test_two_pages_publish_and_decrypt_each_other_through_the_sfu(
             ".some((v) => v.srcObject && v.srcObject.getVideoTracks().length === 1"
             " && v.videoWidth > 0)"
         )
+
+        # Bob's thumbnail reaches Ann's page (the SFU's default layer: about 180 lines or less).
+        await until(
+            ann,
+            "([room, who]) => window.sealcall.stats(room).then((s) => {"
+            " const h = s.sfu?.video?.[who]?.height ?? 0; return h > 0 && h <= 180; })",
+            [ROOM, sender("bob")],
+            what="Bob's thumbnail on Ann's page",
+        )
+
+        # Bob speaks (the fake microphone beeps): Ann's page shows him large and asks the SFU for
+        # his full resolution (on the control channel; on the socket while this SFU rejects the
+        # channel). The Python side asks for his thumbnail (sfu_subscribe): that wins over the
+        # page's choice, also once Ann pins his tile.
+        async def asked(wanted: dict[str, str]) -> None:
+            await until(
+                ann,
+                "([room, wanted]) => window.sealcall.stats(room).then((s) =>"
+                " JSON.stringify(s.sfu?.asked) === JSON.stringify(wanted))",
+                [ROOM, wanted],
+                what=f"Ann's page asking {wanted}",
+            )
+
+        bob_member = sender("bob").replace(" ", "|")
+        await asked({bob_member: "full"})
+        await pages["ann"][0].push(
+            {
+                "type": "sfu_subscribe",
+                "room_id": ROOM,
+                "publisher": sender("bob"),
+                "quality": "thumbnail",
+            }
+        )
+        await asked({bob_member: "thumbnail"})
+        await ann.locator(f'[data-testid="member-tile"][data-sender="{sender("bob")}"]').click()
+        await ann.locator('[data-testid="member-tile"][data-pinned="true"]').wait_for()
+        await asked({bob_member: "thumbnail"})
+        assert sfu.bad_messages == 0  # every message of both pages was one the SFU takes
     finally:
         for stub, _ in pages.values():
             await stub.close()

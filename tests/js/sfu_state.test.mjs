@@ -63,8 +63,8 @@ test("the track map: mid -> member and its sender; malformed or repeated entries
     "junk",
   ]);
   assert.deepEqual([...map], [
-    ["4", { kind: "audio", member: "@b:hs|B", sender: "@b:hs B" }],
-    ["5", { kind: "video", member: "@b:hs|B", sender: "@b:hs B" }],
+    ["4", { kind: "audio", member: "@b:hs|B", sender: "@b:hs B", ssrc: 1 }],
+    ["5", { kind: "video", member: "@b:hs|B", sender: "@b:hs B", ssrc: 2 }],
   ]);
   assert.equal(bad, 5);
   assert.equal(s.trackMap(null).map.size, 0);
@@ -75,13 +75,16 @@ test("the track map: mid -> member and its sender; malformed or repeated entries
 test("layers: full for the focused publisher, thumbnails for the others; only changes are sent", () => {
   const wanted = s.wantedLayers(["@b:hs|B", "@c:hs|C"], "@c:hs|C");
   assert.deepEqual([...wanted], [["@b:hs|B", "thumbnail"], ["@c:hs|C", "full"]]);
-  const asked = new Map([["@b:hs|B", "thumbnail"], ["@c:hs|C", "thumbnail"]]);
-  assert.deepEqual(s.subscribeChanges(asked, wanted), [{ type: "subscribe", publisher: "@c:hs|C", quality: "full" }]);
+  const before = new Map([["@b:hs|B", "thumbnail"], ["@c:hs|C", "thumbnail"]]);
+  assert.deepEqual(s.subscribeChanges(before, wanted), [{ type: "subscribe", publisher: "@c:hs|C", quality: "full" }]);
   assert.deepEqual(s.subscribeChanges(new Map(), s.wantedLayers(["@z:hs|Z", "@a:hs|A"], null)), [
     { type: "subscribe", publisher: "@a:hs|A", quality: "thumbnail" },
     { type: "subscribe", publisher: "@z:hs|Z", quality: "thumbnail" },
   ]);
   assert.deepEqual(s.subscribeChanges(wanted, wanted), []);
+  // What Python asked for a publisher (sfu_subscribe) wins over the page's focus.
+  const asked = new Map([["@c:hs|C", "none"]]);
+  assert.deepEqual([...s.wantedLayers(["@b:hs|B", "@c:hs|C"], "@c:hs|C", asked)], [["@b:hs|B", "thumbnail"], ["@c:hs|C", "none"]]);
 });
 
 test("encodings: the thumbnail scaled to about 180 lines at 150 kbit/s, never scaled up", () => {

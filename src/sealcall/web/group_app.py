@@ -20,14 +20,17 @@ from aiortc import RTCIceServer
 from sealcall.calls import CallState, HistoryItem
 from sealcall.group import GroupRing, NoRingError, RingEndReason
 from sealcall.session import GroupCallSession, GroupRinger
+from sealcall.session.sfu_link import SfuLinkEvents, SfuLinkSetup
 from sealcall.signaling import StreamPurpose
 from sealcall.transport.matrix import MatrixTransport
 
 from . import protocol as p
 from .media_commands import media_input
 from .page_group import PageGroupSending, PagePairSession, receive_key_message, sender_id
+from .page_sfu import PageSfuLink, sfu_socket_url
 from .page_socket import PageError
 from .rooms import item_json
+from .sfu_results import SfuLeft, SfuResult, SfuTracks
 
 logger = logging.getLogger(__name__)
 
@@ -52,23 +55,31 @@ class _GroupCall:
     driver: Any  # the page that drives the media
     joined: bool = False
     snapshot_due: bool = False
+    link: PageSfuLink | None = None  # the call's SFU link, in SFU mode
 
 
-def group_snapshot(session: GroupCallSession, joined: bool) -> dict[str, Any]:
-    """The ``group`` event: our side of the room's call and each member device's."""
+def group_snapshot(
+    session: GroupCallSession, joined: bool, link: PageSfuLink | None = None
+) -> dict[str, Any]:
+    """The ``group`` event: our side of the room's call and each member device's (through an
+    SFU ``link``: a member whose streams the SFU forwards is ``connected``)."""
     pairs = session.peer_sessions()
+    forwarded = frozenset() if link is None else link.forwarded
     members = []
     for member in session.members():
         pair = pairs.get(member.device)
         audio_muted, video_muted = (False, False) if pair is None else pair.remote_mute_state()
         purposes = set() if pair is None else {m.purpose for m in pair.call.remote_streams.values()}
+        state = None if pair is None else pair.call.state.value
+        if pair is None and member.device in forwarded:
+            state = "connected"
         members.append(
             {
                 "user_id": member.device.user_id,
                 "device_id": member.device.device_id,
                 "sender": sender_id(member.device),
                 "pair_id": None if pair is None else pair.call_id,
-                "state": None if pair is None else pair.call.state.value,
+                "state": state,
                 "audio_muted": audio_muted,
                 "video_muted": video_muted,
                 "screensharing": StreamPurpose.SCREENSHARE.value in purposes,
@@ -82,6 +93,7 @@ def group_snapshot(session: GroupCallSession, joined: bool) -> dict[str, Any]:
         "audio_muted": session.audio_muted,
         "video_muted": session.video_muted,
         "screensharing": session.screensharing,
+        "sfu": link is not None,
         "members": members,
     }
 
@@ -96,6 +108,7 @@ def left_snapshot(room_id: str) -> dict[str, Any]:
         "audio_muted": False,
         "video_muted": False,
         "screensharing": False,
+        "sfu": False,
         "members": [],
     }
 
@@ -111,8 +124,17 @@ class GroupApp:
         send: Send,
         pages: Callable[[], list[Any]],
         session_options: dict[str, Any] | None = None,
+        sfu_url: str | None = None,
     ) -> None:
         self.transport = transport
+        self.sfu_url = sfu_url
+        """The SFU we name in our memberships (``foci_preferred``); None: mesh calls only."""
+        socket_url = None if sfu_url is None else sfu_socket_url(sfu_url)
+        if sfu_url is not None and socket_url is None:
+            raise ValueError("the SFU's URL must be http(s)://host[:port][/path]")
+        # The page's CSP lets it open this SFU's socket only: a call whose selected SFU is
+        # another one is refused by the link (sfu_not_allowed).
+        self._sfu_sockets = frozenset() if socket_url is None else frozenset({socket_url})
         self.ice_servers = ice_servers
         self.calls: dict[str, _GroupCall] = {}  # room id -> our call there
         self.ringer = GroupRinger(transport)
@@ -136,7 +158,7 @@ class GroupApp:
         for ring in self.ringer.ringing():
             self._send(page, self._ring_message(ring))
         for call in self.calls.values():
-            self._send(page, group_snapshot(call.session, call.joined))
+            self._send(page, group_snapshot(call.session, call.joined, call.link))
 
     async def page_closed(self, page: Any) -> None:
         """A page went away: the calls whose media it drove cannot go on; we leave them."""
@@ -153,6 +175,17 @@ class GroupApp:
                 return
         self.dropped_media_results += 1
         logger.info("dropped a media result for a pair this page does not carry")
+
+    def sfu_result(self, page: Any, result: SfuResult) -> None:
+        """What the page reports of a call's SFU link: to the link, if this page drives it."""
+        call = self.calls.get(result.room_id)
+        if call is None or call.link is None or call.driver is not page:
+            self.dropped_media_results += 1
+            logger.info("dropped an SFU result for a call this page does not carry")
+            return
+        call.link.feed(result)
+        if isinstance(result, (SfuTracks, SfuLeft)):
+            self._snapshot_soon(result.room_id)
 
     async def close(self) -> None:
         """Leave every call, stop ringing."""
@@ -173,6 +206,16 @@ class GroupApp:
         def to_page(message: dict[str, Any]) -> None:
             self._send(page, message)  # also the pairs' close after we left
 
+        options = dict(self._options)
+        if self.sfu_url is not None:
+
+            def sfu_link(events: SfuLinkEvents, setup: SfuLinkSetup) -> PageSfuLink:
+                link = PageSfuLink(events, setup, to_page, allowed=self._sfu_sockets)
+                if self.calls.get(room_id) is call:
+                    call.link = link
+                return link
+
+            options.update(sfu_url=self.sfu_url, sfu_link_factory=sfu_link)
         session = GroupCallSession(
             self.transport,
             room_id,
@@ -181,7 +224,7 @@ class GroupApp:
             ringer=self.ringer,
             pair_factory=PagePairSession.factory(to_page),
             sending=PageGroupSending(room_id, to_page, video=request.video),
-            **self._options,
+            **options,
         )
         call = self.calls[room_id] = _GroupCall(session, page)
         for name in SESSION_EVENTS:
@@ -250,7 +293,7 @@ class GroupApp:
         call = self.calls.get(room_id)
         if call is not None:
             call.snapshot_due = False
-            self._broadcast(group_snapshot(call.session, call.joined))
+            self._broadcast(group_snapshot(call.session, call.joined, call.link))
 
     def _snapshot_soon(self, room_id: str) -> None:
         """One snapshot for the changes of one turn of the loop (a join changes many)."""

@@ -77,7 +77,7 @@ socket.on("*", (msg) => {
     media.handle(msg);
     return;
   }
-  if (msg.type === "sfu_join" || msg.type === "sfu_leave") {
+  if (typeof msg.type === "string" && msg.type.startsWith("sfu_")) {
     media.sfu(msg); // the room's call through its SFU: this page connects to it
     return;
   }

@@ -142,8 +142,9 @@ export class MediaEngine {
   }
 
   /**
-   * Handle `sfu_join` / `sfu_leave` of the page socket: connect the room's group call to its SFU
-   * (Python did the admission and hands over the URL and the join token), or leave it.
+   * Handle `sfu_join` / `sfu_leave` / `sfu_subscribe` / `sfu_floor` of the page socket: connect
+   * the room's group call to its SFU (Python did the admission and hands over the URL and the
+   * join token), leave it, or pass Python's subscription or floor request on.
    */
   sfu(msg) {
     const scope = msg.room_id;
@@ -153,6 +154,15 @@ export class MediaEngine {
       this.sfus.delete(scope);
       return;
     }
+    if (msg.type === "sfu_subscribe") {
+      this.sfus.get(scope)?.subscribe(msg.publisher, msg.quality);
+      return;
+    }
+    if (msg.type === "sfu_floor") {
+      this.sfus.get(scope)?.requestFloor(Boolean(msg.request));
+      return;
+    }
+    if (msg.type !== "sfu_join") return;
     const refuse = (detail) => this.report("sfu_state", { room_id: scope, state: "failed", detail });
     if (typeof msg.url !== "string" || typeof msg.token !== "string") return refuse("TypeError");
     if (!this.e2ee) return refuse("NotSupportedError"); // no frame leaves unencrypted
@@ -266,7 +276,7 @@ export class MediaEngine {
     const prev = this.prevSamples.get(id);
     this.prevSamples.set(id, { at: now, reports });
     const summary = summarizeStats(prev?.reports ?? null, reports, prev ? now - prev.at : 0, worker);
-    const sfu = this.sfus.get(scope)?.info() ?? null;
+    const sfu = (await this.sfus.get(scope)?.info()) ?? null;
     return { ...summary, worker, ...(sfu ? { sfu } : {}) };
   }
 }

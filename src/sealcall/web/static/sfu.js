@@ -6,7 +6,9 @@
 // page gets the SFU's URL and a join token (docs/web-protocol.md, "SFU group calls").
 
 import {
+  QUALITIES,
   memberSender,
+  senderMember,
   parseSfuMessage,
   sfuSocketUrl,
   subscribeChanges,
@@ -69,6 +71,8 @@ export class SfuPeer {
     this.sendTransformed = new WeakSet();
     this.memberStreams = new Map(); // sender -> MediaStream of its forwarded tracks
     this.asked = new Map(); // publisher member id -> quality asked
+    this.pythonAsked = new Map(); // publisher member id -> quality Python asked (sfu_subscribe)
+    this.controlViaSocket = false; // the SFU rejected the data channel: control goes on the socket
     this.focus = null; // the member shown large: its full layer is asked for
     this.layers = new Map(); // publisher -> the layer the SFU says we receive
     this.floor = null;
@@ -203,7 +207,12 @@ export class SfuPeer {
 
   sendControl(msg) {
     if (this.control?.readyState === "open") this.control.send(JSON.stringify(msg));
+    else if (this.controlViaSocket) this.send(msg);
     else if (this.controlQueue.length < MAX_QUEUED_CONTROL) this.controlQueue.push(msg);
+  }
+
+  controlReady() {
+    return this.control?.readyState === "open" || (this.controlViaSocket && this.ws?.readyState === WebSocket.OPEN);
   }
 
   flushControl() {
@@ -217,16 +226,24 @@ export class SfuPeer {
     this.resubscribe();
   }
 
+  /** Python's choice for a publisher (`sfu_subscribe`): kept over the page's own. */
+  subscribe(sender, quality) {
+    const member = senderMember(sender);
+    if (!member || !QUALITIES.includes(quality)) return;
+    this.pythonAsked.set(member, quality);
+    this.resubscribe();
+  }
+
   /** Ask the floor ("I want the focus") or give it up. */
   requestFloor(on) {
     this.sendControl({ type: "floor", action: on ? "request" : "release" });
   }
 
   resubscribe() {
-    if (this.control?.readyState !== "open") return;
+    if (!this.controlReady()) return;
     const publishers = new Set([...this.tracks.values()].map((t) => t.member));
     const focus = [...publishers].find((p) => memberSender(p) === this.focus) ?? null;
-    const wanted = wantedLayers(publishers, focus);
+    const wanted = wantedLayers(publishers, focus, this.pythonAsked);
     for (const msg of subscribeChanges(this.asked, wanted)) {
       this.sendControl(msg);
       this.asked.set(msg.publisher, msg.quality);
@@ -251,8 +268,11 @@ export class SfuPeer {
         if (via !== "signaling" || this.member) break;
         this.member = msg.id;
         await pc.setRemoteDescription({ type: "answer", sdp: msg.answer });
+        // An SFU that rejected the m=application line: control messages go on the socket.
+        this.controlViaSocket = pc.sctp === null;
         this.attachTransforms();
         this.result("sfu_joined", { member: msg.id });
+        this.resubscribe();
         break;
       case "offer":
         if (via !== "signaling" || !this.member) break;
@@ -270,8 +290,8 @@ export class SfuPeer {
         this.attachTransforms();
         this.showTracks();
         this.resubscribe();
-        const members = [...new Set([...map.values()].map((t) => t.member))];
-        this.result("sfu_tracks", { members });
+        const tracks = [...map].map(([mid, t]) => ({ mid, ssrc: t.ssrc, kind: t.kind, member: t.member }));
+        this.result("sfu_tracks", { tracks });
         break;
       }
       case "left":
@@ -279,12 +299,15 @@ export class SfuPeer {
         break;
       case "speaking":
         this.speakers = msg.members;
+        this.result("sfu_speaking", { members: msg.members });
         break;
       case "layer":
         this.layers.set(msg.publisher, msg.quality);
+        this.result("sfu_layer", { publisher: msg.publisher, quality: msg.quality });
         break;
       case "floor":
         this.floor = msg.holder;
+        this.result("sfu_floor", { holder: msg.holder });
         break;
       case "error":
         this.badMessages += 1;
@@ -338,9 +361,24 @@ export class SfuPeer {
     return [...(await this.pc.getStats()).values()].map((r) => ({ ...r }));
   }
 
+  /** Each member's received video size now: {sender: {width, height}} (from getStats). */
+  async videoSizes() {
+    const sizes = {};
+    if (!this.pc) return sizes;
+    for (const t of this.pc.getTransceivers()) {
+      const info = t.mid !== null ? this.tracks.get(t.mid) : null;
+      if (!info || info.kind !== "video") continue;
+      for (const stat of (await t.receiver.getStats()).values()) {
+        if (stat.type === "inbound-rtp" && stat.frameHeight) sizes[info.sender] = { width: stat.frameWidth, height: stat.frameHeight };
+      }
+    }
+    return sizes;
+  }
+
   /** What tests and the stats panel read: our id, the track map, layers, floor, speakers. */
-  info() {
+  async info() {
     return {
+      video: await this.videoSizes(),
       member: this.member,
       tracks: Object.fromEntries([...this.tracks].map(([mid, t]) => [mid, t.sender])),
       asked: Object.fromEntries(this.asked),

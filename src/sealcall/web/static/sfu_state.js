@@ -91,18 +91,19 @@ export function trackMap(tracks) {
       bad += 1;
       continue;
     }
-    map.set(t.mid, { kind: t.kind, member: t.member, sender });
+    map.set(t.mid, { kind: t.kind, member: t.member, sender, ssrc: Number.isInteger(t.ssrc) && t.ssrc >= 0 && t.ssrc < 2 ** 32 ? t.ssrc : 0 });
   }
   return { map, bad };
 }
 
 /**
- * The layer to ask of each publisher: `full` for the focused one (the large tile), `thumbnail`
- * for the others. `publishers`: SFU member ids (ours left out by the caller).
+ * The layer to ask of each publisher: what Python asked for it (`asked`: publisher -> quality,
+ * `sfu_subscribe`), else `full` for the focused one (the large tile), `thumbnail` for the
+ * others. `publishers`: SFU member ids (ours left out by the caller).
  */
-export function wantedLayers(publishers, focus) {
+export function wantedLayers(publishers, focus, asked = new Map()) {
   const wanted = new Map();
-  for (const p of publishers) wanted.set(p, p === focus ? "full" : "thumbnail");
+  for (const p of publishers) wanted.set(p, asked.get(p) ?? (p === focus ? "full" : "thumbnail"));
   return wanted;
 }
 
