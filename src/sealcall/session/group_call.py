@@ -40,7 +40,7 @@ from sealcall.group import (
 )
 from sealcall.group.focus import SfuFocus, select_sfu
 from sealcall.group.member_event import MEMBER_EVENT_TYPE
-from sealcall.media import SharedEncoder
+from sealcall.media import CallbackOpener, SharedEncoder
 from sealcall.transport.matrix import DeviceMessage, MatrixTransport
 
 from .deadline_timer import DeadlineTimer
@@ -346,6 +346,13 @@ class GroupCallSession(MeshParts, SfuParts, SafeEventEmitter):
         await done
 
     # -- media -----------------------------------------------------------------------------
+
+    def opener(self, peer: MemberDevice) -> CallbackOpener:
+        """What decrypts ``peer``'s frames: its group keys (safe on aiortc's decoder thread)."""
+        keys = self.keys
+        assert keys is not None
+        user_id, device_id = peer.user_id, peer.device_id
+        return CallbackOpener(lambda codec, data: keys.unprotect(user_id, device_id, codec, data))
 
     def _speaking(self, changes: list[SpeakingChanged]) -> None:
         for change in changes:
