@@ -19,6 +19,7 @@ from sealcall.sfu.forwarder import (
     UNKNOWN_PARTICIPANT,
     UNKNOWN_SSRC,
     Forwarder,
+    LayerChanged,
     Output,
     ParticipantConfig,
     RoomFullError,
@@ -71,6 +72,7 @@ class Room:
         self.rtp: dict[str, list[bytes]] = {}
         self.rtcp: dict[str, list[bytes]] = {}
         self.speaking: list[SpeakingChanged] = []
+        self.layers: list[LayerChanged] = []
         self.seq: dict[int, int] = {}
         for i in range(n):
             self.join(i, **kw)
@@ -84,6 +86,8 @@ class Room:
                 self.rtp.setdefault(o.participant, []).append(bytes(o.data))
             elif isinstance(o, SendRtcp):
                 self.rtcp.setdefault(o.participant, []).append(o.data)
+            elif isinstance(o, LayerChanged):
+                self.layers.append(o)
             else:
                 self.speaking.append(o)
         return outputs
@@ -179,6 +183,8 @@ def test_full_resolution_switches_at_a_key_frame_after_one_pli_a_second() -> Non
     drive(room, 3, 3)
     room.now += 2
     plis_before = len(room.plis(0))
+    assert LayerChanged("p1", "p0", "thumbnail") in room.layers  # the first layer received
+    room.layers.clear()
     room.record(room.fw.subscribe("p1", "p0", "full", room.now))
     assert room.plis(0)[plis_before:] == [ssrcs(0)[2]]
     for _ in range(10):  # full-layer delta frames: p1 keeps the thumbnail, no second PLI yet
@@ -191,7 +197,9 @@ def test_full_resolution_switches_at_a_key_frame_after_one_pli_a_second() -> Non
     room.video(0, 2, False)
     room.video(0, 2, False)
     assert room.plis(0)[plis_before:] == [ssrcs(0)[2]] * 2
+    assert room.layers == []  # chosen, not yet switched: no key frame of the full layer so far
     room.video(0, 2, True)
+    assert room.layers == [LayerChanged("p1", "p0", "full")]  # with the key frame, to p1 only
     room.video(0, 2, False)
     room.video(0, 1, False)  # the thumbnail is no longer forwarded to p1
     assert room.fw.layer("p1", "p0") == "full"
@@ -213,8 +221,10 @@ def test_bandwidth_drop_falls_back_to_thumbnail_and_a_rise_returns_to_full() -> 
     room.feedback(1, Remb(1, 300_000, ()))  # cannot carry 1.2 Mbit/s any more
     room.video(0, 2, False)
     assert room.fw.layer("p1", "p0") == "full"  # until the thumbnail's key frame
+    room.layers.clear()
     room.video(0, 1, True)
     assert room.fw.layer("p1", "p0") == "thumbnail"
+    assert room.layers == [LayerChanged("p1", "p0", "thumbnail")]
     room.feedback(1, Remb(1, 5_000_000, ()))  # at once: held, no flapping
     room.video(0, 2, True)
     assert room.fw.layer("p1", "p0") == "thumbnail"

@@ -15,7 +15,6 @@ from sealcall.sfu.signaling import (
     Join,
     Leave,
     SignalingError,
-    Subscribe,
     message,
     parse_client_message,
 )
@@ -31,9 +30,6 @@ def test_each_message_parses_into_its_dataclass() -> None:
     assert parse_client_message('{"type":"candidate","candidate":"candidate:1 1 udp"}') == (
         Candidate("candidate:1 1 udp")
     )
-    assert parse_client_message(
-        '{"type":"subscribe","publisher":"@a:x|D","quality":"full"}'
-    ) == Subscribe("@a:x|D", "full")
     assert parse_client_message('{"type":"leave"}') == Leave()
 
 
@@ -47,7 +43,8 @@ def test_each_message_parses_into_its_dataclass() -> None:
         ('{"type":"answer"}', "sdp must be a non-empty string"),
         ('{"type":"answer","sdp":""}', "sdp must be a non-empty string"),
         ('{"type":"candidate"}', "candidate is missing"),
-        ('{"type":"subscribe","publisher":"p","quality":"4k"}', "quality must be"),
+        # Subscriptions moved to the control data channel.
+        ('{"type":"subscribe","publisher":"p","quality":"full"}', "unknown message type"),
         ('{"type":"join","token":[],"offer":"v=0"}', "token must be"),
         ('{"type":"join","token":{"a":1},"offer":"v=0"}', "token must be"),
         ("[" * 100_000, "message too large"),
@@ -81,7 +78,7 @@ def test_fuzzed_text_parses_or_raises_signaling_error(text: str) -> None:
         parsed = parse_client_message(text)
     except SignalingError:
         return
-    assert isinstance(parsed, (Join, Answer, Candidate, Subscribe, Leave))
+    assert isinstance(parsed, (Join, Answer, Candidate, Leave))
 
 
 @settings(max_examples=300, deadline=None)
@@ -95,7 +92,7 @@ def test_fuzzed_messages_parse_or_raise_signaling_error(
         parsed = parse_client_message(text)
     except SignalingError:
         return
-    assert isinstance(parsed, (Join, Answer, Candidate, Subscribe, Leave))
+    assert isinstance(parsed, (Join, Answer, Candidate, Leave))
 
 
 def test_outgoing_messages_are_compact_json() -> None:

@@ -90,12 +90,17 @@ def local() -> LocalTransport:
 
 def test_browser_offer_keeps_opus_vp8_rtx_and_both_video_lines(local: LocalTransport) -> None:
     taken: set[int] = set()
-    text, mlines, _ = build_answer(BROWSER_OFFER, local, taken)
+    answered = build_answer(BROWSER_OFFER, local, taken)
+    text, mlines = answered.text, answered.mlines
     answer = sdp.SessionDescription.parse(text)
     assert [m.rtp.muxId for m in answer.media] == ["0", "1", "2", "3"]
-    assert [m.port for m in answer.media][3] == 0  # data channel rejected, for now
+    # The data channel is accepted in the form offered, bundled with the media.
+    channel = answer.media[3]
+    assert (channel.port, channel.profile, channel.sctp_port) == (9, "UDP/DTLS/SCTP", 5000)
+    assert answered.sctp is not None
+    assert (answered.sctp.mid, answered.sctp.remote_port) == ("3", 5000)
     assert answer.group[0].semantic == "BUNDLE"
-    assert answer.group[0].items == ["0", "1", "2"]
+    assert answer.group[0].items == ["0", "1", "2", "3"]
     audio, thumb, full = (m for m in mlines if isinstance(m, MediaSection))
     assert (audio.payload_type, audio.clock_rate, audio.remote_ssrcs) == (111, 48000, (1111,))
     assert audio.audio_level_id == 1
@@ -127,7 +132,7 @@ def test_recvonly_and_sendonly_lines_are_mirrored(local: LocalTransport) -> None
     offer = BROWSER_OFFER.replace("a=mid:1\r\na=sendrecv", "a=mid:1\r\na=sendonly").replace(
         "a=mid:2\r\na=sendrecv", "a=mid:2\r\na=recvonly"
     )
-    _, mlines, _ = build_answer(offer, local, set())
+    mlines = build_answer(offer, local, set()).mlines
     sections = [m for m in mlines if isinstance(m, MediaSection)]
     assert [s.direction for s in sections] == ["sendrecv", "recvonly", "sendonly"]
     assert sections[1].local_ssrc is None
@@ -137,7 +142,7 @@ def test_renegotiation_offer_keeps_the_old_lines_and_adds_sendonly_ones(
     local: LocalTransport,
 ) -> None:
     taken: set[int] = set()
-    _, mlines, _ = build_answer(BROWSER_OFFER, local, taken)
+    mlines = build_answer(BROWSER_OFFER, local, taken).mlines
     template = next(m for m in mlines if isinstance(m, MediaSection) and m.kind == "video")
     added = new_send_section("video", "f4", template, taken)
     text = build_offer([*mlines, added], local, "client", 2)
@@ -146,7 +151,7 @@ def test_renegotiation_offer_keeps_the_old_lines_and_adds_sendonly_ones(
     assert offer.media[4].direction == "sendonly"
     assert offer.media[4].dtls is not None
     assert offer.media[4].dtls.role == "client"
-    assert offer.group[0].items == ["0", "1", "2", "f4"]
+    assert offer.group[0].items == ["0", "1", "2", "3", "f4"]
     assert [c.payloadType for c in offer.media[4].rtp.codecs] == [96, 97]
     check_answer(text, [*mlines, added])  # same m-lines in the same order
     with pytest.raises(NegotiationError):
@@ -189,7 +194,8 @@ def test_fuzzed_offers_answer_or_raise_negotiation_error(
         if not lines:
             break
     try:
-        text, mlines, _ = build_answer("\r\n".join(lines), local, set())
+        answered = build_answer("\r\n".join(lines), local, set())
+        text, mlines = answered.text, answered.mlines
     except NegotiationError:
         return
     sdp.SessionDescription.parse(text)

@@ -47,11 +47,6 @@ MAX_JOIN_TOKEN = 4096
 ADMIT_TIMEOUT = 20.0  # seconds: the SFU asks our homeserver, which may be slow
 
 
-def member_id(device: MemberDevice) -> str:
-    """The SFU's name for a member device: ``user_id|device_id``."""
-    return f"{device.user_id}|{device.device_id}"
-
-
 @dataclass(frozen=True)
 class ForwardedTrack:
     """One stream the SFU forwards to us: its m-line, its SSRC, its kind and whose it is."""

@@ -43,6 +43,7 @@ from .vp8 import Vp8Descriptor, Vp8Error
 __all__ = [
     "Forwarder",
     "ForwarderStats",
+    "LayerChanged",
     "Output",
     "ParticipantConfig",
     "RoomFullError",
@@ -99,7 +100,19 @@ class SendRtcp:
     data: bytes
 
 
-Output = SendRtp | SendRtcp | SpeakingChanged
+@dataclass(frozen=True, slots=True)
+class LayerChanged:
+    """``subscriber`` now receives ``publisher``'s video at ``quality`` (``thumbnail``/``full``).
+
+    Emitted with the first packet of the new layer (its key frame), not when the switch is chosen.
+    """
+
+    subscriber: str
+    publisher: str
+    quality: str
+
+
+Output = SendRtp | SendRtcp | SpeakingChanged | LayerChanged
 
 
 @dataclass(slots=True)
@@ -242,8 +255,12 @@ class Forwarder:
             buf = bytearray(data)
             result = rw.rewrite(view, buf, now, keyframe, vp8)
             if result == FORWARDED:
-                if ssrc != previous and previous is not None:
-                    stats.layer_switches += 1
+                if ssrc != previous:
+                    if previous is not None:
+                        stats.layer_switches += 1
+                    if src.video:
+                        quality = "full" if src.layer == FULL else "thumbnail"
+                        out.append(LayerChanged(o.subscriber, participant, quality))
                 o.cache.insert(rw.out_sequence, buf)
                 out.append(SendRtp(o.subscriber, buf))
                 stats.forwarded_packets += 1

@@ -3,9 +3,15 @@
 Sans-I/O: plain functions over SDP text (parsed and written with aiortc's ``sdp`` module). The SFU
 accepts only what its forwarding path handles: Opus audio with the RFC 6464 audio-level extension,
 VP8 video with its RTX companion where offered, the MID extension for BUNDLE demultiplexing, one
-BUNDLE group, rtcp-mux. Every other m-line (data channels included, for now) is rejected with
-port 0. The offer's m-lines are accepted as sent, so a sender's two video tracks (thumbnail and full
-resolution) arrive as two m-lines with their own SSRCs.
+BUNDLE group, rtcp-mux, and one data-channel m-line (SCTP over the same DTLS, RFC 8841; the
+``control`` channel) answered in the form offered (``UDP/DTLS/SCTP`` with ``a=sctp-port``, or the
+legacy ``DTLS/SCTP`` with ``a=sctpmap``). Every other m-line is rejected with port 0. The offer's
+m-lines are accepted as sent, so a sender's two video tracks (thumbnail and full resolution) arrive
+as two m-lines with their own SSRCs.
+
+A forwarded stream that ends (its publisher left) goes back into the next offer as a rejected
+m-line (port 0, ``inactive``, out of the BUNDLE group, RFC 8843 section 7.3.3); such a line may be
+recycled for a later forwarded stream of the same kind under a new mid (JSEP, RFC 8829 5.2.2).
 """
 
 from __future__ import annotations
@@ -22,18 +28,24 @@ from aiortc.rtcrtpparameters import (
     RTCRtpHeaderExtensionParameters,
     RTCRtpParameters,
 )
+from aiortc.rtcsctptransport import RTCSctpCapabilities
 
 __all__ = [
     "AUDIO_LEVEL_URI",
+    "MAX_SCTP_MESSAGE",
     "MID_URI",
+    "SCTP_PORT",
+    "Answered",
     "LocalTransport",
     "MLine",
     "MediaSection",
     "NegotiationError",
+    "SctpSection",
     "build_answer",
     "build_offer",
     "check_answer",
     "new_send_section",
+    "rejected_mline",
 ]
 
 MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
@@ -47,6 +59,8 @@ _CODEC = {"audio": "audio/opus", "video": "video/VP8"}
 _PROFILE = "UDP/TLS/RTP/SAVPF"
 _DISCARD_HOST = "0.0.0.0"  # noqa: S104 - the SDP c= placeholder of ICE (RFC 8839), no bind
 _DISCARD_PORT = 9
+SCTP_PORT = 5000  # the SFU's SCTP port (RFC 8841 default)
+MAX_SCTP_MESSAGE = 65536  # what the SFU announces in a=max-message-size
 
 
 class NegotiationError(ValueError):
@@ -87,6 +101,61 @@ class MediaSection:
     def sends(self) -> bool:
         """Whether the SFU sends on this m-line."""
         return self.direction in ("sendonly", "sendrecv")
+
+
+@dataclass(frozen=True)
+class SctpSection:
+    """The participant's data-channel m-line as accepted: where its SCTP association listens."""
+
+    mid: str
+    remote_port: int
+    remote_max_message_size: int | None
+
+
+def rejected_mline(
+    kind: str, mid: str | None, profile: str, fmt: list[object]
+) -> sdp.MediaDescription:
+    """A rejected (or removed) m-line: port 0, ``inactive``, keeping its mid and formats."""
+    rejected = sdp.MediaDescription(kind=kind, port=0, profile=profile, fmt=list(fmt))
+    rejected.rtp = RTCRtpParameters(muxId=mid or "")
+    rejected.direction = "inactive"
+    return rejected
+
+
+def _accept_sctp(media: sdp.MediaDescription) -> tuple[sdp.MediaDescription, SctpSection] | None:
+    """The answer's data-channel m-line and what SCTP needs, or None if it cannot be used."""
+    mid = media.rtp.muxId
+    if media.port == 0 or not mid:
+        return None
+    legacy = media.profile == "DTLS/SCTP"
+    if legacy:
+        remote_port = next(
+            (k for k, v in media.sctpmap.items() if v.startswith("webrtc-datachannel")), None
+        )
+    elif media.profile == "UDP/DTLS/SCTP" and media.fmt == ["webrtc-datachannel"]:
+        remote_port = media.sctp_port if media.sctp_port is not None else SCTP_PORT
+    else:
+        return None
+    if remote_port is None or not 0 < remote_port < 65536:
+        return None
+    caps = media.sctpCapabilities
+    if legacy:
+        answer = sdp.MediaDescription(
+            kind="application", port=_DISCARD_PORT, profile="DTLS/SCTP", fmt=[SCTP_PORT]
+        )
+        answer.sctpmap[SCTP_PORT] = "webrtc-datachannel 65535"
+    else:
+        answer = sdp.MediaDescription(
+            kind="application",
+            port=_DISCARD_PORT,
+            profile="UDP/DTLS/SCTP",
+            fmt=["webrtc-datachannel"],
+        )
+        answer.sctp_port = SCTP_PORT
+    answer.rtp.muxId = mid
+    answer.sctpCapabilities = RTCSctpCapabilities(maxMessageSize=MAX_SCTP_MESSAGE)
+    max_size = caps.maxMessageSize if caps is not None else None
+    return answer, SctpSection(mid, remote_port, max_size)
 
 
 def _random_ssrc(taken: set[int]) -> int:
@@ -179,17 +248,26 @@ def _reverse(direction: str | None) -> str:
 
 
 MLine = sdp.MediaDescription | MediaSection
-"""An m-line as the SFU keeps it: accepted (a ``MediaSection``) or rejected (its SDP, port 0)."""
+"""An m-line as the SFU keeps it: an RTP one it accepted (a ``MediaSection``), or its SDP (the
+accepted data-channel line, or a rejected line with port 0)."""
 
 
-def build_answer(
-    offer: str, local: LocalTransport, taken_ssrcs: set[int]
-) -> tuple[str, list[MLine], sdp.SessionDescription]:
-    """Answer a participant's offer; return the answer, its m-lines and the parsed offer.
+@dataclass
+class Answered:
+    """The SFU's answer to a participant's offer and what it accepted."""
+
+    text: str
+    mlines: list[MLine]
+    offer: sdp.SessionDescription
+    sctp: SctpSection | None
+
+
+def build_answer(offer: str, local: LocalTransport, taken_ssrcs: set[int]) -> Answered:
+    """Answer a participant's offer.
 
     The SFU sends on every m-line the participant wants to receive on, with fresh SSRCs (added to
-    ``taken_ssrcs``). Raise ``NegotiationError`` when nothing usable is offered or there is no
-    transport description.
+    ``taken_ssrcs``), and accepts its first data-channel m-line. Raise ``NegotiationError`` when
+    nothing usable is offered or there is no transport description.
     """
     parsed = _parse(offer, "offer")
     first = parsed.media[0] if parsed.media else None
@@ -205,15 +283,20 @@ def build_answer(
     answer_medias: list[sdp.MediaDescription] = []
     mlines: list[MLine] = []
     sections: list[MediaSection] = []
+    sctp: SctpSection | None = None
     for media in parsed.media:
+        if media.kind == "application" and sctp is None:
+            accepted = _accept_sctp(media)
+            if accepted is not None:
+                answer_media, sctp = accepted
+                _transport_lines(answer_media, local)
+                answer_medias.append(answer_media)
+                mlines.append(answer_media)
+                continue
         picked = _pick_codecs(media) if media.kind in _CODEC and media.port != 0 else None
         mid = media.rtp.muxId
         if picked is None or not mid or media.direction == "inactive":
-            rejected = sdp.MediaDescription(
-                kind=media.kind, port=0, profile=media.profile, fmt=media.fmt
-            )
-            rejected.rtp = RTCRtpParameters(muxId=mid)
-            rejected.direction = "inactive"
+            rejected = rejected_mline(media.kind, mid, media.profile, media.fmt)
             _transport_lines(rejected, local)
             answer_medias.append(rejected)
             mlines.append(rejected)
@@ -250,7 +333,7 @@ def build_answer(
     local_dtls.role = "server" if first.dtls.role == "client" else "client"
     for media in answer_medias:
         media.dtls = local_dtls
-    return _session(answer_medias, 1, "answer"), mlines, parsed
+    return Answered(_session(answer_medias, 1, "answer"), mlines, parsed, sctp)
 
 
 def new_send_section(
@@ -284,7 +367,11 @@ def build_offer(
     """A renegotiation offer: the m-lines so far (kept in order), then the new sections."""
     medias: list[sdp.MediaDescription] = []
     for item in all_medias:
-        medias.append(_section_media(item, local) if isinstance(item, MediaSection) else item)
+        if isinstance(item, MediaSection):
+            medias.append(_section_media(item, local))
+        else:
+            _transport_lines(item, local)
+            medias.append(item)
     local_dtls = RTCDtlsParameters(fingerprints=local.dtls.fingerprints)
     local_dtls.role = dtls_role
     for media in medias:

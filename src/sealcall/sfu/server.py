@@ -6,7 +6,12 @@ loop's clock), its ``SendRtp``/``SendRtcp`` outputs sent on the right transports
 its deadline. When someone joins, the streams the forwarder creates for each subscriber are added to
 that subscriber's connection (the SFU offers, the participant answers) and announced with the member
 each carries (``tracks``), so that receivers can pick the sender's key. Packets of a stream go out
-only once the subscriber's answer has made it known there.
+only once the subscriber's answer has made it known there. When someone leaves, its streams'
+m-lines are removed (port 0) by the next offer, and ``tracks`` follows again.
+
+Each participant's ``control`` data channel (:mod:`.channel`) carries ``subscribe`` and ``floor``
+in, ``speaking``, ``layer`` (when the forwarder actually switches) and ``floor`` out
+(docs/sfu-protocol.md). ``GET /metrics`` serves Prometheus metrics (:mod:`.metrics`).
 
 Admission is pluggable (:class:`Gate`): :class:`~.admission_service.AdmissionService` in
 production, :class:`OpenAdmission` (anyone who names a room gets in) for tests that say so. When a
@@ -24,9 +29,22 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from aiohttp import WSMsgType, web
+from aiortc.rtcdatachannel import RTCDataChannel
 
 from .admission import JoinRequest, JoinRequestError, Participant
-from .forwarder import Forwarder, Output, ParticipantConfig, RoomFullError, SendRtcp, SendRtp
+from .channel import CONTROL_LABEL, ControlChannel
+from .control import ControlError, ControlMessage, Floor, Subscribe
+from .floor import FloorChange, FloorState
+from .forwarder import (
+    Forwarder,
+    LayerChanged,
+    Output,
+    ParticipantConfig,
+    RoomFullError,
+    SendRtcp,
+    SendRtp,
+)
+from .metrics import COUNTERS, MetricsSnapshot, SfuMetrics
 from .negotiation import MediaSection, NegotiationError
 from .rtcp import Pli, build_rtcp
 from .signaling import (
@@ -36,7 +54,6 @@ from .signaling import (
     Join,
     Leave,
     SignalingError,
-    Subscribe,
     message,
     parse_client_message,
 )
@@ -87,6 +104,11 @@ class OpenAdmission:
         self.on_disconnect(participant)
 
 
+def _counters(room: Room) -> dict[str, int]:
+    stats = room.forwarder.stats
+    return {key: int(getattr(stats, key)) for key in COUNTERS}
+
+
 def member_id(participant: Participant) -> str:
     """The id a participant has in its room's forwarder and in announcements."""
     return f"{participant.user_id}|{participant.device_id}"
@@ -109,6 +131,12 @@ class Member:
     dirty: bool = False
     renegotiation: asyncio.Task[None] | None = None
     joined: bool = False
+    control: ControlChannel | None = None
+
+    def send_control(self, text: str) -> None:
+        """Send ``text`` on the member's control channel (dropped if it has none open)."""
+        if self.control is not None:
+            self.control.send(text)
 
 
 class Room:
@@ -120,6 +148,9 @@ class Room:
         self.members: dict[str, Member] = {}
         self.unsent = 0
         """SendRtp dropped because the stream was not yet known to its subscriber or it was gone."""
+        self.floor = FloorState()
+        self.gone_drops: dict[str, int] = {}
+        """Drops counted by the transports and control channels of members who left."""
         self._on_empty = on_empty
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
@@ -157,9 +188,63 @@ class Room:
                 if m is not None:
                     with contextlib.suppress(TransportClosedError):
                         m.transport.send_rtcp(out.data)
+            elif type(out) is LayerChanged:
+                m = members.get(out.subscriber)
+                if m is not None:
+                    m.send_control(message("layer", publisher=out.publisher, quality=out.quality))
             else:
                 speakers = self.forwarder.speaking()
-                self.broadcast(message("speaking", members=speakers))
+                self.broadcast_control(message("speaking", members=speakers))
+
+    def broadcast_control(self, text: str) -> None:
+        """Send ``text`` on every member's control channel."""
+        for m in self.members.values():
+            m.send_control(text)
+
+    def floor_changed(self, change: FloorChange | None) -> None:
+        """Tell everyone the floor's new holder, if it changed."""
+        if change is not None:
+            self.broadcast_control(message("floor", holder=change.holder))
+
+    def control(self, m: Member, request: ControlMessage) -> None:
+        """A control message from ``m``; ``ControlError`` if it names no one it can."""
+        if isinstance(request, Subscribe):
+            if request.publisher == m.id or request.publisher not in self.members:
+                raise ControlError("unknown publisher")
+            now = self._loop.time()
+            self.dispatch(self.forwarder.subscribe(m.id, request.publisher, request.quality, now))
+        elif isinstance(request, Floor):
+            if request.action == "request":
+                change = self.floor.request(m.id)
+            else:
+                change = self.floor.release(m.id)
+            if change is None:  # refused or nothing to release: the asker learns who holds it
+                m.send_control(message("floor", holder=self.floor.holder))
+            self.floor_changed(change)
+
+    def attach_control(self, m: Member, channel: RTCDataChannel) -> None:
+        """``m`` opened a data channel: its control channel if it is the first ``control``."""
+        if channel.label != CONTROL_LABEL or m.control is not None or m.id not in self.members:
+            channel.close()
+            return
+        m.control = ControlChannel(channel, lambda request: self.control(m, request))
+        # What it missed before the channel was up: who holds the floor, the layers it receives.
+        if self.floor.holder is not None:
+            m.send_control(message("floor", holder=self.floor.holder))
+        for publisher in self.members:
+            quality = self.forwarder.layer(m.id, publisher)
+            if quality is not None:
+                m.send_control(message("layer", publisher=publisher, quality=quality))
+
+    def drops(self) -> dict[str, int]:
+        """Drops by reason: the forwarder's, unsent packets, transports' and control channels'."""
+        out = dict(self.gone_drops)
+        for reason, value in self.forwarder.stats.drops.items():
+            out[reason] = out.get(reason, 0) + value
+        out["unsent"] = out.get("unsent", 0) + self.unsent
+        for m in self.members.values():
+            _member_drops(m, out)
+        return out
 
     def broadcast(self, text: str) -> None:
         """Send ``text`` to every joined member's WebSocket (in the background)."""
@@ -212,8 +297,12 @@ class Room:
         if m is None:
             return
         m.active.clear()
+        _member_drops(m, self.gone_drops)
+        if m.control is not None:
+            m.control.close()
         if member in self.forwarder.participants():
             self.dispatch(self.forwarder.leave(member, self._loop.time()))
+        self.floor_changed(self.floor.leave(member))
         if m.renegotiation is not None:
             m.renegotiation.cancel()
         if m.answer is not None and not m.answer.done():
@@ -224,6 +313,8 @@ class Room:
                 other.active.discard(ssrc)
                 other.publishers.pop(ssrc, None)
         self.broadcast(message("left", member=member))
+        for other in self.members.values():
+            self.renegotiate(other)  # removes the leaver's m-lines
         self.spawn(m.transport.close())
         if not self.members:
             if self._timer is not None:
@@ -242,6 +333,11 @@ class Room:
             m.dirty = False
             outgoing = self.forwarder.outgoing(m.id)
             new = [s for s in outgoing if s not in m.sections]
+            gone = [s for s in m.sections if s not in outgoing]
+            for ssrc in gone:
+                m.transport.remove_send_section(m.sections.pop(ssrc))
+                m.active.discard(ssrc)
+                m.publishers.pop(ssrc, None)
             for ssrc in new:
                 _, kind = outgoing[ssrc]
                 section = m.transport.add_send_section(kind)
@@ -251,7 +347,7 @@ class Room:
                 section.local_rtx_ssrc = None
                 section.rtx_payload_type = None
                 m.sections[ssrc] = section
-            if new:
+            if new or gone:
                 try:
                     offer = await m.transport.create_offer()
                     m.answer = asyncio.get_running_loop().create_future()
@@ -309,6 +405,17 @@ class Room:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
+def _member_drops(m: Member, into: dict[str, int]) -> None:
+    """Add ``m``'s transport and control-channel drops to ``into``."""
+    counts = {"transport": m.transport.dropped}
+    if m.control is not None:
+        counts["bad_control"] = m.control.errors
+        counts["control_unsent"] = m.control.dropped
+    for reason, value in counts.items():
+        if value:
+            into[reason] = into.get(reason, 0) + value
+
+
 def participant_config(transport: ParticipantTransport) -> ParticipantConfig:
     """What a participant publishes and receives, from its accepted m-lines.
 
@@ -356,6 +463,9 @@ class SfuServer:
         self.addresses = addresses or (host,)
         self.rooms: dict[str, Room] = {}
         self.bad_messages = 0
+        self.metrics = SfuMetrics(self._metrics)
+        self._retired = MetricsSnapshot()
+        """The counters of rooms that have closed."""
         self._runner: web.AppRunner | None = None
         self._sockets: set[web.WebSocketResponse] = set()
 
@@ -364,6 +474,7 @@ class SfuServer:
         app = web.Application(client_max_size=MAX_MESSAGE)
         app.router.add_get("/ws", self._websocket)
         app.router.add_post("/admit", self._admit)
+        app.router.add_get("/metrics", self._serve_metrics)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -402,6 +513,21 @@ class SfuServer:
     def _room_empty(self, room: Room) -> None:
         if self.rooms.get(room.room_id) is room:
             del self.rooms[room.room_id]
+            self._retired.add(_counters(room), room.drops())
+
+    def _metrics(self) -> MetricsSnapshot:
+        snap = MetricsSnapshot()
+        snap.add(self._retired.counters, self._retired.drops)
+        snap.add({}, {"bad_signaling": self.bad_messages})
+        for room in self.rooms.values():
+            snap.add(_counters(room), room.drops())
+            snap.participants[room.room_id] = len(room.members)
+        return snap
+
+    async def _serve_metrics(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=self.metrics.render(), headers={"Content-Type": self.metrics.content_type}
+        )
 
     async def _admit(self, request: web.Request) -> web.Response:
         admit = getattr(self.gate, "admit", None)
@@ -446,8 +572,6 @@ class SfuServer:
                         member.answer.set_result(parsed.sdp)
                     elif isinstance(parsed, Candidate):
                         await member.transport.add_remote_candidate(parsed.candidate)
-                    elif isinstance(parsed, Subscribe):
-                        self._subscribe(room, member, parsed)
                     elif isinstance(parsed, Leave):
                         break
                 except (SignalingError, NegotiationError, RoomFullError, ValueError) as error:
@@ -466,15 +590,6 @@ class SfuServer:
             await ws.close()
         return ws
 
-    def _subscribe(self, room: Room, member: Member, request: Subscribe) -> None:
-        if request.publisher == member.id or request.publisher not in room.members:
-            raise SignalingError("unknown publisher")
-        room.dispatch(
-            room.forwarder.subscribe(
-                member.id, request.publisher, request.quality, asyncio.get_running_loop().time()
-            )
-        )
-
     async def _join(self, ws: web.WebSocketResponse, join: Join) -> tuple[Room, Member]:
         participant = self.gate.verify(join.token)
         if participant is None:
@@ -484,6 +599,8 @@ class SfuServer:
         if existing is not None and mid in existing.members:
             raise SignalingError("already in the room")
         holder: list[Room] = []
+        joined: list[Member] = []
+        channels: list[RTCDataChannel] = []
 
         # Packets may arrive between DTLS coming up and the join into the room: dropped.
         def on_rtp(data: bytes) -> None:
@@ -494,10 +611,18 @@ class SfuServer:
             if holder:
                 holder[0].on_rtcp(mid, data)
 
-        transport = ParticipantTransport(on_rtp, on_rtcp, addresses=self.addresses)
+        def on_datachannel(channel: RTCDataChannel) -> None:
+            if holder and joined:
+                holder[0].attach_control(joined[0], channel)
+            else:  # before the join into the room: attached then
+                channels.append(channel)
+
+        transport = ParticipantTransport(
+            on_rtp, on_rtcp, addresses=self.addresses, on_datachannel=on_datachannel
+        )
         try:
             answer = await transport.answer(join.offer)
-            await ws.send_str(message("joined", member=mid, sdp=answer))
+            await ws.send_str(message("joined", id=mid, answer=answer))
             try:
                 await asyncio.wait_for(transport.wait_connected(), CONNECT_TIMEOUT)
             except (TimeoutError, TransportClosedError):
@@ -508,6 +633,10 @@ class SfuServer:
             holder.append(room)
             member = Member(mid, participant, ws, transport)
             room.join(member, participant_config(transport))
+            joined.append(member)
+            for channel in channels[:4]:
+                room.attach_control(member, channel)
+            channels.clear()
         except BaseException:
             await transport.close()
             left = self.rooms.get(participant.room_id)

@@ -1,11 +1,12 @@
 """The SFU's signaling messages: one JSON object per WebSocket text message, strictly parsed.
 
 Client to SFU: ``join`` (join token and the participant's first SDP offer), ``answer`` (to an offer
-of the SFU's), ``candidate`` (a trickled ICE candidate, or null at the end), ``subscribe``
-(publisher, quality), ``leave``. SFU to client: ``joined`` (the SFU's answer and the participant's
-id), ``offer`` (renegotiation: forwarded streams added), ``tracks`` (which forwarded stream carries
-which member), ``speaking``, ``left`` (a member left), ``error``. Anything else, a missing or
-mistyped field, unknown keys or oversized text raises :class:`SignalingError`.
+of the SFU's), ``candidate`` (a trickled ICE candidate, or null at the end), ``leave``. SFU to
+client: ``joined`` (the participant's ``id`` and the SFU's ``answer``), ``offer`` (renegotiation:
+forwarded streams added or removed), ``tracks`` (which forwarded stream carries which member),
+``left`` (a member left), ``error``. Subscriptions, who is speaking and the floor go over the
+``control`` data channel (:mod:`.control`). Anything else, a missing or mistyped field, unknown
+keys or oversized text raises :class:`SignalingError`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ __all__ = [
     "Join",
     "Leave",
     "SignalingError",
-    "Subscribe",
     "message",
     "parse_client_message",
 ]
@@ -30,7 +30,6 @@ __all__ = [
 MAX_MESSAGE = 64 * 1024  # an SDP offer of a few m-lines is a few kB
 MAX_SDP = 32 * 1024
 MAX_FIELD = 1024
-QUALITIES = ("thumbnail", "full", "none")
 
 
 class SignalingError(ValueError):
@@ -64,25 +63,16 @@ class Candidate:
 
 
 @dataclass(frozen=True)
-class Subscribe:
-    """Ask for a publisher's video at ``quality`` ("thumbnail", "full" or "none")."""
-
-    publisher: str
-    quality: str
-
-
-@dataclass(frozen=True)
 class Leave:
     """Leave the room (the WebSocket closing does the same)."""
 
 
-ClientMessage = Join | Answer | Candidate | Subscribe | Leave
+ClientMessage = Join | Answer | Candidate | Leave
 
 _FIELDS: dict[str, frozenset[str]] = {
     "join": frozenset({"type", "token", "offer"}),
     "answer": frozenset({"type", "sdp"}),
     "candidate": frozenset({"type", "candidate"}),
-    "subscribe": frozenset({"type", "publisher", "quality"}),
     "leave": frozenset({"type"}),
 }
 
@@ -139,11 +129,6 @@ def parse_client_message(text: str | bytes) -> ClientMessage:
         if obj["candidate"] is None:
             return Candidate(None)
         return Candidate(_text(obj, "candidate"))
-    if kind == "subscribe":
-        quality = _text(obj, "quality")
-        if quality not in QUALITIES:
-            raise SignalingError("quality must be thumbnail, full or none")
-        return Subscribe(publisher=_text(obj, "publisher"), quality=quality)
     return Leave()
 
 

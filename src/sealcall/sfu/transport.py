@@ -21,6 +21,9 @@ The hooks, and why they are safe with the pinned aiortc (>=1.16,<1.17) and aioic
   (what aioice's socket protocol calls for every non-STUN datagram) unprotects SRTP/SRTCP and calls
   back at once, instead of queueing for the DTLS task; DTLS (the data channel later) still goes
   through aiortc. The overrides above then only see packets queued before the keys were ready.
+- The data channel (``control``) is aiortc's ``RTCSctpTransport`` over the same DTLS transport:
+  DTLS records still go through aiortc's pump to the SCTP association, and a channel the
+  participant opens (DCEP) goes to ``on_datachannel``.
 - Sending reads the ICE connection's nominated pair (``Connection._nominated[1]``, what aioice's own
   ``sendto`` reads) and writes to its datagram transport directly, so a forwarded packet costs no
   coroutine or task.
@@ -36,23 +39,28 @@ from typing import Any
 
 import pylibsrtp
 from aioice import Candidate, Connection
+from aiortc.rtcdatachannel import RTCDataChannel
 from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsTransport
 from aiortc.rtcicetransport import (
     RTCIceGatherer,
     RTCIceParameters,
     RTCIceTransport,
 )
+from aiortc.rtcsctptransport import RTCSctpCapabilities, RTCSctpTransport
 from aiortc.sdp import candidate_from_sdp
 
 from sealcall.sfu.negotiation import (
+    SCTP_PORT,
     LocalTransport,
     MediaSection,
     MLine,
     NegotiationError,
+    SctpSection,
     build_answer,
     build_offer,
     check_answer,
     new_send_section,
+    rejected_mline,
 )
 from sealcall.sfu.rtp import is_rtcp
 
@@ -61,6 +69,8 @@ __all__ = ["ParticipantTransport", "TransportClosedError"]
 log = logging.getLogger(__name__)
 
 PacketCallback = Callable[[bytes], None]
+ChannelCallback = Callable[[RTCDataChannel], None]
+SFU_MID_PREFIX = "f"  # mids of the m-lines the SFU adds for forwarded streams
 
 
 class TransportClosedError(ConnectionError):
@@ -149,9 +159,10 @@ class ParticipantTransport:
     """One participant's WebRTC connection, seen from the SFU: SDP, ICE, DTLS-SRTP, raw packets.
 
     Call ``answer(offer)`` with the participant's offer, send back the returned answer; packets
-    arrive on ``on_rtp``/``on_rtcp`` once connected (``wait_connected``). ``add_send_section`` plus
-    ``create_offer``/``set_answer`` renegotiate to add forwarded streams. Callbacks run on the event
-    loop and must not block.
+    arrive on ``on_rtp``/``on_rtcp`` once connected (``wait_connected``), data channels the
+    participant opens on ``on_datachannel``. ``add_send_section``/``remove_send_section`` plus
+    ``create_offer``/``set_answer`` renegotiate to add or remove forwarded streams. Callbacks run on
+    the event loop and must not block.
     """
 
     def __init__(
@@ -160,10 +171,14 @@ class ParticipantTransport:
         on_rtcp: PacketCallback,
         addresses: Sequence[str] = ("127.0.0.1",),
         on_close: Callable[[], None] | None = None,
+        on_datachannel: ChannelCallback | None = None,
     ) -> None:
         self._on_rtp = on_rtp
         self._on_rtcp = on_rtcp
         self._on_close = on_close
+        self._on_datachannel = on_datachannel
+        self._sctp: RTCSctpTransport | None = None
+        self._sctp_section: SctpSection | None = None
         self._connection = _HostOnlyConnection(addresses)
         gatherer = RTCIceGatherer(iceServers=[])
         gatherer._connection = self._connection
@@ -174,7 +189,9 @@ class ParticipantTransport:
         self._cname = secrets.token_hex(8)
         self._ssrcs: set[int] = set()
         self._mlines: list[MLine] = []
-        self._pending: list[MLine] | None = None
+        self._planned: list[MLine] | None = None
+        """The m-lines of the next offer (``_mlines`` with streams added or removed), if any."""
+        self._next_mid = 0
         self._version = 1
         self._connect_task: asyncio.Task[None] | None = None
         self._close_task: asyncio.Future[None] | None = None
@@ -209,8 +226,14 @@ class ParticipantTransport:
         if self._mlines:
             raise NegotiationError("the participant's offer was already answered")
         local = await self._local()
-        text, mlines, parsed = build_answer(offer, local, self._ssrcs)
-        self._mlines = mlines
+        answered = build_answer(offer, local, self._ssrcs)
+        self._mlines = answered.mlines
+        self._next_mid = len(answered.mlines)
+        parsed = answered.offer
+        if answered.sctp is not None:
+            self._sctp_section = answered.sctp
+            self._sctp = RTCSctpTransport(self._dtls, port=SCTP_PORT)
+            self._sctp.on("datachannel", self._datachannel)
         first = parsed.media[0]
         assert first.ice is not None
         assert first.dtls is not None
@@ -225,7 +248,7 @@ class ParticipantTransport:
             iceLite=first.ice.iceLite,
         )
         self._connect_task = asyncio.ensure_future(self._connect(remote_ice, first.dtls))
-        return text
+        return answered.text
 
     async def add_remote_candidate(self, candidate: str | None) -> None:
         """A trickled remote candidate (the SDP ``candidate:`` value), or None at the end."""
@@ -233,35 +256,67 @@ class ParticipantTransport:
             None if candidate is None else candidate_from_sdp(candidate.removeprefix("candidate:"))
         )
 
+    def _plan(self) -> list[MLine]:
+        if self._planned is None:
+            self._planned = list(self._mlines)
+        return self._planned
+
     def add_send_section(self, kind: str) -> MediaSection:
-        """Plan a new ``sendonly`` m-line (a forwarded stream) for the next ``create_offer``."""
+        """Plan a new ``sendonly`` m-line (a forwarded stream) for the next ``create_offer``.
+
+        It takes the place of an m-line of the same kind that the SFU added and removed in an
+        earlier negotiation, if there is one (new mid), or goes at the end.
+        """
         template = next((s for s in self.sections if s.kind == kind), None)
         if template is None:
             raise NegotiationError(f"the participant negotiated no {kind} m-line")
-        if self._pending is None:
-            self._pending = []
-        mid = f"f{len(self._mlines) + len(self._pending)}"
+        planned = self._plan()
+        mid = f"{SFU_MID_PREFIX}{self._next_mid}"
+        self._next_mid += 1
         section = new_send_section(kind, mid, template, self._ssrcs)
-        self._pending.append(section)
+        for i, (now, then) in enumerate(zip(planned, self._mlines, strict=False)):
+            if (
+                not isinstance(now, MediaSection)
+                and now is then
+                and now.kind == kind
+                and now.port == 0
+                and now.rtp.muxId.startswith(SFU_MID_PREFIX)
+            ):
+                planned[i] = section
+                return section
+        planned.append(section)
         return section
 
+    def remove_send_section(self, section: MediaSection) -> None:
+        """Plan ``section`` (a forwarded stream) to be rejected (port 0) in the next offer."""
+        planned = self._plan()
+        for i, mline in enumerate(planned):
+            if mline is section:
+                planned[i] = rejected_mline(
+                    section.kind,
+                    section.mid,
+                    "UDP/TLS/RTP/SAVPF",
+                    [c.payloadType for c in section.codecs],
+                )
+                return
+        raise ValueError("not a planned m-line")
+
     async def create_offer(self) -> str:
-        """An offer with every m-line so far plus the planned ones (renegotiation)."""
+        """An offer with the m-lines as planned (renegotiation)."""
         local = await self._local()
         self._version += 1
         role = self._dtls._role
-        offered = self._mlines + (self._pending or [])
-        return build_offer(offered, local, role, self._version)
+        return build_offer(self._plan(), local, role, self._version)
 
     def set_answer(self, answer: str) -> None:
-        """Apply the participant's answer to ``create_offer``: the planned m-lines become active."""
-        offered = self._mlines + (self._pending or [])
+        """Apply the participant's answer to ``create_offer``: the planned m-lines hold now."""
+        offered = self._plan()
         parsed = check_answer(answer, offered)
         for media, mline in zip(parsed.media, offered, strict=True):
             if isinstance(mline, MediaSection) and media.port == 0:
                 mline.direction = "inactive"
         self._mlines = offered
-        self._pending = None
+        self._planned = None
 
     # -- connection --------------------------------------------------------------------------------
 
@@ -275,6 +330,10 @@ class ParticipantTransport:
         if self._dtls.state == "connected":
             self._connection.fast_path = self._receive_srtp
             self._connected.set()
+            if self._sctp is not None and self._sctp_section is not None:
+                size = self._sctp_section.remote_max_message_size
+                caps = RTCSctpCapabilities(maxMessageSize=size or 65536)
+                await self._sctp.start(caps, self._sctp_section.remote_port)
         else:
             log.info("participant transport: DTLS failed")
             await self.close()
@@ -315,11 +374,20 @@ class ParticipantTransport:
         task, self._connect_task = self._connect_task, None
         if task is not None and not task.done():
             task.cancel()
+        if self._sctp is not None:
+            sctp, self._sctp = self._sctp, None
+            await sctp.stop()
         await self._dtls.stop()
         await self._ice.stop()
         callback, self._on_close = self._on_close, None
         if callback is not None:
             callback()
+
+    def _datachannel(self, channel: RTCDataChannel) -> None:
+        if self._on_datachannel is not None:
+            self._on_datachannel(channel)
+        else:
+            channel.close()
 
     # -- packets -----------------------------------------------------------------------------------
 
