@@ -19,7 +19,9 @@ async def test_three_members_through_the_sfu_decode_each_others_audio_and_video(
     alice, bob, carol, sfu = [await call_devices.new(n) for n in ("alice", "bob", "carol", "sfu")]
     room_id = await gm.group_room(sfu, alice, bob, carol)
     async with running_sfu(synapse, sfu) as server:
-        members = [sfu_member_session(call_devices, d, room_id, server) for d in (alice, bob, carol)]
+        members = [
+            sfu_member_session(call_devices, d, room_id, server) for d in (alice, bob, carol)
+        ]
         for m in members:
             await m.session.join()
             assert m.session.focus is not None and m.session.mesh is None
@@ -40,7 +42,12 @@ async def test_three_members_through_the_sfu_decode_each_others_audio_and_video(
             room = server.rooms[room_id]
             print("SERVER", room.forwarder.stats, room.unsent)
             for mm in room.members.values():
-                print("SM", mm.id, mm.active, [(s.mid, s.kind, s.direction, s.remote_ssrcs) for s in mm.transport.sections])
+                print(
+                    "SM",
+                    mm.id,
+                    mm.active,
+                    [(s.mid, s.kind, s.direction, s.remote_ssrcs) for s in mm.transport.sections],
+                )
             for m in members:
                 link = m.session.link
                 print("STATE", link.pc.connectionState if link else None)

@@ -97,10 +97,33 @@ test("encodings: the thumbnail scaled to about 180 lines at 150 kbit/s, never sc
   assert.equal(s.videoEncodings(undefined).thumbnail.scaleResolutionDownBy, 1);
 });
 
-test("the audio-level extension can be left out of an offer, nothing else", () => {
-  const sdp = ["v=0", "m=audio 9 UDP/TLS/RTP/SAVPF 111", "a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level", "a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid", ""].join("\r\n");
-  const out = s.withoutAudioLevel(sdp);
-  assert.ok(!out.includes("ssrc-audio-level"));
-  assert.ok(out.includes("a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid"));
-  assert.ok(out.endsWith("\r\n"));
+test("the offer's header extensions are numbered as aiortc numbers them, the others left out", () => {
+  const sdp = [
+    "v=0",
+    "m=audio 9 UDP/TLS/RTP/SAVPF 111",
+    "a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+    "a=extmap:3 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01",
+    "a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid",
+    "m=video 9 UDP/TLS/RTP/SAVPF 96",
+    "a=extmap:2/sendonly http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
+    "a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid",
+    "",
+  ].join("\r\n");
+  assert.equal(
+    s.offerExtensions(sdp, true),
+    [
+      "v=0",
+      "m=audio 9 UDP/TLS/RTP/SAVPF 111",
+      "a=extmap:2 urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+      "a=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid",
+      "m=video 9 UDP/TLS/RTP/SAVPF 96",
+      "a=extmap:3/sendonly http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
+      "a=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid",
+      "",
+    ].join("\r\n"),
+  );
+  // A member who keeps who-is-speaking from the SFU offers no audio level at all.
+  const quiet = s.offerExtensions(sdp, false);
+  assert.ok(!quiet.includes("ssrc-audio-level"));
+  assert.ok(quiet.includes("a=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid"));
 });

@@ -20,7 +20,7 @@ from aiortc import RTCIceServer
 from sealcall.calls import CallState, HistoryItem
 from sealcall.group import GroupRing, NoRingError, RingEndReason
 from sealcall.session import GroupCallSession, GroupRinger
-from sealcall.session.sfu_link import SfuLinkEvents, SfuLinkSetup
+from sealcall.session.sfu_link import SfuLinkError
 from sealcall.signaling import StreamPurpose
 from sealcall.transport.matrix import MatrixTransport
 
@@ -38,6 +38,7 @@ Send = Callable[[Any, dict[str, Any]], None]
 """Sends one message to one page (the app's page handle)."""
 
 SESSION_EVENTS = (
+    "sfu_closed",
     "member_joined",
     "member_left",
     "member_rejoined",
@@ -55,14 +56,17 @@ class _GroupCall:
     driver: Any  # the page that drives the media
     joined: bool = False
     snapshot_due: bool = False
-    link: PageSfuLink | None = None  # the call's SFU link, in SFU mode
 
 
-def group_snapshot(
-    session: GroupCallSession, joined: bool, link: PageSfuLink | None = None
-) -> dict[str, Any]:
+def _page_link(session: GroupCallSession) -> PageSfuLink | None:
+    link = session.link
+    return link if isinstance(link, PageSfuLink) else None
+
+
+def group_snapshot(session: GroupCallSession, joined: bool) -> dict[str, Any]:
     """The ``group`` event: our side of the room's call and each member device's (through an
-    SFU ``link``: a member whose streams the SFU forwards is ``connected``)."""
+    SFU: a member whose streams the SFU forwards to the page is ``connected``)."""
+    link = _page_link(session)
     pairs = session.peer_sessions()
     forwarded = frozenset() if link is None else link.forwarded
     members = []
@@ -93,7 +97,7 @@ def group_snapshot(
         "audio_muted": session.audio_muted,
         "video_muted": session.video_muted,
         "screensharing": session.screensharing,
-        "sfu": link is not None,
+        "sfu": session.focus is not None,
         "members": members,
     }
 
@@ -158,7 +162,7 @@ class GroupApp:
         for ring in self.ringer.ringing():
             self._send(page, self._ring_message(ring))
         for call in self.calls.values():
-            self._send(page, group_snapshot(call.session, call.joined, call.link))
+            self._send(page, group_snapshot(call.session, call.joined))
 
     async def page_closed(self, page: Any) -> None:
         """A page went away: the calls whose media it drove cannot go on; we leave them."""
@@ -179,11 +183,12 @@ class GroupApp:
     def sfu_result(self, page: Any, result: SfuResult) -> None:
         """What the page reports of a call's SFU link: to the link, if this page drives it."""
         call = self.calls.get(result.room_id)
-        if call is None or call.link is None or call.driver is not page:
+        link = None if call is None or call.driver is not page else _page_link(call.session)
+        if link is None:
             self.dropped_media_results += 1
             logger.info("dropped an SFU result for a call this page does not carry")
             return
-        call.link.feed(result)
+        link.feed(result)
         if isinstance(result, (SfuTracks, SfuLeft)):
             self._snapshot_soon(result.room_id)
 
@@ -208,14 +213,10 @@ class GroupApp:
 
         options = dict(self._options)
         if self.sfu_url is not None:
-
-            def sfu_link(events: SfuLinkEvents, setup: SfuLinkSetup) -> PageSfuLink:
-                link = PageSfuLink(events, setup, to_page, allowed=self._sfu_sockets)
-                if self.calls.get(room_id) is call:
-                    call.link = link
-                return link
-
-            options.update(sfu_url=self.sfu_url, sfu_link_factory=sfu_link)
+            options.update(
+                sfu_url=self.sfu_url,
+                sfu_link_factory=PageSfuLink.factory(to_page, allowed=self._sfu_sockets),
+            )
         session = GroupCallSession(
             self.transport,
             room_id,
@@ -233,10 +234,13 @@ class GroupApp:
         session.on("history_item", lambda item: self._history(room_id, item))
         try:
             await session.join()
-        except Exception:
+        except Exception as error:
             if self.calls.get(room_id) is call:  # (not left meanwhile)
                 del self.calls[room_id]
             self._broadcast(left_snapshot(room_id))
+            if isinstance(error, SfuLinkError):
+                # The SFU's reason (admission's: not_member, wrong_focus, ...) is ours to show.
+                raise PageError("failed", f"the SFU: {error.reason[:80]}") from None
             raise
         call.joined = True
         self._snapshot(room_id)
@@ -293,7 +297,7 @@ class GroupApp:
         call = self.calls.get(room_id)
         if call is not None:
             call.snapshot_due = False
-            self._broadcast(group_snapshot(call.session, call.joined, call.link))
+            self._broadcast(group_snapshot(call.session, call.joined))
 
     def _snapshot_soon(self, room_id: str) -> None:
         """One snapshot for the changes of one turn of the loop (a join changes many)."""

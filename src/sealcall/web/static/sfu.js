@@ -15,10 +15,9 @@ import {
   trackMap,
   videoEncodings,
   wantedLayers,
-  withoutAudioLevel,
+  offerExtensions,
 } from "./sfu_state.js";
 
-const AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 const MAX_QUEUED_CONTROL = 64; // control messages waiting for the channel to open
 const GATHER_MS = 3000; // host candidates only (no STUN): gathering takes far less
 
@@ -78,7 +77,6 @@ export class SfuPeer {
     this.floor = null;
     this.speakers = [];
     this.badMessages = 0;
-    this.audioLevelOff = false; // the audio-level extension was turned off on the transceiver
     this.closed = false;
     this.chain = Promise.resolve(); // SFU messages are handled one at a time, in order
   }
@@ -114,7 +112,7 @@ export class SfuPeer {
       this.control.onopen = () => this.flushControl();
       this.control.onmessage = (ev) => this.onSfuMessage(ev.data, "control");
       const offer = await pc.createOffer();
-      if (!this.speaking && !this.audioLevelOff) offer.sdp = withoutAudioLevel(offer.sdp);
+      offer.sdp = offerExtensions(offer.sdp, this.speaking);
       await pc.setLocalDescription(offer);
       // The SFU reads no message while the join connects: the offer carries every candidate.
       await gathered(pc);
@@ -140,12 +138,7 @@ export class SfuPeer {
     const pc = this.pc;
     const mic = user.getAudioTracks()[0];
     if (mic) {
-      const audio = pc.addTransceiver(mic, { direction: "sendonly", streams: [user] });
-      if (!this.speaking && audio.setHeaderExtensionsToNegotiate) {
-        const exts = audio.getHeaderExtensionsToNegotiate();
-        audio.setHeaderExtensionsToNegotiate(exts.map((e) => (e.uri === AUDIO_LEVEL_URI ? { ...e, direction: "stopped" } : e)));
-        this.audioLevelOff = true;
-      }
+      pc.addTransceiver(mic, { direction: "sendonly", streams: [user] });
     }
     const cam = this.video ? user.getVideoTracks()[0] : null;
     if (cam) {

@@ -131,10 +131,35 @@ export function videoEncodings(height) {
   };
 }
 
-/** The offer without the RFC 6464 audio-level extension (a member who says no to who-is-speaking). */
-export function withoutAudioLevel(sdp) {
-  return sdp
-    .split("\r\n")
-    .filter((line) => !/^a=extmap:\d+(\/\w+)? urn:ietf:params:rtp-hdrext:ssrc-audio-level/.test(line))
-    .join("\r\n");
+/**
+ * The header extensions the page offers the SFU, with the ids aiortc gives them. The SFU forwards
+ * each packet's extensions as its publisher numbered them, and an aiortc subscriber parses them
+ * by its own numbers (a 3-byte abs-send-time read as a 1-byte audio level ended its connection):
+ * so the page numbers them as aiortc does. The SFU accepts nothing else (docs/sfu-protocol.md).
+ */
+export const EXTENSION_IDS = {
+  "urn:ietf:params:rtp-hdrext:sdes:mid": 1,
+  "urn:ietf:params:rtp-hdrext:ssrc-audio-level": 2,
+  "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time": 3,
+};
+const AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+
+/**
+ * The offer with its header extensions renumbered as EXTENSION_IDS says and every other one
+ * left out; without the RFC 6464 audio level unless `audioLevel` (a member who says no to
+ * who-is-speaking).
+ */
+export function offerExtensions(sdp, audioLevel) {
+  const out = [];
+  for (const line of sdp.split("\r\n")) {
+    const m = /^a=extmap:\d+(\/\w+)? (\S+)(.*)$/.exec(line);
+    if (!m) {
+      out.push(line);
+      continue;
+    }
+    const id = EXTENSION_IDS[m[2]];
+    if (id === undefined || (m[2] === AUDIO_LEVEL && !audioLevel)) continue;
+    out.push(`a=extmap:${id}${m[1] ?? ""} ${m[2]}${m[3]}`);
+  }
+  return out.join("\r\n");
 }
