@@ -11,6 +11,7 @@ comes from the SFU (RFC 6464 levels that we send only when ``audio_level`` allow
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -26,9 +27,20 @@ from sealcall.transport.matrix import MatrixTransport
 
 from .group_membership import GroupMembership
 from .group_sending import GroupSending
-from .sfu_link import ForwardedTrack, Quality, SfuLink, SfuLinkFactory, SfuLinkSetup, admit
+from .sfu_link import (
+    ForwardedTrack,
+    Quality,
+    SfuAdmissionError,
+    SfuLink,
+    SfuLinkFactory,
+    SfuLinkSetup,
+    admit,
+)
 
 logger = logging.getLogger(__name__)
+
+ADMIT_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
+RETRIED_REFUSALS = frozenset({"not_member", "unavailable", "busy", "unreachable"})
 
 
 def default_sfu_link(events: Any, setup: SfuLinkSetup) -> SfuLink:
@@ -72,12 +84,7 @@ class SfuParts:
 
     async def _open_link(self, focus: SfuFocus) -> None:
         """Be admitted by ``focus`` and open our link to it."""
-        token = await admit(
-            self.transport,
-            focus.url,
-            self.room_id,
-            membership_id=self.membership.own.membership_id,
-        )
+        token = await self._admit(focus)
         opener: Callable[[MemberDevice], FrameOpener] = self.opener
         setup = SfuLinkSetup(
             own=self.own,
@@ -91,6 +98,24 @@ class SfuParts:
         )
         link = self.link = self._sfu_link_factory(self, setup)
         await link.open(focus.url, token)
+
+    async def _admit(self, focus: SfuFocus) -> str:
+        """A join token; ``not_member`` and the transient refusals are retried a few times: the
+        SFU reads our membership from its own sync of the room, which may lag ours."""
+        for delay in (*ADMIT_RETRY_DELAYS, None):
+            try:
+                return await admit(
+                    self.transport,
+                    focus.url,
+                    self.room_id,
+                    membership_id=self.membership.own.membership_id,
+                )
+            except SfuAdmissionError as error:
+                if delay is None or error.reason not in RETRIED_REFUSALS or self._closed:
+                    raise
+                logger.info("sfu admission: %s, retrying in %.1f s", error.reason, delay)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
 
     async def subscribe(self, publisher: MemberDevice, quality: Quality) -> None:
         """Through an SFU: ask for ``publisher``'s video at ``quality`` (``thumbnail`` by

@@ -21,6 +21,7 @@ from typing import Any
 
 import aiohttp
 from aiortc import RTCDataChannel, RTCSessionDescription
+from aiortc.exceptions import InvalidStateError, OperationError
 from aiortc.mediastreams import MediaStreamTrack
 
 from sealcall.group import MemberDevice
@@ -50,6 +51,26 @@ logger = logging.getLogger(__name__)
 JOIN_TIMEOUT = 20.0
 MAX_BAD_MESSAGES = 20  # after this many bad messages from the SFU we leave it
 PUBLISHED_ROLES = ("microphone", "camera", "camera_full")  # audio, thumbnail, full: in this order
+
+
+_REMOVED_CODECS = {"audio": "opus/48000/2", "video": "VP8/90000"}
+
+
+def with_removed_codecs(sdp: str) -> str:
+    """The SFU's offer with a codec named in each removed m-line (port 0: a leaver's stream).
+
+    JSEP keeps only the formats of a removed m-line; aiortc refuses an m-line whose formats it
+    cannot name, so each such format gets the kind's codec back (the line stays inactive).
+    """
+    out: list[str] = []
+    for line in sdp.split("\r\n"):
+        out.append(line)
+        parts = line.split(" ")
+        if line.startswith("m=") and len(parts) > 3 and parts[1] == "0":
+            codec = _REMOVED_CODECS.get(parts[0][2:])
+            if codec is not None:
+                out.extend(f"a=rtpmap:{pt} {codec}" for pt in parts[3:] if pt.isdigit())
+    return "\r\n".join(out)
 
 
 class AiortcSfuLink:
@@ -161,7 +182,11 @@ class AiortcSfuLink:
             async for msg in self._ws:
                 if msg.type != aiohttp.WSMsgType.TEXT:
                     break
-                ended = await self._take(msg.data)
+                try:
+                    ended = await self._take(msg.data)
+                except (ValueError, OperationError, InvalidStateError) as error:
+                    # An offer aiortc cannot take: counted as a bad message.
+                    ended = self._bad(f"renegotiation failed ({type(error).__name__})")
                 if ended is not None:
                     reason = ended
                     break
@@ -206,7 +231,8 @@ class AiortcSfuLink:
 
     async def _answer(self, sdp: str) -> None:
         assert self._ws is not None
-        await self.pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
+        offer = RTCSessionDescription(with_removed_codecs(sdp), "offer")
+        await self.pc.setRemoteDescription(offer)
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         await self._ws.send_json({"type": "answer", "sdp": self.pc.localDescription.sdp})
 
