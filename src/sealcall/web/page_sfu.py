@@ -91,7 +91,8 @@ class PageSfuLink:
         self._join_timeout = join_timeout
         self._joined: asyncio.Future[None] | None = None
         self._opened = False
-        self._closed = False
+        self._closed = False  # by close()
+        self._ended = False  # by the page: the session heard sfu_closed, nothing follows
 
     @classmethod
     def factory(cls, to_page: ToPage, *, allowed: frozenset[str]) -> SfuLinkFactory:
@@ -162,7 +163,7 @@ class PageSfuLink:
 
     def feed(self, result: SfuResult) -> None:
         """One ``sfu_*`` result of the page for this link's room."""
-        if self._closed or not self._opened:
+        if self._closed or self._ended or not self._opened:
             self.dropped_results += 1
             return
         joined = self._joined
@@ -178,7 +179,7 @@ class PageSfuLink:
             if joined is not None and not joined.done():
                 joined.set_exception(SfuLinkError(reason))
                 return
-            self._closed = True
+            self._ended = True
             logger.info("sfu link (page): ended (%s)", result.state)
             self.events.sfu_closed(reason)
             return

@@ -166,6 +166,7 @@ export class MediaEngine {
     const refuse = (detail) => this.report("sfu_state", { room_id: scope, state: "failed", detail });
     if (typeof msg.url !== "string" || typeof msg.token !== "string") return refuse("TypeError");
     if (!this.e2ee) return refuse("NotSupportedError"); // no frame leaves unencrypted
+    if (this.sfus.get(scope)?.closed) this.sfus.delete(scope); // it failed; Python joins anew
     if (this.scopeTaken("pair_id", scope) || this.sfus.has(scope)) return refuse("InvalidAccessError");
     this.groupScopes.add(scope);
     const peer = new SfuPeer({
