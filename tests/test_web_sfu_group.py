@@ -22,7 +22,11 @@ from group_call_helpers import TIMEOUT, CallDevices
 from sealcall.demo import wait_for
 from sealcall.group import MemberDevice
 from sealcall.homeserver import Homeserver
+from sealcall.web import protocol as p
+from sealcall.web.app import CallApp
+from sealcall.web.page_socket import PageError
 from sfu_call_helpers import running_sfu, sfu_member_session, sfu_url
+from test_web_group_app import StandInSocket
 from web_app_helpers import WAIT_MS, PageUser, page_user
 
 pytestmark = pytest.mark.usefixtures("synapse")
@@ -165,3 +169,29 @@ async def in_sfu_call(
         TIMEOUT,
         "the SFU dropping Ann",
     )
+
+
+async def test_an_app_without_that_sfu_refuses_the_call_and_sends_its_page_nowhere(
+    call_devices: CallDevices, synapse: Homeserver
+) -> None:
+    """The page's CSP lets it reach only the ``--sfu`` SFU: a call another member focused on
+    another SFU fails to join with the reason (no media runs in the app's process instead)."""
+    alice, cat, sfu = [await call_devices.new(n) for n in ("alice", "cat", "sfu")]
+    room_id = await gm.group_room(sfu, alice, cat)
+    async with running_sfu(synapse, sfu) as server:
+        cats = sfu_member_session(call_devices, cat, room_id, server)
+        await cats.session.join()
+        app = CallApp(alice.transport, sfu_url="http://127.0.0.1:9")  # another SFU
+        page = StandInSocket(1)
+        try:
+            await app.page_opened(page)  # type: ignore[arg-type]
+            await app.page_request(page, p.Hello(id=0, e2ee=True))  # type: ignore[arg-type]
+            with pytest.raises(PageError) as refused:
+                await app.page_request(page, p.GroupJoin(id="j", room_id=room_id, video=True))  # type: ignore[arg-type]
+            assert refused.value.message == "the SFU: sfu_not_allowed"
+            assert not page.of("sfu_join")
+            assert room_id not in app.group.calls
+            assert page.of("group")[-1]["joined"] is False
+            assert len(in_sfu_room(server, room_id)) == 1  # Cat alone
+        finally:
+            await app.close()

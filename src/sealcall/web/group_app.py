@@ -211,12 +211,14 @@ class GroupApp:
         def to_page(message: dict[str, Any]) -> None:
             self._send(page, message)  # also the pairs' close after we left
 
-        options = dict(self._options)
+        # The link is always the page's: a call through an SFU the page may not reach fails
+        # (sfu_not_allowed) rather than running its media in this process.
+        options: dict[str, Any] = {
+            **self._options,
+            "sfu_link_factory": PageSfuLink.factory(to_page, allowed=self._sfu_sockets),
+        }
         if self.sfu_url is not None:
-            options.update(
-                sfu_url=self.sfu_url,
-                sfu_link_factory=PageSfuLink.factory(to_page, allowed=self._sfu_sockets),
-            )
+            options["sfu_url"] = self.sfu_url
         session = GroupCallSession(
             self.transport,
             room_id,
