@@ -7,7 +7,8 @@ admission (its own account in the room). Cat starts the call naming the SFU; Ann
 room: her app is admitted (OpenID -> ``POST /admit``) and hands her page the join token, and
 the page connects to the SFU itself. Ann's worker opens Cat's and Dan's forwarded audio and
 video with their keys, and both Python members decrypt and decode Ann's; nothing goes peer to
-peer. Ann leaves: the SFU drops her.
+peer. Dan leaves: Ann's page answers the SFU's renegotiation and goes on opening Cat's frames.
+Ann leaves: the SFU drops her.
 """
 
 import json
@@ -162,10 +163,25 @@ async def in_sfu_call(
         ).wait_for(timeout=WAIT_MS)
     await ann.screenshot("sfu-group-call")
 
-    # Ann leaves: the SFU drops her connection; Cat and Dan stay.
+    # Dan leaves: the SFU removes his m-lines from Ann's connection (a renegotiation the page
+    # answers); her grid shows Cat alone, whose frames go on opening.
+    await dans.session.leave()
+    await ann.page.locator('[data-testid="group-grid"][data-members="1"]').wait_for(timeout=WAIT_MS)
+    cat_sender = sender_of(cat.device)
+    before = (await worker_senders(ann, room_id))[cat_sender]["video"]["decrypted"]
+    await ann.page.wait_for_function(
+        """([room, who, before]) => window.sealcall.stats(room).then((s) =>
+             (s.worker?.senders?.[who]?.video?.decrypted ?? 0) > before + 10
+             && Object.values(s.sfu?.tracks ?? {}).every((t) => t === who))""",
+        arg=[room_id, cat_sender, before],
+        polling=500,
+        timeout=WAIT_MS,
+    )
+
+    # Ann leaves: the SFU drops her connection; Cat stays.
     await ann.click("leave")
     await wait_for(
-        lambda: len(in_sfu_room(server, room_id)) == 2,
+        lambda: len(in_sfu_room(server, room_id)) == 1,
         TIMEOUT,
         "the SFU dropping Ann",
     )
