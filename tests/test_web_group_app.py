@@ -151,6 +151,7 @@ async def test_a_page_joins_a_rooms_call_gets_its_keys_and_media_and_leaves_with
             "audio_muted": False,
             "video_muted": False,
             "screensharing": False,
+            "sfu": False,
             "members": [],
         }
         item = watcher.of("history_item")[0]

@@ -17,6 +17,7 @@ from sealcall.demo import wait_for
 from sealcall.homeserver import Homeserver
 from sealcall.transport.matrix import MatrixTransport
 from sealcall.web.app import CallApp
+from sealcall.web.page_sfu import sfu_socket_url
 from sealcall.web.server import PageServer
 
 WAIT_MS = 30_000
@@ -124,13 +125,17 @@ async def account(server: Homeserver, tmp: Path, name: str) -> tuple[str, str, P
     return registered.user_id, registered.password, tmp / username
 
 
-async def page_user(server: Homeserver, tmp: Path, name: str) -> PageUser:
-    """A fresh account with its app running (the page is not open yet: :meth:`PageUser.open`)."""
+async def page_user(
+    server: Homeserver, tmp: Path, name: str, *, sfu_url: str | None = None
+) -> PageUser:
+    """A fresh account with its app running (the page is not open yet: :meth:`PageUser.open`);
+    with ``sfu_url``, its group calls go through that SFU (``sealcall app --sfu``)."""
     user_id, password, store = await account(server, tmp, name)
     transport = await MatrixTransport.login(server.url, user_id, password, store)
-    app = CallApp(transport, state_dir=str(store))
+    app = CallApp(transport, state_dir=str(store), sfu_url=sfu_url)
     await transport.start()
-    page_server = PageServer(app)
+    socket = None if sfu_url is None else sfu_socket_url(sfu_url)
+    page_server = PageServer(app, connect=() if socket is None else (socket,))
     await page_server.start()
     return PageUser(transport, app, page_server)
 

@@ -4,7 +4,9 @@ It serves the real page (``src/sealcall/web/static/``) at ``/<secret>/`` and ans
 socket with canned data: ``hello``, ``list_rooms`` and ``get_history`` from what the test gives,
 every other request with an empty ``result``. The test pushes events to the page and reads what
 the page sent. ``static/e2ee_worker.js`` is the pass-through stand-in tests/web_stub_worker.js,
-not the real SFrame worker. Nothing here is the real server (src/sealcall/web/ is).
+not the real SFrame worker, unless ``real_worker`` says so; ``connect`` adds origins the page's
+CSP lets it connect to (an SFU's ``ws://host:port``). Nothing here is the real server
+(src/sealcall/web/ is).
 """
 
 import asyncio
@@ -33,6 +35,8 @@ class StubPageServer:
     secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     url: str = ""
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    real_worker: bool = False
+    connect: tuple[str, ...] = ()
     _runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -58,7 +62,7 @@ class StubPageServer:
 
     async def _static(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        if name == "e2ee_worker.js":
+        if name == "e2ee_worker.js" and not self.real_worker:
             return self._file(STUB_WORKER)
         path = STATIC / name
         if "/" in name or not path.is_file():
@@ -68,9 +72,10 @@ class StubPageServer:
     def _file(self, path: Path) -> web.Response:
         # The real server's policy (docs/web-protocol.md), so the page is checked under it.
         host = self.url.split("/")[2]
+        connect = " ".join((f"ws://{host}", *self.connect))
         csp = (
             "default-src 'self'; script-src 'self'; worker-src 'self'; "
-            f"connect-src ws://{host}; img-src 'self' data: blob:; media-src 'self' blob:; "
+            f"connect-src {connect}; img-src 'self' data: blob:; media-src 'self' blob:; "
             "object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
         )
         return web.Response(

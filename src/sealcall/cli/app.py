@@ -6,12 +6,14 @@ import contextlib
 import html
 import os
 import signal
+import sys
 import tempfile
 import webbrowser
 from collections.abc import Callable
 from pathlib import Path
 
 from sealcall.web.app import CallApp
+from sealcall.web.page_sfu import sfu_socket_url
 from sealcall.web.server import PageServer
 
 from .calls import _login, _login_options, _run, _store
@@ -45,13 +47,22 @@ def open_page(url: str, folder: Path, browse: Callable[[str], object] = webbrows
 
 
 async def _run_app(args: argparse.Namespace) -> int:
+    sfu_socket = None if args.sfu is None else sfu_socket_url(args.sfu)
+    if args.sfu is not None and sfu_socket is None:
+        print("sealcall app: --sfu must be http(s)://host[:port][/path]", file=sys.stderr)
+        return 2
     transport = await _login(args)
     try:
         await transport.start()
         app = CallApp(
-            transport, ice_servers=await transport.ice_servers(), state_dir=str(_store(args))
+            transport,
+            ice_servers=await transport.ice_servers(),
+            state_dir=str(_store(args)),
+            sfu_url=args.sfu,
         )
-        server = PageServer(app, port=args.port)
+        server = PageServer(
+            app, port=args.port, connect=() if sfu_socket is None else (sfu_socket,)
+        )
         url = await server.start()
         forward: Path | None = None
         try:
@@ -94,6 +105,12 @@ def add_parsers(commands: "argparse._SubParsersAction[argparse.ArgumentParser]")
     )
     parser.add_argument(
         "--no-browser", action="store_true", help="print the page's address, do not open it"
+    )
+    parser.add_argument(
+        "--sfu",
+        metavar="URL",
+        help="group calls through this SFU (`sealcall sfu`, http(s)://host:port): named in our"
+        " call memberships; the page connects to it (and to no other SFU)",
     )
     _login_options(parser)
     parser.set_defaults(func=app)

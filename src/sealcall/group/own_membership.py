@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from .focus import sfu_member
 from .member_event import DEFAULT_EXPIRES_MS, MemberLeave, member_state_key, mesh_member
 from .membership import (
     Member,
@@ -118,12 +119,15 @@ class OwnMembership:
         device_id: str,
         new_membership_id: Callable[[], str],
         expires_ms: int = DEFAULT_EXPIRES_MS,
+        sfu_url: str | None = None,
     ) -> None:
         if expires_ms <= 0:
             raise ValueError("expires_ms must be positive")
         self.device = MemberDevice(user_id, device_id)
         self.state_key = member_state_key(user_id, device_id)
         self.expires_ms = expires_ms
+        self.sfu_url = sfu_url
+        """The SFU our membership prefers (``focus.sfu_member``); None: a mesh membership."""
         self.state = S.IDLE
         self.membership_id: str | None = None
         self.created_ts: int | None = None
@@ -196,13 +200,22 @@ class OwnMembership:
         # Valid until now + expires_ms; created_ts stays, so others see the same session.
         expires = now_ms - self.created_ts + self.expires_ms
         self.refresh_at = now_ms + int(self.expires_ms * REFRESH_FRACTION)
-        content = mesh_member(
-            device_id=self.device.device_id,
-            membership_id=self.membership_id,
-            created_ts=self.created_ts,
-            expires=expires,
-            intent=self.intent,
-        )
+        if self.sfu_url is not None:
+            content = sfu_member(
+                device_id=self.device.device_id,
+                membership_id=self.membership_id,
+                created_ts=self.created_ts,
+                expires=expires,
+                sfu_url=self.sfu_url,
+            )
+        else:
+            content = mesh_member(
+                device_id=self.device.device_id,
+                membership_id=self.membership_id,
+                created_ts=self.created_ts,
+                expires=expires,
+                intent=self.intent,
+            )
         return SendMemberState(self.state_key, content.to_json())
 
     def _refresh(self, _: RefreshDue, now_ms: int) -> list[OwnAction]:

@@ -137,9 +137,14 @@ class GroupPeerConnection(PeerConnection):
         transceiver.sender.__class__ = _SharedRtpSender
 
         receiver = transceiver.receiver
-        tap = ReceiverTap(self.opener, transceiver.kind, lambda: _request_keyframe(receiver))
+        opener = self._opener_for(transceiver)
+        tap = ReceiverTap(opener, transceiver.kind, lambda: _request_keyframe(receiver))
         setattr(receiver, "_RTCRtpReceiver__decoder_queue", _DecryptingQueue(tap))  # noqa: B010
         self._receiver_taps[id(receiver)] = tap
+
+    def _opener_for(self, transceiver: RTCRtpTransceiver) -> FrameOpener:
+        """What decrypts ``transceiver``'s frames (here the one peer's keys for all)."""
+        return self.opener
 
     def add_shared(self, encoder: SharedEncoder, *, answering: bool = False) -> RTCRtpSender | None:
         """Send ``encoder``'s frames on this connection; renegotiate afterwards if it added a

@@ -26,8 +26,10 @@ from typing import Any
 
 import av
 from aiortc.codecs.opus import OpusEncoder
-from aiortc.codecs.vpx import DEFAULT_BITRATE, Vp8Encoder
+from aiortc.codecs.vpx import DEFAULT_BITRATE, MAX_BITRATE, MIN_BITRATE, Vp8Encoder
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtp import compute_audio_level_dbov
+from av import AudioFrame
 from av.frame import Frame
 
 from sealcall.e2ee.codecs import Codec, is_key_frame
@@ -44,6 +46,7 @@ OPUS_SAMPLES_PER_PACKET = 960
 # second of video at 30 fps, half a second of audio. Older frames make way (and are counted).
 VIDEO_FRAMES_QUEUED = 8
 AUDIO_FRAMES_QUEUED = 25
+LEVELS_KEPT = 2 * AUDIO_FRAMES_QUEUED  # audio levels kept for the senders (see audio_level)
 
 
 class UnsubscribedError(MediaStreamError):
@@ -117,7 +120,23 @@ class SharedTrack(MediaStreamTrack):
 
 
 class _WholeFrameVp8Encoder(Vp8Encoder):
-    """aiortc's VP8 encoder (its rate control and key-frame forcing) returning whole frames."""
+    """aiortc's VP8 encoder (its rate control and key-frame forcing) returning whole frames,
+    its target bitrate held within ``bitrates`` (aiortc's own range unless given: an SFU's
+    thumbnail layer runs below aiortc's minimum)."""
+
+    def __init__(self, bitrates: tuple[int, int] | None = None) -> None:
+        super().__init__()
+        self.bitrates = bitrates or (MIN_BITRATE, MAX_BITRATE)
+        self.target_bitrate = DEFAULT_BITRATE
+
+    @property
+    def target_bitrate(self) -> int:
+        return int(getattr(self, "_Vp8Encoder__target_bitrate"))  # noqa: B009 - name-mangled
+
+    @target_bitrate.setter
+    def target_bitrate(self, bitrate: int) -> None:
+        low, high = self.bitrates
+        setattr(self, "_Vp8Encoder__target_bitrate", max(low, min(bitrate, high)))  # noqa: B010
 
     def _packetize(self, buffer: bytes, picture_id: int) -> list[bytes]:  # type: ignore[override]
         return [buffer] if buffer else []
@@ -141,6 +160,8 @@ class SharedEncoder:
         *,
         keyframe_interval: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        bitrates: tuple[int, int] | None = None,
+        audio_levels: bool = False,
     ) -> None:
         if track.kind not in ("audio", "video"):
             raise ValueError(f"cannot encode a {track.kind!r} track")
@@ -157,8 +178,9 @@ class SharedEncoder:
         self._codec = Codec.VP8 if self.kind == "video" else Codec.OPUS
         self._video: _WholeFrameVp8Encoder | None = None
         self._audio: OpusEncoder | None = None
+        self._levels: dict[int, int] | None = {} if audio_levels else None
         if self.kind == "video":
-            self._video = _WholeFrameVp8Encoder()
+            self._video = _WholeFrameVp8Encoder(bitrates)
         else:
             self._audio = OpusEncoder()
         self._subscribers: list[SharedTrack] = []
@@ -230,7 +252,13 @@ class SharedEncoder:
 
     def _apply_bitrate(self) -> None:
         if self._video is not None:
-            self._video.target_bitrate = min(self._bitrates.values(), default=DEFAULT_BITRATE)
+            default = min(DEFAULT_BITRATE, self._video.bitrates[1])
+            self._video.target_bitrate = min(self._bitrates.values(), default=default)
+
+    def audio_level(self, pts: int) -> int | None:
+        """The level of the audio frame sent with ``pts`` (-dBov, 0..127), if kept: only with
+        ``audio_levels`` and for the last :data:`LEVELS_KEPT` frames."""
+        return None if self._levels is None else self._levels.get(pts)
 
     @property
     def target_bitrate(self) -> int:
@@ -310,11 +338,14 @@ class SharedEncoder:
     ) -> tuple[list[tuple[bytes, int, bool]], bool]:
         """Encode and protect one frame (in the executor): ``(protected, pts, key frame)`` per
         packet, and False if a packet could not be protected (it is dropped, never sent)."""
+        level: int | None = None
         if self._video is not None:
             payloads, timestamp = self._video.encode(frame, force_keyframe)
         else:
             assert self._audio is not None
             payloads, timestamp = self._audio.encode(frame)
+            if self._levels is not None and isinstance(frame, AudioFrame):
+                level = compute_audio_level_dbov(frame)
         self.counters.frames_encoded += 1
         results: list[tuple[bytes, int, bool]] = []
         for index, payload in enumerate(payloads):
@@ -324,6 +355,10 @@ class SharedEncoder:
             if protected is None:
                 return results, False
             pts = timestamp + index * OPUS_SAMPLES_PER_PACKET
+            if level is not None and self._levels is not None:
+                self._levels[pts] = level
+                if len(self._levels) > LEVELS_KEPT:
+                    del self._levels[next(iter(self._levels))]
             results.append((protected, pts, keyframe))
         return results, True
 

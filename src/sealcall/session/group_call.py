@@ -1,12 +1,12 @@
-"""The asyncio layer of a group call: one device's part in a room's full-mesh call.
+"""The asyncio layer of a group call: one device's part in a room's call, full mesh or SFU.
 
 :class:`GroupCallSession` joins what the other modules keep apart, as :class:`VoIP` binds the call
 manager: the room's membership (:class:`GroupMembership`), our media key and everyone else's
-(:class:`GroupKeys`), the mesh of 1:1 calls (:class:`~sealcall.group.Mesh`, sans-I/O), one
-peer connection per pair (:class:`MeshPairSession`), the encoders every pair shares
-(:class:`~sealcall.media.SharedEncoder`: each frame is encoded and encrypted once, whoever
-receives it) and who is speaking (:class:`~sealcall.group.SpeakingDetector`, from the decoded
-audio of each peer).
+(:class:`GroupKeys`), the encoders (:class:`~sealcall.media.SharedEncoder`: each frame is encoded
+and encrypted once, whoever receives it) and who is speaking. How the protected frames travel
+depends on the room's focus: a mesh of 1:1 calls (:mod:`.group_mesh`: the sans-I/O
+:class:`~sealcall.group.Mesh`, one :class:`MeshPairSession` per pair, speaking from each peer's
+decoded audio) or one link to the room's SFU (:mod:`.group_sfu`, :mod:`.sfu_link`).
 
 One worker task takes one input at a time (a membership change, a pair signaling message, a
 media result, a timer, a command) and carries out what the mesh answers; signaling messages go
@@ -23,12 +23,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiortc import RTCIceServer
-from aiortc.mediastreams import MediaStreamTrack
 
-from sealcall.calls import Call, CallState, Direction
-from sealcall.calls import actions as act
+from sealcall.calls import Direction
 from sealcall.calls.history import HistoryItem, Outcome
-from sealcall.calls.inputs import LocalInput
 from sealcall.group import (
     Member,
     MemberDevice,
@@ -38,45 +35,37 @@ from sealcall.group import (
     MembershipEvent,
     Mesh,
     MeshAction,
-    PairEnded,
-    PairMedia,
-    SendSignal,
     SpeakingChanged,
     SpeakingDetector,
 )
+from sealcall.group.focus import SfuFocus, select_sfu
 from sealcall.group.member_event import MEMBER_EVENT_TYPE
-from sealcall.media import (
-    CallbackOpener,
-    SharedEncoder,
-    meter_audio_levels,
-)
-from sealcall.signaling import StreamPurpose
+from sealcall.media import CallbackOpener, SharedEncoder
 from sealcall.transport.matrix import DeviceMessage, MatrixTransport
 
 from .deadline_timer import DeadlineTimer
 from .group_keys import GroupKeys
 from .group_membership import DEFAULT_LEAVE_DELAY_MS, DEFAULT_RESTART_MS, GroupMembership
+from .group_mesh import MAX_HELD, MeshParts, PairFactory, _Work
 from .group_ringing import GroupRinger
 from .group_sending import GroupSending
+from .group_sfu import SfuParts, default_sfu_link
 from .local_media import LocalMedia
 from .mesh_pair import MeshPairSession
 from .safe_emitter import SafeEventEmitter
 from .send_chain import SendChain
+from .sfu_link import ForwardedTrack, Quality, SfuLink, SfuLinkFactory
 
 logger = logging.getLogger(__name__)
 
 CALL_SIGNAL_PREFIXES = ("m.call.", "org.matrix.call.")
-MAX_HELD = 512  # membership changes or signals before our join completes (a few per member)
 
-_Work = tuple[str, Any, "asyncio.Future[None] | None"]
-
-PairFactory = Callable[["GroupCallSession", MemberDevice, Call], MeshPairSession]
-"""Makes the live media of one pair (default :class:`MeshPairSession`, aiortc)."""
+__all__ = ["MAX_HELD", "GroupCallSession", "PairFactory"]
 
 
-class GroupCallSession(SafeEventEmitter):
-    """One device's part in a room's group call (full mesh), after the Famedly SDK's
-    ``GroupCallSession``.
+class GroupCallSession(MeshParts, SfuParts, SafeEventEmitter):
+    """One device's part in a room's group call (full mesh or through an SFU), after the Famedly
+    SDK's ``GroupCallSession``.
 
     Events (``session.on(name, handler)``):
 
@@ -88,7 +77,17 @@ class GroupCallSession(SafeEventEmitter):
       purpose)``, ``remote_mute_changed(device, audio_muted, video_muted)`` (MSC3291, per pair);
     - ``speaking_changed(device, speaking)``, ``active_speaker_changed(device or None)``;
     - ``send_key_changed(index)``, ``key_received(user_id, device_id, index)``;
-    - ``history_item(item)``: one :class:`~sealcall.calls.history.HistoryItem` when we leave.
+    - ``history_item(item)``: one :class:`~sealcall.calls.history.HistoryItem` when we leave;
+    - through an SFU: ``sfu_tracks(tracks)``, ``layer_changed(publisher, quality)``,
+      ``floor_changed(holder)``, ``sfu_closed(reason)`` (the peer and mute events are the
+      mesh's only; speaking comes from the SFU).
+
+    Through an SFU: when the room's focus names one (``group.focus.select_sfu``, at join) the
+    session opens ONE link (``sfu_link_factory``, default aiortc) instead of the mesh.
+    ``sfu_url`` makes our own membership prefer that SFU (``focus.sfu_member``); the oldest
+    membership naming one decides. ``audio_level`` (default True) sends the RFC 6464 audio level
+    the SFU needs to say who is speaking: it learns when we speak; False keeps that from it.
+    ``sfu_options`` go to the link (the aiortc link's ``remb_cap``).
 
     The first member to join rings the room (MSC4075) unless ``ring`` is False; pass the
     device's :class:`GroupRinger` as ``ringer`` so that its rings of this room stop while we are
@@ -118,6 +117,10 @@ class GroupCallSession(SafeEventEmitter):
         clock: Callable[[], float] = time.time,
         pair_factory: PairFactory = MeshPairSession,
         sending: GroupSending | None = None,
+        sfu_url: str | None = None,
+        sfu_link_factory: SfuLinkFactory = default_sfu_link,
+        audio_level: bool = True,
+        sfu_options: dict[str, object] | None = None,
     ) -> None:
         super().__init__()
         self.transport = transport
@@ -128,7 +131,11 @@ class GroupCallSession(SafeEventEmitter):
         self.host_addresses = tuple(host_addresses) if host_addresses is not None else None
         self.own = MemberDevice(transport.user_id, transport.device_id)
         self.membership = GroupMembership(
-            transport, room_id, leave_delay_ms=leave_delay_ms, restart_ms=restart_ms
+            transport,
+            room_id,
+            leave_delay_ms=leave_delay_ms,
+            restart_ms=restart_ms,
+            sfu_url=sfu_url,
         )
         self.keys: GroupKeys | None = None
         self.ring = ring
@@ -153,6 +160,17 @@ class GroupCallSession(SafeEventEmitter):
         self._sends = SendChain()
         self._active_speaker: MemberDevice | None = None
         self._closed = False
+        self.focus: SfuFocus | None = None
+        """The room's SFU when the call goes through one (chosen at join), else None: a mesh."""
+        self.link: SfuLink | None = None
+        self.layers: dict[MemberDevice, Quality] = {}
+        self.floor_holder: MemberDevice | None = None
+        self.forwarded: list[ForwardedTrack] = []
+        self._sfu_url = sfu_url
+        self._sfu_link_factory = sfu_link_factory
+        self._sfu_audio_level = audio_level
+        self._sfu_options = dict(sfu_options or {})
+        self._sfu_speakers: list[MemberDevice] = []
         for name in ("member_joined", "member_left", "member_rejoined"):
             self.membership.on(name, self._membership_listener(name))
         # Our own membership changes (a rejoin under a new membershipID) come only as this.
@@ -188,19 +206,6 @@ class GroupCallSession(SafeEventEmitter):
         """The call's other member devices."""
         return self.membership.members()
 
-    def peer_sessions(self) -> dict[MemberDevice, MeshPairSession]:
-        """The live pair of each member device we have a call with."""
-        return {pair.peer: pair for pair in self.pairs.values()}
-
-    def peer_state(self, device: MemberDevice) -> CallState | None:
-        """The state of our 1:1 call with ``device`` (None: none now)."""
-        pair = self.peer_sessions().get(device)
-        return None if pair is None else pair.call.state
-
-    def connected_peers(self) -> list[MemberDevice]:
-        """The member devices whose pair call is connected."""
-        return [d for d, p in self.peer_sessions().items() if p.call.state is CallState.CONNECTED]
-
     def active_speaker(self) -> MemberDevice | None:
         """Who is speaking now (the loudest, held briefly so it does not flicker), or None."""
         return self._active_speaker
@@ -210,9 +215,12 @@ class GroupCallSession(SafeEventEmitter):
         from each member device (``"@user:server DEVICE"``), by kind: frames received,
         decrypted and dropped."""
         received: dict[str, dict[str, dict[str, int]]] = {}
-        for device, pair in self.peer_sessions().items():
+        taps = {device: pair.receiver_taps() for device, pair in self.peer_sessions().items()}
+        if self.link is not None:
+            taps.update(self.link.receiver_taps())
+        for device, device_taps in taps.items():
             kinds = received.setdefault(f"{device.user_id} {device.device_id}", {})
-            for tap in pair.receiver_taps():
+            for tap in device_taps:
                 totals = kinds.setdefault(
                     tap.kind, {"frames_received": 0, "frames_decrypted": 0, "frames_dropped": 0}
                 )
@@ -245,15 +253,28 @@ class GroupCallSession(SafeEventEmitter):
             self.keys = keys
             keys.on("send_key_changed", lambda key: self.emit("send_key_changed", key.index))
             keys.on("key_received", lambda *args: self.emit("key_received", *args))
+            self.focus = self._select_focus()
+            self.sending.layers = self.focus is not None
             self.sending.start()
             await keys.start()
             self.joined_at = self._clock()
             self.started_call = not self.membership.members()
-            await self._submit("joined", None)
+            if self.focus is not None:
+                await self._open_link(self.focus)
+            else:
+                await self._submit("joined", None)
             await self._ring()
         except Exception:
             await self.close(leave=True)
             raise
+
+    def _select_focus(self) -> SfuFocus | None:
+        """The room's SFU: the oldest other membership naming one decides (ours is the newest),
+        else the one we prefer (``sfu_url``), else none: a mesh."""
+        focus = select_sfu(self.membership.members())
+        if focus is None and self._sfu_url is not None:
+            focus = SfuFocus(self._sfu_url)
+        return focus
 
     async def _ring(self) -> None:
         if self._closed:
@@ -293,6 +314,8 @@ class GroupCallSession(SafeEventEmitter):
         for pair in list(self.pairs.values()):
             await pair.close()
         self.pairs.clear()
+        if self.link is not None:
+            await self.link.close()
         await self.sending.stop()
         if self.ringer is not None:
             self.ringer.left(self.room_id)
@@ -322,11 +345,6 @@ class GroupCallSession(SafeEventEmitter):
         await self._queue.put((kind, subject, done))
         await done
 
-    def feed(self, peer: MemberDevice, call_id: str, result: LocalInput) -> None:
-        """Queue a media result for a pair's call (used by :class:`MeshPairSession`)."""
-        if not self._closed:
-            self._queue.put_nowait(("pair", (peer, call_id, result), None))
-
     # -- media -----------------------------------------------------------------------------
 
     def opener(self, peer: MemberDevice) -> CallbackOpener:
@@ -335,26 +353,6 @@ class GroupCallSession(SafeEventEmitter):
         assert keys is not None
         user_id, device_id = peer.user_id, peer.device_id
         return CallbackOpener(lambda codec, data: keys.unprotect(user_id, device_id, codec, data))
-
-    def remote_track_added(
-        self, pair: MeshPairSession, track: MediaStreamTrack, purpose: StreamPurpose
-    ) -> None:
-        """A pair's connection announced a remote track: meter its audio, tell the app."""
-        if track.kind == "audio":
-            meter_audio_levels(track, lambda dbov: self._on_level(pair, dbov))
-        self._emit("remote_media_added", pair.peer, track, purpose)
-
-    def remote_track_removed(
-        self, pair: MeshPairSession, track: MediaStreamTrack, purpose: StreamPurpose
-    ) -> None:
-        """A pair's remote track ended."""
-        self._emit("remote_media_removed", pair.peer, track, purpose)
-
-    def _on_level(self, pair: MeshPairSession, dbov: float) -> None:
-        if self._closed or self.pairs.get(pair.call_id) is not pair:
-            return  # frames decoded before the pair's connection closed: it has ended
-        self._speaking(self.speaking.level(pair.peer, dbov, self._clock()))
-        self._schedule_timer()
 
     def _speaking(self, changes: list[SpeakingChanged]) -> None:
         for change in changes:
@@ -411,148 +409,12 @@ class GroupCallSession(SafeEventEmitter):
             self._schedule_timer()
 
     def _take(self, kind: str, subject: Any) -> list[MeshAction]:
-        now = self._clock()
-        mesh = self.mesh
-        if kind == "joined":
-            own_session = self.membership.own.membership_id
-            assert own_session is not None
-            mesh = self.mesh = self._new_mesh(own_session)
-            held, self._held = self._held, []
-            signals, self._held_signals = self._held_signals, []
-            first = mesh.on_membership(held, now)
-            for message in signals:
-                first += mesh.receive(message, now)
-            return first
-        if mesh is None:
-            # Before our membership is out: kept, bounded, for the mesh (a peer may invite us
-            # as soon as it sees our member event, before join() returns here).
-            if kind == "membership" and len(self._held) < MAX_HELD:
-                self._held.append(subject)
-            elif kind == "signal" and len(self._held_signals) < MAX_HELD:
-                self._held_signals.append(subject)
-            elif kind == "mute":  # kept for the encoders and the mesh to come
-                self.sending.set_muted(*subject)
-            elif kind == "screenshare":
-                self.sending.screensharing = subject
+        if self.focus is not None:
+            self._sfu_take(kind, subject)
             return []
-        out: list[MeshAction] = []
-        own_session = self.membership.own.membership_id
-        if kind != "leave" and own_session is not None and own_session != mesh.own_session:
-            # We rejoined: the new session's mesh must exist before anything else is applied
-            # (a peer's invite to it may come before our state change is told here).
-            out, mesh = self._renew_mesh(mesh, own_session, now), self.mesh
-            assert mesh is not None
-            if kind == "membership":
-                return out  # the new mesh starts from the current members
-        if kind == "own":
-            return out
-        return out + self._apply(mesh, kind, subject, now)
-
-    def _apply(self, mesh: Mesh, kind: str, subject: Any, now: float) -> list[MeshAction]:
-        if kind == "membership":
-            return self._on_membership(mesh, subject, now)
-        if kind == "signal":
-            return mesh.receive(subject, now)
-        if kind == "pair":
-            peer, call_id, result = subject
-            return mesh.command(peer, call_id, result, now)
-        if kind == "timer":
-            self._speaking(self.speaking.tick(now))
-            return mesh.handle_timer(now)
-        if kind == "mute":
-            audio, video = subject
-            self.sending.set_muted(audio, video)
-            return mesh.set_muted(audio, video, now)
-        if kind == "screenshare":
-            self.sending.screensharing = subject
-            return mesh.set_screenshare(subject, now)
-        if kind == "leave":
-            return mesh.leave(now)
-        raise ValueError(f"unknown input {kind}")
-
-    def _new_mesh(self, own_session: str) -> Mesh:
-        options: dict[str, Any] = {"video": self.video}
-        if self._retry_delays is not None:
-            options["retry_delays"] = self._retry_delays
-        mesh = Mesh(self.room_id, self.own, own_session, **options)
-        if self.audio_muted or self.video_muted:
-            mesh.set_muted(self.audio_muted, self.video_muted, self._clock())
-        if self.screensharing:
-            mesh.set_screenshare(True, self._clock())  # no pair yet: each once connected
-        return mesh
-
-    def _renew_mesh(self, mesh: Mesh, own_session: str, now: float) -> list[MeshAction]:
-        """We rejoined (our membership vanished, the others closed our connections): a new
-        session, a new mesh from the current members; the old pairs end without a word."""
-        out = [a for a in mesh.leave(now) if not isinstance(a, SendSignal)]
-        self.mesh = self._new_mesh(own_session)
-        current: list[MembershipEvent] = [MemberJoined(m) for m in self.membership.members()]
-        return out + self.mesh.on_membership(current, now)
-
-    def _on_membership(self, mesh: Mesh, event: MembershipEvent, now: float) -> list[MeshAction]:
-        if isinstance(event, MemberLeft):
-            self._speaking(self.speaking.remove(event.member.device, now))
-        return mesh.on_membership([event], now)
+        return self._mesh_take(kind, subject)
 
     # -- outputs ---------------------------------------------------------------------------
-
-    async def _run(self, out: list[MeshAction]) -> None:
-        for action in out:
-            try:
-                await self._run_one(action)
-            except Exception:
-                logger.exception("group call: %s failed", type(action).__name__)
-
-    async def _run_one(self, action: MeshAction) -> None:
-        if isinstance(action, SendSignal):
-            self._send_in_order(action)
-        elif isinstance(action, PairEnded):
-            pair = self.pairs.pop(action.call_id, None)
-            if pair is not None:
-                await pair.close()
-            self._speaking(self.speaking.remove(action.peer, self._clock()))
-            self._emit("peer_ended", action.peer, action.reason, action.retry_at)
-        elif isinstance(action, PairMedia):
-            await self._pair_media(action)
-
-    async def _pair_media(self, item: PairMedia) -> None:
-        action = item.action
-        pair = self.pairs.get(item.call_id)
-        if pair is None:
-            if isinstance(action, (act.CallEnded, act.ClosePeerConnection)):
-                return
-            mesh_pair = self.mesh.pairs.get(item.peer) if self.mesh is not None else None
-            call = None if mesh_pair is None else mesh_pair.call
-            if call is None or call.call_id != item.call_id:
-                return  # a pair replaced meanwhile
-            pair = self.pairs[item.call_id] = self._pair_factory(self, item.peer, call)
-        if isinstance(action, act.StateChanged):
-            self._emit("peer_state_changed", item.peer, action.old, action.new)
-        elif isinstance(action, act.RemoteStreamsChanged):
-            self._emit("remote_streams_changed", item.peer, action.streams)
-            for track, purpose in pair.gone_remote_tracks():
-                self._emit("remote_media_removed", item.peer, track, purpose)
-            mute = pair.remote_mute_change()
-            if mute is not None:
-                self._emit("remote_mute_changed", item.peer, *mute)
-        elif isinstance(action, act.CallEnded):
-            self.pairs.pop(item.call_id, None)
-        else:
-            await pair.perform(action)
-
-    def _send_in_order(self, action: SendSignal) -> None:
-        message = action.message
-
-        async def send() -> None:
-            try:
-                await self.transport.send_to_devices(
-                    [(message.user_id, message.device_id)], message.type, message.content
-                )
-            except Exception as error:
-                # The pair's call notices (no answer, ICE fails) and is retried.
-                logger.warning("sending %s failed: %s", message.type, type(error).__name__)
-
-        self._sends.then(send)
 
     def _schedule_timer(self) -> None:
         if self._closed:

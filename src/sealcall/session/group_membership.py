@@ -85,6 +85,7 @@ class GroupMembership(SafeEventEmitter):
         restart_ms: int = DEFAULT_RESTART_MS,
         clock: Callable[[], float] = time.time,
         new_membership_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+        sfu_url: str | None = None,
     ) -> None:
         super().__init__()
         if not 0 < restart_ms < leave_delay_ms:
@@ -98,6 +99,7 @@ class GroupMembership(SafeEventEmitter):
             device_id=transport.device_id,
             new_membership_id=new_membership_id,
             expires_ms=expires_ms,
+            sfu_url=sfu_url,
         )
         self.table = MembershipTable(own=self.own.device)
         self.delayed_leave: bool | None = None  # None until join() asked the homeserver

@@ -39,6 +39,7 @@ from .media_commands import media_input
 from .page_call import PageCallSession
 from .page_socket import PageError, PageSocket
 from .rooms import item_json, room_history, room_list
+from .sfu_results import SfuResult, SfuResultBase
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ class CallApp:
         state_dir: str | None = None,
         group_options: dict[str, Any] | None = None,
         media_timeout: float = MEDIA_TIMEOUT,
+        sfu_url: str | None = None,
     ) -> None:
         self.transport = transport
         self.media_timeout = media_timeout
@@ -97,6 +99,7 @@ class CallApp:
             send=self._send,
             pages=lambda: list(self._pages.values()),
             session_options=group_options,
+            sfu_url=sfu_url,
         )
         group = self.group
         self._handlers: dict[type, Callable[[_Page, Any], Awaitable[dict[str, Any]]]] = {
@@ -192,11 +195,14 @@ class CallApp:
         except MatrixTransportError as error:
             raise PageError("failed", str(error)) from None
 
-    def page_media_result(self, socket: PageSocket, result: p.MediaResult) -> None:
+    def page_media_result(self, socket: PageSocket, result: p.MediaResult | SfuResult) -> None:
         """A media result of the page's peer connection: give it to the engine (if the page
-        drives that call's media)."""
-        call_id = result.call_id
+        drives that call's media); an ``sfu_*`` one to its group call's SFU link."""
         page = self._pages.get(socket.number)
+        if isinstance(result, SfuResultBase):
+            self.group.sfu_result(page, result)
+            return
+        call_id = result.call_id
         if result.pair_id is not None:
             self.group.media_result(page, result)
             return

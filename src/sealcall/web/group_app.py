@@ -20,14 +20,17 @@ from aiortc import RTCIceServer
 from sealcall.calls import CallState, HistoryItem
 from sealcall.group import GroupRing, NoRingError, RingEndReason
 from sealcall.session import GroupCallSession, GroupRinger
+from sealcall.session.sfu_link import SfuLinkError
 from sealcall.signaling import StreamPurpose
 from sealcall.transport.matrix import MatrixTransport
 
 from . import protocol as p
 from .media_commands import media_input
 from .page_group import PageGroupSending, PagePairSession, receive_key_message, sender_id
+from .page_sfu import PageSfuLink, sfu_socket_url
 from .page_socket import PageError
 from .rooms import item_json
+from .sfu_results import SfuLeft, SfuResult, SfuTracks
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +38,7 @@ Send = Callable[[Any, dict[str, Any]], None]
 """Sends one message to one page (the app's page handle)."""
 
 SESSION_EVENTS = (
+    "sfu_closed",
     "member_joined",
     "member_left",
     "member_rejoined",
@@ -54,21 +58,32 @@ class _GroupCall:
     snapshot_due: bool = False
 
 
+def _page_link(session: GroupCallSession) -> PageSfuLink | None:
+    link = session.link
+    return link if isinstance(link, PageSfuLink) else None
+
+
 def group_snapshot(session: GroupCallSession, joined: bool) -> dict[str, Any]:
-    """The ``group`` event: our side of the room's call and each member device's."""
+    """The ``group`` event: our side of the room's call and each member device's (through an
+    SFU: a member whose streams the SFU forwards to the page is ``connected``)."""
+    link = _page_link(session)
     pairs = session.peer_sessions()
+    forwarded = frozenset() if link is None else link.forwarded
     members = []
     for member in session.members():
         pair = pairs.get(member.device)
         audio_muted, video_muted = (False, False) if pair is None else pair.remote_mute_state()
         purposes = set() if pair is None else {m.purpose for m in pair.call.remote_streams.values()}
+        state = None if pair is None else pair.call.state.value
+        if pair is None and member.device in forwarded:
+            state = "connected"
         members.append(
             {
                 "user_id": member.device.user_id,
                 "device_id": member.device.device_id,
                 "sender": sender_id(member.device),
                 "pair_id": None if pair is None else pair.call_id,
-                "state": None if pair is None else pair.call.state.value,
+                "state": state,
                 "audio_muted": audio_muted,
                 "video_muted": video_muted,
                 "screensharing": StreamPurpose.SCREENSHARE.value in purposes,
@@ -82,6 +97,7 @@ def group_snapshot(session: GroupCallSession, joined: bool) -> dict[str, Any]:
         "audio_muted": session.audio_muted,
         "video_muted": session.video_muted,
         "screensharing": session.screensharing,
+        "sfu": session.focus is not None,
         "members": members,
     }
 
@@ -96,6 +112,7 @@ def left_snapshot(room_id: str) -> dict[str, Any]:
         "audio_muted": False,
         "video_muted": False,
         "screensharing": False,
+        "sfu": False,
         "members": [],
     }
 
@@ -111,8 +128,17 @@ class GroupApp:
         send: Send,
         pages: Callable[[], list[Any]],
         session_options: dict[str, Any] | None = None,
+        sfu_url: str | None = None,
     ) -> None:
         self.transport = transport
+        self.sfu_url = sfu_url
+        """The SFU we name in our memberships (``foci_preferred``); None: mesh calls only."""
+        socket_url = None if sfu_url is None else sfu_socket_url(sfu_url)
+        if sfu_url is not None and socket_url is None:
+            raise ValueError("the SFU's URL must be http(s)://host[:port][/path]")
+        # The page's CSP lets it open this SFU's socket only: a call whose selected SFU is
+        # another one is refused by the link (sfu_not_allowed).
+        self._sfu_sockets = frozenset() if socket_url is None else frozenset({socket_url})
         self.ice_servers = ice_servers
         self.calls: dict[str, _GroupCall] = {}  # room id -> our call there
         self.ringer = GroupRinger(transport)
@@ -154,6 +180,18 @@ class GroupApp:
         self.dropped_media_results += 1
         logger.info("dropped a media result for a pair this page does not carry")
 
+    def sfu_result(self, page: Any, result: SfuResult) -> None:
+        """What the page reports of a call's SFU link: to the link, if this page drives it."""
+        call = self.calls.get(result.room_id)
+        link = None if call is None or call.driver is not page else _page_link(call.session)
+        if link is None:
+            self.dropped_media_results += 1
+            logger.info("dropped an SFU result for a call this page does not carry")
+            return
+        link.feed(result)
+        if isinstance(result, (SfuTracks, SfuLeft)):
+            self._snapshot_soon(result.room_id)
+
     async def close(self) -> None:
         """Leave every call, stop ringing."""
         for room_id in list(self.calls):
@@ -173,6 +211,14 @@ class GroupApp:
         def to_page(message: dict[str, Any]) -> None:
             self._send(page, message)  # also the pairs' close after we left
 
+        # The link is always the page's: a call through an SFU the page may not reach fails
+        # (sfu_not_allowed) rather than running its media in this process.
+        options: dict[str, Any] = {
+            **self._options,
+            "sfu_link_factory": PageSfuLink.factory(to_page, allowed=self._sfu_sockets),
+        }
+        if self.sfu_url is not None:
+            options["sfu_url"] = self.sfu_url
         session = GroupCallSession(
             self.transport,
             room_id,
@@ -181,7 +227,7 @@ class GroupApp:
             ringer=self.ringer,
             pair_factory=PagePairSession.factory(to_page),
             sending=PageGroupSending(room_id, to_page, video=request.video),
-            **self._options,
+            **options,
         )
         call = self.calls[room_id] = _GroupCall(session, page)
         for name in SESSION_EVENTS:
@@ -190,10 +236,13 @@ class GroupApp:
         session.on("history_item", lambda item: self._history(room_id, item))
         try:
             await session.join()
-        except Exception:
+        except Exception as error:
             if self.calls.get(room_id) is call:  # (not left meanwhile)
                 del self.calls[room_id]
             self._broadcast(left_snapshot(room_id))
+            if isinstance(error, SfuLinkError):
+                # The SFU's reason (admission's: not_member, wrong_focus, ...) is ours to show.
+                raise PageError("failed", f"the SFU: {error.reason[:80]}") from None
             raise
         call.joined = True
         self._snapshot(room_id)

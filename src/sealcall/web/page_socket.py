@@ -18,6 +18,7 @@ from typing import Any, Final, Protocol
 from aiohttp import web
 
 from sealcall.web.protocol import ErrorCode, MediaResult, Request, encode
+from sealcall.web.sfu_results import SfuResult
 
 log = logging.getLogger(__name__)
 
@@ -174,8 +175,8 @@ class PageApp(Protocol):
     async def page_request(self, socket: PageSocket, request: Request) -> dict[str, Any]:
         """Handle one request; return the ``result`` reply's fields or raise :class:`PageError`."""
 
-    def page_media_result(self, socket: PageSocket, result: MediaResult) -> None:
-        """Take one media result of the page's peer connection (no reply)."""
+    def page_media_result(self, socket: PageSocket, result: MediaResult | SfuResult) -> None:
+        """Take one media result of the page's peer connection or SFU link (no reply)."""
 
     async def page_closed(self, socket: PageSocket) -> None:
         """A page socket closed (its running requests may finish; their replies are dropped)."""

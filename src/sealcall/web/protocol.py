@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, Literal
 
+from .sfu_results import SFU_RESULT_TYPES, SfuResult, SfuResultError, parse_sfu_result
+
 MAX_MESSAGE_CHARS: Final = 256 * 1024
 MAX_REQUEST_ID_CHARS: Final = 64
 MAX_REQUEST_ID_INT: Final = 2**53
@@ -470,13 +472,18 @@ def _address(body: dict[str, Any]) -> dict[str, str | None]:
     return {"call_id": None, "pair_id": _id("pair_id", pair_id)}
 
 
-def parse_message(text: str) -> Request | MediaResult:
+def parse_message(text: str) -> Request | MediaResult | SfuResult:
     """Parse one text frame of the page socket; :class:`ProtocolError` if it breaks the contract."""
     body = _decode(text)
     kind = body.pop("type", None)
     request_id = _request_id(body.get("id"))
     if not isinstance(kind, str):
         raise ProtocolError("field type must be a string", request_id=request_id)
+    if kind in SFU_RESULT_TYPES:
+        try:
+            return parse_sfu_result(kind, body)
+        except SfuResultError as exc:
+            raise ProtocolError(f"{kind}: {exc}") from None
     request = REQUESTS.get(kind)
     try:
         if request is not None:

@@ -16,6 +16,7 @@ import hmac
 import logging
 import re
 import secrets
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -56,8 +57,12 @@ def _content_type(name: str) -> str:
     return _CONTENT_TYPES[name.rsplit(".", 1)[1]]
 
 
+_CONNECT_SOURCE: Final = re.compile(r"wss?://[A-Za-z0-9.\-\[\]:]+(/[A-Za-z0-9._~\-/%]*)?")
+
+
 class PageServer:
-    """Serves the page and its socket on ``host:port`` (0: any free port) for one ``PageApp``."""
+    """Serves the page and its socket on ``host:port`` (0: any free port) for one ``PageApp``;
+    ``connect``: the SFU socket URLs its page may open too (its CSP's ``connect-src``)."""
 
     def __init__(
         self,
@@ -66,8 +71,14 @@ class PageServer:
         static_dir: Path | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        connect: Sequence[str] = (),
     ) -> None:
         self._app = app
+        # Further addresses the page's CSP lets it connect to (the SFU's socket), no other: one
+        # exact ws(s) URL each, nothing that could widen or end the policy.
+        if any(not _CONNECT_SOURCE.fullmatch(c) for c in connect):
+            raise ValueError("connect sources must be ws:// or wss:// URLs")
+        self._connect = tuple(connect)
         self._static_dir = static_dir if static_dir is not None else DEFAULT_STATIC_DIR
         self._host = host
         self._port = port
@@ -118,9 +129,14 @@ class PageServer:
         self._port = int(runner.addresses[0][1])
         self._hosts = frozenset({f"127.0.0.1:{self._port}", f"localhost:{self._port}"})
         self._origins = frozenset(f"http://{host}" for host in self._hosts)
+        connect_sources = (
+            f"ws://127.0.0.1:{self._port}",
+            f"ws://localhost:{self._port}",
+            *self._connect,
+        )
         self._csp = (
             "default-src 'self'; script-src 'self'; worker-src 'self'; "
-            f"connect-src ws://127.0.0.1:{self._port} ws://localhost:{self._port}; "
+            f"connect-src {' '.join(connect_sources)}; "
             "img-src 'self' data: blob:; media-src 'self' blob:; object-src 'none'; "
             "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
         )

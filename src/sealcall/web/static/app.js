@@ -77,6 +77,10 @@ socket.on("*", (msg) => {
     media.handle(msg);
     return;
   }
+  if (typeof msg.type === "string" && msg.type.startsWith("sfu_")) {
+    media.sfu(msg); // the room's call through its SFU: this page connects to it
+    return;
+  }
   if (msg.type === "group_keys") {
     media.groupKeys(msg); // straight to the worker: the page's state never holds a key
     return;
@@ -116,6 +120,8 @@ function afterEvent(msg, before) {
     }
   }
   if (msg.type === "group" && !msg.joined && before.groups[msg.room_id]?.joined) {
+    for (const m of before.groups[msg.room_id].members) remote.delete(`sfu:${m.sender}`);
+    pinned.delete(msg.room_id);
     media.endScope(msg.room_id, "pair_id");
     dropVideos(`group:${msg.room_id}:`);
     lastStats.delete(msg.room_id);
@@ -241,6 +247,13 @@ const actions = {
     await shareScreen(roomId, on, (value) => ask("group_screen_share", { room_id: roomId, on: value }, "Screen sharing"));
     dispatch({ type: "group_local", room_id: roomId, screen: Boolean(media.local.screen(roomId)) });
   },
+  /** Show a member large (again: not any more); in an SFU call its full resolution comes. */
+  pin(roomId, sender) {
+    if (pinned.get(roomId) === sender) pinned.delete(roomId);
+    else pinned.set(roomId, sender);
+    updateFocus();
+    scheduleRender();
+  },
   groupLeave(roomId) {
     ask("group_leave", { room_id: roomId }, "Leaving");
   },
@@ -286,6 +299,7 @@ const ctx = {
   connectedAt: (id) => connectedAt.get(id),
   lastStats: (id) => lastStats.get(id) ?? null,
   speaking: (sender) => speaking.speaking(sender, performance.now() / 1000),
+  pinned: (roomId) => pinned.get(roomId) ?? null,
   activeSpeaker: () => speaking.active(performance.now() / 1000),
   get statsOpen() {
     return statsOpen;
@@ -343,12 +357,29 @@ setInterval(refreshStats, STATS_INTERVAL_MS);
 // Who is speaking: each member's received audio level, ten times a second while in a group call.
 const speaking = new SpeakingDetector();
 let speakingShown = "";
+const pinned = new Map(); // room id -> the sender the user shows large
+const focused = new Map(); // room id -> the sender whose full resolution we asked the SFU for
+
+/** The member shown large: the one the user pinned, else the active speaker. */
+function updateFocus() {
+  const group = viewModel(state, 0).group;
+  if (!group) return;
+  const present = new Set(group.members.map((m) => m.sender));
+  const pin = pinned.get(group.room_id);
+  const active = speaking.active(performance.now() / 1000);
+  const focus = present.has(pin) ? pin : present.has(active) ? active : null;
+  if (focused.get(group.room_id) !== focus) {
+    focused.set(group.room_id, focus);
+    media.setFocus(group.room_id, focus);
+  }
+}
 setInterval(async () => {
   const group = viewModel(state, 0).group;
   if (!group) return;
   const levels = await media.audioLevels(group.room_id);
   const now = performance.now() / 1000;
   for (const [sender, level] of levels) speaking.level(sender, levelToDbov(level), now);
+  updateFocus();
   const shown = JSON.stringify([group.members.map((m) => speaking.speaking(m.sender, now)), speaking.active(now)]);
   if (shown !== speakingShown) {
     speakingShown = shown;

@@ -3,6 +3,7 @@
 
 import { LocalMedia } from "./local_media.js";
 import { Peer } from "./peer.js";
+import { SfuPeer } from "./sfu.js";
 import { base64ToBuffer, summarizeStats } from "./format.js";
 
 const WORKER_STATS_TIMEOUT_MS = 1000;
@@ -25,6 +26,7 @@ export class MediaEngine {
     this.nextRequest = 1;
     this.prevSamples = new Map(); // id -> {at, reports}
     this.groupScopes = new Set(); // room ids whose group call has keys or pairs here
+    this.sfus = new Map(); // room id -> SfuPeer: the room's call through an SFU
   }
 
   fromWorker(msg) {
@@ -139,6 +141,54 @@ export class MediaEngine {
     return [...this.peers.values()].some((p) => p.idField === other && p.scope === scope);
   }
 
+  /**
+   * Handle `sfu_join` / `sfu_leave` / `sfu_subscribe` / `sfu_floor` of the page socket: connect
+   * the room's group call to its SFU (Python did the admission and hands over the URL and the
+   * join token), leave it, or pass Python's subscription or floor request on.
+   */
+  sfu(msg) {
+    const scope = msg.room_id;
+    if (typeof scope !== "string") return;
+    if (msg.type === "sfu_leave") {
+      this.sfus.get(scope)?.close();
+      this.sfus.delete(scope);
+      return;
+    }
+    if (msg.type === "sfu_subscribe") {
+      this.sfus.get(scope)?.subscribe(msg.publisher, msg.quality);
+      return;
+    }
+    if (msg.type === "sfu_floor") {
+      this.sfus.get(scope)?.requestFloor(Boolean(msg.request));
+      return;
+    }
+    if (msg.type !== "sfu_join") return;
+    const refuse = (detail) => this.report("sfu_state", { room_id: scope, state: "failed", detail });
+    if (typeof msg.url !== "string" || typeof msg.token !== "string") return refuse("TypeError");
+    if (!this.e2ee) return refuse("NotSupportedError"); // no frame leaves unencrypted
+    if (this.sfus.get(scope)?.closed) this.sfus.delete(scope); // it failed; Python joins anew
+    if (this.scopeTaken("pair_id", scope) || this.sfus.has(scope)) return refuse("InvalidAccessError");
+    this.groupScopes.add(scope);
+    const peer = new SfuPeer({
+      scope,
+      url: msg.url,
+      token: msg.token,
+      video: Boolean(msg.video),
+      speaking: msg.speaking !== false,
+      local: this.local,
+      worker: this.ensureWorker(),
+      report: this.report,
+      onTrack: this.onTrack,
+    });
+    this.sfus.set(scope, peer);
+    peer.join();
+  }
+
+  /** The member shown large in a room's SFU call (its full resolution is asked for). */
+  setFocus(scope, sender) {
+    this.sfus.get(scope)?.setFocus(sender);
+  }
+
   groupKeys(msg) {
     const scope = msg.room_id;
     if (typeof scope !== "string") return;
@@ -167,6 +217,9 @@ export class MediaEngine {
         if (level !== null) levels.set(p.sender, Math.max(levels.get(p.sender) ?? 0, level));
       }),
     );
+    const sfu = this.sfus.get(scope);
+    const sfuLevels = sfu ? await sfu.audioLevels().catch(() => new Map()) : new Map();
+    for (const [sender, level] of sfuLevels) levels.set(sender, Math.max(levels.get(sender) ?? 0, level));
     return levels;
   }
 
@@ -181,6 +234,10 @@ export class MediaEngine {
         peer.close();
         this.peers.delete(id);
       }
+    }
+    if (kind === "pair_id") {
+      this.sfus.get(scope)?.close();
+      this.sfus.delete(scope);
     }
     this.local.release(scope);
     this.groupScopes.delete(scope);
@@ -212,6 +269,7 @@ export class MediaEngine {
    */
   async stats(id) {
     const peers = this.peers.has(id) ? [this.peers.get(id)] : [...this.peers.values()].filter((p) => p.scope === id);
+    if (this.sfus.has(id)) peers.push(this.sfus.get(id));
     const scope = peers[0]?.scope ?? id;
     const reports = (await Promise.all(peers.map((p) => p.rawStats()))).flat();
     const worker = await this.workerStats(scope);
@@ -219,6 +277,7 @@ export class MediaEngine {
     const prev = this.prevSamples.get(id);
     this.prevSamples.set(id, { at: now, reports });
     const summary = summarizeStats(prev?.reports ?? null, reports, prev ? now - prev.at : 0, worker);
-    return { ...summary, worker };
+    const sfu = (await this.sfus.get(scope)?.info()) ?? null;
+    return { ...summary, worker, ...(sfu ? { sfu } : {}) };
   }
 }

@@ -10,14 +10,14 @@ import { remoteByPurpose } from "./state.js";
 
 const liveVideo = (stream) => (stream?.getVideoTracks() ?? []).some((t) => t.readyState === "live");
 
-function tile({ key, name, stream, videoOff, speaking, active, muted, self, testUser, sender }) {
+function tile({ key, name, stream, videoOff, speaking, active, muted, self, testUser, sender, pinned, onclick }) {
   const showVideo = stream && !videoOff && liveVideo(stream);
   const video = stream ? videoFor(key, stream, { muted: Boolean(self), mirror: Boolean(self) }) : null;
   if (video) video.hidden = !showVideo;
   return h(
     "div",
     {
-      class: `tile member${speaking ? " speaking" : ""}${active ? " active" : ""}`,
+      class: `tile member${speaking ? " speaking" : ""}${active ? " active" : ""}${pinned ? " pinned" : ""}`,
       "data-testid": "member-tile",
       "data-user": testUser,
       "data-user-id": testUser,
@@ -27,6 +27,9 @@ function tile({ key, name, stream, videoOff, speaking, active, muted, self, test
       "data-self": self ? "true" : null,
       "data-speaking": String(Boolean(speaking)),
       "data-active": String(Boolean(active)),
+      "data-pinned": self ? null : String(Boolean(pinned)),
+      title: self ? null : pinned ? "Show in the grid" : "Show large",
+      onclick,
     },
     video,
     showVideo ? null : h("div", { class: "placeholder" }, h("span", { class: "avatar huge" }, initial(name))),
@@ -53,11 +56,13 @@ export function renderGroup(el, group, room, me, ctx, actions) {
       testUser: me?.user_id,
     }),
     ...group.members.map((m) => {
-      const streams = ctx.remoteStreams(m.pair_id);
+      // A mesh member's streams come by its pair, an SFU member's by its sender (sfu.js).
+      const source = m.pair_id ?? `sfu:${m.sender}`;
+      const streams = ctx.remoteStreams(source);
       const { user, screen } = remoteByPurpose(streams, null);
       const parts = [
         tile({
-          key: `group:${group.room_id}:${m.pair_id}`,
+          key: `group:${group.room_id}:${source}`,
           name: shortName(m.user_id),
           stream: user,
           videoOff: m.video_muted,
@@ -66,10 +71,12 @@ export function renderGroup(el, group, room, me, ctx, actions) {
           muted: m.audio_muted,
           testUser: m.user_id,
           sender: m.sender,
+          pinned: ctx.pinned?.(group.room_id) === m.sender,
+          onclick: () => actions.pin?.(group.room_id, m.sender),
         }),
       ];
       if (screen) {
-        parts.push(h("div", { class: "tile screen", "data-testid": "member-screen" }, videoFor(`group:${group.room_id}:${m.pair_id}:screen`, screen, { muted: true })));
+        parts.push(h("div", { class: "tile screen", "data-testid": "member-screen" }, videoFor(`group:${group.room_id}:${source}:screen`, screen, { muted: true })));
       }
       return parts;
     }),
