@@ -115,6 +115,7 @@ class AiortcSfuLink:
                 self.pc.publish(encoders[role])
         control = self.control = self.pc.createDataChannel("control", ordered=True)
         control.on("message", self._on_control)
+        control.on("close", self._on_control_closed)
         await self.pc.setLocalDescription(await self.pc.createOffer())
         self._http = aiohttp.ClientSession()
         ws_url = url.rstrip("/").replace("http", "ws", 1) + "/ws"
@@ -250,6 +251,10 @@ class AiortcSfuLink:
             logger.info("sfu: refused a control message of ours")
         else:
             self._bad("not a control message")
+
+    def _on_control_closed(self) -> None:
+        if not self._closing:
+            logger.warning("sfu: the control channel closed")
 
     def _control(self, message: SfuMessage) -> None:
         if isinstance(message, Speaking):
