@@ -3,6 +3,7 @@
 import itertools
 import struct
 from dataclasses import replace
+from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -42,7 +43,7 @@ def ssrcs(i: int) -> tuple[int, int, int]:
     return base + 1, base + 2, base + 3
 
 
-def config(i: int, **kw: int) -> ParticipantConfig:
+def config(i: int, **kw: Any) -> ParticipantConfig:
     audio, thumb, full = ssrcs(i)
     return ParticipantConfig(
         audio_ssrc=audio, thumbnail_ssrc=thumb, full_ssrc=full, audio_level_id=LEVEL_ID, **kw
@@ -66,7 +67,7 @@ def vp8_packet(ssrc: int, seq: int, keyframe: bool, tag: bytes = b"") -> bytes:
 class Room:
     """A forwarder with ``n`` participants p0..p(n-1); records what each one is sent."""
 
-    def __init__(self, n: int, **kw: int) -> None:
+    def __init__(self, n: int, **kw: Any) -> None:
         self.fw = Forwarder(seed=7)
         self.now = 0.0
         self.rtp: dict[str, list[bytes]] = {}
@@ -77,7 +78,7 @@ class Room:
         for i in range(n):
             self.join(i, **kw)
 
-    def join(self, i: int, **kw: int) -> None:
+    def join(self, i: int, **kw: Any) -> None:
         self.record(self.fw.join(f"p{i}", config(i, **kw), self.now))
 
     def record(self, outputs: list[Output]) -> list[Output]:
@@ -317,6 +318,41 @@ def test_nack_is_answered_from_the_cache_with_rtx_when_negotiated() -> None:
     assert room.fw.stats.nacks_served == 2
 
 
+def test_upstream_loss_is_nacked_and_the_publishers_rtx_fills_the_gap() -> None:
+    rtx_thumb = 0x7777
+    room = Room(2, rtx_ssrcs=((rtx_thumb, ssrcs(0)[1]),))
+    drive(room, 2, 3)
+    thumb = ssrcs(0)[1]
+    room.seq[thumb] += 2  # two packets of p0's thumbnail are lost on the way to the SFU
+    room.video(0, 1, False)
+    nacks = [x for d in room.rtcp["p0"] for x in parse_rtcp(d).packets if isinstance(x, Nack)]
+    last = room.seq[thumb]
+    assert [(n.media_ssrc, n.lost) for n in nacks] == [(thumb, (last - 2, last - 1))]
+    assert room.fw.stats.nacks_sent == 1
+    # p0 resends one of them RTX-wrapped (RFC 4588): it reaches p1 as the original packet.
+    original = vp8_packet(thumb, last - 2, False, b"T")
+    view = parse_rtp(original)
+    rtx = bytearray(original[: view.payload_offset])
+    rtx[1] = 97
+    rtx[2:4] = (500).to_bytes(2, "big")
+    rtx[8:12] = rtx_thumb.to_bytes(4, "big")
+    rtx += original[2:4] + original[view.payload_offset :]
+    (sent,) = [o for o in room.send(0, bytes(rtx)) if isinstance(o, SendRtp)]
+    out = parse_rtp(bytes(sent.data))
+    assert out.ssrc == room.out_ssrc(1, 0, "video")
+    assert out.payload_type == 96
+    assert bytes(out.payload)[4:] == bytes(view.payload)[4:]  # after the VP8 descriptor
+    video = room.streams("p1")[out.ssrc]
+    numbers = [parse_rtp(x).sequence_number for x in video]
+    assert numbers[-1] == numbers[-2] - 2  # in the hole left for it
+    assert room.fw.stats.nacks_sent == 1  # a late packet is no new loss
+    # Bandwidth probes (RTX padding) and truncated RTX are dropped and counted.
+    room.send(0, bytes(rtx[: view.payload_offset]))
+    room.send(0, bytes(rtx[: view.payload_offset + 1]))
+    assert room.fw.stats.drops[PADDING] == 1
+    assert room.fw.stats.drops["malformed_rtx"] == 1
+
+
 def test_left_participant_gets_no_further_packet() -> None:
     room = Room(4)
     drive(room, 4, 2)
@@ -328,6 +364,23 @@ def test_left_participant_gets_no_further_packet() -> None:
     assert room.fw.stats.drops[UNKNOWN_PARTICIPANT] == 1
     assert all(v[0] != "p2" for v in room.fw.outgoing("p0").values())
     assert room.fw.participants() == ["p0", "p1", "p3"]
+
+
+def test_header_extensions_reach_each_subscriber_under_its_own_ids() -> None:
+    level = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+    mid = "urn:ietf:params:rtp-hdrext:sdes:mid"
+    fw = Forwarder(seed=1)
+    fw.join("p0", config(0, extensions=((level, LEVEL_ID), (mid, 2))), 0.0)
+    fw.join("p1", config(1, extensions=((mid, LEVEL_ID), (level, 3))), 0.0)  # other ids
+    fw.join("p2", config(2, extensions=((level, LEVEL_ID),)), 0.0)  # no MID negotiated
+    sent = {
+        o.participant: bytes(o.data)
+        for o in fw.packet("p0", audio_packet(ssrcs(0)[0], 1, 30), 0.0)
+        if isinstance(o, SendRtp)
+    }
+    assert parse_rtp(sent["p1"]).extensions() == {3: bytes([0x80 | 30])}
+    assert parse_rtp(sent["p2"]).extensions() == {LEVEL_ID: bytes([0x80 | 30])}
+    assert parse_rtp(sent["p1"]).payload.tobytes() == b"opus-ct"
 
 
 def test_who_is_speaking_from_audio_levels() -> None:

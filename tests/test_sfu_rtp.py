@@ -10,10 +10,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sealcall.sfu.rtp import (
+    MID_URI,
     RtpError,
     RtpView,
+    extension_id_table,
     is_rtcp,
     parse_rtp,
+    remap_extension_ids,
     rewrite_header,
     set_marker,
     split_audio_level,
@@ -225,6 +228,62 @@ def test_fuzz_extension_blocks_raise_only_rtp_error(block: bytes, profile: int) 
         except RtpError:
             continue
         assert data is None or len(data) <= len(block)
+
+
+LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+
+
+def test_extension_ids_are_mapped_to_the_receivers_and_mid_is_hidden() -> None:
+    # ONE_BYTE's sender: id 1 audio level, id 2 abs-send-time (and its MID on 3, unused here).
+    sender = {LEVEL: 1, SEND_TIME: 2, MID_URI: 3}
+    receiver = {MID_URI: 1, LEVEL: 2, SEND_TIME: 3}  # aiortc-style ids
+    table = extension_id_table(sender, receiver, hide=[MID_URI])
+    assert table is not None
+    view = parse_rtp(ONE_BYTE)
+    block = remap_extension_ids(view, table)
+    packet = ONE_BYTE[: view.ext_start] + block + ONE_BYTE[view.ext_end :]
+    remapped = parse_rtp(packet)
+    assert remapped.extensions() == {2: b"\xaa", 3: b"\x01\x02\x03"}
+    assert bytes(remapped.payload) == b"hello"
+    # The sender's MID, or an id the receiver never negotiated, goes to an id the receiver ignores.
+    assert extension_id_table({MID_URI: 1}, receiver, hide=[MID_URI]) == bytes([0, 4] + [4] * 254)
+    assert extension_id_table(sender, sender) is None  # the same ids: nothing to do
+    two_byte = bytes([0x90, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 1, 1, 1, 0x7F, 0])
+    remapped = parse_rtp(two_byte[:16] + remap_extension_ids(parse_rtp(two_byte), table))
+    assert remapped.extensions() == {2: b"\x7f"}
+
+
+@SETTINGS
+@given(
+    st.binary(max_size=40),
+    st.sampled_from([0xBEDE, 0x1000, 0x1003, 0x1234]),
+    st.dictionaries(st.sampled_from([LEVEL, SEND_TIME, MID_URI, "x"]), st.integers(1, 255)),
+    st.dictionaries(st.sampled_from([LEVEL, SEND_TIME, MID_URI, "x"]), st.integers(1, 14)),
+)
+def test_fuzz_remapped_blocks_keep_their_size_and_carry_only_receiver_ids(
+    block: bytes, profile: int, sender: dict[str, int], receiver: dict[str, int]
+) -> None:
+    block += b"\x00" * (-len(block) % 4)
+    packet = bytes([0x90, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+    packet += struct.pack("!HH", profile, len(block) // 4) + block
+    table = extension_id_table(sender, receiver, hide=[MID_URI])
+    if table is None:
+        return
+    view = parse_rtp(packet)
+    out = remap_extension_ids(view, table)
+    assert len(out) == len(block)
+    remapped = parse_rtp(packet[:16] + out)
+    if profile == 0x1234:
+        assert out == block
+        return
+    known = {eid for uri, eid in receiver.items() if uri != MID_URI}
+    for eid in range(1, 256):
+        try:
+            found = remapped.extension(eid) is not None
+        except RtpError:
+            continue
+        assert not found or eid in known or eid not in receiver.values()
 
 
 # --- VP8 (RFC 7741) -------------------------------------------------------------------------

@@ -16,12 +16,16 @@ import aiohttp
 import pytest
 from aiortc import (
     MediaStreamTrack,
+    RTCBundlePolicy,
     RTCConfiguration,
+    RTCDataChannel,
     RTCPeerConnection,
     RTCRtpTransceiver,
     RTCSessionDescription,
+    sdp,
 )
 from aiortc.mediastreams import MediaStreamError
+from prometheus_client.parser import text_string_to_metric_families
 
 from sealcall.media.sources import PatternVideoTrack, SyntheticAudioTrack
 from sealcall.sfu.admission import Participant
@@ -34,10 +38,16 @@ ROOM = "!room:example.org"
 
 @dataclass(eq=False)
 class Client:
-    """A plain aiortc participant: audio + one video track out, forwarded tracks in."""
+    """A plain aiortc participant: audio + one video track (two with ``full``) and the ``control``
+    data channel out, forwarded tracks in."""
 
     name: str
+    full: bool = False
+    remb: bool = True  # False: no abs-send-time, so aiortc sends no REMB (no bandwidth limit)
     pc: RTCPeerConnection = field(init=False)
+    channel: RTCDataChannel = field(init=False)
+    control: list[dict[str, Any]] = field(default_factory=list)  # received on the channel
+    offers: list[str] = field(default_factory=list)  # the SFU's renegotiation offers
     ws: aiohttp.ClientWebSocketResponse | None = None
     member: str = ""
     announced: dict[str, str] = field(default_factory=dict)  # mid -> member
@@ -46,11 +56,26 @@ class Client:
     messages: list[dict[str, Any]] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     joined: asyncio.Event = field(default_factory=asyncio.Event)
+    tracks: list[dict[str, Any]] = field(default_factory=list)  # the latest announcement
 
     def __post_init__(self) -> None:
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        # max-bundle: with aiortc's default (balanced), a second video track stays on a transport
+        # of its own that the answer's BUNDLE group then stops.
+        self.pc = RTCPeerConnection(
+            RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        )
         self.pc.addTrack(SyntheticAudioTrack())
         self.pc.addTrack(PatternVideoTrack(160, 120, 15))
+        if self.full:
+            self.pc.addTrack(PatternVideoTrack(320, 240, 15))
+        self.channel = self.pc.createDataChannel("control")
+        self.channel.on("message", lambda text: self.control.append(json.loads(text)))
+
+    def send_control(self, **fields: Any) -> None:
+        self.channel.send(json.dumps(fields))
+
+    def got_control(self, **fields: Any) -> bool:
+        return any(all(m.get(k) == v for k, v in fields.items()) for m in self.control)
 
     @property
     def participant(self) -> Participant:
@@ -61,9 +86,12 @@ class Client:
         await self.pc.setLocalDescription(await self.pc.createOffer())
         if token is None:
             token = {"room_id": ROOM, "user_id": f"@{self.name}:example.org", "device_id": "DEV"}
-        await self.ws.send_json(
-            {"type": "join", "token": token, "offer": self.pc.localDescription.sdp}
-        )
+        offer = self.pc.localDescription.sdp
+        if not self.remb:
+            offer = "".join(
+                line for line in offer.splitlines(keepends=True) if "abs-send-time" not in line
+            )
+        await self.ws.send_json({"type": "join", "token": token, "offer": offer})
         self.tasks.append(asyncio.ensure_future(self._read()))
         await asyncio.wait_for(self.joined.wait(), 20)
 
@@ -75,14 +103,16 @@ class Client:
             data = json.loads(msg.data)
             self.messages.append(data)
             if data["type"] == "joined":
-                self.member = data["member"]
-                await self.pc.setRemoteDescription(RTCSessionDescription(data["sdp"], "answer"))
+                self.member = data["id"]
+                await self.pc.setRemoteDescription(RTCSessionDescription(data["answer"], "answer"))
                 self.joined.set()
             elif data["type"] == "offer":
+                self.offers.append(data["sdp"])
                 await self.pc.setRemoteDescription(RTCSessionDescription(data["sdp"], "offer"))
                 await self.pc.setLocalDescription(await self.pc.createAnswer())
                 await self.ws.send_json({"type": "answer", "sdp": self.pc.localDescription.sdp})
             elif data["type"] == "tracks":
+                self.tracks = data["tracks"]
                 for track in data["tracks"]:
                     if track["mid"] not in self.announced:
                         self.announced[track["mid"]] = track["member"]
@@ -90,7 +120,9 @@ class Client:
                         self._consume(track["mid"], track["member"])
 
     def transceiver(self, mid: str) -> RTCRtpTransceiver:
-        return next(t for t in self.pc.getTransceivers() if t.mid == mid)
+        # The newest: aiortc, answering an offer that recycles a removed m-line under a new mid,
+        # renames the m-line's old transceiver to that mid too (it assigns mids by m-line index).
+        return [t for t in self.pc.getTransceivers() if t.mid == mid][-1]
 
     def _consume(self, mid: str, member: str) -> None:
         track: MediaStreamTrack = self.transceiver(mid).receiver.track
@@ -138,8 +170,8 @@ class Setup:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.port}/ws"
 
-    async def add(self, name: str) -> Client:
-        client = Client(name)
+    async def add(self, name: str, full: bool = False, remb: bool = True) -> Client:
+        client = Client(name, full, remb)
         self.clients.append(client)
         await client.connect(self.session, self.url)
         return client
@@ -185,11 +217,21 @@ async def test_three_participants_receive_each_other_and_a_leaver_stops(sfu: Set
     room = sfu.server.rooms[ROOM]
     assert set(room.forwarder.participants()) == {a.member, b.member, c.member}
 
+    ports_before = [m.port for m in sdp.SessionDescription.parse(a.offers[-1]).media]
+    c_mids = [t["mid"] for t in a.tracks if t["member"] == c.member]
     assert c.ws is not None
     await c.ws.send_json({"type": "leave"})
     await until(lambda: c.member not in room.members)
     assert c.member not in room.forwarder.participants()
     await until(lambda: any(m.get("member") == c.member for m in a.messages if m["type"] == "left"))
+    # The leaver's m-lines go: rejected (port 0) in the SFU's next offer, then a complete `tracks`.
+    for x in (a, b):
+        await until(lambda x=x: all(t["member"] != c.member for t in x.tracks))
+        assert sorted(t["member"] for t in x.tracks) == [(b if x is a else a).member] * 2
+    removed = sdp.SessionDescription.parse(a.offers[-1])
+    assert [m.port for m in removed.media if m.rtp.muxId in c_mids] == [0, 0]
+    assert not set(c_mids) & set(removed.group[0].items)
+    assert {t.currentDirection for t in a.pc.getTransceivers() if t.mid in c_mids} == {"inactive"}
     frozen = {x.name: await x.packets_from(c.member) for x in (a, b)}
     assert all(n > 0 for n in frozen.values())
     # The others keep exchanging media; nothing more of the leaver's arrives.
@@ -201,6 +243,16 @@ async def test_three_participants_receive_each_other_and_a_leaver_stops(sfu: Set
             await asyncio.sleep(0.05)
         assert await x.packets_from(y.member) > base[x.name] + 60
         assert await x.packets_from(c.member) == frozen[x.name]
+    # A newcomer's streams take the removed m-lines' places (new mids): the SDP does not grow.
+    d = await sfu.add("dave")
+    await until(lambda: a.got(d.member, "video") >= 3 and a.got(d.member, "audio") >= 3, timeout=30)
+    recycled = sdp.SessionDescription.parse(a.offers[-1])
+    assert [m.port for m in recycled.media] == ports_before
+    d_mids = {t["mid"] for t in a.tracks if t["member"] == d.member}
+    assert {recycled.media[i].rtp.muxId for i, m in enumerate(removed.media) if m.port == 0} == (
+        d_mids
+    )
+    assert not d_mids & set(c_mids)
 
 
 HOSTILE: list[Any] = [
@@ -218,7 +270,7 @@ HOSTILE: list[Any] = [
             "offer": "garbage sdp",
         }
     ),
-    json.dumps({"type": "subscribe", "publisher": "x", "quality": "ultra"}),
+    json.dumps({"type": "subscribe", "publisher": "x", "quality": "full"}),  # control channel
     json.dumps({"type": "join", "token": "t", "offer": "v" * 100_000}),
     b"\x00binary",
 ]
@@ -245,11 +297,15 @@ async def test_hostile_messages_and_an_ended_admission(sfu: Setup) -> None:
     assert errors
     assert set(errors) == {"error"}
     assert sfu.server.bad_messages >= 8
-    # A participant's own socket: a subscribe to someone not in the room is an error, not a drop.
-    assert a.ws is not None
-    await a.ws.send_json({"type": "subscribe", "publisher": "@nobody|X", "quality": "full"})
-    await a.ws.send_json({"type": "subscribe", "publisher": b.member, "quality": "full"})
-    await until(lambda: any(m["type"] == "error" for m in a.messages))
+    # A participant's control channel: a subscribe to someone not in the room is an error, not a
+    # drop; after 20 bad messages the channel is closed (the connection stays).
+    a.send_control(type="subscribe", publisher="@nobody|X", quality="full")
+    await until(lambda: a.got_control(type="error", reason="unknown publisher"))
+    for i in range(25):
+        a.channel.send("{" * i)
+    await until(lambda: a.channel.readyState == "closed", timeout=20)
+    assert sum(m["type"] == "error" for m in a.control) == 20
+    assert sfu.server.rooms[ROOM].drops()["bad_control"] == 20
     # The real participants were served throughout.
     before = (a.got(b.member, "video"), b.got(a.member, "video"))
     await until(lambda: a.got(b.member, "video") > before[0] + 5, timeout=20)
@@ -267,3 +323,138 @@ async def test_hostile_messages_and_an_ended_admission(sfu: Setup) -> None:
     assert bob.transport.sent == sent
     await until(lambda: any(m.get("reason") == "admission_ended" for m in b.messages))
     assert member_id(b.participant) == b.member
+
+
+async def test_control_channel_layers_and_the_floor(sfu: Setup) -> None:
+    a = await sfu.add("alice", remb=False)  # no bandwidth estimate: the full layer fits
+    b = await sfu.add("bob", full=True)  # thumbnail and full resolution
+    c = await sfu.add("carol")
+    clients = [a, b, c]
+    await until(lambda: everyone_hears_and_sees_everyone(clients), timeout=30)
+    # Who is speaking (RFC 6464 levels of aiortc's speech-like audio) comes on the channel.
+    await until(lambda: any(m["type"] == "speaking" and m["members"] for m in c.control))
+    assert not any(m["type"] == "speaking" for m in c.messages)  # not on the WebSocket
+    # Each subscriber is told the layer it receives, on its control channel.
+    await until(lambda: a.got_control(type="layer", publisher=b.member, quality="thumbnail"))
+    a.send_control(type="subscribe", publisher=b.member, quality="full")
+    await until(lambda: a.got_control(type="layer", publisher=b.member, quality="full"), timeout=20)
+    room = sfu.server.rooms[ROOM]
+    assert room.forwarder.layer(a.member, b.member) == "full"
+    assert not c.got_control(type="layer", publisher=b.member, quality="full")
+    # The floor: first come; a refused asker learns the holder; it ends on release or leave.
+    a.send_control(type="floor", action="request")
+    await until(lambda: all(x.got_control(type="floor", holder=a.member) for x in clients))
+    c.send_control(type="floor", action="request")
+    c.send_control(type="floor", action="release")  # not c's to give
+    await until(lambda: sum(m == {"type": "floor", "holder": a.member} for m in c.control) == 3)
+    a.send_control(type="floor", action="release")
+    await until(lambda: all(x.got_control(type="floor", holder=None) for x in clients))
+    c.send_control(type="floor", action="request")
+    await until(lambda: b.got_control(type="floor", holder=c.member))
+    assert c.ws is not None
+    await c.ws.send_json({"type": "leave"})
+    await until(lambda: sum(m.get("holder", "") is None for m in b.control) == 2)
+    assert room.floor.holder is None
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """One sample of the Prometheus text ``text`` (0 if absent)."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
+
+
+async def test_metrics_move_under_a_call_and_each_server_has_its_own(sfu: Setup) -> None:
+    other = SfuServer(OpenAdmission, host="127.0.0.1", port=0)
+    await other.start()
+    try:
+        a, b = await sfu.add("alice"), await sfu.add("bob")
+        await until(lambda: everyone_hears_and_sees_everyone([a, b]), timeout=30)
+        url = f"http://127.0.0.1:{sfu.server.port}/metrics"
+
+        async def scrape(url: str = url) -> str:
+            async with sfu.session.get(url) as response:
+                assert response.status == 200
+                assert response.headers["Content-Type"].startswith("text/plain")
+                return await response.text()
+
+        first = await scrape()
+        assert metric(first, "sfu_participants", room=ROOM) == 2
+        assert metric(first, "sfu_keyframe_requests_total") >= 1  # asked when each one subscribed
+        assert metric(first, "process_cpu_seconds_total") > 0
+        a.channel.send("not json")
+        await until(lambda: a.got_control(type="error"))
+        await asyncio.sleep(0.5)  # let more packets through
+        second = await scrape()
+        for name in ("sfu_forwarded_packets_total", "sfu_forwarded_bytes_total"):
+            assert metric(second, name) > metric(first, name) > 0
+        assert metric(second, "sfu_drops_total", reason="bad_control") == 1
+        # A room that empties keeps its counts in the totals.
+        await a.close()
+        await b.close()
+        await until(lambda: ROOM not in sfu.server.rooms)
+        third = await scrape()
+        assert metric(third, "sfu_participants", room=ROOM) == 0
+        assert metric(third, "sfu_forwarded_packets_total") >= metric(
+            second, "sfu_forwarded_packets_total"
+        )
+        # Another server in the same process counts only its own.
+        alone = await scrape(f"http://127.0.0.1:{other.port}/metrics")
+        assert metric(alone, "sfu_forwarded_packets_total") == 0
+        assert "sfu_participants{" not in alone
+    finally:
+        await other.close()
+
+
+async def test_lost_forwarded_video_is_resent_from_the_cache(sfu: Setup) -> None:
+    a, b = await sfu.add("alice"), await sfu.add("bob")
+    await until(lambda: everyone_hears_and_sees_everyone([a, b]), timeout=30)
+    member = sfu.server.rooms[ROOM].members[a.member]
+    video = next(s for s, (_, kind) in member.publishers.items() if kind == "video")
+    # Every 10th packet of Bob's video to Alice is lost on the way: Alice NACKs, the SFU resends
+    # it as sent (plain retransmission on the media SSRC: see the README on RTX).
+    send, sent, resent = member.transport.send_rtp, set(), [0]
+
+    def lossy(data: bytes) -> None:
+        seq = int.from_bytes(data[2:4])
+        if int.from_bytes(data[8:12]) == video:
+            if seq in sent:
+                resent[0] += 1
+            else:
+                sent.add(seq)
+                if len(sent) % 10 == 0:
+                    return
+        send(data)
+
+    member.transport.send_rtp = lossy  # type: ignore[method-assign]
+    frames = a.got(b.member, "video")
+    await until(lambda: resent[0] >= 3, timeout=20)
+    assert sfu.server.rooms[ROOM].forwarder.stats.nacks_served >= resent[0]
+    await until(lambda: a.got(b.member, "video") > frames + 30, timeout=30)
+
+
+async def test_upstream_loss_is_recovered_with_the_publishers_rtx(sfu: Setup) -> None:
+    a, b = await sfu.add("alice"), await sfu.add("bob")
+    await until(lambda: everyone_hears_and_sees_everyone([a, b]), timeout=30)
+    room = sfu.server.rooms[ROOM]
+    config = room.forwarder._participants[b.member].config
+    ((rtx, video),) = config.rtx_ssrcs  # Bob's thumbnail and its RTX stream (from his offer)
+    # Every 10th packet of Bob's video is lost on the way to the SFU: the SFU NACKs, Bob resends.
+    on_rtp, seen, resent = room.on_rtp, [0], [0]
+
+    def lossy(member: str, data: bytes) -> None:
+        ssrc = int.from_bytes(data[8:12])
+        if member == b.member and ssrc == video:
+            seen[0] += 1
+            if seen[0] % 10 == 0:
+                return
+        resent[0] += member == b.member and ssrc == rtx
+        on_rtp(member, data)
+
+    room.on_rtp = lossy  # type: ignore[method-assign]
+    frames = a.got(b.member, "video")
+    await until(lambda: resent[0] >= 3, timeout=20)
+    assert room.forwarder.stats.nacks_sent >= 3
+    await until(lambda: a.got(b.member, "video") > frames + 30, timeout=30)

@@ -18,6 +18,7 @@ from sealcall.sfu.negotiation import (
     build_offer,
     check_answer,
     new_send_section,
+    rejected_mline,
 )
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -156,6 +157,42 @@ def test_renegotiation_offer_keeps_the_old_lines_and_adds_sendonly_ones(
     check_answer(text, [*mlines, added])  # same m-lines in the same order
     with pytest.raises(NegotiationError):
         check_answer(text, mlines)
+
+
+def test_legacy_data_channel_offer_is_answered_in_its_form(local: LocalTransport) -> None:
+    offer = BROWSER_OFFER.replace(
+        "m=application 9 UDP/DTLS/SCTP webrtc-datachannel", "m=application 9 DTLS/SCTP 5001"
+    ).replace("a=sctp-port:5000", "a=sctpmap:5001 webrtc-datachannel 1024")
+    answered = build_answer(offer, local, set())
+    channel = sdp.SessionDescription.parse(answered.text).media[3]
+    assert (channel.port, channel.profile, channel.fmt) == (9, "DTLS/SCTP", ["5000"])
+    assert channel.sctpmap == {5000: "webrtc-datachannel 65535"}
+    assert answered.sctp is not None
+    assert answered.sctp.remote_port == 5001
+    # A second data-channel m-line, or one of another protocol, is rejected.
+    twice = BROWSER_OFFER.replace("a=group:BUNDLE 0 1 2 3", "a=group:BUNDLE 0 1 2 3 4") + (
+        "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\n"
+        + _TRANSPORT
+        + "a=mid:4\r\na=sctp-port:5000\r\n"
+    )
+    ports = [
+        m.port for m in sdp.SessionDescription.parse(build_answer(twice, local, set()).text).media
+    ]
+    assert ports[3:] == [9, 0]
+
+
+def test_removed_stream_is_offered_with_port_0_outside_the_bundle(local: LocalTransport) -> None:
+    taken: set[int] = set()
+    mlines = build_answer(BROWSER_OFFER, local, taken).mlines
+    template = next(m for m in mlines if isinstance(m, MediaSection) and m.kind == "video")
+    added = new_send_section("video", "f4", template, taken)
+    removed = rejected_mline("video", "f4", "UDP/TLS/RTP/SAVPF", [96, 97], added.codecs)
+    offer = sdp.SessionDescription.parse(build_offer([*mlines, removed], local, "client", 3))
+    media = offer.media[4]
+    assert (media.port, media.direction, media.rtp.muxId) == (0, "inactive", "f4")
+    assert [c.mimeType for c in media.rtp.codecs] == ["video/VP8", "video/rtx"]  # aiortc needs them
+    assert "f4" not in offer.group[0].items
+    assert media.ssrc == []
 
 
 @pytest.mark.parametrize(

@@ -60,7 +60,7 @@ class Signaling:
             async for msg in ws:
                 data = json.loads(msg.data)
                 if data["type"] == "joined":
-                    await pc.setRemoteDescription(RTCSessionDescription(data["sdp"], "answer"))
+                    await pc.setRemoteDescription(RTCSessionDescription(data["answer"], "answer"))
                     joined.set_result(None)
                 elif data["type"] == "offer":
                     await pc.setRemoteDescription(RTCSessionDescription(data["sdp"], "offer"))

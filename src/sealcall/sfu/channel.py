@@ -52,6 +52,8 @@ class ControlChannel:
             self.channel.close()
 
     def _received(self, data: str | bytes) -> None:
+        if self.errors >= MAX_CONTROL_ERRORS:  # closing: what was already on its way is ignored
+            return
         try:
             self._on_message(parse_control_message(data))
         except ControlError as error:

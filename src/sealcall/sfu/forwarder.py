@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from ..group.speaking import SpeakingChanged, SpeakingDetector
 from .rewriter import DROPPED_WAITING_KEYFRAME, FORWARDED
 from .rtcp import Fir, Nack, Pli, Remb, RtcpError, SenderReport, build_rtcp, parse_rtcp
-from .rtp import RtpError, RtpView
+from .rtp import RtpError, RtpView, remap_extension_ids, rewrite_header
 from .subscriptions import (
     FULL,
     QUALITIES,
@@ -59,6 +59,7 @@ MAX_RTP_SIZE = 1500  # bigger than any MTU-sized SRTP packet after decryption
 MAX_RTCP_SIZE = 1500
 MAX_PACKETS_PER_SECOND = 2000  # per source stream; a 4K stream sends well under this
 MAX_NACKED_PER_PACKET = 64
+MAX_UPSTREAM_GAP = 64  # a bigger jump in a publisher's numbers is a restart, not a loss
 MAX_RETRANSMISSIONS_PER_SECOND = 400  # per subscriber
 KEYFRAME_INTERVAL = 1.0  # PLI at most this often per source stream
 REMB_INTERVAL = 0.5
@@ -77,6 +78,7 @@ FLOOD = "flood"
 TOO_OLD = "too_old"
 NACK_MISS = "nack_miss"
 NACK_FLOOD = "nack_flood"
+MALFORMED_RTX = "malformed_rtx"
 BAD_SUBSCRIPTION = "bad_subscription"
 
 
@@ -124,6 +126,8 @@ class ForwarderStats:
     layer_switches: int = 0
     keyframe_requests: int = 0
     nacks_served: int = 0
+    nacks_sent: int = 0
+    """NACKs sent to publishers for packets lost on their way to the SFU."""
     rembs_sent: int = 0
     drops: dict[str, int] = field(default_factory=dict)
 
@@ -223,10 +227,29 @@ class Forwarder:
             return self._drop(MALFORMED_RTP)
         src = p.sources.get(view.ssrc)
         if src is None:
-            return self._drop(UNKNOWN_SSRC)
+            src = p.rtx_sources.get(view.ssrc)
+            if src is None:
+                return self._drop(UNKNOWN_SSRC)
+            unwrapped = self._unwrap_rtx(view, src, p.config.video_payload_type)
+            if unwrapped is None:
+                return []
+            data = unwrapped
+            view.load(data)
         if not src.count(len(data), now, MAX_PACKETS_PER_SECOND):
             return self._drop(FLOOD)
         out: list[Output] = []
+        if src.video:
+            # Loss between the publisher and the SFU: NACK it once (RFC 4585); the answer comes
+            # back as RTX or a plain retransmission and is forwarded like any late packet.
+            seq = view.sequence_number
+            gap = (seq - src.high_seq) & 0xFFFF if src.high_seq >= 0 else 1
+            if gap < 0x8000:
+                if 1 < gap <= MAX_UPSTREAM_GAP:
+                    lost = tuple((src.high_seq + i) & 0xFFFF for i in range(1, gap))
+                    self.stats.nacks_sent += 1
+                    nack = Nack(p.rtcp_ssrc, src.ssrc, lost)
+                    out.append(SendRtcp(participant, build_rtcp([nack])))
+                src.high_seq = seq
         keyframe = False
         vp8: Vp8Descriptor | None = None
         if src.video:
@@ -247,12 +270,22 @@ class Forwarder:
                 out.extend(self._speaking.level(participant, -float(level & 0x7F), now))
         ssrc = view.ssrc
         stats = self.stats
+        remapped: dict[bytes, bytes] | None = None
         for o in src.outs:
             rw = o.rw
             previous = rw.current
             if ssrc != previous and ssrc != rw.target:
                 continue
             buf = bytearray(data)
+            table = o.ext_table
+            if table is not None and view.ext_end > view.ext_start:
+                # Extension ids are per connection: once per packet and distinct mapping.
+                if remapped is None:
+                    remapped = {}
+                block = remapped.get(table)
+                if block is None:
+                    block = remapped[table] = remap_extension_ids(view, table)
+                buf[view.ext_start : view.ext_end] = block
             result = rw.rewrite(view, buf, now, keyframe, vp8)
             if result == FORWARDED:
                 if ssrc != previous:
@@ -362,6 +395,19 @@ class Forwarder:
         return [str(s) for s in self._speaking.speaking()]
 
     # Internals
+
+    def _unwrap_rtx(self, view: RtpView, src: Source, payload_type: int) -> bytes | None:
+        """A publisher's RTX packet (RFC 4588) as the original packet of ``src``, or None."""
+        data = view.buf
+        start, end = view.payload_offset, view.payload_end
+        if end - start < 2:
+            self._drop(PADDING if end == start else MALFORMED_RTX)  # padding: bandwidth probes
+            return None
+        header = bytearray(data[:start])
+        header[0] &= 0xDF  # the original's padding is gone with the RTX packet's
+        osn = data[start] << 8 | data[start + 1]
+        rewrite_header(header, payload_type, osn, view.timestamp, src.ssrc)
+        return bytes(header) + bytes(data[start + 2 : end])
 
     def _drop(self, reason: str) -> list[Output]:
         drops = self.stats.drops

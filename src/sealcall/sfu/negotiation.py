@@ -30,6 +30,8 @@ from aiortc.rtcrtpparameters import (
 )
 from aiortc.rtcsctptransport import RTCSctpCapabilities
 
+from .rtp import MID_URI
+
 __all__ = [
     "AUDIO_LEVEL_URI",
     "MAX_SCTP_MESSAGE",
@@ -48,7 +50,6 @@ __all__ = [
     "rejected_mline",
 ]
 
-MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
 AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 _ACCEPTED_EXTENSIONS = {
@@ -113,11 +114,19 @@ class SctpSection:
 
 
 def rejected_mline(
-    kind: str, mid: str | None, profile: str, fmt: list[object]
+    kind: str,
+    mid: str | None,
+    profile: str,
+    fmt: list[object],
+    codecs: list[RTCRtpCodecParameters] | None = None,
 ) -> sdp.MediaDescription:
-    """A rejected (or removed) m-line: port 0, ``inactive``, keeping its mid and formats."""
+    """A rejected (or removed) m-line: port 0, ``inactive``, keeping its mid and formats.
+
+    A removed forwarded stream keeps its ``codecs`` (rtpmap lines): aiortc refuses an offered
+    audio/video m-line without a codec it knows, even with port 0.
+    """
     rejected = sdp.MediaDescription(kind=kind, port=0, profile=profile, fmt=list(fmt))
-    rejected.rtp = RTCRtpParameters(muxId=mid or "")
+    rejected.rtp = RTCRtpParameters(codecs=list(codecs or []), muxId=mid or "")
     rejected.direction = "inactive"
     return rejected
 

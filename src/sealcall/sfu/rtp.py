@@ -9,19 +9,24 @@ nothing per packet but the small tuples ``struct`` returns. Rewriting works in p
 from __future__ import annotations
 
 import struct
+from collections.abc import Collection, Mapping
 
 __all__ = [
+    "MID_URI",
     "ONE_BYTE_PROFILE",
     "RtpError",
     "RtpView",
+    "extension_id_table",
     "is_rtcp",
     "parse_rtp",
+    "remap_extension_ids",
     "rewrite_header",
     "set_marker",
     "split_audio_level",
 ]
 
 ONE_BYTE_PROFILE = 0xBEDE
+MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"  # RFC 8843: per connection, never forwarded
 _TWO_BYTE_MASK = 0xFFF0
 _TWO_BYTE_PROFILE = 0x1000
 _FIXED = struct.Struct("!BBHII")
@@ -211,6 +216,70 @@ class RtpView:
         if r[1] - r[0] < 1:
             raise RtpError("RTP audio-level extension is empty")
         return self.buf[r[0]]
+
+
+def extension_id_table(
+    sender: Mapping[str, int], receiver: Mapping[str, int], hide: Collection[str] = ()
+) -> bytes | None:
+    """A 256-byte map from a sender's RFC 8285 extension ids to a receiver's (None: not needed).
+
+    Each side negotiated its own ids (URI -> id) with the SFU. An element whose URI the receiver
+    also negotiated gets the receiver's id; any other element, and those of the URIs in ``hide``
+    (the sender's MID means nothing on the receiver's connection), gets an id the receiver did not
+    negotiate, which it ignores (RFC 8285 section 4.1; 15, "stop parsing", if all of 1..14 are
+    taken).
+    """
+    if dict(sender) == dict(receiver) and not any(uri in sender for uri in hide):
+        return None  # same ids, nothing hidden: the block can go as it is
+    taken = set(receiver.values())
+    unused = next((i for i in range(1, 15) if i not in taken), 15)
+    table = bytearray([unused]) * 256
+    table[0] = 0
+    by_id = {eid: uri for uri, eid in sender.items()}
+    for eid, uri in by_id.items():
+        if 0 < eid < 256 and uri not in hide and 0 < receiver.get(uri, 0) < 256:
+            table[eid] = receiver[uri]
+    return bytes(table)
+
+
+def remap_extension_ids(view: RtpView, table: bytes) -> bytes:
+    """A copy of ``view``'s extension block with each element's id mapped through ``table``.
+
+    Same length, so it can replace the block in place. Anything past a malformed element (one
+    that runs past the block) becomes padding, so no stray id reaches the receiver.
+    """
+    block = bytearray(view.buf[view.ext_start : view.ext_end])
+    end = len(block)
+    i = 0
+    if view.ext_profile == ONE_BYTE_PROFILE:
+        while i < end:
+            b = block[i]
+            if b == 0:
+                i += 1
+                continue
+            eid = b >> 4
+            if eid == 15:
+                break
+            stop = i + (b & 0x0F) + 2
+            if stop > end:
+                block[i:] = bytes(end - i)
+                break
+            new = table[eid]
+            block[i] = (new if new < 15 else 15) << 4 | (b & 0x0F)
+            i = stop
+    elif view.ext_profile & _TWO_BYTE_MASK == _TWO_BYTE_PROFILE:
+        while i < end:
+            eid = block[i]
+            if eid == 0:
+                i += 1
+                continue
+            stop = i + 2 + (block[i + 1] if i + 1 < end else end)
+            if stop > end:
+                block[i:] = bytes(end - i)
+                break
+            block[i] = table[eid]
+            i = stop
+    return bytes(block)
 
 
 def split_audio_level(value: int) -> tuple[bool, int]:

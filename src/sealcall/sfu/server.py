@@ -439,6 +439,12 @@ def participant_config(transport: ParticipantTransport) -> ParticipantConfig:
         audio_payload_type=audio[0].payload_type if audio else 111,
         video_payload_type=video[0].payload_type if video else 96,
         rtx_payload_type=None,
+        extensions=tuple(sorted({(e.uri, e.id) for s in transport.sections for e in s.extensions})),
+        rtx_ssrcs=tuple(
+            (s.remote_ssrcs[1], s.remote_ssrcs[0])
+            for s in video[:2]
+            if s.rtx_payload_type is not None and len(s.remote_ssrcs) == 2
+        ),
     )
 
 
@@ -614,8 +620,10 @@ class SfuServer:
         def on_datachannel(channel: RTCDataChannel) -> None:
             if holder and joined:
                 holder[0].attach_control(joined[0], channel)
-            else:  # before the join into the room: attached then
+            elif len(channels) < 4:  # before the join into the room: attached then
                 channels.append(channel)
+            else:
+                channel.close()
 
         transport = ParticipantTransport(
             on_rtp, on_rtcp, addresses=self.addresses, on_datachannel=on_datachannel
@@ -634,7 +642,7 @@ class SfuServer:
             member = Member(mid, participant, ws, transport)
             room.join(member, participant_config(transport))
             joined.append(member)
-            for channel in channels[:4]:
+            for channel in channels:
                 room.attach_control(member, channel)
             channels.clear()
         except BaseException:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from .packet_cache import PacketCache
 from .rewriter import StreamRewriter
 from .rtcp import SenderReport
+from .rtp import MID_URI, extension_id_table
 
 __all__ = [
     "AUDIO",
@@ -53,6 +54,9 @@ class ParticipantConfig:
     """What a participant publishes (source SSRCs) and what it negotiated for receiving.
 
     ``audio_level_id``: the RFC 6464 header-extension id it sends (None: no speaking detection).
+    ``extensions``: the RTP header extensions its connection negotiated (URI, id); forwarded
+    packets get the receiver's ids (``rtp.extension_id_table``). ``rtx_ssrcs``: (RTX SSRC, media
+    SSRC) of its video layers, so that its retransmissions (RFC 4588) go into their streams.
     Payload types and ``rtx_payload_type`` are the ones its connection negotiated; RTX answers
     NACKs of video when set. Nominal bitrates size the layers before any is measured.
     """
@@ -67,9 +71,12 @@ class ParticipantConfig:
     audio_bitrate: int = 50_000
     thumbnail_bitrate: int = 150_000
     full_bitrate: int = 1_200_000
+    extensions: tuple[tuple[str, int], ...] = ()
+    rtx_ssrcs: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self) -> None:
         ssrcs = [s for s in (self.audio_ssrc, self.thumbnail_ssrc, self.full_ssrc) if s is not None]
+        ssrcs += [rtx for rtx, _ in self.rtx_ssrcs]
         if len(set(ssrcs)) != len(ssrcs) or any(not 0 <= s <= 0xFFFFFFFF for s in ssrcs):
             raise ValueError("source SSRCs must be distinct 32-bit values")
         if self.audio_level_id is not None and not 1 <= self.audio_level_id <= 255:
@@ -84,6 +91,7 @@ class Source:
         "_packets",
         "_since",
         "bitrate",
+        "high_seq",
         "last_keyframe_request",
         "layer",
         "nominal",
@@ -103,6 +111,7 @@ class Source:
         self.nominal = nominal
         self.outs: list[Out] = []  # the outgoing streams this source may feed
         self.bitrate = 0
+        self.high_seq = -1  # the highest sequence number received (-1: none yet)
         self.last_keyframe_request = -math.inf
         self.sender_report: SenderReport | None = None
         self.sender_report_at = 0.0
@@ -133,7 +142,16 @@ class Source:
 class Out:
     """One outgoing stream: a publisher's audio or video, rewritten for one subscriber."""
 
-    __slots__ = ("cache", "down_at", "publisher", "quality", "rw", "subscriber", "video")
+    __slots__ = (
+        "cache",
+        "down_at",
+        "ext_table",
+        "publisher",
+        "quality",
+        "rw",
+        "subscriber",
+        "video",
+    )
 
     def __init__(
         self,
@@ -169,6 +187,10 @@ class Out:
             self.cache = PacketCache(AUDIO_CACHE_PACKETS, AUDIO_CACHE_PACKETS * 1500)
         self.quality = "thumbnail"
         self.down_at = -math.inf  # when the full layer was last given up
+        self.ext_table = extension_id_table(
+            dict(publisher.config.extensions), dict(cfg.extensions), hide=(MID_URI,)
+        )
+        """Header-extension ids from the publisher's to the subscriber's (None: the same)."""
 
 
 class Participant:
@@ -187,6 +209,7 @@ class Participant:
         "retransmit_window",
         "retransmitted",
         "rtcp_ssrc",
+        "rtx_sources",
         "sources",
     )
 
@@ -202,6 +225,11 @@ class Participant:
         ):
             if ssrc is not None:
                 self.sources[ssrc] = Source(self, ssrc, layer, nominal)
+        self.rtx_sources: dict[int, Source] = {
+            rtx: self.sources[media]
+            for rtx, media in config.rtx_ssrcs
+            if media in self.sources and self.sources[media].video
+        }
         self.receiving: dict[str, list[Out]] = {}  # publisher -> its audio/video outs to us
         self.outs_by_ssrc: dict[int, Out] = {}
         self.estimate: int | None = None  # from REMB; None: not known yet (no limit)

@@ -297,6 +297,7 @@ class ParticipantTransport:
                     section.mid,
                     "UDP/TLS/RTP/SAVPF",
                     [c.payloadType for c in section.codecs],
+                    section.codecs,
                 )
                 return
         raise ValueError("not a planned m-line")
