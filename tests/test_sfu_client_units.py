@@ -126,6 +126,8 @@ def test_a_removed_m_line_gets_its_codec_named_for_aiortc() -> None:
     fixed = with_removed_codecs(offer).split("\r\n")
     assert fixed[2] == "a=rtpmap:96 opus/48000/2"
     assert "a=rtpmap:97" not in with_removed_codecs(offer)  # a live m-line is left alone
+    named = offer.replace("a=mid:f4", "a=rtpmap:96 opus/48000/2\r\na=mid:f4")
+    assert with_removed_codecs(named) == named  # already named: nothing added
 
 
 class _Events:
