@@ -36,3 +36,25 @@ async def test_group_demo_of_four(synapse: Homeserver) -> None:
             assert rotation["decrypted_by_others_after"][receiver] is not None
     assert json.loads(report_json(report))["departures"] == report.departures
     assert "member3 killed" in report_text(report)
+
+
+async def test_group_demo_through_the_sfu(synapse: Homeserver) -> None:
+    """``group-demo --sfu``: the call goes through a sealcall SFU the demo starts (real admission),
+    every member decrypts every other, and the leaver's departure rotates the stayers' keys."""
+    report = await run_group_demo(
+        synapse, participants=3, seconds=12, video_size="160x120", interval=2, sfu=True
+    )
+    assert report.sfu is not None
+    assert report.sfu.startswith("http://127.0.0.1:")
+    names = ["member1", "member2", "member3"]
+    for name in names:
+        others = [n for n in names if n != name]
+        assert sorted(report.pair_setup_seconds[name]) == others  # everyone's media arrived
+        assert all(report.frames_decoded[name][peer] > 0 for peer in others)
+    (leave,) = report.departures
+    assert (leave["member"], leave["how"]) == ("member3", "left")
+    for sender, receiver in (("member1", "member2"), ("member2", "member1")):
+        rotation = leave["key_rotations"][sender]
+        assert rotation is not None, report_text(report)
+        assert rotation["decrypted_by_others_after"][receiver] is not None
+    assert json.loads(report_json(report))["sfu"] == report.sfu

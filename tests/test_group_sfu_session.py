@@ -8,9 +8,13 @@ from group_call_helpers import TIMEOUT, CallDevices
 from sealcall.demo import wait_for
 from sealcall.homeserver import Homeserver
 from sealcall.session.sfu_link import SfuAdmissionError, admit
+from sealcall.session.sfu_session import AiortcSfuLink
 from sfu_call_helpers import running_sfu, sfu_member_session, sfu_url
 
 pytestmark = pytest.mark.usefixtures("synapse")
+
+HIGH = 10_000_000  # bit/s: thumbnails of five and one full layer fit
+LOW = 600_000  # bit/s: five thumbnails fit, a full layer (1.2 Mbit/s nominal) does not
 
 
 async def test_three_members_through_the_sfu_decode_each_others_audio_and_video(
@@ -19,10 +23,13 @@ async def test_three_members_through_the_sfu_decode_each_others_audio_and_video(
     alice, bob, carol, sfu = [await call_devices.new(n) for n in ("alice", "bob", "carol", "sfu")]
     room_id = await gm.group_room(sfu, alice, bob, carol)
     async with running_sfu(synapse, sfu) as server:
-        members = [sfu_member_session(call_devices, d, room_id, server) for d in (alice, bob, carol)]
+        members = [
+            sfu_member_session(call_devices, d, room_id, server) for d in (alice, bob, carol)
+        ]
         for m in members:
             await m.session.join()
-            assert m.session.focus is not None and m.session.mesh is None
+            assert m.session.focus is not None
+            assert m.session.mesh is None
         devices = [d.device for d in (alice, bob, carol)]
 
         def everyone_decodes() -> bool:
@@ -57,3 +64,60 @@ async def test_a_non_member_is_refused_admission_with_the_sfus_reason(
         with pytest.raises(SfuAdmissionError) as refused:
             await admit(alice.transport, sfu_url(server), room_id)
         assert refused.value.reason == "not_member"
+
+
+async def test_six_members_thumbnails_and_a_full_layer_that_follows_a_bandwidth_cap(
+    call_devices: CallDevices, synapse: Homeserver
+) -> None:
+    """Must-show 1 of issue 11: six members through the SFU all decode each other's thumbnails;
+    a subscriber's full-resolution choice goes down and up with the bandwidth it reports (a
+    simulated cap on its link's REMB), and the publisher's full-resolution encoder follows the
+    SFU's clamp."""
+    names = ("alice", "bob", "carol", "dave", "erin", "frank")
+    ds = [await call_devices.new(n) for n in names]
+    sfu = await call_devices.new("sfu")
+    room_id = await gm.group_room(sfu, *ds)
+    async with running_sfu(synapse, sfu) as server:
+        members = [sfu_member_session(call_devices, d, room_id, server) for d in ds]
+        for m in members:
+            # Video only: six members' audio in one test process would crowd out the rest.
+            await m.session.set_microphone_muted(True)
+            await m.session.join()
+        devices = [d.device for d in ds]
+
+        def thumbnails() -> bool:
+            return all(
+                m.decoded(other, "video") >= 5
+                for m, own in zip(members, devices, strict=True)
+                for other in devices
+                if other != own
+            )
+
+        await wait_for(thumbnails, TIMEOUT * 2, "every member decoding every other's thumbnail")
+        viewer, publisher = members[0], members[1]
+        link = viewer.session.link
+        assert isinstance(link, AiortcSfuLink)
+        full = publisher.session.encoders["camera_full"]
+        link.set_remb_cap(HIGH)
+        await viewer.session.subscribe(devices[1], "full")
+        await wait_for(
+            lambda: viewer.session.layers.get(devices[1]) == "full", TIMEOUT, "the full layer"
+        )
+        await wait_for(lambda: full.target_bitrate > LOW, TIMEOUT, "the clamp lifted")
+        # The cap comes down: back to the thumbnail, and the publisher's full layer is clamped.
+        link.set_remb_cap(LOW)
+        await wait_for(
+            lambda: viewer.session.layers.get(devices[1]) == "thumbnail", TIMEOUT, "going down"
+        )
+        await wait_for(lambda: full.target_bitrate <= LOW, TIMEOUT, "the clamp to the cap")
+        # And up again.
+        link.set_remb_cap(HIGH)
+        await wait_for(
+            lambda: viewer.session.layers.get(devices[1]) == "full", TIMEOUT, "going up again"
+        )
+        await wait_for(lambda: full.target_bitrate > LOW, TIMEOUT, "the clamp lifted again")
+        told = [q for p, q in viewer.layers if p == devices[1]]
+        changes = [q for i, q in enumerate(told) if i == 0 or told[i - 1] != q]
+        assert changes == ["thumbnail", "full", "thumbnail", "full"]
+        # The thumbnails kept flowing to the viewer meanwhile, decrypted with each sender's key.
+        assert all(viewer.decrypted(other, "video") > 0 for other in devices[1:])

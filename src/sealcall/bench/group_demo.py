@@ -30,12 +30,12 @@ import signal
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sealcall.homeserver import Homeserver
+from sealcall.homeserver import Homeserver, free_port
 from sealcall.transport.matrix import MatrixTransport
 
 from .soak import slope_per_minute
@@ -130,6 +130,7 @@ class GroupDemoReport:
     departures: list[dict[str, Any]]
     cpu_percent: dict[str, float]
     memory: dict[str, dict[str, Any]]
+    sfu: str | None = None  # the SFU the call went through (None: a full mesh)
 
 
 async def _pump(stream: asyncio.StreamReader, participant: Participant) -> None:
@@ -183,6 +184,7 @@ async def _start(
     store: Path,
     size: str,
     interval: float,
+    sfu_url: str | None,
 ) -> asyncio.Task[None]:
     store.mkdir(parents=True, exist_ok=True)
     with open(store / f"{participant.name}.log", "ab") as log:  # the child keeps its own copy
@@ -196,6 +198,7 @@ async def _start(
             str(store / participant.name),
             size,
             str(interval),
+            *([sfu_url] if sfu_url else []),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=log,
@@ -247,8 +250,11 @@ async def run_group_demo(
     video_size: str = "320x240",
     interval: float = 5.0,
     progress: Progress = lambda _: None,
+    sfu: bool = False,
 ) -> GroupDemoReport:
-    """Run the group demo on ``server`` (started) and return its report.
+    """Run the group demo on ``server`` (started) and return its report; with ``sfu`` the call
+    goes through a ``sealcall sfu`` server started here on 127.0.0.1 (with real admission, by
+    an account of its own in the room) instead of a full mesh.
 
     Raises TimeoutError when the participants do not all join, or the full mesh does not
     connect, within two minutes (saying which pairs are missing), and RuntimeError when a
@@ -264,15 +270,86 @@ async def run_group_demo(
         account = await server.register(f"member{i + 1}-{tag}")
         people.append(Participant(f"member{i + 1}", account.user_id))
         passwords.append(account.password)
+    sfu_account = await server.register(f"sfu-{tag}") if sfu else None
+    invite = [p.user_id for p in people[1:]] + ([sfu_account.user_id] if sfu_account else [])
     host = await MatrixTransport.login(server.url, people[0].user_id, passwords[0], store / "host")
     try:
         await host.start()
-        room_id = await host.create_group_room("group demo", invite=[p.user_id for p in people[1:]])
+        room_id = await host.create_group_room("group demo", invite=invite)
     finally:
         await host.stop()
+    async with contextlib.AsyncExitStack() as stack:
+        sfu_url = None
+        if sfu_account is not None:
+            sfu_url = await stack.enter_async_context(
+                running_sfu(server, sfu_account.user_id, sfu_account.password, room_id, store)
+            )
+            progress(f"SFU serving on {sfu_url}")
+        return await _run_call(
+            server,
+            people,
+            passwords,
+            room_id,
+            store,
+            seconds,
+            video_size,
+            interval,
+            progress,
+            sfu_url,
+        )
+
+
+@contextlib.asynccontextmanager
+async def running_sfu(
+    server: Homeserver, user_id: str, password: str, room_id: str, store: Path
+) -> AsyncIterator[str]:
+    """A ``sealcall sfu`` server on 127.0.0.1, admitting through ``user_id`` (in ``room_id``);
+    its URL."""
+    from sealcall.sfu.admission_service import AdmissionService
+    from sealcall.sfu.server import DisconnectCallback, SfuServer
+
+    transport = await MatrixTransport.login(server.url, user_id, password, store / "sfu")
+    await transport.start()
+    await transport.enter_room(room_id)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    services: list[AdmissionService] = []
+
+    def make_gate(on_disconnect: DisconnectCallback) -> AdmissionService:
+        services.append(
+            AdmissionService(
+                transport, homeserver_url=server.url, sfu_url=url, on_disconnect=on_disconnect
+            )
+        )
+        return services[0]
+
+    sfu = SfuServer(make_gate, port=port)
+    try:
+        await sfu.start()
+        yield url
+    finally:
+        await sfu.close()
+        for service in services:
+            await service.close()
+        await transport.stop()
+
+
+async def _run_call(
+    server: Homeserver,
+    people: list[Participant],
+    passwords: list[str],
+    room_id: str,
+    store: Path,
+    seconds: float,
+    video_size: str,
+    interval: float,
+    progress: Progress,
+    sfu_url: str | None,
+) -> GroupDemoReport:
+    participants = len(people)
     progress(f"{participants} participants; encrypted room {room_id}; their logs in {store}")
     pumps = [
-        await _start(p, pw, server.url, room_id, store, video_size, interval)
+        await _start(p, pw, server.url, room_id, store, video_size, interval, sfu_url)
         for p, pw in zip(people, passwords, strict=True)
     ]
     leaver = people[-1] if participants >= 3 else None
@@ -287,11 +364,11 @@ async def run_group_demo(
         await _until(
             lambda: all(len(p.live) >= participants - 1 for p in people),
             SETUP_TIMEOUT,
-            "the full mesh",
+            "the full mesh" if sfu_url is None else "every member's media through the SFU",
             people,
             lambda: _missing_pairs(people),
         )
-        progress("full mesh connected")
+        progress("full mesh connected" if sfu_url is None else "everyone receives everyone")
         started = time.monotonic()
         if leaver is not None:
             await asyncio.sleep(seconds * 0.4)
@@ -311,7 +388,9 @@ async def run_group_demo(
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(participant.process.wait(), LEAVE_TIMEOUT)
         await asyncio.wait(pumps, timeout=5)
-        return _report(server.url, room_id, people, seconds, video_size, started, store)
+        report = _report(server.url, room_id, people, seconds, video_size, started, store)
+        report.sfu = sfu_url
+        return report
     finally:
         for participant in people:
             if participant.process is not None and participant.process.returncode is None:

@@ -101,9 +101,13 @@ class FrameTally:
         self._counters: dict[int, tuple[str, ReceiverCounters]] = {}
 
     def update(self, session: GroupCallSession) -> None:
-        """Note the receivers of every live pair (new ones appear as tracks arrive)."""
-        for device, pair in session.peer_sessions().items():
-            for tap in pair.receiver_taps():
+        """Note the receivers of every live pair, or of the SFU link's forwarded streams (new
+        ones appear as tracks arrive)."""
+        taps = {device: pair.receiver_taps() for device, pair in session.peer_sessions().items()}
+        if session.link is not None:
+            taps.update(session.link.receiver_taps())
+        for device, device_taps in taps.items():
+            for tap in device_taps:
                 self._counters.setdefault(id(tap.counters), (device_name(device), tap.counters))
 
     def decoded(self) -> dict[str, int]:
@@ -123,7 +127,7 @@ def sample(session: GroupCallSession, tally: FrameTally) -> dict[str, Any]:
         "heap_mb": round(tracemalloc.get_traced_memory()[0] / MB, 3),
         "cpu_s": round(time.process_time(), 3),
         "decoded": tally.decoded(),
-        "connected": len(session.connected_peers()),
+        "connected": len(session.connected_peers()) + len({t.member for t in session.forwarded}),
         "pairs": pair_states(session),
     }
 
@@ -162,7 +166,22 @@ def _report_events(session: GroupCallSession, tally: FrameTally) -> dict[MemberD
     session.on("member_joined", joined)
     session.on("member_rejoined", lambda old, new: joined(new))
     session.on("peer_state_changed", state)
-    session.on("remote_media_added", lambda *_: tally.update(session))
+    forwarded: set[MemberDevice] = set()
+
+    def media(device: MemberDevice, *_: Any) -> None:
+        tally.update(session)
+        if session.focus is not None and device not in forwarded:
+            # Through an SFU the "pair" of a peer is connected at its first forwarded track.
+            forwarded.add(device)
+            state(device, CallState.CONNECTING, CallState.CONNECTED)
+
+    def member_gone(member: Member, reason: Any) -> None:
+        forwarded.discard(member.device)
+        if session.focus is not None:
+            ended(member.device, "member_left", None)
+
+    session.on("remote_media_added", media)
+    session.on("member_left", member_gone)
     session.on("peer_ended", ended)
     session.on("send_key_changed", lambda index: say({"key": index}))
     session.on("member_left", left)
@@ -195,8 +214,9 @@ async def run(
     width: int,
     height: int,
     interval: float,
+    sfu_url: str | None = None,
 ) -> None:
-    """Join, report, leave when told."""
+    """Join (through the SFU at ``sfu_url`` if given), report, leave when told."""
     logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("sealcall").setLevel(logging.INFO)  # drops, ICE consent, pair failures
     tracemalloc.start()
@@ -214,6 +234,7 @@ async def run(
         media=media,
         ice_servers=await transport.ice_servers(),
         host_addresses=LOOPBACK,
+        sfu_url=sfu_url,
     )
     tally = FrameTally()
     since = _report_events(session, tally)
@@ -244,5 +265,6 @@ async def run(
 
 if __name__ == "__main__":
     url, user, room, folder, size, every = sys.argv[1:7]
+    sfu = sys.argv[7] if len(sys.argv) > 7 else None
     w, h = (int(x) for x in size.split("x"))
-    asyncio.run(run(url, user, room, Path(folder), w, h, float(every)))
+    asyncio.run(run(url, user, room, Path(folder), w, h, float(every), sfu))

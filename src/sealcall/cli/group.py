@@ -120,6 +120,7 @@ async def _run_group_demo(args: argparse.Namespace) -> int:
             video_size=args.video_size,
             interval=args.interval,
             progress=progress,
+            sfu=args.sfu,
         )
     print(report_json(report) if args.json else report_text(report), flush=True)
     return 0
@@ -182,5 +183,10 @@ def add_parsers(commands: "argparse._SubParsersAction[argparse.ArgumentParser]")
         "--interval", type=float, default=5.0, help="seconds between memory samples (default 5)"
     )
     parser.add_argument("--data-dir", help="keep the homeserver's data here (default: temporary)")
+    parser.add_argument(
+        "--sfu",
+        action="store_true",
+        help="call through a sealcall SFU started on 127.0.0.1 (real admission) instead of a mesh",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(func=group_demo)

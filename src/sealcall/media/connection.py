@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from aiortc import (
+    RTCBundlePolicy,
     RTCConfiguration,
     RTCIceServer,
     RTCPeerConnection,
@@ -49,8 +50,9 @@ class PeerConnection(RTCPeerConnection):
         *,
         ice_servers: Sequence[RTCIceServer] = (),
         host_addresses: Sequence[str] | None = None,
+        bundle_policy: RTCBundlePolicy = RTCBundlePolicy.BALANCED,
     ) -> None:
-        super().__init__(RTCConfiguration(iceServers=list(ice_servers)))
+        super().__init__(RTCConfiguration(iceServers=list(ice_servers), bundlePolicy=bundle_policy))
         self._host_addresses = tuple(host_addresses) if host_addresses is not None else None
 
     def _RTCPeerConnection__createTransceiver(  # noqa: N802 - overrides aiortc's private hook

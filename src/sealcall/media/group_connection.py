@@ -13,7 +13,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from aiortc import RTCIceServer, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
+from aiortc import RTCBundlePolicy, RTCIceServer, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
 from aiortc.codecs.base import Encoder
 from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.mediastreams import convert_timebase
@@ -123,11 +123,14 @@ class GroupPeerConnection(PeerConnection):
         *,
         ice_servers: Sequence[RTCIceServer] = (),
         host_addresses: Sequence[str] | None = None,
+        bundle_policy: RTCBundlePolicy = RTCBundlePolicy.BALANCED,
     ) -> None:
         self.opener = opener
         self._receiver_taps: dict[int, ReceiverTap] = {}
         self._shared: dict[int, tuple[SharedEncoder, RTCRtpSender]] = {}
-        super().__init__(ice_servers=ice_servers, host_addresses=host_addresses)
+        super().__init__(
+            ice_servers=ice_servers, host_addresses=host_addresses, bundle_policy=bundle_policy
+        )
 
     def _on_transceiver(self, transceiver: RTCRtpTransceiver) -> None:
         codecs = RTCRtpSender.getCapabilities(transceiver.kind).codecs

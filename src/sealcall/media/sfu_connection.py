@@ -10,10 +10,11 @@ encrypted per connection) with what an SFU needs:
 - the audio sender writes the RFC 6464 audio level (measured on the raw frame by the shared
   encoder: aiortc only measures frames it encodes itself) when ``audio_level`` is on; when off
   the extension is not even offered, so the SFU never learns when we speak;
-- ``remb_cap`` simulates a bandwidth limit: every REMB our receivers send is capped to it, and
-  while it is set a REMB of at most the cap goes out every :data:`REMB_PERIOD` seconds (aiortc's
-  estimator only reports when packets carry abs-send-time), so the SFU's picture of our bandwidth
-  is the cap.
+- ``remb_cap`` simulates a link of that bandwidth: while it is set, our receivers' own REMBs
+  (aiortc's estimator, whose figures on a loaded machine say more about the CPU than the
+  network) are held back and a REMB of exactly the cap goes out every :data:`REMB_PERIOD`
+  seconds, so the SFU's picture of our bandwidth is the cap. Lifted (None), the estimator's
+  REMBs go out again, after one REMB of its last figure (or :data:`UNCAPPED_REMB`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import logging
 from collections.abc import Callable, Sequence
 
 from aiortc import (
+    RTCBundlePolicy,
     RTCIceServer,
     RTCRtpReceiver,
     RTCRtpSender,
@@ -112,10 +114,19 @@ class SfuPeerConnection(GroupPeerConnection):
         self._remb_cap = remb_cap
         self._estimate: int | None = None  # the last REMB figure our estimators produced
         self._remb_task: asyncio.Task[None] | None = None
-        self.rembs_sent = 0
+        self.rembs_sent = 0  # our own REMBs (the simulated bandwidth)
+        self.rembs_held = 0  # the estimator's REMBs held back while simulating
         # Every receiver gets its own _MidOpener (_opener_for): the connection-wide one is unused.
         unused = CallbackOpener(_unannounced)
-        super().__init__(unused, ice_servers=ice_servers, host_addresses=host_addresses)
+        # max-bundle: with aiortc's default (balanced) the second video m-line shares the first
+        # one's transport, and when the SFU's answer bundles everything aiortc moves the first
+        # onto the audio transport but leaves the second behind on a stopped one: it never sends.
+        super().__init__(
+            unused,
+            ice_servers=ice_servers,
+            host_addresses=host_addresses,
+            bundle_policy=RTCBundlePolicy.MAX_BUNDLE,
+        )
         if remb_cap is not None:
             self.set_remb_cap(remb_cap)
 
@@ -133,7 +144,9 @@ class SfuPeerConnection(GroupPeerConnection):
             receiver._sealcall_send_rtcp = send  # type: ignore[attr-defined]  # our own REMBs
 
             async def capped(packet: AnyRtcpPacket) -> None:
-                await send(self._cap(packet))
+                kept = self._cap(packet)
+                if kept is not None:
+                    await send(kept)
 
             receiver._send_rtcp = capped  # type: ignore[method-assign]
 
@@ -165,20 +178,18 @@ class SfuPeerConnection(GroupPeerConnection):
         if self._remb_task is None:
             self._remb_task = asyncio.ensure_future(self._report())
 
-    def _cap(self, packet: AnyRtcpPacket) -> AnyRtcpPacket:
+    def _cap(self, packet: AnyRtcpPacket) -> AnyRtcpPacket | None:
         if not isinstance(packet, RtcpPsfbPacket) or packet.fmt != RTCP_PSFB_APP:
             return packet
         try:
-            bitrate, ssrcs = unpack_remb_fci(packet.fci)
+            bitrate, _ = unpack_remb_fci(packet.fci)
         except ValueError:
             return packet
         self._estimate = bitrate
-        cap = self._remb_cap
-        if cap is None or bitrate <= cap:
+        if self._remb_cap is None:
             return packet
-        return RtcpPsfbPacket(
-            fmt=RTCP_PSFB_APP, ssrc=packet.ssrc, media_ssrc=0, fci=pack_remb_fci(cap, ssrcs)
-        )
+        self.rembs_held += 1
+        return None
 
     def _video_receivers(self) -> list[RTCRtpReceiver]:
         return [
@@ -192,8 +203,7 @@ class SfuPeerConnection(GroupPeerConnection):
         what our estimators measured (or :data:`UNCAPPED_REMB`), then stop."""
         while True:
             cap = self._remb_cap
-            estimate = self._estimate or UNCAPPED_REMB
-            bitrate = estimate if cap is None else min(cap, estimate)
+            bitrate = cap if cap is not None else self._estimate or UNCAPPED_REMB
             receivers = self._video_receivers()
             if receivers and self.connectionState == "connected":
                 ssrc = getattr(receivers[0], "_RTCRtpReceiver__rtcp_ssrc", None)

@@ -3,8 +3,8 @@
 A member in an SFU call publishes its camera twice (docs/sfu-protocol.md, section 4): a
 thumbnail (about 320x180) that everyone receives, and the full resolution for those who ask.
 :class:`CameraLayers` reads the camera once and hands each frame to both layers' tracks; the
-thumbnail's frames are scaled down. Each layer holds only its newest frames, so a slow encoder
-never makes the other wait or the camera pile up. The camera stops when both layers stopped.
+thumbnail's frames are scaled down (never up). Each layer holds only its newest frames, so a slow
+encoder never makes the other wait or the camera pile up. The camera stops when both layers stopped.
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ class LayerTrack(MediaStreamTrack):
         if self.size is None:
             return frame
         width, height = self.size
+        if frame.width <= width and frame.height <= height:
+            return frame  # already thumbnail-sized: never scaled up
         scaled = frame.reformat(width=width, height=height)
         scaled.pts, scaled.time_base = frame.pts, frame.time_base
         return scaled

@@ -60,17 +60,31 @@ def with_removed_codecs(sdp: str) -> str:
     """The SFU's offer with a codec named in each removed m-line (port 0: a leaver's stream).
 
     JSEP keeps only the formats of a removed m-line; aiortc refuses an m-line whose formats it
-    cannot name, so each such format gets the kind's codec back (the line stays inactive).
+    cannot name, so a format without its ``a=rtpmap`` gets the kind's codec (the line stays
+    inactive). Our SFU names them itself; this keeps us working with one that does not.
     """
+    lines = sdp.split("\r\n")
     out: list[str] = []
-    for line in sdp.split("\r\n"):
-        out.append(line)
-        parts = line.split(" ")
-        if line.startswith("m=") and len(parts) > 3 and parts[1] == "0":
-            codec = _REMOVED_CODECS.get(parts[0][2:])
-            if codec is not None:
-                out.extend(f"a=rtpmap:{pt} {codec}" for pt in parts[3:] if pt.isdigit())
-    return "\r\n".join(out)
+    section: list[str] = []
+    for line in [*lines, "m=end"]:
+        if line.startswith("m="):
+            out.extend(_named(section))
+            section = []
+        section.append(line)
+    return "\r\n".join(out)  # (the sentinel's own section is dropped)
+
+
+def _named(section: list[str]) -> list[str]:
+    parts = section[0].split(" ") if section else []
+    if len(parts) < 4 or parts[1] != "0" or not parts[0].startswith("m="):
+        return section
+    codec = _REMOVED_CODECS.get(parts[0][2:])
+    prefix = "a=rtpmap:"
+    named = {line.split(" ")[0][len(prefix) :] for line in section if line.startswith(prefix)}
+    missing = [pt for pt in parts[3:] if pt.isdigit() and pt not in named]
+    if codec is None or not missing:
+        return section
+    return [section[0], *(f"a=rtpmap:{pt} {codec}" for pt in missing), *section[1:]]
 
 
 class AiortcSfuLink:
@@ -115,6 +129,7 @@ class AiortcSfuLink:
                 self.pc.publish(encoders[role])
         control = self.control = self.pc.createDataChannel("control", ordered=True)
         control.on("message", self._on_control)
+        control.on("close", self._on_control_closed)
         await self.pc.setLocalDescription(await self.pc.createOffer())
         self._http = aiohttp.ClientSession()
         ws_url = url.rstrip("/").replace("http", "ws", 1) + "/ws"
@@ -145,9 +160,13 @@ class AiortcSfuLink:
     def receiver_taps(self) -> dict[MemberDevice, list[ReceiverTap]]:
         """What each member's forwarded streams decrypted and dropped."""
         out: dict[MemberDevice, list[ReceiverTap]] = {}
-        for transceiver in self.pc.getTransceivers():
-            track = self.announced.get(transceiver.mid or "")
-            if track is not None:
+        seen: set[str] = set()
+        # A recycled m-line leaves its old transceiver under the new mid too: the newest is live.
+        for transceiver in reversed(self.pc.getTransceivers()):
+            mid = transceiver.mid or ""
+            track = self.announced.get(mid)
+            if track is not None and mid not in seen:
+                seen.add(mid)
                 tap = self.pc.receiver_tap(transceiver.receiver)
                 out.setdefault(track.member, []).append(tap)
         return out
@@ -250,6 +269,10 @@ class AiortcSfuLink:
             logger.info("sfu: refused a control message of ours")
         else:
             self._bad("not a control message")
+
+    def _on_control_closed(self) -> None:
+        if not self._closing:
+            logger.warning("sfu: the control channel closed")
 
     def _control(self, message: SfuMessage) -> None:
         if isinstance(message, Speaking):
