@@ -8,8 +8,9 @@ SDP (the SFU offers each time forwarded streams come or go; we answer), the data
 member the SFU's ``tracks`` names for its m-line, and handed to the call as that member's media
 once both the track and its announcement are known.
 
-While the SFU does not open the control channel (an SFU that rejects the ``m=application``
-line), control messages go on the WebSocket instead and are read from it too.
+Control messages go on the data channel only: those asked for before it opens wait (at most
+:data:`MAX_QUEUED_CONTROL`) and go out when it does; a control message on the WebSocket is a bad
+message.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ logger = logging.getLogger(__name__)
 
 JOIN_TIMEOUT = 20.0
 MAX_BAD_MESSAGES = 20  # after this many bad messages from the SFU we leave it
+MAX_QUEUED_CONTROL = 64  # control messages waiting for the channel to open; the oldest go first
 PUBLISHED_ROLES = ("microphone", "camera", "camera_full")  # audio, thumbnail, full: in this order
 
 
@@ -113,6 +115,7 @@ class AiortcSfuLink:
         )
         self.pc.on("track", self._on_track)
         self.control: RTCDataChannel | None = None
+        self._queued_control: list[str] = []
         self._http: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -130,6 +133,7 @@ class AiortcSfuLink:
         control = self.control = self.pc.createDataChannel("control", ordered=True)
         control.on("message", self._on_control)
         control.on("close", self._on_control_closed)
+        control.on("open", self._on_control_open)
         await self.pc.setLocalDescription(await self.pc.createOffer())
         self._http = aiohttp.ClientSession()
         ws_url = url.rstrip("/").replace("http", "ws", 1) + "/ws"
@@ -151,11 +155,11 @@ class AiortcSfuLink:
 
     async def subscribe(self, publisher: MemberDevice, quality: Quality) -> None:
         """Ask for ``publisher``'s video at ``quality``."""
-        await self._send_control(subscribe_message(publisher, quality))
+        self._send_control(subscribe_message(publisher, quality))
 
     async def floor(self, request: bool) -> None:
         """Ask for the focus, or give it up."""
-        await self._send_control(floor_message(request))
+        self._send_control(floor_message(request))
 
     def receiver_taps(self) -> dict[MemberDevice, list[ReceiverTap]]:
         """What each member's forwarded streams decrypted and dropped."""
@@ -239,7 +243,7 @@ class AiortcSfuLink:
                 return message.reason
             logger.info("sfu: refused a message of ours")
         elif not isinstance(message, Left):  # a leaver's m-lines go in the next offer
-            self._control(message)
+            return self._bad("a control message on the signaling socket")
         return None
 
     def _bad(self, reason: str) -> str | None:
@@ -270,6 +274,11 @@ class AiortcSfuLink:
         else:
             self._bad("not a control message")
 
+    def _on_control_open(self) -> None:
+        queued, self._queued_control = self._queued_control, []
+        for text in queued:
+            self._send_control(text)
+
     def _on_control_closed(self) -> None:
         if not self._closing:
             logger.warning("sfu: the control channel closed")
@@ -283,14 +292,16 @@ class AiortcSfuLink:
         elif isinstance(message, Floor):
             self.events.sfu_floor(message.holder)
 
-    async def _send_control(self, text: str) -> None:
+    def _send_control(self, text: str) -> None:
         control = self.control
         if control is not None and control.readyState == "open":
             control.send(text)
-        elif self._ws is not None and not self._ws.closed:
-            await self._ws.send_str(text)
+        elif control is not None and control.readyState == "connecting" and not self._closing:
+            if len(self._queued_control) >= MAX_QUEUED_CONTROL:
+                del self._queued_control[0]
+            self._queued_control.append(text)
         else:
-            raise SfuLinkError("not connected to the SFU")
+            raise SfuLinkError("the SFU's control channel is not open")
 
     # -- forwarded media -------------------------------------------------------------------
 

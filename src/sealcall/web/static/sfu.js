@@ -71,7 +71,6 @@ export class SfuPeer {
     this.memberStreams = new Map(); // sender -> MediaStream of its forwarded tracks
     this.asked = new Map(); // publisher member id -> quality asked
     this.pythonAsked = new Map(); // publisher member id -> quality Python asked (sfu_subscribe)
-    this.controlViaSocket = false; // the SFU rejected the data channel: control goes on the socket
     this.focus = null; // the member shown large: its full layer is asked for
     this.layers = new Map(); // publisher -> the layer the SFU says we receive
     this.floor = null;
@@ -200,12 +199,11 @@ export class SfuPeer {
 
   sendControl(msg) {
     if (this.control?.readyState === "open") this.control.send(JSON.stringify(msg));
-    else if (this.controlViaSocket) this.send(msg);
     else if (this.controlQueue.length < MAX_QUEUED_CONTROL) this.controlQueue.push(msg);
   }
 
   controlReady() {
-    return this.control?.readyState === "open" || (this.controlViaSocket && this.ws?.readyState === WebSocket.OPEN);
+    return this.control?.readyState === "open";
   }
 
   flushControl() {
@@ -253,6 +251,19 @@ export class SfuPeer {
     this.chain = this.chain.then(() => this.handle(msg, via)).catch((err) => this.fail(err));
   }
 
+  onControl(msg) {
+    if (msg.type === "speaking") {
+      this.speakers = msg.members;
+      this.result("sfu_speaking", { members: msg.members });
+    } else if (msg.type === "layer") {
+      this.layers.set(msg.publisher, msg.quality);
+      this.result("sfu_layer", { publisher: msg.publisher, quality: msg.quality });
+    } else {
+      this.floor = msg.holder;
+      this.result("sfu_floor", { holder: msg.holder });
+    }
+  }
+
   async handle(msg, via) {
     if (this.closed) return;
     const pc = this.pc;
@@ -261,8 +272,6 @@ export class SfuPeer {
         if (via !== "signaling" || this.member) break;
         this.member = msg.id;
         await pc.setRemoteDescription({ type: "answer", sdp: msg.answer });
-        // An SFU that rejected the m=application line: control messages go on the socket.
-        this.controlViaSocket = pc.sctp === null;
         this.attachTransforms();
         this.result("sfu_joined", { member: msg.id });
         this.resubscribe();
@@ -291,16 +300,13 @@ export class SfuPeer {
         this.result("sfu_left", { member: msg.member });
         break;
       case "speaking":
-        this.speakers = msg.members;
-        this.result("sfu_speaking", { members: msg.members });
-        break;
       case "layer":
-        this.layers.set(msg.publisher, msg.quality);
-        this.result("sfu_layer", { publisher: msg.publisher, quality: msg.quality });
-        break;
       case "floor":
-        this.floor = msg.holder;
-        this.result("sfu_floor", { holder: msg.holder });
+        if (via !== "control") {
+          this.badMessages += 1; // control messages come on the data channel only
+          break;
+        }
+        this.onControl(msg);
         break;
       case "error":
         this.badMessages += 1;
