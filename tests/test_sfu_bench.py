@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from sealcall.bench.sfu_load import parse_loads
+from sealcall.bench.sfu_load import parse_loads, rss_trend
 
 
 def test_loads_parse_and_bad_ones_are_refused() -> None:
@@ -42,6 +42,8 @@ def test_both_sfus_forward_the_same_load() -> None:
         assert (load["publishers"], load["subscribers"]) == (1, 2)
         assert load["forwarded_packets"] > 0.5 * load["expected_packets"] > 0, load
         assert load["cpu_us_per_packet"] > 0
+        assert load["cpu_us_per_subscriber_packet"] >= load["cpu_us_per_packet"]
+    assert case["janus"]["publisher_packets"] == 0  # VideoRoom publishers receive nothing
     assert case["cpu_ratio_sealcall_to_janus"] > 0
     bad = subprocess.run(
         [sys.executable, "-m", "sealcall", "sfu-bench", "--loads", "nope"],
@@ -51,3 +53,51 @@ def test_both_sfus_forward_the_same_load() -> None:
     )
     assert bad.returncode == 2
     assert "--loads" in bad.stderr
+
+
+def test_rss_trend_tells_flat_from_growing_after_the_first_minute() -> None:
+    mb = 1_000_000
+    flat = [(0.0, 80 * mb), (30.0, 100 * mb)] + [(60.0 + 30 * i, 100 * mb) for i in range(10)]
+    trend = rss_trend(flat, after=60)
+    assert trend is not None
+    assert trend.flat and trend.samples == 10 and trend.spread_bytes == 0
+    assert trend.rss_at_after_bytes == 100 * mb and trend.slope_bytes_per_minute == 0
+    growing = [(60.0 + 30 * i, (100 + 2 * i) * mb) for i in range(10)]  # 4 MB a minute
+    trend = rss_trend(growing, after=60)
+    assert trend is not None and not trend.flat
+    assert trend.slope_bytes_per_minute == 4 * mb
+    assert trend.spread_bytes == 18 * mb
+    assert rss_trend([(0.0, mb), (30.0, mb), (61.0, mb)], after=60) is None  # one sample after
+
+
+def test_soak_samples_the_sfu_rss_during_the_load() -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sealcall",
+            "sfu-bench",
+            "--json",
+            "--soak-seconds",
+            "3",
+            "--rss-every",
+            "1",
+            "--flat-after",
+            "1",
+            "--loads",
+            "1x1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    load = json.loads(result.stdout)["soak"]
+    assert (load["publishers"], load["subscribers"], load["seconds"]) == (1, 1, 3)
+    assert load["forwarded_packets"] > 0
+    times = [t for t, _ in load["rss_samples"]]
+    assert len(times) == 4 and times[0] == 0 and times == sorted(times) and times[-1] >= 3
+    assert all(rss > 0 for _, rss in load["rss_samples"])
+    trend = load["rss_trend"]
+    assert trend["after_seconds"] == 1 and trend["samples"] == 3
+    assert trend["rss_last_bytes"] == load["rss_samples"][-1][1]
