@@ -234,6 +234,8 @@ class Forwarder:
                 out.extend(self._speaking.level(participant, -float(level & 0x7F), now))
         ssrc = view.ssrc
         stats = self.stats
+        append = out.append
+        forwarded = 0
         for o in src.outs:
             rw = o.rw
             previous = rw.current
@@ -245,13 +247,14 @@ class Forwarder:
                 if ssrc != previous and previous is not None:
                     stats.layer_switches += 1
                 o.cache.insert(rw.out_sequence, buf)
-                out.append(SendRtp(o.subscriber, buf))
-                stats.forwarded_packets += 1
-                stats.forwarded_bytes += len(buf)
+                append(SendRtp(o.subscriber, buf))
+                forwarded += 1
             elif result == DROPPED_WAITING_KEYFRAME:
                 self._request_keyframe(src, now, out)
             else:
                 self._drop(TOO_OLD)
+        stats.forwarded_packets += forwarded
+        stats.forwarded_bytes += forwarded * len(data)
         return out
 
     def rtcp(self, participant: str, data: bytes, now: float) -> list[Output]:
