@@ -60,11 +60,15 @@ def test_rss_trend_tells_flat_from_growing_after_the_first_minute() -> None:
     flat = [(0.0, 80 * mb), (30.0, 100 * mb)] + [(60.0 + 30 * i, 100 * mb) for i in range(10)]
     trend = rss_trend(flat, after=60)
     assert trend is not None
-    assert trend.flat and trend.samples == 10 and trend.spread_bytes == 0
-    assert trend.rss_at_after_bytes == 100 * mb and trend.slope_bytes_per_minute == 0
+    assert trend.flat
+    assert trend.samples == 10
+    assert trend.spread_bytes == 0
+    assert trend.rss_at_after_bytes == 100 * mb
+    assert trend.slope_bytes_per_minute == 0
     growing = [(60.0 + 30 * i, (100 + 2 * i) * mb) for i in range(10)]  # 4 MB a minute
     trend = rss_trend(growing, after=60)
-    assert trend is not None and not trend.flat
+    assert trend is not None
+    assert not trend.flat
     assert trend.slope_bytes_per_minute == 4 * mb
     assert trend.spread_bytes == 18 * mb
     assert rss_trend([(0.0, mb), (30.0, mb), (61.0, mb)], after=60) is None  # one sample after
@@ -96,8 +100,12 @@ def test_soak_samples_the_sfu_rss_during_the_load() -> None:
     assert (load["publishers"], load["subscribers"], load["seconds"]) == (1, 1, 3)
     assert load["forwarded_packets"] > 0
     times = [t for t, _ in load["rss_samples"]]
-    assert len(times) == 4 and times[0] == 0 and times == sorted(times) and times[-1] >= 3
+    assert len(times) == 4
+    assert times[0] == 0
+    assert times == sorted(times)
+    assert times[-1] >= 3
     assert all(rss > 0 for _, rss in load["rss_samples"])
     trend = load["rss_trend"]
-    assert trend["after_seconds"] == 1 and trend["samples"] == 3
+    assert trend["after_seconds"] == 1
+    assert trend["samples"] == 3
     assert trend["rss_last_bytes"] == load["rss_samples"][-1][1]
