@@ -5,12 +5,13 @@ the same pre-encoded clip (:class:`~sealcall.bench.sfu_load.EncodedClip`: VP8 + 
 once, replayed; subscribers count RTP and never decode), each in a process of its own: the
 sealcall server (``SfuServer`` with ``OpenAdmission``: the load is not about admission) on
 127.0.0.1, Janus (Debian package ``janus``) in a network namespace made for it
-(:mod:`sealcall.bench.janus`). Each reports CPU microseconds per forwarded packet (the SFU
-process's user + system time over the run / the packets forwarded: what all subscribers
-received plus what publishers received, since the sealcall SFU also sends each publisher the
-others' streams and Janus's VideoRoom does not; the figure per subscriber packet alone is given
-too), latency p50/p99 and RSS per participant (:func:`~sealcall.bench.sfu_load.measure_load`);
-the ratio of the two CPU figures is printed per load (the aim: at most 0.5).
+(:mod:`sealcall.bench.janus`). Both forward the same packets: the sealcall SFU sends each
+member everyone else's streams on its one connection, so each Janus publisher also subscribes
+to the other publishers (a second connection, as VideoRoom members do). Each reports CPU
+microseconds per forwarded packet (the SFU process's user + system time over the run / all the
+packets subscribers and publishers received; per subscriber packet alone too), latency p50/p99
+and RSS per participant (:func:`~sealcall.bench.sfu_load.measure_load`); the ratio of the two
+CPU figures is printed per load (the aim: at most 0.5).
 """
 
 from __future__ import annotations
@@ -157,6 +158,7 @@ async def janus_case(
                 seconds,
                 clip,
                 (server.load_address,),
+                subscribe_publisher=subscribe,
             )
     finally:
         await server.stop()

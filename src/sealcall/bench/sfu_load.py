@@ -269,7 +269,7 @@ class LoadReport:
     forwarded_packets: int
     """RTP packets the load's connections received: subscribers' plus publishers'."""
     publisher_packets: int
-    """The part of ``forwarded_packets`` that publishers received (other publishers' streams)."""
+    """The part of ``forwarded_packets`` that publishers received (the other publishers')."""
     expected_packets: int
     """Roughly what the subscribers alone should have received."""
     sfu_cpu_seconds: float
@@ -298,6 +298,7 @@ async def measure_load(
     host_addresses: Sequence[str] = LOOPBACK,
     warmup: float = 2.0,
     rss_every: float | None = None,
+    subscribe_publisher: Callable[[PeerConnection, list[int]], Awaitable[None]] | None = None,
 ) -> LoadReport:
     """Run the load through the SFU process ``pid`` and measure it over ``seconds``.
 
@@ -305,7 +306,11 @@ async def measure_load(
     subscriber's connection receive every feed. CPU is the SFU process's user+system time over
     the measured stretch divided by the packets forwarded in it: all that subscribers and
     publishers received (an SFU that also sends publishers each other's streams does that work
-    too), and, apart, by the subscribers' packets alone. With ``rss_every`` the SFU's RSS is
+    too), and, apart, by the subscribers' packets alone. An SFU that does not send publishers
+    each other's streams by itself (Janus's VideoRoom: there each member publishes on one
+    connection and subscribes to the others on a second one) gets ``subscribe_publisher``: each
+    publisher then also has a connection that receives the other publishers' feeds, so that both
+    kinds of SFU forward the same packets. With ``rss_every`` the SFU's RSS is
     also sampled that often over the stretch (``LoadReport.rss_samples``, see :func:`rss_trend`).
     """
     rss_idle = process_rss_bytes(pid)
@@ -319,6 +324,11 @@ async def measure_load(
             pc = publisher_connection(clip, host_addresses, i, probe, received[i])
             connections.append(pc)
             feeds.append(await publish(pc, f"publisher-{i}"))
+        if subscribe_publisher is not None and publishers > 1:
+            for i in range(publishers):
+                pc = subscriber_connection(received[i], host_addresses)
+                connections.append(pc)
+                await subscribe_publisher(pc, feeds[:i] + feeds[i + 1 :])
         for i in range(subscribers):
             pc = subscriber_connection(counts[i], host_addresses)
             connections.append(pc)
