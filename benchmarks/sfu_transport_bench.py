@@ -2,13 +2,17 @@
 
 Figures, in µs of this process's CPU per packet, side by side:
 
-- ``srtp_unprotect``: pylibsrtp alone, on the SFU's receive session (the floor of receiving);
+- ``srtp_unprotect``: libsrtp alone as the transport calls it, on the SFU's receive session (the
+  floor of receiving);
 - ``receive``: a datagram on 127.0.0.1 to the ``on_rtp`` callback: event loop wake-up, kernel
-  receive, aioice's STUN check, SRTP unprotect, callback (the cost of the socket that sends the
-  datagrams, measured alone, is subtracted);
-- ``srtp_protect``: pylibsrtp alone, on the SFU's send session;
-- ``send``: ``send_rtp`` (SRTP protect + UDP send), and for reference aiortc's own
-  ``RTCDtlsTransport._send_rtp`` coroutine doing the same.
+  receive, SRTP unprotect, callback (the cost of the socket that sends the datagrams, measured
+  alone, is subtracted); ``receive_stun_first`` the same with aioice's own
+  ``datagram_received``, which first tries to parse every datagram as STUN (the path before);
+- ``srtp_protect``: libsrtp alone as the transport calls it (the session's buffer, no allocation),
+  next to ``pylibsrtp_protect``, pylibsrtp's ``Session.protect`` (the path before);
+- ``send``: ``send_rtp`` (SRTP protect + UDP send on the socket), next to ``send_before``
+  (``Session.protect`` + asyncio's ``DatagramTransport.sendto``: the path before) and, for
+  reference, aiortc's own ``RTCDtlsTransport._send_rtp`` coroutine doing the same.
 
 The aiortc peer is recvonly, so it sends no media of its own; the SFU sends with an SSRC and payload
 type it has not negotiated, which aiortc drops before any decoder. Both ends share the process and
@@ -34,6 +38,16 @@ from aiortc.rtcdtlstransport import RTCDtlsTransport
 from sealcall.sfu.transport import ParticipantTransport
 
 BATCH = 128
+COLUMNS = (
+    "srtp_unprotect",
+    "receive",
+    "receive_stun_first",
+    "srtp_protect",
+    "pylibsrtp_protect",
+    "send",
+    "send_before",
+    "aiortc_send_rtp",
+)
 SIZES = {"audio": 100, "video": 1100}
 
 
@@ -105,8 +119,8 @@ async def measure(size: int, n: int, rounds: int, seq: list[int]) -> dict[str, f
         host = sfu.local_candidates()[0]
         src = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         src.setblocking(False)
-        best = {"srtp_unprotect": 1e9, "receive": 1e9, "srtp_protect": 1e9, "send": 1e9}
-        best["aiortc_send_rtp"] = 1e9
+        best = dict.fromkeys(COLUMNS, 1e9)
+        protocols = list(sfu._connection._protocols)
         for _ in range(rounds):
             # SRTP alone, both directions (fresh sequence numbers: the replay window is real).
             plain = rtp_packets(n, size, 0xBEEF, seq[0])
@@ -116,25 +130,40 @@ async def measure(size: int, n: int, rounds: int, seq: list[int]) -> dict[str, f
             for data in protected:
                 sfu._rx.unprotect(data)
             best["srtp_unprotect"] = min(best["srtp_unprotect"], time.process_time() - t0)
+            assert sfu._tx is not None
+            t0 = time.process_time()
+            for data in plain:
+                sfu._tx.protect(data)
+            best["srtp_protect"] = min(best["srtp_protect"], time.process_time() - t0)
+            plain = rtp_packets(n, size, 0xBEEF, seq[0])  # fresh numbers: no replay refusal
+            seq[0] += n
             t0 = time.process_time()
             for data in plain:
                 sfu_dtls._tx_srtp.protect(data)
-            best["srtp_protect"] = min(best["srtp_protect"], time.process_time() - t0)
+            best["pylibsrtp_protect"] = min(best["pylibsrtp_protect"], time.process_time() - t0)
 
-            # Receive over loopback, in batches the socket buffer holds.
-            plain = rtp_packets(n, size, 0xBEEF, seq[0])
-            seq[0] += n
-            protected = [peer_dtls._tx_srtp.protect(p) for p in plain]
-            start = received.count
-            t0 = time.process_time()
-            for i in range(0, n, BATCH):
-                for data in protected[i : i + BATCH]:
-                    src.sendto(data, (host.host, host.port))
-                await received.until(start + min(i + BATCH, n))
-            elapsed = time.process_time() - t0
-            best["receive"] = min(best["receive"], elapsed - _sender_cost_us(protected) * n / 1e6)
+            # Receive over loopback, in batches the socket buffer holds: the SFU's path, then
+            # aioice's own datagram_received (STUN parse first) in front of it.
+            for column in ("receive", "receive_stun_first"):
+                if column == "receive_stun_first":
+                    for protocol in protocols:
+                        del protocol.datagram_received  # the class's (aioice's) method again
+                plain = rtp_packets(n, size, 0xBEEF, seq[0])
+                seq[0] += n
+                protected = [peer_dtls._tx_srtp.protect(p) for p in plain]
+                start = received.count
+                t0 = time.process_time()
+                for i in range(0, n, BATCH):
+                    for data in protected[i : i + BATCH]:
+                        src.sendto(data, (host.host, host.port))
+                    await received.until(start + min(i + BATCH, n))
+                elapsed = time.process_time() - t0
+                cost = elapsed - _sender_cost_us(protected) * n / 1e6
+                best[column] = min(best[column], cost)
+            for protocol in protocols:
+                sfu._connection._skip_stun_parse(protocol)
 
-            # Send: the SFU's synchronous send_rtp, then aiortc's coroutine, same packets.
+            # Send: the SFU's synchronous send_rtp, the path before, aiortc's coroutine.
             plain = rtp_packets(n, size, 0xFEED, seq[0], pt=127)
             seq[0] += n
             t0 = time.process_time()
@@ -142,6 +171,14 @@ async def measure(size: int, n: int, rounds: int, seq: list[int]) -> dict[str, f
                 sfu.send_rtp(data)
             best["send"] = min(best["send"], time.process_time() - t0)
             await asyncio.sleep(0.05)  # let the peer drain what it was sent
+            pair = sfu._connection._nominated[1]
+            plain = rtp_packets(n, size, 0xFEED, seq[0], pt=127)
+            seq[0] += n
+            t0 = time.process_time()
+            for data in plain:
+                pair.protocol.transport.sendto(sfu_dtls._tx_srtp.protect(data), pair.remote_addr)
+            best["send_before"] = min(best["send_before"], time.process_time() - t0)
+            await asyncio.sleep(0.05)
             plain = rtp_packets(n, size, 0xFEED, seq[0], pt=127)
             seq[0] += n
             t0 = time.process_time()
@@ -177,10 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(results))
         return 0
-    cols = ("srtp_unprotect", "receive", "srtp_protect", "send", "aiortc_send_rtp")
-    print(f"µs/packet  {'':5} " + " ".join(f"{c:>16}" for c in cols))
+    print(f"µs/packet  {'':5} " + " ".join(f"{c:>18}" for c in COLUMNS))
     for kind, r in results.items():
-        print(f"{kind:5} {SIZES[kind]:>5}B " + " ".join(f"{r[c]:>16.2f}" for c in cols))
+        print(f"{kind:5} {SIZES[kind]:>5}B " + " ".join(f"{r[c]:>18.2f}" for c in COLUMNS))
     return 0
 
 

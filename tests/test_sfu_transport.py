@@ -262,3 +262,43 @@ async def test_trickled_candidates_are_used_until_the_end_of_candidates() -> Non
     finally:
         await pc.close()
         await sfu.transport.close()
+
+
+async def test_a_send_that_would_block_is_queued_in_order_not_lost(
+    pair: tuple[RTCPeerConnection, Sfu],
+) -> None:
+    from sealcall.bench.sfu_load import RtpCounts, count_rtp
+
+    pc, sfu = pair
+    counts = RtpCounts()
+
+    @pc.on("track")
+    def on_track(track: MediaStreamTrack) -> None:
+        for transceiver in pc.getTransceivers():
+            if transceiver.receiver.track is track:
+                count_rtp(transceiver.receiver, track.kind, counts)
+
+    await join(pc, sfu)
+    for section in sfu.transport.sections:
+        sfu.echo_to[section.kind] = section
+    await until(lambda: sfu.echoed > 5)
+
+    class WouldBlock:
+        calls = 0
+
+        def sendto(self, data: bytes, address: object) -> None:
+            self.calls += 1
+            raise BlockingIOError
+
+    # The socket is full once: that packet goes through asyncio's transport (which queues), and
+    # direct sends resume afterwards.
+    blocked = WouldBlock()
+    sfu.transport._socket = blocked
+    await until(lambda: blocked.calls == 1)
+    echoed = sfu.echoed
+    await until(lambda: sfu.echoed > echoed + 5)
+    assert blocked.calls == 1
+    sfu.echo_to.clear()
+    # On loopback every echoed packet arrives: none was lost on the way through the queue.
+    await until(lambda: counts.total_packets == sfu.echoed)
+    assert sfu.transport.dropped == 0

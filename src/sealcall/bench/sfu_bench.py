@@ -5,8 +5,11 @@ the same pre-encoded clip (:class:`~sealcall.bench.sfu_load.EncodedClip`: VP8 + 
 once, replayed; subscribers count RTP and never decode), each in a process of its own: the
 sealcall server (``SfuServer`` with ``OpenAdmission``: the load is not about admission) on
 127.0.0.1, Janus (Debian package ``janus``) in a network namespace made for it
-(:mod:`sealcall.bench.janus`). Each reports CPU microseconds per forwarded packet (the SFU
-process's user + system time over the run / packets all subscribers received), latency p50/p99
+(:mod:`sealcall.bench.janus`). Both forward the same packets: the sealcall SFU sends each
+member everyone else's streams on its one connection, so each Janus publisher also subscribes
+to the other publishers (a second connection, as VideoRoom members do). Each reports CPU
+microseconds per forwarded packet (the SFU process's user + system time over the run / all the
+packets subscribers and publishers received; per subscriber packet alone too), latency p50/p99
 and RSS per participant (:func:`~sealcall.bench.sfu_load.measure_load`); the ratio of the two
 CPU figures is printed per load (the aim: at most 0.5).
 """
@@ -27,7 +30,14 @@ from sealcall.media import PeerConnection
 from sealcall.sfu.server import OpenAdmission, SfuServer
 
 from .janus import JanusServer, JanusSession, publish_clip, subscribe_all, wait_connected
-from .sfu_load import EncodedClip, LoadReport, format_load_report, measure_load, parse_loads
+from .sfu_load import (
+    EncodedClip,
+    LoadReport,
+    format_load_report,
+    measure_load,
+    parse_loads,
+    rss_trend,
+)
 
 JANUS_ROOM = 1234
 ROOM = "!bench:example.org"
@@ -77,9 +87,13 @@ class Signaling:
 
 
 async def sealcall_case(
-    publishers: int, subscribers: int, seconds: float, clip: EncodedClip
+    publishers: int,
+    subscribers: int,
+    seconds: float,
+    clip: EncodedClip,
+    rss_every: float | None = None,
 ) -> LoadReport:
-    """One load through a fresh server process."""
+    """One load through a fresh server process (its RSS sampled every ``rss_every`` s if set)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", __name__, "--serve", stdout=asyncio.subprocess.PIPE
     )
@@ -101,7 +115,14 @@ async def sealcall_case(
 
             try:
                 return await measure_load(
-                    proc.pid, publish, subscribe, publishers, subscribers, seconds, clip
+                    proc.pid,
+                    publish,
+                    subscribe,
+                    publishers,
+                    subscribers,
+                    seconds,
+                    clip,
+                    rss_every=rss_every,
                 )
             finally:
                 await signaling.close()
@@ -137,6 +158,7 @@ async def janus_case(
                 seconds,
                 clip,
                 (server.load_address,),
+                subscribe_publisher=subscribe,
             )
     finally:
         await server.stop()
@@ -149,10 +171,9 @@ async def run(loads: list[tuple[int, int]], seconds: float) -> dict[str, Any]:
     for publishers, subscribers in loads:
         ours = await sealcall_case(publishers, subscribers, seconds, clip)
         janus = await janus_case(publishers, subscribers, seconds, clip)
-        ratio = (
-            round(ours.cpu_us_per_packet / janus.cpu_us_per_packet, 3)
-            if ours.cpu_us_per_packet and janus.cpu_us_per_packet
-            else None
+        ratio = _ratio(ours.cpu_us_per_packet, janus.cpu_us_per_packet)
+        subscriber_ratio = _ratio(
+            ours.cpu_us_per_subscriber_packet, janus.cpu_us_per_subscriber_packet
         )
         cases.append(
             {
@@ -161,9 +182,48 @@ async def run(loads: list[tuple[int, int]], seconds: float) -> dict[str, Any]:
                 "sealcall": dataclasses.asdict(ours),
                 "janus": dataclasses.asdict(janus),
                 "cpu_ratio_sealcall_to_janus": ratio,
+                "cpu_ratio_per_subscriber_packet": subscriber_ratio,
             }
         )
     return {"seconds": seconds, "loads": cases}
+
+
+async def soak(
+    publishers: int, subscribers: int, seconds: float, rss_every: float, after: float
+) -> dict[str, Any]:
+    """A long load through the sealcall SFU alone: is its RSS flat after ``after`` seconds?"""
+    report = await sealcall_case(publishers, subscribers, seconds, EncodedClip.make(), rss_every)
+    trend = rss_trend(report.rss_samples, after)
+    return {
+        "soak": {
+            **dataclasses.asdict(report),
+            "rss_trend": dataclasses.asdict(trend) if trend is not None else None,
+        }
+    }
+
+
+def soak_text(report: dict[str, Any]) -> str:
+    """The soak report as lines of text."""
+    load = report["soak"]
+    trend = load["rss_trend"]
+    lines = [
+        f"sealcall SFU soak, {load['publishers']}x{load['subscribers']} for"
+        f" {load['seconds']:g} s: " + format_load_report("sealcall", load),
+        "  RSS MB: " + " ".join(f"{t:g}s={rss / 1e6:.1f}" for t, rss in load["rss_samples"]),
+    ]
+    if trend is None:
+        lines.append("  too short for a trend after the first minute")
+    else:
+        lines.append(
+            f"  after {trend['after_seconds']:g} s: slope"
+            f" {trend['slope_bytes_per_minute'] / 1e3:.1f} kB/min, max-min"
+            f" {trend['spread_bytes'] / 1e6:.2f} MB; flat: {trend['flat']}"
+        )
+    return "\n".join(lines)
+
+
+def _ratio(ours: float | None, theirs: float | None) -> float | None:
+    return round(ours / theirs, 3) if ours and theirs else None
 
 
 def report_text(report: dict[str, Any]) -> str:
@@ -174,7 +234,8 @@ def report_text(report: dict[str, Any]) -> str:
             lines.append("  " + format_load_report(name, case[name]))
         lines.append(
             f"  ratio {case['publishers']}x{case['subscribers']}:"
-            f" {case['cpu_ratio_sealcall_to_janus']} (aim: at most 0.5)"
+            f" {case['cpu_ratio_sealcall_to_janus']} (aim: at most 0.5); per packet to"
+            f" subscribers only: {case['cpu_ratio_per_subscriber_packet']}"
         )
     return "\n".join(lines)
 

@@ -211,11 +211,18 @@ def publisher_connection(
     host_addresses: Sequence[str] = LOOPBACK,
     number: int = 0,
     probe: LatencyProbe | None = None,
+    counts: RtpCounts | None = None,
 ) -> PeerConnection:
-    """A connection (ICE on ``host_addresses`` only) sending ``clip`` (voice ``number``)."""
+    """A connection (ICE on ``host_addresses`` only) sending ``clip`` (voice ``number``).
+
+    What an SFU forwards to a publisher (the sealcall SFU sends each member everyone else's
+    streams; Janus's VideoRoom sends a publisher nothing) is counted in ``counts``, never decoded.
+    """
     pc = PeerConnection(host_addresses=host_addresses)
     pc.addTrack(ReplayTrack("audio", clip.voice(number), probe))
     pc.addTrack(ReplayTrack("video", clip.video))
+    if counts is not None:
+        _count_tracks(pc, counts)
     return pc
 
 
@@ -224,14 +231,16 @@ def subscriber_connection(
 ) -> PeerConnection:
     """A connection (ICE on ``host_addresses`` only) counting every track the SFU offers it."""
     pc = PeerConnection(host_addresses=host_addresses)
+    _count_tracks(pc, counts)
+    return pc
 
+
+def _count_tracks(pc: PeerConnection, counts: RtpCounts) -> None:
     @pc.on("track")
     def on_track(track: MediaStreamTrack) -> None:
         for transceiver in pc.getTransceivers():
             if transceiver.receiver.track is track:
                 count_rtp(transceiver.receiver, track.kind, counts)
-
-    return pc
 
 
 def percentile(values: Sequence[float], fraction: float) -> float | None:
@@ -258,15 +267,24 @@ class LoadReport:
     subscribers: int
     seconds: float
     forwarded_packets: int
+    """RTP packets the load's connections received: subscribers' plus publishers'."""
+    publisher_packets: int
+    """The part of ``forwarded_packets`` that publishers received (the other publishers')."""
     expected_packets: int
+    """Roughly what the subscribers alone should have received."""
     sfu_cpu_seconds: float
     cpu_us_per_packet: float | None
+    """CPU per forwarded packet (all of them, publishers' included)."""
+    cpu_us_per_subscriber_packet: float | None
+    """CPU per packet the subscribers received (publishers' packets not counted)."""
     latency_p50_ms: float | None
     latency_p99_ms: float | None
     rss_idle_bytes: int
     rss_loaded_bytes: int
     rss_per_participant_bytes: float
     generator_cpu_seconds: float
+    rss_samples: tuple[tuple[float, int], ...] = ()
+    """(seconds into the measured stretch, SFU RSS bytes), when sampled (``rss_every``)."""
 
 
 async def measure_load(
@@ -279,37 +297,55 @@ async def measure_load(
     clip: EncodedClip,
     host_addresses: Sequence[str] = LOOPBACK,
     warmup: float = 2.0,
+    rss_every: float | None = None,
+    subscribe_publisher: Callable[[PeerConnection, list[int]], Awaitable[None]] | None = None,
 ) -> LoadReport:
     """Run the load through the SFU process ``pid`` and measure it over ``seconds``.
 
     ``publish`` offers a publisher's connection and returns its feed id; ``subscribe`` makes a
     subscriber's connection receive every feed. CPU is the SFU process's user+system time over
-    the measured stretch divided by the packets all subscribers received in it.
+    the measured stretch divided by the packets forwarded in it: all that subscribers and
+    publishers received (an SFU that also sends publishers each other's streams does that work
+    too), and, apart, by the subscribers' packets alone. An SFU that does not send publishers
+    each other's streams by itself (Janus's VideoRoom: there each member publishes on one
+    connection and subscribes to the others on a second one) gets ``subscribe_publisher``: each
+    publisher then also has a connection that receives the other publishers' feeds, so that both
+    kinds of SFU forward the same packets. With ``rss_every`` the SFU's RSS is
+    also sampled that often over the stretch (``LoadReport.rss_samples``, see :func:`rss_trend`).
     """
     rss_idle = process_rss_bytes(pid)
     connections: list[PeerConnection] = []
     probe = LatencyProbe(clip.marked)
     counts = [RtpCounts(probe=probe) for _ in range(subscribers)]
+    received = [RtpCounts() for _ in range(publishers)]
     try:
         feeds = []
         for i in range(publishers):
-            pc = publisher_connection(clip, host_addresses, i, probe)
+            pc = publisher_connection(clip, host_addresses, i, probe, received[i])
             connections.append(pc)
             feeds.append(await publish(pc, f"publisher-{i}"))
+        if subscribe_publisher is not None and publishers > 1:
+            for i in range(publishers):
+                pc = subscriber_connection(received[i], host_addresses)
+                connections.append(pc)
+                await subscribe_publisher(pc, feeds[:i] + feeds[i + 1 :])
         for i in range(subscribers):
             pc = subscriber_connection(counts[i], host_addresses)
             connections.append(pc)
             await subscribe(pc, feeds)
         await asyncio.sleep(warmup)
         start_packets = sum(c.total_packets for c in counts)
+        start_publishers = sum(c.total_packets for c in received)
         for c in counts:
             c.measuring = True
         start_cpu = process_cpu_seconds(pid)
         start_own = time.process_time()
-        await asyncio.sleep(seconds)
+        samples = await _sample_rss(pid, seconds, rss_every)
         cpu = process_cpu_seconds(pid) - start_cpu
         own = time.process_time() - start_own
-        forwarded = sum(c.total_packets for c in counts) - start_packets
+        to_subscribers = sum(c.total_packets for c in counts) - start_packets
+        to_publishers = sum(c.total_packets for c in received) - start_publishers
+        forwarded = to_subscribers + to_publishers
         for c in counts:
             c.measuring = False
         rss_loaded = process_rss_bytes(pid)
@@ -322,17 +358,87 @@ async def measure_load(
         subscribers=subscribers,
         seconds=seconds,
         forwarded_packets=forwarded,
+        publisher_packets=to_publishers,
         expected_packets=round(
             expected_packets_per_second(clip, publishers) * subscribers * seconds
         ),
         sfu_cpu_seconds=round(cpu, 3),
         cpu_us_per_packet=round(cpu / forwarded * 1e6, 2) if forwarded else None,
+        cpu_us_per_subscriber_packet=(
+            round(cpu / to_subscribers * 1e6, 2) if to_subscribers else None
+        ),
         latency_p50_ms=round(p50 * 1e3, 3) if p50 is not None else None,
         latency_p99_ms=round(p99 * 1e3, 3) if p99 is not None else None,
         rss_idle_bytes=rss_idle,
         rss_loaded_bytes=rss_loaded,
         rss_per_participant_bytes=round((rss_loaded - rss_idle) / (publishers + subscribers)),
         generator_cpu_seconds=round(own, 3),
+        rss_samples=samples,
+    )
+
+
+async def _sample_rss(
+    pid: int, seconds: float, every: float | None
+) -> tuple[tuple[float, int], ...]:
+    """Wait ``seconds``; meanwhile, if ``every`` is given, sample ``pid``'s RSS that often."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    if every is None:
+        await asyncio.sleep(seconds)
+        return ()
+    samples = [(0.0, process_rss_bytes(pid))]
+    n = 1
+    while True:
+        due = min(n * every, seconds)
+        await asyncio.sleep(max(0.0, start + due - loop.time()))
+        samples.append((round(loop.time() - start, 1), process_rss_bytes(pid)))
+        if due >= seconds:
+            return tuple(samples)
+        n += 1
+
+
+@dataclass(frozen=True)
+class RssTrend:
+    """Whether memory stayed flat after the first ``after`` seconds (JSON-ready).
+
+    ``slope_bytes_per_minute`` is the least-squares slope of the samples taken from ``after`` on;
+    ``spread_bytes`` their max - min. Flat: the fitted growth over that stretch is at most
+    ``FLAT_GROWTH`` of the RSS at its start, and so is the spread (allocator arenas come and go).
+    """
+
+    after_seconds: float
+    samples: int
+    rss_at_after_bytes: int
+    rss_last_bytes: int
+    slope_bytes_per_minute: float
+    spread_bytes: int
+    flat: bool
+
+
+FLAT_GROWTH = 0.05
+
+
+def rss_trend(samples: Sequence[tuple[float, int]], after: float = 60.0) -> RssTrend | None:
+    """The trend of ``samples`` from ``after`` seconds on; None with fewer than two there."""
+    late = [(t, rss) for t, rss in samples if t >= after]
+    if len(late) < 2:
+        return None
+    ts = [t for t, _ in late]
+    rs = [float(r) for _, r in late]
+    mean_t, mean_r = sum(ts) / len(ts), sum(rs) / len(rs)
+    var = sum((t - mean_t) ** 2 for t in ts)
+    slope = sum((t - mean_t) * (r - mean_r) for t, r in zip(ts, rs, strict=True)) / var
+    spread = int(max(rs) - min(rs))
+    base = late[0][1]
+    growth = slope * (ts[-1] - ts[0])
+    return RssTrend(
+        after_seconds=after,
+        samples=len(late),
+        rss_at_after_bytes=base,
+        rss_last_bytes=late[-1][1],
+        slope_bytes_per_minute=round(slope * 60, 1),
+        spread_bytes=spread,
+        flat=growth <= FLAT_GROWTH * base and spread <= FLAT_GROWTH * base,
     )
 
 
@@ -355,8 +461,10 @@ def format_load_report(name: str, report: dict[str, Any]) -> str:
     """One SFU's :class:`LoadReport` (as a dict) on one line."""
     return (
         f"{name} {report['publishers']}x{report['subscribers']}:"
-        f" {report['cpu_us_per_packet']} µs/packet ({report['forwarded_packets']} of"
-        f" {report['expected_packets']} packets), latency p50 {report['latency_p50_ms']} ms"
+        f" {report['cpu_us_per_packet']} µs/packet ({report['forwarded_packets']} packets,"
+        f" {report['publisher_packets']} of them to publishers; per packet to subscribers"
+        f" {report['cpu_us_per_subscriber_packet']} µs, {report['expected_packets']} expected),"
+        f" latency p50 {report['latency_p50_ms']} ms"
         f" p99 {report['latency_p99_ms']} ms, RSS/participant"
         f" {report['rss_per_participant_bytes'] / 1e6:.2f} MB"
     )

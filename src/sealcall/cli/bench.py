@@ -179,7 +179,7 @@ def add_app_soak_parser(commands: "argparse._SubParsersAction[argparse.ArgumentP
 
 
 def sfu_bench(args: argparse.Namespace) -> int:
-    from sealcall.bench.sfu_bench import report_text, run
+    from sealcall.bench.sfu_bench import report_text, run, soak, soak_text
     from sealcall.bench.sfu_load import parse_loads
 
     try:
@@ -187,6 +187,13 @@ def sfu_bench(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"sealcall sfu-bench: --loads: {error}", file=sys.stderr)
         return 2
+    if args.soak_seconds is not None:
+        (publishers, subscribers), *_ = loads
+        report = asyncio.run(
+            soak(publishers, subscribers, args.soak_seconds, args.rss_every, args.flat_after)
+        )
+        print(json.dumps(report, indent=2) if args.json else soak_text(report))
+        return 0
     report = asyncio.run(run(loads, args.seconds))
     print(json.dumps(report, indent=2) if args.json else report_text(report))
     return 0
@@ -212,6 +219,24 @@ def add_sfu_bench_parser(commands: "argparse._SubParsersAction[argparse.Argument
     )
     parser.add_argument(
         "--loads", default="2x4,4x8", help="publishers x subscribers, comma-separated"
+    )
+    parser.add_argument(
+        "--soak-seconds",
+        type=_positive,
+        default=None,
+        help=(
+            "instead: a long run of the sealcall SFU alone under the first load, sampling its"
+            " RSS (is it flat after the first minute?)"
+        ),
+    )
+    parser.add_argument(
+        "--rss-every", type=_positive, default=30.0, help="soak: seconds between RSS samples"
+    )
+    parser.add_argument(
+        "--flat-after",
+        type=_positive,
+        default=60.0,
+        help="soak: judge the RSS trend from this many seconds on (default 60)",
     )
     parser.set_defaults(func=sfu_bench)
 

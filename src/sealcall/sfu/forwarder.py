@@ -271,6 +271,8 @@ class Forwarder:
         ssrc = view.ssrc
         stats = self.stats
         remapped: dict[bytes, bytes] | None = None
+        append = out.append
+        forwarded = 0
         for o in src.outs:
             rw = o.rw
             previous = rw.current
@@ -295,13 +297,14 @@ class Forwarder:
                         quality = "full" if src.layer == FULL else "thumbnail"
                         out.append(LayerChanged(o.subscriber, participant, quality))
                 o.cache.insert(rw.out_sequence, buf)
-                out.append(SendRtp(o.subscriber, buf))
-                stats.forwarded_packets += 1
-                stats.forwarded_bytes += len(buf)
+                append(SendRtp(o.subscriber, buf))
+                forwarded += 1
             elif result == DROPPED_WAITING_KEYFRAME:
                 self._request_keyframe(src, now, out)
             else:
                 self._drop(TOO_OLD)
+        stats.forwarded_packets += forwarded
+        stats.forwarded_bytes += forwarded * len(data)
         return out
 
     def rtcp(self, participant: str, data: bytes, now: float) -> list[Output]:

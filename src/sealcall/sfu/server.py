@@ -180,7 +180,7 @@ class Room:
                     self.unsent += 1
                     continue
                 try:
-                    m.transport.send_rtp(bytes(data))
+                    m.transport.send_rtp(data)
                 except TransportClosedError:
                     self.unsent += 1
             elif type(out) is SendRtcp:

@@ -24,9 +24,16 @@ The hooks, and why they are safe with the pinned aiortc (>=1.16,<1.17) and aioic
 - The data channel (``control``) is aiortc's ``RTCSctpTransport`` over the same DTLS transport:
   DTLS records still go through aiortc's pump to the SCTP association, and a channel the
   participant opens (DCEP) goes to ``on_datachannel``.
+- The SRTP/SRTCP test runs before aioice's: each host candidate's ``StunProtocol`` gets an
+  instance ``datagram_received`` that hands an SRTP datagram (first byte 128..191; STUN's is 0..3)
+  to the fast path without aioice first trying, and failing, to parse it as STUN.
 - Sending reads the ICE connection's nominated pair (``Connection._nominated[1]``, what aioice's own
-  ``sendto`` reads) and writes to its datagram transport directly, so a forwarded packet costs no
-  coroutine or task.
+  ``sendto`` reads) and writes to its datagram transport's socket directly (through the transport,
+  which queues, when the socket would block or something is queued), so a forwarded packet costs
+  no coroutine or task.
+- Protecting and unprotecting call libsrtp through pylibsrtp's binding on the session's own
+  buffer (``Session._srtp``, ``_cdata``, ``_buffer``: what ``Session.protect`` uses), without
+  its per-call allocation, and take a ``bytearray`` as it is.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from typing import Any
 
 import pylibsrtp
 from aioice import Candidate, Connection
+from aioice.ice import CandidatePair
 from aiortc.rtcdatachannel import RTCDataChannel
 from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsTransport
 from aiortc.rtcicetransport import (
@@ -48,6 +56,8 @@ from aiortc.rtcicetransport import (
 )
 from aiortc.rtcsctptransport import RTCSctpCapabilities, RTCSctpTransport
 from aiortc.sdp import candidate_from_sdp
+from pylibsrtp._binding import ffi as _srtp_ffi  # type: ignore[import-not-found]
+from pylibsrtp._binding import lib as _srtp_lib
 
 from sealcall.sfu.negotiation import (
     SCTP_PORT,
@@ -62,7 +72,6 @@ from sealcall.sfu.negotiation import (
     new_send_section,
     rejected_mline,
 )
-from sealcall.sfu.rtp import is_rtcp
 
 __all__ = ["ParticipantTransport", "TransportClosedError"]
 
@@ -71,10 +80,69 @@ log = logging.getLogger(__name__)
 PacketCallback = Callable[[bytes], None]
 ChannelCallback = Callable[[RTCDataChannel], None]
 SFU_MID_PREFIX = "f"  # mids of the m-lines the SFU adds for forwarded streams
+_MAX_SRTP = 1500  # pylibsrtp's session buffer
+_MAX_PROTECTED_RTP = _MAX_SRTP - pylibsrtp.SRTP_MAX_TRAILER_LEN
+_srtp_protect = _srtp_lib.srtp_protect
+_srtp_unprotect = _srtp_lib.srtp_unprotect
+
+
+class _Srtp:
+    """One pylibsrtp session driven directly: the same libsrtp calls, no allocation per packet."""
+
+    __slots__ = ("_buffer", "_cdata", "_length", "_session", "_srtp")
+
+    def __init__(self, session: pylibsrtp.Session) -> None:
+        self._session = session  # owns the libsrtp context (freed with it)
+        self._srtp = session._srtp[0]
+        self._cdata = session._cdata
+        self._buffer = session._buffer
+        self._length = _srtp_ffi.new("int *")
+
+    def _run(self, func: Any, data: bytes | bytearray, trailer: int) -> bytes:
+        n = len(data)
+        if n > _MAX_SRTP - trailer:
+            raise pylibsrtp.Error("packet is too long")
+        buffer = self._buffer
+        buffer[0:n] = data
+        length = self._length
+        length[0] = n
+        if func(self._srtp, self._cdata, length):
+            raise pylibsrtp.Error("libsrtp refused the packet")
+        return buffer[0 : length[0]]  # type: ignore[no-any-return]
+
+    def protect(self, data: bytes | bytearray) -> bytes:
+        """SRTP-protect an RTP packet (``_run`` inlined: this runs once per forwarded packet)."""
+        n = len(data)
+        if n > _MAX_PROTECTED_RTP:
+            raise pylibsrtp.Error("packet is too long")
+        buffer = self._buffer
+        buffer[0:n] = data
+        length = self._length
+        length[0] = n
+        if _srtp_protect(self._srtp, self._cdata, length):
+            raise pylibsrtp.Error("libsrtp refused the packet")
+        return buffer[0 : length[0]]  # type: ignore[no-any-return]
+
+    def protect_rtcp(self, data: bytes | bytearray) -> bytes:
+        """SRTCP-protect an RTCP packet."""
+        return self._run(_srtp_lib.srtp_protect_rtcp, data, pylibsrtp.SRTP_MAX_SRTCP_TRAILER_LEN)
+
+    def unprotect(self, data: bytes) -> bytes:
+        """Verify and decrypt an SRTP packet."""
+        return self._run(_srtp_unprotect, data, 0)
+
+    def unprotect_rtcp(self, data: bytes) -> bytes:
+        """Verify and decrypt an SRTCP packet."""
+        return self._run(_srtp_lib.srtp_unprotect_rtcp, data, 0)
 
 
 class TransportClosedError(ConnectionError):
     """Sending on a participant transport that is not (or no longer) connected: local misuse."""
+
+
+def _socket_of(transport: asyncio.DatagramTransport) -> Any:
+    """The datagram transport's socket (asyncio's selector transport keeps it as ``_sock``)."""
+    return getattr(transport, "_sock", None)
 
 
 class _CountingSession:
@@ -113,8 +181,10 @@ class _RawDtlsTransport(RTCDtlsTransport):
     def _setup_srtp(self) -> None:
         super()._setup_srtp()
         if self._rx_srtp is not None:
-            self._owner._rx = self._rx_srtp
+            self._owner._rx = _Srtp(self._rx_srtp)
             self._rx_srtp = _CountingSession(self._rx_srtp, self._owner)  # type: ignore[assignment]
+        if self._tx_srtp is not None:
+            self._owner._tx = _Srtp(self._tx_srtp)
 
     async def _handle_rtp_data(self, data: bytes, arrival_time_ms: int) -> None:
         owner = self._owner
@@ -152,7 +222,22 @@ class _HostOnlyConnection(Connection):
             self._local_candidates += await self.get_component_candidates(
                 component=1, addresses=self._sfu_addresses
             )
+            for protocol in self._protocols:
+                self._skip_stun_parse(protocol)
             self._local_candidates_end = True
+
+    def _skip_stun_parse(self, protocol: Any) -> None:
+        """SRTP reaches the fast path before aioice tries (and fails) to parse it as STUN."""
+        slow = protocol.datagram_received
+
+        def datagram_received(data: bytes, addr: tuple[Any, ...]) -> None:
+            fast = self.fast_path
+            if fast is not None and data and 127 < data[0] < 192:
+                fast(data)
+            else:
+                slow(data, addr)
+
+        protocol.datagram_received = datagram_received
 
 
 class ParticipantTransport:
@@ -197,7 +282,12 @@ class ParticipantTransport:
         self._close_task: asyncio.Future[None] | None = None
         self._connected = asyncio.Event()
         self._closed = asyncio.Event()
-        self._rx: pylibsrtp.Session | None = None
+        self._rx: _Srtp | None = None
+        self._tx: _Srtp | None = None
+        self._pair: CandidatePair | None = None
+        self._protocol: Any = None
+        self._socket: Any = None
+        self._address: tuple[str, int] = ("", 0)
         self.rtp_received = 0
         self.rtcp_received = 0
         self.dropped = 0
@@ -402,7 +492,7 @@ class ParticipantTransport:
         if rx is None:  # pragma: no cover - the fast path is set only after the keys
             return
         try:
-            if is_rtcp(data):
+            if 191 < data[1] < 224 if len(data) > 1 else False:  # rtp.is_rtcp, inlined
                 plain = rx.unprotect_rtcp(data)
                 self.rtcp_received += 1
                 callback = self._on_rtcp
@@ -437,21 +527,46 @@ class ParticipantTransport:
 
     def _send(self, data: bytes) -> None:
         pair = self._connection._nominated.get(1)
-        if pair is None or not self._connected.is_set():
+        if pair is not self._pair:
+            self._use_pair(pair)
+        if not self._connected.is_set():
             raise TransportClosedError("participant transport is not connected")
-        pair.protocol.transport.sendto(data, pair.remote_addr)
         self.sent += 1
+        sock = self._socket
+        if sock is not None:
+            try:
+                sock.sendto(data, self._address)
+                return
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError as error:
+                # As asyncio's transport would: the protocol hears of it, nothing raises.
+                self._protocol.error_received(error)
+                return
+        # The socket would block, or datagrams wait in the transport's queue: queue behind them
+        # (keeping the order), and send directly again once the queue is empty.
+        transport = self._protocol.transport
+        transport.sendto(data, self._address)
+        self._socket = None if transport.get_write_buffer_size() else _socket_of(transport)
 
-    def send_rtp(self, data: bytes) -> None:
+    def _use_pair(self, pair: CandidatePair | None) -> None:
+        if pair is None:
+            raise TransportClosedError("participant transport is not connected")
+        self._pair = pair
+        self._protocol = pair.protocol
+        self._address = pair.remote_addr
+        self._socket = _socket_of(pair.protocol.transport)
+
+    def send_rtp(self, data: bytes | bytearray) -> None:
         """SRTP-protect and send one raw RTP packet; ``TransportClosedError`` if not connected."""
-        tx = self._dtls._tx_srtp
+        tx = self._tx
         if tx is None:
             raise TransportClosedError("participant transport is not connected")
         self._send(tx.protect(data))
 
-    def send_rtcp(self, data: bytes) -> None:
+    def send_rtcp(self, data: bytes | bytearray) -> None:
         """SRTCP-protect and send one raw (compound) RTCP packet."""
-        tx = self._dtls._tx_srtp
+        tx = self._tx
         if tx is None:
             raise TransportClosedError("participant transport is not connected")
         self._send(tx.protect_rtcp(data))
