@@ -318,6 +318,44 @@ def test_nack_is_answered_from_the_cache_with_rtx_when_negotiated() -> None:
     assert room.fw.stats.nacks_served == 2
 
 
+def test_use_rtx_chooses_rtx_or_plain_per_stream_as_each_answer_negotiated() -> None:
+    room = Room(3)  # p1 receives p0's and p2's video; nothing negotiated yet: plain
+    drive(room, 3, 8)
+    v0, v2 = room.out_ssrc(1, 0, "video"), room.out_ssrc(1, 2, "video")
+    sent0, sent2 = room.streams("p1")[v0], room.streams("p1")[v2]
+    seq0 = [parse_rtp(p).sequence_number for p in sent0[2:5]]
+    seq2 = parse_rtp(sent2[3]).sequence_number
+    assert [o.data for o in room.feedback(1, Nack(1, v0, (seq0[0],)))] == [sent0[2]]
+    # p1's answer kept RTX (payload type 99) on p0's m-line only.
+    assert room.fw.use_rtx("p1", v0, 0xABCD, 99)
+    assert not room.fw.use_rtx("p1", v2, 0xABCE, None)
+    out = [bytes(o.data) for o in room.feedback(1, Nack(1, v0, tuple(seq0)))]
+    views = [parse_rtp(p) for p in out]
+    assert [(v.ssrc, v.payload_type) for v in views] == [(0xABCD, 99)] * 3
+    # RFC 4588: the original sequence number first, then the payload; the RTX stream counts on
+    # from its own (random) start, one per packet, across NACKs.
+    for data, view, original in zip(out, views, sent0[2:5], strict=True):
+        assert data[view.payload_offset : view.payload_offset + 2] == original[2:4]
+        assert bytes(view.payload)[2:] == bytes(parse_rtp(original).payload)
+        assert view.timestamp == parse_rtp(original).timestamp
+    (again,) = [parse_rtp(bytes(o.data)) for o in room.feedback(1, Nack(1, v0, (seq0[0],)))]
+    rtx_seqs = [v.sequence_number for v in views] + [again.sequence_number]
+    assert [(b - a) % 65536 for a, b in itertools.pairwise(rtx_seqs)] == [1, 1, 1]
+    assert {parse_rtp(p).sequence_number for p in room.streams("p1")[v0]}.isdisjoint(rtx_seqs)
+    # p2's stream, without RTX in the answer, gets the packet as sent.
+    assert [o.data for o in room.feedback(1, Nack(1, v2, (seq2,)))] == [sent2[3]]
+    # An RTX SSRC must be free on p1's connection, the stream video; refused means plain.
+    assert not room.fw.use_rtx("p1", v2, v0, 99)
+    assert not room.fw.use_rtx("p1", v2, 0xABCD, 99)
+    assert not room.fw.use_rtx("p1", room.out_ssrc(1, 0, "audio"), 0xABCF, 99)
+    assert not room.fw.use_rtx("p1", v2, 0xABCF, 200)
+    assert not room.fw.use_rtx("nobody", v2, 0xABCF, 99)
+    assert [o.data for o in room.feedback(1, Nack(1, v2, (seq2,)))] == [sent2[3]]
+    # Renegotiated without RTX: back to plain.
+    assert not room.fw.use_rtx("p1", v0, None, None)
+    assert [o.data for o in room.feedback(1, Nack(1, v0, (seq0[1],)))] == [sent0[3]]
+
+
 def test_upstream_loss_is_nacked_and_the_publishers_rtx_fills_the_gap() -> None:
     rtx_thumb = 0x7777
     room = Room(2, rtx_ssrcs=((rtx_thumb, ssrcs(0)[1]),))

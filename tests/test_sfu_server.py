@@ -7,6 +7,7 @@ tested in test_sfu_admission*.py. Media is not end-to-end encrypted here.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sealcall.media.sources import PatternVideoTrack, SyntheticAudioTrack
 from sealcall.sfu.admission import Participant
+from sealcall.sfu.rtp import RtpView
 from sealcall.sfu.server import Gate, OpenAdmission, SfuServer, member_id
 
 from media_helpers import until
@@ -408,30 +410,54 @@ async def test_metrics_move_under_a_call_and_each_server_has_its_own(sfu: Setup)
         await other.close()
 
 
-async def test_lost_forwarded_video_is_resent_from_the_cache(sfu: Setup) -> None:
+async def test_lost_forwarded_video_is_resent_as_rtx_from_the_cache(sfu: Setup) -> None:
     a, b = await sfu.add("alice"), await sfu.add("bob")
     await until(lambda: everyone_hears_and_sees_everyone([a, b]), timeout=30)
     member = sfu.server.rooms[ROOM].members[a.member]
     video = next(s for s, (_, kind) in member.publishers.items() if kind == "video")
-    # Every 10th packet of Bob's video to Alice is lost on the way: Alice NACKs, the SFU resends
-    # it as sent (plain retransmission on the media SSRC: see the README on RTX).
-    send, sent, resent = member.transport.send_rtp, set(), [0]
+    section = member.sections[video]
+    rtx_ssrc, rtx_pt = section.local_rtx_ssrc, section.rtx_payload_type
+    # Alice's answer (aiortc) kept RTX; the m-line has an RTX payload type of its own (her
+    # publishing video m-line has another), which is how aiortc routes the RTX SSRC it does
+    # not register, and the offer paired the SSRCs by FID.
+    assert rtx_ssrc is not None
+    assert rtx_pt is not None
+    assert rtx_pt != member.transport.sections[1].rtx_payload_type
+    assert f"a=ssrc-group:FID {video} {rtx_ssrc}" in a.offers[-1]
+    # Every 10th packet of Bob's video to Alice is lost on the way: Alice NACKs, the SFU answers
+    # with RTX packets (RFC 4588): own SSRC, payload type and sequence, the lost one's first.
+    send, sent, lost, plain = member.transport.send_rtp, set(), set(), [0]
+    osns: list[int] = []
+    rtx_seqs: list[int] = []
 
     def lossy(data: bytes) -> None:
-        seq = int.from_bytes(data[2:4])
-        if int.from_bytes(data[8:12]) == video:
+        seq, ssrc = int.from_bytes(data[2:4]), int.from_bytes(data[8:12])
+        if ssrc == video:
             if seq in sent:
-                resent[0] += 1
+                plain[0] += 1
             else:
                 sent.add(seq)
                 if len(sent) % 10 == 0:
+                    lost.add(seq)
                     return
+        elif ssrc == rtx_ssrc:
+            assert data[1] & 0x7F == rtx_pt
+            offset = RtpView().load(data).payload_offset
+            osns.append(int.from_bytes(data[offset : offset + 2]))
+            rtx_seqs.append(seq)
         send(data)
 
     member.transport.send_rtp = lossy  # type: ignore[method-assign]
     frames = a.got(b.member, "video")
-    await until(lambda: resent[0] >= 3, timeout=20)
-    assert sfu.server.rooms[ROOM].forwarder.stats.nacks_served >= resent[0]
+    await until(lambda: len(osns) >= 3, timeout=20)
+    assert set(osns) <= lost
+    assert plain == [0]
+    assert all((y - x) % 65536 == 1 for x, y in itertools.pairwise(rtx_seqs))
+    assert sfu.server.rooms[ROOM].forwarder.stats.nacks_served >= len(osns)
+    # aiortc took them in on Bob's m-line (it unwraps RTX there) and the video goes on.
+    receiver = a.transceiver(section.mid).receiver
+    stats = [s for s in (await receiver.getStats()).values() if s.type == "inbound-rtp"]
+    assert any(s.ssrc == rtx_ssrc and s.packetsReceived >= 3 for s in stats)
     await until(lambda: a.got(b.member, "video") > frames + 30, timeout=30)
 
 

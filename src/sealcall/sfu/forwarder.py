@@ -395,6 +395,29 @@ class Forwarder:
             self._request_keyframe(src, now, out)
         return out
 
+    def use_rtx(
+        self, subscriber: str, ssrc: int, rtx_ssrc: int | None, payload_type: int | None
+    ) -> bool:
+        """Answer NACKs of ``subscriber``'s video stream ``ssrc`` as RTX (RFC 4588) on
+        ``rtx_ssrc`` with ``payload_type``, as its answer negotiated for that m-line; either None:
+        plain retransmissions on the media SSRC. False (plain) if the SSRC is taken or the
+        stream is not video."""
+        p = self._participants.get(subscriber)
+        o = None if p is None else p.outs_by_ssrc.get(ssrc)
+        if p is None or o is None or not o.video:
+            return False
+        cache = o.cache
+        if (
+            rtx_ssrc is None
+            or payload_type is None
+            or not 0 <= payload_type <= 0x7F
+            or not _free_rtx_ssrc(p, o, rtx_ssrc)
+        ):
+            cache.rtx_ssrc = cache.rtx_payload_type = None
+            return False
+        cache.rtx_ssrc, cache.rtx_payload_type = rtx_ssrc, payload_type
+        return True
+
     def layer(self, subscriber: str, publisher: str) -> str | None:
         """The video layer ``subscriber`` now receives of ``publisher`` ("thumbnail"/"full")."""
         p = self._participants.get(subscriber)
@@ -456,7 +479,12 @@ class Forwarder:
     def _fresh_ssrc(self, sub: Participant) -> int:
         while True:
             ssrc = self._rng.getrandbits(32)
-            if ssrc and ssrc not in sub.outs_by_ssrc and ssrc != sub.rtcp_ssrc:
+            taken = ssrc in sub.outs_by_ssrc or ssrc == sub.rtcp_ssrc
+            if (
+                ssrc
+                and not taken
+                and all(o.cache.rtx_ssrc != ssrc for o in sub.outs_by_ssrc.values())
+            ):
                 return ssrc
 
     def _allocate(self, sub: Participant, now: float, out: list[Output]) -> None:
@@ -535,3 +563,10 @@ class Forwarder:
         self.stats.rembs_sent += 1
         remb = Remb(pub.rtcp_ssrc, target, (full.ssrc,))
         out.append(SendRtcp(pub.id, build_rtcp([remb])))
+
+
+def _free_rtx_ssrc(sub: Participant, out: Out, ssrc: int) -> bool:
+    """Whether ``sub`` receives on no stream but ``out`` from ``ssrc`` (media or RTX)."""
+    if not 0 < ssrc <= 0xFFFFFFFF or ssrc in sub.outs_by_ssrc or ssrc == sub.rtcp_ssrc:
+        return False
+    return all(o is out or o.cache.rtx_ssrc != ssrc for o in sub.outs_by_ssrc.values())

@@ -43,11 +43,14 @@ __all__ = [
     "MediaSection",
     "NegotiationError",
     "SctpSection",
+    "answered_rtx",
     "build_answer",
     "build_offer",
     "check_answer",
+    "free_payload_type",
     "new_send_section",
     "rejected_mline",
+    "rtx_codec",
 ]
 
 AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
@@ -346,24 +349,68 @@ def build_answer(offer: str, local: LocalTransport, taken_ssrcs: set[int]) -> An
 
 
 def new_send_section(
-    kind: str, mid: str, template: MediaSection, taken_ssrcs: set[int]
+    kind: str,
+    mid: str,
+    template: MediaSection,
+    taken_ssrcs: set[int],
+    rtx_payload_type: int | None = None,
 ) -> MediaSection:
-    """A ``sendonly`` m-line for a forwarded stream, with the codecs negotiated in ``template``."""
+    """A ``sendonly`` m-line for a forwarded stream, with the codecs negotiated in ``template``.
+
+    Video gets RTX (RFC 4588: its own SSRC, paired by FID) on ``rtx_payload_type`` when the
+    template negotiated RTX and one is given; without one the m-line offers no RTX. A payload
+    type of its own per m-line lets a receiver that routes an unannounced SSRC by payload type
+    (aiortc 1.16 registers only media SSRCs) find the m-line an RTX packet belongs to.
+    """
+    codecs = [c for c in template.codecs if c.payloadType == template.payload_type]
+    if template.rtx_payload_type is None or rtx_payload_type is None:
+        rtx_payload_type = None
+    else:
+        codecs.append(rtx_codec(template.payload_type, rtx_payload_type))
     return MediaSection(
         mid=mid,
         kind=kind,
         direction="sendonly",
         payload_type=template.payload_type,
         clock_rate=template.clock_rate,
-        rtx_payload_type=template.rtx_payload_type,
+        rtx_payload_type=rtx_payload_type,
         audio_level_id=template.audio_level_id,
         mid_ext_id=template.mid_ext_id,
         local_ssrc=_random_ssrc(taken_ssrcs),
-        local_rtx_ssrc=(
-            _random_ssrc(taken_ssrcs) if template.rtx_payload_type is not None else None
-        ),
-        codecs=list(template.codecs),
+        local_rtx_ssrc=None if rtx_payload_type is None else _random_ssrc(taken_ssrcs),
+        codecs=codecs,
         extensions=list(template.extensions),
+    )
+
+
+def rtx_codec(apt: int, payload_type: int) -> RTCRtpCodecParameters:
+    """The ``video/rtx`` codec on ``payload_type`` retransmitting payload type ``apt``."""
+    return RTCRtpCodecParameters(
+        mimeType="video/rtx", clockRate=90000, payloadType=payload_type, parameters={"apt": apt}
+    )
+
+
+def free_payload_type(mlines: Iterable[MLine]) -> int | None:
+    """A dynamic payload type (96-127) no live m-line of ``mlines`` uses, or None if all are."""
+    used: set[int] = set()
+    for mline in mlines:
+        if isinstance(mline, MediaSection):
+            if mline.direction != "inactive":
+                used.update(c.payloadType or 0 for c in mline.codecs)
+        elif mline.port != 0:
+            used.update(c.payloadType or 0 for c in mline.rtp.codecs)
+    return next((pt for pt in range(96, 128) if pt not in used), None)
+
+
+def answered_rtx(media: sdp.MediaDescription, payload_type: int) -> int | None:
+    """The RTX payload type an answer's m-line kept for ``payload_type`` (None: no RTX)."""
+    return next(
+        (
+            c.payloadType
+            for c in media.rtp.codecs
+            if c.mimeType.lower().endswith("/rtx") and c.parameters.get("apt") == payload_type
+        ),
+        None,
     )
 
 

@@ -126,6 +126,8 @@ class Member:
     """Forwarded streams planned on its connection, by outgoing SSRC."""
     active: set[int] = field(default_factory=set)
     """Outgoing SSRCs the participant's answer made known: only these are sent."""
+    rtx: dict[int, int] = field(default_factory=dict)
+    """RTX SSRC -> media SSRC of the streams whose NACKs are answered as RTX."""
     publishers: dict[int, tuple[str, str]] = field(default_factory=dict)
     answer: asyncio.Future[str] | None = None
     dirty: bool = False
@@ -176,7 +178,11 @@ class Room:
             if type(out) is SendRtp:
                 m = members.get(out.participant)
                 data = out.data
-                if m is None or int.from_bytes(data[8:12]) not in m.active:
+                if m is None:
+                    self.unsent += 1
+                    continue
+                ssrc = int.from_bytes(data[8:12])
+                if ssrc not in m.active and m.rtx.get(ssrc) not in m.active:
                     self.unsent += 1
                     continue
                 try:
@@ -335,17 +341,16 @@ class Room:
             new = [s for s in outgoing if s not in m.sections]
             gone = [s for s in m.sections if s not in outgoing]
             for ssrc in gone:
-                m.transport.remove_send_section(m.sections.pop(ssrc))
+                section = m.sections.pop(ssrc)
+                m.rtx.pop(section.local_rtx_ssrc or 0, None)
+                m.transport.remove_send_section(section)
                 m.active.discard(ssrc)
                 m.publishers.pop(ssrc, None)
             for ssrc in new:
                 _, kind = outgoing[ssrc]
                 section = m.transport.add_send_section(kind)
                 # The forwarder picked the SSRC it rewrites to; the SDP must announce that one.
-                # Retransmissions go on the media SSRC (no RTX for forwarded streams yet).
                 section.local_ssrc = ssrc
-                section.local_rtx_ssrc = None
-                section.rtx_payload_type = None
                 m.sections[ssrc] = section
             if new or gone:
                 try:
@@ -366,6 +371,11 @@ class Room:
                 if ssrc in outgoing and m.sections[ssrc].direction == "sendonly":
                     m.active.add(ssrc)
                     m.publishers[ssrc] = outgoing[ssrc]
+                    section = m.sections[ssrc]
+                    # NACKs answered as RTX where the answer kept it, plainly elsewhere.
+                    rtx = section.local_rtx_ssrc
+                    if self.forwarder.use_rtx(m.id, ssrc, rtx, section.rtx_payload_type):
+                        m.rtx[rtx or 0] = ssrc
                     # What was forwarded before the answer never left: start at a key frame.
                     self.dispatch(self.forwarder.restart(m.id, ssrc, self._loop.time()))
             self._ask_keyframes(m, new)

@@ -66,9 +66,11 @@ from sealcall.sfu.negotiation import (
     MLine,
     NegotiationError,
     SctpSection,
+    answered_rtx,
     build_answer,
     build_offer,
     check_answer,
+    free_payload_type,
     new_send_section,
     rejected_mline,
 )
@@ -363,7 +365,8 @@ class ParticipantTransport:
         planned = self._plan()
         mid = f"{SFU_MID_PREFIX}{self._next_mid}"
         self._next_mid += 1
-        section = new_send_section(kind, mid, template, self._ssrcs)
+        rtx = free_payload_type(planned) if kind == "video" else None
+        section = new_send_section(kind, mid, template, self._ssrcs, rtx)
         for i, (now, then) in enumerate(zip(planned, self._mlines, strict=False)):
             if (
                 not isinstance(now, MediaSection)
@@ -406,6 +409,9 @@ class ParticipantTransport:
         for media, mline in zip(parsed.media, offered, strict=True):
             if isinstance(mline, MediaSection) and media.port == 0:
                 mline.direction = "inactive"
+            elif isinstance(mline, MediaSection) and mline.direction == "sendonly":
+                # RTX only where the answer kept it; the others get plain retransmissions.
+                mline.rtx_payload_type = answered_rtx(media, mline.payload_type)
         self._mlines = offered
         self._planned = None
 
