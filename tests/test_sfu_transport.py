@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -176,6 +177,31 @@ async def test_renegotiation_adds_a_forwarded_stream(pair: tuple[RTCPeerConnecti
     sfu.echo_to["video"] = added
     frame = await asyncio.wait_for(tracks[2].recv(), 10)
     assert frame.width == 640
+
+
+async def test_forwarded_video_gets_rtx_on_its_own_payload_type_where_answered(
+    pair: tuple[RTCPeerConnection, Sfu],
+) -> None:
+    pc, sfu = pair
+    await join(pc, sfu)
+    first = sfu.transport.add_send_section("video")
+    second = sfu.transport.add_send_section("video")
+    own = sfu.transport.sections[1].rtx_payload_type
+    rtx = [first.rtx_payload_type, second.rtx_payload_type]
+    assert own is not None
+    assert None not in rtx
+    assert len({own, *rtx}) == 3  # one per video m-line: aiortc routes RTX by payload type
+    assert first.local_rtx_ssrc is not None
+    offer = await sfu.transport.create_offer()
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+    await pc.setLocalDescription(await pc.createAnswer())
+    # This participant answers without RTX on the second m-line: plain retransmissions there.
+    pt = second.rtx_payload_type
+    answer = re.sub(rf"^(m=video .*) {pt}\r$", r"\1\r", pc.localDescription.sdp, flags=re.M)
+    answer = "".join(line for line in answer.splitlines(keepends=True) if f":{pt} " not in line)
+    sfu.transport.set_answer(answer)
+    assert (first.rtx_payload_type, second.rtx_payload_type) == (rtx[0], None)
+    assert sfu.transport.sections[1].rtx_payload_type == own
 
 
 async def test_garbage_datagrams_are_dropped_and_counted(

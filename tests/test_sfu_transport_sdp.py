@@ -17,6 +17,7 @@ from sealcall.sfu.negotiation import (
     build_answer,
     build_offer,
     check_answer,
+    free_payload_type,
     new_send_section,
     rejected_mline,
 )
@@ -145,7 +146,9 @@ def test_renegotiation_offer_keeps_the_old_lines_and_adds_sendonly_ones(
     taken: set[int] = set()
     mlines = build_answer(BROWSER_OFFER, local, taken).mlines
     template = next(m for m in mlines if isinstance(m, MediaSection) and m.kind == "video")
-    added = new_send_section("video", "f4", template, taken)
+    rtx = free_payload_type(mlines)
+    assert rtx is not None
+    added = new_send_section("video", "f4", template, taken, rtx)
     text = build_offer([*mlines, added], local, "client", 2)
     offer = sdp.SessionDescription.parse(text)
     assert [m.rtp.muxId for m in offer.media] == ["0", "1", "2", "3", "f4"]
@@ -153,10 +156,28 @@ def test_renegotiation_offer_keeps_the_old_lines_and_adds_sendonly_ones(
     assert offer.media[4].dtls is not None
     assert offer.media[4].dtls.role == "client"
     assert offer.group[0].items == ["0", "1", "2", "3", "f4"]
-    assert [c.payloadType for c in offer.media[4].rtp.codecs] == [96, 97]
+    assert [c.payloadType for c in offer.media[4].rtp.codecs] == [96, rtx]
+    assert offer.media[4].rtp.codecs[1].parameters == {"apt": 96}
+    assert offer.media[4].ssrc_group[0].items == [added.local_ssrc, added.local_rtx_ssrc]
     check_answer(text, [*mlines, added])  # same m-lines in the same order
     with pytest.raises(NegotiationError):
         check_answer(text, mlines)
+
+
+def test_forwarded_video_is_offered_without_rtx_when_no_payload_type_is_free(
+    local: LocalTransport,
+) -> None:
+    taken: set[int] = set()
+    mlines = build_answer(BROWSER_OFFER, local, taken).mlines
+    template = next(m for m in mlines if isinstance(m, MediaSection) and m.kind == "video")
+    assert free_payload_type(mlines) not in {96, 97, 102, 103, 111}
+    full = [new_send_section("video", f"f{pt}", template, taken, pt) for pt in range(96, 128)]
+    assert free_payload_type([*mlines, *full]) is None
+    added = new_send_section("video", "fx", template, taken, None)
+    assert [c.mimeType for c in added.codecs] == ["video/VP8"]
+    assert (added.rtx_payload_type, added.local_rtx_ssrc) == (None, None)
+    media = sdp.SessionDescription.parse(build_offer([*mlines, added], local, "client", 2)).media
+    assert (media[-1].ssrc_group, len(media[-1].ssrc)) == ([], 1)
 
 
 def test_legacy_data_channel_offer_is_answered_in_its_form(local: LocalTransport) -> None:
@@ -185,7 +206,7 @@ def test_removed_stream_is_offered_with_port_0_outside_the_bundle(local: LocalTr
     taken: set[int] = set()
     mlines = build_answer(BROWSER_OFFER, local, taken).mlines
     template = next(m for m in mlines if isinstance(m, MediaSection) and m.kind == "video")
-    added = new_send_section("video", "f4", template, taken)
+    added = new_send_section("video", "f4", template, taken, free_payload_type(mlines))
     removed = rejected_mline("video", "f4", "UDP/TLS/RTP/SAVPF", [96, 97], added.codecs)
     offer = sdp.SessionDescription.parse(build_offer([*mlines, removed], local, "client", 3))
     media = offer.media[4]
