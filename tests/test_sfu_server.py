@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +47,7 @@ class Client:
     name: str
     full: bool = False
     remb: bool = True  # False: no abs-send-time, so aiortc sends no REMB (no bandwidth limit)
+    rtx: bool = True  # False: its answers to the SFU's offers keep no RTX on forwarded m-lines
     pc: RTCPeerConnection = field(init=False)
     channel: RTCDataChannel = field(init=False)
     control: list[dict[str, Any]] = field(default_factory=list)  # received on the channel
@@ -112,7 +114,10 @@ class Client:
                 self.offers.append(data["sdp"])
                 await self.pc.setRemoteDescription(RTCSessionDescription(data["sdp"], "offer"))
                 await self.pc.setLocalDescription(await self.pc.createAnswer())
-                await self.ws.send_json({"type": "answer", "sdp": self.pc.localDescription.sdp})
+                answer = self.pc.localDescription.sdp
+                await self.ws.send_json(
+                    {"type": "answer", "sdp": answer if self.rtx else without_rtx(answer)}
+                )
             elif data["type"] == "tracks":
                 self.tracks = data["tracks"]
                 for track in data["tracks"]:
@@ -159,6 +164,19 @@ class Client:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+def without_rtx(answer: str) -> str:
+    """``answer`` with RTX taken out of its receive-only m-lines (the SFU's forwarded streams)."""
+    head, *sections = answer.split("m=")
+    for i, section in enumerate(sections):
+        pts = re.findall(r"a=rtpmap:(\d+) rtx/", section) if "a=recvonly" in section else []
+        lines = section.split("\r\n")
+        words = lines[0].split(" ")
+        lines[0] = " ".join(words[:3] + [w for w in words[3:] if w not in pts])
+        dropped = tuple(f"a={a}:{pt} " for a in ("rtpmap", "fmtp") for pt in pts)
+        sections[i] = "\r\n".join(line for line in lines if not line.startswith(dropped))
+    return "m=".join([head, *sections])
 
 
 @dataclass
@@ -458,6 +476,39 @@ async def test_lost_forwarded_video_is_resent_as_rtx_from_the_cache(sfu: Setup) 
     receiver = a.transceiver(section.mid).receiver
     stats = [s for s in (await receiver.getStats()).values() if s.type == "inbound-rtp"]
     assert any(s.ssrc == rtx_ssrc and s.packetsReceived >= 3 for s in stats)
+    await until(lambda: a.got(b.member, "video") > frames + 30, timeout=30)
+
+
+async def test_subscriber_without_rtx_gets_plain_retransmissions(sfu: Setup) -> None:
+    a = Client("alice", rtx=False)
+    sfu.clients.append(a)
+    await a.connect(sfu.session, sfu.url)
+    b = await sfu.add("bob")
+    await until(lambda: everyone_hears_and_sees_everyone([a, b]), timeout=30)
+    member = sfu.server.rooms[ROOM].members[a.member]
+    video = next(s for s, (_, kind) in member.publishers.items() if kind == "video")
+    assert member.sections[video].rtx_payload_type is None  # her answer dropped it
+    assert member.rtx == {}
+    # Every 10th packet of Bob's video to Alice is lost: the SFU resends it as sent.
+    send, sent, resent, other = member.transport.send_rtp, set(), [0], [0]
+    ours = set(member.sections)
+
+    def lossy(data: bytes) -> None:
+        seq, ssrc = int.from_bytes(data[2:4]), int.from_bytes(data[8:12])
+        other[0] += ssrc not in ours
+        if ssrc == video:
+            if seq in sent:
+                resent[0] += 1
+            else:
+                sent.add(seq)
+                if len(sent) % 10 == 0:
+                    return
+        send(data)
+
+    member.transport.send_rtp = lossy  # type: ignore[method-assign]
+    frames = a.got(b.member, "video")
+    await until(lambda: resent[0] >= 3, timeout=20)
+    assert other == [0]  # nothing on an RTX SSRC
     await until(lambda: a.got(b.member, "video") > frames + 30, timeout=30)
 
 
