@@ -53,7 +53,8 @@ def default_sfu_link(events: Any, setup: SfuLinkSetup) -> SfuLink:
 class SfuParts:
     """The SFU state and behaviour of a :class:`GroupCallSession` (a mixin: the attributes
     below are the session's). Events it adds: ``sfu_tracks(tracks)``, ``layer_changed(
-    publisher, quality)``, ``floor_changed(holder or None)``, ``sfu_closed(reason)``."""
+    publisher, quality)``, ``floor_changed(holder or None)``, ``sfu_closed(reason)``; and
+    ``remote_mute_changed(device, audio_muted, video_muted)`` from the SFU's ``muted``."""
 
     transport: MatrixTransport
     room_id: str
@@ -72,6 +73,7 @@ class SfuParts:
     _sfu_audio_level: bool
     _sfu_options: dict[str, object]
     _sfu_speakers: list[MemberDevice]
+    video: bool
     _active_speaker: MemberDevice | None
 
     if TYPE_CHECKING:
@@ -98,6 +100,7 @@ class SfuParts:
         )
         link = self.link = self._sfu_link_factory(self, setup)
         await link.open(focus.url, token)
+        link.mute(*self._sfu_mute_state())  # sent once the control channel opens
 
     async def _admit(self, focus: SfuFocus) -> str:
         """A join token; ``not_member`` and the transient refusals are retried a few times: the
@@ -133,13 +136,20 @@ class SfuParts:
     def _sfu_take(self, kind: str, subject: Any) -> None:
         """One input of the worker in SFU mode: no mesh, no pairs."""
         if kind == "mute":
+            before = self._sfu_mute_state()
             self.sending.set_muted(*subject)
+            if self.link is not None and self._sfu_mute_state() != before:
+                self.link.mute(*self._sfu_mute_state())
         elif kind == "screenshare":
             raise ValueError("screen sharing through an SFU is not supported yet")
         elif kind == "membership" and isinstance(subject, (MemberLeft, MemberRejoined)):
             gone = subject.member if isinstance(subject, MemberLeft) else subject.old
             self.layers.pop(gone.device, None)
         # Mesh signaling (a member that still calls us 1:1) and timers have nothing to do here.
+
+    def _sfu_mute_state(self) -> tuple[bool, bool]:
+        """What the others see of us: microphone muted, camera muted (or none)."""
+        return self.sending.audio_muted, self.sending.video_muted or not self.video
 
     # -- SfuLinkEvents ---------------------------------------------------------------------
 
@@ -178,6 +188,12 @@ class SfuParts:
         if not self._closed:
             self.floor_holder = holder
             self._emit("floor_changed", holder)
+
+    def sfu_muted(self, member: MemberDevice, audio: bool, video: bool) -> None:
+        """A member's mute state, from the SFU: ``remote_mute_changed`` as in the mesh (an
+        indicator only; a lying SFU could claim anyone muted, as it could drop their media)."""
+        if not self._closed and member != self.own:
+            self._emit("remote_mute_changed", member, audio, video)
 
     def sfu_media_added(
         self, member: MemberDevice, track: MediaStreamTrack, purpose: StreamPurpose

@@ -9,8 +9,9 @@ each carries (``tracks``), so that receivers can pick the sender's key. Packets 
 only once the subscriber's answer has made it known there. When someone leaves, its streams'
 m-lines are removed (port 0) by the next offer, and ``tracks`` follows again.
 
-Each participant's ``control`` data channel (:mod:`.channel`) carries ``subscribe`` and ``floor``
-in, ``speaking``, ``layer`` (when the forwarder actually switches) and ``floor`` out
+Each participant's ``control`` data channel (:mod:`.channel`) carries ``subscribe``, ``floor`` and
+``mute`` in, ``speaking``, ``layer`` (when the forwarder actually switches), ``floor`` and
+``muted`` (:mod:`.mute`) out
 (docs/sfu-protocol.md). The HTTP side (``/admit``, ``/metrics``, the WebSocket) is :mod:`.server`.
 """
 
@@ -27,7 +28,7 @@ from aiortc.rtcdatachannel import RTCDataChannel
 
 from .admission import Participant
 from .channel import CONTROL_LABEL, ControlChannel
-from .control import ControlError, ControlMessage, Floor, Subscribe
+from .control import ControlError, ControlMessage, Floor, Mute, Subscribe
 from .floor import FloorChange, FloorState
 from .forwarder import (
     Forwarder,
@@ -38,6 +39,7 @@ from .forwarder import (
     SendRtp,
 )
 from .metrics import COUNTERS
+from .mute import MuteChange, MuteStates
 from .negotiation import MediaSection, NegotiationError
 from .rtcp import Pli, build_rtcp
 from .signaling import message
@@ -99,6 +101,7 @@ class Room:
         self.unsent = 0
         """SendRtp dropped because the stream was not yet known to its subscriber or it was gone."""
         self.floor = FloorState()
+        self.mutes = MuteStates()
         self.gone_drops: dict[str, int] = {}
         """Drops counted by the transports and control channels of members who left."""
         self._on_empty = on_empty
@@ -171,6 +174,17 @@ class Room:
             if change is None:  # refused or nothing to release: the asker learns who holds it
                 m.send_control(message("floor", holder=self.floor.holder))
             self.floor_changed(change)
+        elif isinstance(request, Mute) and m.id in self.members:
+            self.mute_changed(m, self.mutes.set(m.id, request.audio, request.video))
+
+    def mute_changed(self, m: Member, change: MuteChange | None) -> None:
+        """Tell everyone but ``m`` its new mute state, if it changed."""
+        if change is None:
+            return
+        text = _muted(change)
+        for other in self.members.values():
+            if other is not m:
+                other.send_control(text)
 
     def attach_control(self, m: Member, channel: RTCDataChannel) -> None:
         """``m`` opened a data channel: its control channel if it is the first ``control``."""
@@ -185,6 +199,8 @@ class Room:
             quality = self.forwarder.layer(m.id, publisher)
             if quality is not None:
                 m.send_control(message("layer", publisher=publisher, quality=quality))
+        for state in self.mutes.current(excluding=m.id):
+            m.send_control(_muted(state))
 
     def drops(self) -> dict[str, int]:
         """Drops by reason: the forwarder's, unsent packets, transports' and control channels'."""
@@ -253,6 +269,7 @@ class Room:
         if member in self.forwarder.participants():
             self.dispatch(self.forwarder.leave(member, self._loop.time()))
         self.floor_changed(self.floor.leave(member))
+        self.mutes.leave(member)
         if m.renegotiation is not None:
             m.renegotiation.cancel()
         if m.answer is not None and not m.answer.done():
@@ -355,6 +372,10 @@ class Room:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _muted(change: MuteChange) -> str:
+    return message("muted", member=change.member, audio=change.audio, video=change.video)
 
 
 def _member_drops(m: Member, into: dict[str, int]) -> None:

@@ -144,6 +144,9 @@ class PageSfuLink:
         """Ask for the focus or give it up (the page sends it on the control channel)."""
         self._send({"type": "sfu_floor", "request": request})
 
+    def mute(self, audio: bool, video: bool) -> None:
+        """Nothing: the page sends its own mute state on its control channel (it knows it)."""
+
     def receiver_taps(self) -> dict[MemberDevice, list[ReceiverTap]]:
         """Nothing: the page decrypts (its worker counts, per sender)."""
         return {}
