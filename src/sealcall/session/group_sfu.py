@@ -40,6 +40,7 @@ from .sfu_link import (
 logger = logging.getLogger(__name__)
 
 ADMIT_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
+MAX_SFU_MUTES = 256  # members whose mute state we keep (a room holds at most 32 in our SFU)
 RETRIED_REFUSALS = frozenset({"not_member", "unavailable", "busy", "unreachable"})
 
 
@@ -73,6 +74,8 @@ class SfuParts:
     _sfu_audio_level: bool
     _sfu_options: dict[str, object]
     _sfu_speakers: list[MemberDevice]
+    sfu_mutes: dict[MemberDevice, tuple[bool, bool]]
+    """Each member's last mute state (microphone, camera) as the SFU said it."""
     video: bool
     _active_speaker: MemberDevice | None
 
@@ -145,6 +148,7 @@ class SfuParts:
         elif kind == "membership" and isinstance(subject, (MemberLeft, MemberRejoined)):
             gone = subject.member if isinstance(subject, MemberLeft) else subject.old
             self.layers.pop(gone.device, None)
+            self.sfu_mutes.pop(gone.device, None)
         # Mesh signaling (a member that still calls us 1:1) and timers have nothing to do here.
 
     def _sfu_mute_state(self) -> tuple[bool, bool]:
@@ -193,6 +197,8 @@ class SfuParts:
         """A member's mute state, from the SFU: ``remote_mute_changed`` as in the mesh (an
         indicator only; a lying SFU could claim anyone muted, as it could drop their media)."""
         if not self._closed and member != self.own:
+            if len(self.sfu_mutes) < MAX_SFU_MUTES or member in self.sfu_mutes:
+                self.sfu_mutes[member] = (audio, video)
             self._emit("remote_mute_changed", member, audio, video)
 
     def sfu_media_added(
