@@ -7,6 +7,7 @@ import test_group_membership_session as gm
 from group_call_helpers import TIMEOUT, CallDevices
 from sealcall.demo import wait_for
 from sealcall.homeserver import Homeserver
+from sealcall.session.group_call import GroupCallSession
 from sealcall.session.sfu_link import SfuAdmissionError, admit
 from sealcall.session.sfu_session import AiortcSfuLink
 from sfu_call_helpers import running_sfu, sfu_member_session, sfu_url
@@ -121,3 +122,42 @@ async def test_six_members_thumbnails_and_a_full_layer_that_follows_a_bandwidth_
         assert changes == ["thumbnail", "full", "thumbnail", "full"]
         # The thumbnails kept flowing to the viewer meanwhile, decrypted with each sender's key.
         assert all(viewer.decrypted(other, "video") > 0 for other in devices[1:])
+
+
+async def test_mute_states_reach_the_other_members_through_the_sfu(
+    call_devices: CallDevices, synapse: Homeserver
+) -> None:
+    """MSC3291's indicators without pair signaling: the SFU's control channel carries them."""
+    alice, bob, carol, sfu = [await call_devices.new(n) for n in ("alice", "bob", "carol", "sfu")]
+    room_id = await gm.group_room(sfu, alice, bob, carol)
+    async with running_sfu(synapse, sfu) as server:
+        members = [sfu_member_session(call_devices, d, room_id, server) for d in (alice, bob)]
+        seen: dict[str, list[tuple[object, bool, bool]]] = {}
+
+        def watch(name: str, session: GroupCallSession) -> None:
+            seen[name] = []
+            session.on("remote_mute_changed", lambda *args: seen[name].append(args))
+
+        for name, m in zip(("alice", "bob"), members, strict=True):
+            watch(name, m.session)
+            await m.session.join()
+        await members[0].session.set_microphone_muted(True)
+        a_muted = (alice.device, True, False)
+        await wait_for(lambda: a_muted in seen["bob"], TIMEOUT, "bob seeing alice muted")
+        # A newcomer learns the states set before it joined.
+        late = sfu_member_session(call_devices, carol, room_id, server)
+        watch("carol", late.session)
+        members.append(late)
+        await late.session.join()
+        await wait_for(lambda: a_muted in seen["carol"], TIMEOUT, "carol seeing alice muted")
+        await members[1].session.set_camera_muted(True)
+        b_off = (bob.device, False, True)
+        await wait_for(
+            lambda: b_off in seen["alice"] and b_off in seen["carol"], TIMEOUT, "bob's camera off"
+        )
+        await members[0].session.set_microphone_muted(False)
+        a_back = (alice.device, False, False)
+        await wait_for(lambda: a_back in seen["carol"], TIMEOUT, "alice unmuted")
+        assert all(args[0] != alice.device for args in seen["alice"])  # never our own
+        for m in members:
+            await m.session.leave()

@@ -16,9 +16,11 @@ from sealcall.group.sfu_messages import (
     Floor,
     Joined,
     Layer,
+    Muted,
     SfuMessageError,
     Speaking,
     Tracks,
+    mute_message,
     parse_sfu_message,
     subscribe_message,
 )
@@ -56,6 +58,9 @@ def test_the_sfus_messages_are_read_into_their_types() -> None:
     assert parse_sfu_message('{"type": "joined", "member": "m", "sdp": "v=0"}') == Joined(
         "m", "v=0"
     )
+    muted = '{"type": "muted", "member": "@alice:x|A", "audio": false, "video": true}'
+    assert parse_sfu_message(muted) == Muted(ALICE, audio=False, video=True)
+    assert json.loads(mute_message(True, False)) == {"type": "mute", "audio": True, "video": False}
     assert json.loads(subscribe_message(ALICE, "full")) == {
         "type": "subscribe",
         "publisher": "@alice:x|A",
@@ -75,6 +80,10 @@ def test_the_sfus_messages_are_read_into_their_types() -> None:
         '{"type": "tracks", "tracks": [{"mid": "f", "ssrc": true, "kind": "video"}]}',
         '{"type": "speaking", "members": "@alice:x|A"}',
         '{"type": "offer"}',
+        '{"type": "muted", "member": "@alice:x|A", "audio": 0, "video": true}',
+        '{"type": "muted", "member": "@alice:x|A", "audio": false, "video": "no"}',
+        '{"type": "muted", "member": "@alice:x|A", "audio": false}',
+        '{"type": "muted", "member": "alice", "audio": false, "video": false}',
     ],
 )
 def test_a_message_that_is_not_the_protocols_is_refused(text: str) -> None:
@@ -83,9 +92,22 @@ def test_a_message_that_is_not_the_protocols_is_refused(text: str) -> None:
 
 
 JSON = json_values()
-KEYS = st.sampled_from(["type", "tracks", "members", "publisher", "quality", "holder", "sdp"])
+KEYS = st.sampled_from(
+    [
+        "type",
+        "tracks",
+        "members",
+        "publisher",
+        "quality",
+        "holder",
+        "sdp",
+        "member",
+        "audio",
+        "video",
+    ]
+)
 TYPES = st.sampled_from(
-    ["joined", "offer", "tracks", "left", "speaking", "layer", "floor", "error"]
+    ["joined", "offer", "tracks", "left", "speaking", "layer", "floor", "muted", "error"]
 )
 
 

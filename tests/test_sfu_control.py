@@ -12,10 +12,12 @@ from sealcall.sfu.control import (
     MAX_CONTROL_MESSAGE,
     ControlError,
     Floor,
+    Mute,
     Subscribe,
     parse_control_message,
 )
 from sealcall.sfu.floor import FloorChange, FloorState
+from sealcall.sfu.mute import MuteChange, MuteStates
 
 from fuzz_helpers import json_values
 
@@ -25,6 +27,8 @@ def test_each_message_parses_into_its_dataclass() -> None:
     assert parse_control_message(text) == Subscribe("@a:x|D", "full")
     assert parse_control_message('{"type":"floor","action":"request"}') == Floor("request")
     assert parse_control_message('{"action":"release","type":"floor"}') == Floor("release")
+    text = '{"type":"mute","audio":true,"video":false}'
+    assert parse_control_message(text) == Mute(audio=True, video=False)
 
 
 @pytest.mark.parametrize(
@@ -41,6 +45,12 @@ def test_each_message_parses_into_its_dataclass() -> None:
         ('{"type":"subscribe","publisher":"","quality":"full"}', "publisher must be"),
         ('{"type":"subscribe","publisher":7,"quality":"full"}', "publisher must be"),
         ('{"type":"subscribe","publisher":"' + "p" * 2000 + '","quality":"none"}', "publisher"),
+        ('{"type":"mute","audio":1,"video":false}', "audio and video must be booleans"),
+        ('{"type":"mute","audio":false,"video":"true"}', "audio and video must be booleans"),
+        ('{"type":"mute","audio":null,"video":false}', "audio and video must be booleans"),
+        ('{"type":"mute","audio":true}', "missing or unexpected fields in mute"),
+        ('{"type":"mute","audio":true,"video":true,"member":"m"}', "missing or unexpected"),
+        ('{"type":"muted","member":"m","audio":true,"video":true}', "unknown message type"),
         ("[" * 10_000, "message too large"),
         (b'{"type":"floor","action":"request"}', "messages must be text"),
     ],
@@ -52,8 +62,11 @@ def test_bad_messages_raise_a_specific_error(data: str | bytes, reason: str) -> 
 
 
 JSON = json_values(text_size=20)
-KEYS = st.sampled_from(["type", "publisher", "quality", "action", "x"])
-VALUES = JSON | st.sampled_from(["subscribe", "floor", "request", "release", "full", "none"])
+MUTE_KEYS = {"type", "audio", "video"}
+KEYS = st.sampled_from(["type", "publisher", "quality", "action", "audio", "video", "x"])
+VALUES = JSON | st.sampled_from(
+    ["subscribe", "floor", "mute", "request", "release", "full", "none", True, False]
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -63,7 +76,7 @@ def test_fuzzed_text_parses_or_raises_control_error(data: str | bytes) -> None:
         parsed = parse_control_message(data)
     except ControlError:
         return
-    assert isinstance(parsed, (Subscribe, Floor))
+    assert isinstance(parsed, (Subscribe, Floor, Mute))
 
 
 @settings(max_examples=300, deadline=None)
@@ -75,8 +88,11 @@ def test_fuzzed_messages_parse_or_raise_control_error(fields: dict[str, object])
         parsed = parse_control_message(text)
     except ControlError:
         return
-    assert isinstance(parsed, (Subscribe, Floor))
-    assert set(fields) == {"type", "action"} or set(fields) == {"type", "publisher", "quality"}
+    assert isinstance(parsed, (Subscribe, Floor, Mute))
+    assert set(fields) in ({"type", "action"}, {"type", "publisher", "quality"}, MUTE_KEYS)
+    if isinstance(parsed, Mute):
+        assert (parsed.audio, parsed.video) == (fields["audio"], fields["video"])
+        assert all(type(fields[k]) is bool for k in ("audio", "video"))
 
 
 # (events in order, the change each one reports, the holder after all of them)
@@ -118,3 +134,16 @@ def test_floor_changes_report_exactly_the_new_holder(events: list[tuple[str, str
         assert (change is not None) == (floor.holder != before)
         if change is not None:
             assert change.holder == floor.holder
+
+
+def test_mute_states_report_changes_and_forget_leavers() -> None:
+    mutes = MuteStates()
+    assert mutes.set("a", audio=True, video=False) == MuteChange("a", True, False)
+    assert mutes.set("a", audio=True, video=False) is None  # unchanged: nothing to broadcast
+    assert mutes.set("b", audio=False, video=False) == MuteChange("b", False, False)
+    assert mutes.set("a", audio=False, video=True) == MuteChange("a", False, True)
+    assert mutes.current(excluding="b") == [MuteChange("a", False, True)]
+    mutes.leave("a")
+    mutes.leave("a")  # twice is harmless
+    assert mutes.current() == [MuteChange("b", False, False)]
+    assert mutes.set("a", audio=False, video=True) == MuteChange("a", False, True)  # told again

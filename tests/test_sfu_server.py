@@ -377,6 +377,35 @@ async def test_control_channel_layers_and_the_floor(sfu: Setup) -> None:
     assert room.floor.holder is None
 
 
+async def test_mute_indicators_reach_the_others_and_newcomers(sfu: Setup) -> None:
+    a, b = [await sfu.add(n) for n in ("alice", "bob")]
+    await until(lambda: everyone_hears_and_sees_everyone([a, b]), timeout=30)
+    a.send_control(type="mute", audio=True, video=False)
+    await until(lambda: b.got_control(type="muted", member=a.member, audio=True, video=False))
+    assert not a.got_control(type="muted")  # the sender is not told its own state
+    # Hostile values are errors, counted, and change nothing.
+    a.send_control(type="mute", audio=0, video=False)
+    a.send_control(type="mute", audio=True, video="yes")
+    await until(lambda: sum(m["type"] == "error" for m in a.control) == 2)
+    room = sfu.server.rooms[ROOM]
+    assert room.drops()["bad_control"] == 2
+    b.send_control(type="mute", audio=False, video=True)
+    a.send_control(type="mute", audio=True, video=False)  # unchanged: not told again
+    await until(lambda: a.got_control(type="muted", member=b.member, audio=False, video=True))
+    # A newcomer is told everyone's state when its channel opens.
+    c = await sfu.add("carol")
+    await until(lambda: c.got_control(type="muted", member=a.member, audio=True, video=False))
+    await until(lambda: c.got_control(type="muted", member=b.member, audio=False, video=True))
+    assert sum(m.get("member") == a.member for m in b.control if m["type"] == "muted") == 1
+    # A leaver's state is forgotten: the next newcomer hears nothing of it.
+    assert a.ws is not None
+    await a.ws.send_json({"type": "leave"})
+    await until(lambda: a.member not in room.members)
+    d = await sfu.add("dave")
+    await until(lambda: d.got_control(type="muted", member=b.member, audio=False, video=True))
+    assert not d.got_control(type="muted", member=a.member)
+
+
 def metric(text: str, name: str, **labels: str) -> float:
     """One sample of the Prometheus text ``text`` (0 if absent)."""
     for family in text_string_to_metric_families(text):

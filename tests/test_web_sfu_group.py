@@ -163,6 +163,18 @@ async def in_sfu_call(
         ).wait_for(timeout=WAIT_MS)
     await ann.screenshot("sfu-group-call")
 
+    # Mute indicators, through the SFU's control channel (no pair signaling): Cat mutes her
+    # microphone and Ann's grid shows it; Ann turns her camera off and Dan hears of it.
+    seen: list[tuple[Any, ...]] = []
+    dans.session.on("remote_mute_changed", lambda *args: seen.append(args))
+    await cats.session.set_microphone_muted(True)
+    await ann.page.locator(
+        f'[data-testid="member-tile"][data-sender="{sender_of(cat.device)}"]'
+        '[data-audio-muted="true"]'
+    ).wait_for(timeout=WAIT_MS)
+    await ann.click("camera")
+    await wait_for(lambda: (ann_device, False, True) in seen, TIMEOUT, "Ann's camera off")
+
     # Dan leaves: the SFU removes his m-lines from Ann's connection (a renegotiation the page
     # answers); her grid shows Cat alone, whose frames go on opening.
     await dans.session.leave()

@@ -24,6 +24,7 @@ from sealcall.web.sfu_results import (
     SfuFloor,
     SfuJoined,
     SfuLayer,
+    SfuMuted,
     SfuSpeaking,
     SfuState,
     SfuTracks,
@@ -62,6 +63,9 @@ def test_sfu_results_parse_into_their_dataclasses() -> None:
     assert parse(type="sfu_speaking", room_id=ROOM, members=["@bob:hs|BOB"]) == SfuSpeaking(
         room_id=ROOM, members=(BOB,)
     )
+    assert parse(type="sfu_muted", room_id=ROOM, member="@bob:hs|BOB", audio=True, video=False) == (
+        SfuMuted(room_id=ROOM, member=BOB, audio=True, video=False)
+    )
     assert parse(type="sfu_layer", room_id=ROOM, publisher="@bob:hs|B|2", quality="full") == (
         SfuLayer(room_id=ROOM, publisher=MemberDevice("@bob:hs", "B|2"), quality="full")
     )
@@ -96,6 +100,9 @@ def test_sfu_results_parse_into_their_dataclasses() -> None:
         {"type": "sfu_speaking", "room_id": ROOM, "members": ["@b:hs|B"] * 513},
         {"type": "sfu_layer", "room_id": ROOM, "publisher": "@b:hs|B", "quality": "none"},
         {"type": "sfu_floor", "room_id": ROOM},
+        {"type": "sfu_muted", "room_id": ROOM, "member": "@b:hs|B", "audio": 1, "video": False},
+        {"type": "sfu_muted", "room_id": ROOM, "member": "@b:hs|B", "audio": True},
+        {"type": "sfu_muted", "room_id": ROOM, "member": "b", "audio": True, "video": True},
     ],
 )
 def test_malformed_sfu_results_are_refused(fields: dict[str, Any]) -> None:
@@ -181,17 +188,21 @@ async def test_the_link_hands_the_page_the_join_and_relays_what_the_page_reports
     link.feed(SfuSpeaking(room_id=ROOM, members=(BOB,)))
     link.feed(SfuLayer(room_id=ROOM, publisher=BOB, quality="full"))
     link.feed(SfuFloor(room_id=ROOM, holder=BOB))
+    link.feed(SfuMuted(room_id=ROOM, member=BOB, audio=False, video=True))
     assert events.seen == [
         ("sfu_tracks", ([ForwardedTrack(*t) for t in tracks],)),
         ("sfu_speaking", ([BOB],)),
         ("sfu_layer", (BOB, "full")),
         ("sfu_floor", (BOB,)),
+        ("sfu_muted", (BOB, False, True)),
     ]
     await link.subscribe(BOB, "full")
     await link.floor(True)
+    link.mute(True, False)
     assert sent[1:] == [
         {"type": "sfu_subscribe", "room_id": ROOM, "publisher": "@bob:hs BOB", "quality": "full"},
         {"type": "sfu_floor", "room_id": ROOM, "request": True},
+        {"type": "sfu_mute", "room_id": ROOM, "audio": True, "video": False},
     ]
     # The page's connection fails: the session hears it once, nothing after.
     link.feed(SfuState(room_id=ROOM, state="failed", detail="NetworkError"))

@@ -127,3 +127,18 @@ test("the offer's header extensions are numbered as aiortc numbers them, the oth
   assert.ok(!quiet.includes("ssrc-audio-level"));
   assert.ok(quiet.includes("a=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid"));
 });
+
+test("mute indicators: `muted` needs a member id and two booleans; `mute` carries ours", () => {
+  const muted = s.parseSfuMessage('{"type":"muted","member":"@a:hs|D","audio":true,"video":false}');
+  assert.deepEqual(muted, { type: "muted", member: "@a:hs|D", audio: true, video: false });
+  for (const bad of [
+    '{"type":"muted","member":"@a:hs|D","audio":1,"video":false}',
+    '{"type":"muted","member":"@a:hs|D","audio":true,"video":"false"}',
+    '{"type":"muted","member":"@a:hs|D","audio":true}',
+    '{"type":"muted","member":"nobar","audio":true,"video":true}',
+    '{"type":"muted","audio":true,"video":true}',
+  ]) {
+    assert.equal(s.parseSfuMessage(bad), null, bad);
+  }
+  assert.deepEqual(s.muteMessage(true, undefined), { type: "mute", audio: true, video: false });
+});

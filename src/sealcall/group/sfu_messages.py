@@ -2,8 +2,8 @@
 
 :func:`parse_sfu_message` reads one JSON text message from the SFU's WebSocket or its ``control``
 data channel into a frozen dataclass; anything else raises :class:`SfuMessageError` (the caller
-counts and drops it). Member ids are ``user_id|device_id``. :func:`subscribe_message` and
-:func:`floor_message` write what the member sends on the control channel.
+counts and drops it). Member ids are ``user_id|device_id``. :func:`subscribe_message`,
+:func:`floor_message` and :func:`mute_message` write what the member sends on the control channel.
 """
 
 from __future__ import annotations
@@ -88,13 +88,22 @@ class Floor:
 
 
 @dataclass(frozen=True)
+class Muted:
+    """``member``'s microphone (``audio``) and camera (``video``) are muted or not."""
+
+    member: MemberDevice
+    audio: bool
+    video: bool
+
+
+@dataclass(frozen=True)
 class Error:
     """The SFU refused a message, or ended our admission (``admission_ended``)."""
 
     reason: str
 
 
-SfuMessage = Joined | Offer | Tracks | Left | Speaking | Layer | Floor | Error
+SfuMessage = Joined | Offer | Tracks | Left | Speaking | Layer | Floor | Muted | Error
 
 
 def parse_member(value: object) -> MemberDevice:
@@ -172,6 +181,11 @@ def parse_sfu_message(text: str | bytes) -> SfuMessage:
     if kind == "floor":
         holder = obj.get("holder")
         return Floor(None if holder is None else parse_member(holder))
+    if kind == "muted":
+        audio, video = obj.get("audio"), obj.get("video")
+        if type(audio) is not bool or type(video) is not bool:
+            raise SfuMessageError("audio and video must be booleans")
+        return Muted(parse_member(obj.get("member")), audio, video)
     if kind == "error":
         return Error(_text(obj, "reason", 200))
     raise SfuMessageError("unknown message type")
@@ -182,6 +196,11 @@ def subscribe_message(publisher: MemberDevice, quality: str) -> str:
     if quality not in QUALITY_NAMES:
         raise ValueError(f"unknown quality {quality!r}")
     return json.dumps({"type": "subscribe", "publisher": member_id(publisher), "quality": quality})
+
+
+def mute_message(audio: bool, video: bool) -> str:
+    """Tell the others (through the SFU) whether our microphone and camera are muted."""
+    return json.dumps({"type": "mute", "audio": bool(audio), "video": bool(video)})
 
 
 def floor_message(request: bool) -> str:

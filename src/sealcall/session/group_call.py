@@ -171,6 +171,7 @@ class GroupCallSession(MeshParts, SfuParts, SafeEventEmitter):
         self._sfu_audio_level = audio_level
         self._sfu_options = dict(sfu_options or {})
         self._sfu_speakers: list[MemberDevice] = []
+        self.sfu_mutes: dict[MemberDevice, tuple[bool, bool]] = {}
         for name in ("member_joined", "member_left", "member_rejoined"):
             self.membership.on(name, self._membership_listener(name))
         # Our own membership changes (a rejoin under a new membershipID) come only as this.

@@ -40,6 +40,7 @@ from .sfu_link import (
 logger = logging.getLogger(__name__)
 
 ADMIT_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
+MAX_SFU_MUTES = 256  # members whose mute state we keep (a room holds at most 32 in our SFU)
 RETRIED_REFUSALS = frozenset({"not_member", "unavailable", "busy", "unreachable"})
 
 
@@ -53,7 +54,8 @@ def default_sfu_link(events: Any, setup: SfuLinkSetup) -> SfuLink:
 class SfuParts:
     """The SFU state and behaviour of a :class:`GroupCallSession` (a mixin: the attributes
     below are the session's). Events it adds: ``sfu_tracks(tracks)``, ``layer_changed(
-    publisher, quality)``, ``floor_changed(holder or None)``, ``sfu_closed(reason)``."""
+    publisher, quality)``, ``floor_changed(holder or None)``, ``sfu_closed(reason)``; and
+    ``remote_mute_changed(device, audio_muted, video_muted)`` from the SFU's ``muted``."""
 
     transport: MatrixTransport
     room_id: str
@@ -72,6 +74,9 @@ class SfuParts:
     _sfu_audio_level: bool
     _sfu_options: dict[str, object]
     _sfu_speakers: list[MemberDevice]
+    sfu_mutes: dict[MemberDevice, tuple[bool, bool]]
+    """Each member's last mute state (microphone, camera) as the SFU said it."""
+    video: bool
     _active_speaker: MemberDevice | None
 
     if TYPE_CHECKING:
@@ -98,6 +103,7 @@ class SfuParts:
         )
         link = self.link = self._sfu_link_factory(self, setup)
         await link.open(focus.url, token)
+        link.mute(*self._sfu_mute_state())  # sent once the control channel opens
 
     async def _admit(self, focus: SfuFocus) -> str:
         """A join token; ``not_member`` and the transient refusals are retried a few times: the
@@ -133,13 +139,21 @@ class SfuParts:
     def _sfu_take(self, kind: str, subject: Any) -> None:
         """One input of the worker in SFU mode: no mesh, no pairs."""
         if kind == "mute":
+            before = self._sfu_mute_state()
             self.sending.set_muted(*subject)
+            if self.link is not None and self._sfu_mute_state() != before:
+                self.link.mute(*self._sfu_mute_state())
         elif kind == "screenshare":
             raise ValueError("screen sharing through an SFU is not supported yet")
         elif kind == "membership" and isinstance(subject, (MemberLeft, MemberRejoined)):
             gone = subject.member if isinstance(subject, MemberLeft) else subject.old
             self.layers.pop(gone.device, None)
+            self.sfu_mutes.pop(gone.device, None)
         # Mesh signaling (a member that still calls us 1:1) and timers have nothing to do here.
+
+    def _sfu_mute_state(self) -> tuple[bool, bool]:
+        """What the others see of us: microphone muted, camera muted (or none)."""
+        return self.sending.audio_muted, self.sending.video_muted or not self.video
 
     # -- SfuLinkEvents ---------------------------------------------------------------------
 
@@ -178,6 +192,14 @@ class SfuParts:
         if not self._closed:
             self.floor_holder = holder
             self._emit("floor_changed", holder)
+
+    def sfu_muted(self, member: MemberDevice, audio: bool, video: bool) -> None:
+        """A member's mute state, from the SFU: ``remote_mute_changed`` as in the mesh (an
+        indicator only; a lying SFU could claim anyone muted, as it could drop their media)."""
+        if not self._closed and member != self.own:
+            if len(self.sfu_mutes) < MAX_SFU_MUTES or member in self.sfu_mutes:
+                self.sfu_mutes[member] = (audio, video)
+            self._emit("remote_mute_changed", member, audio, video)
 
     def sfu_media_added(
         self, member: MemberDevice, track: MediaStreamTrack, purpose: StreamPurpose

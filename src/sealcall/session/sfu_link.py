@@ -76,6 +76,10 @@ class SfuLinkEvents(Protocol):
         """Who has the focus (one holder per room), or nobody."""
         ...
 
+    def sfu_muted(self, member: MemberDevice, audio: bool, video: bool) -> None:
+        """``member`` says its microphone / camera are muted (an indicator, as MSC3291's)."""
+        ...
+
     def sfu_media_added(
         self, member: MemberDevice, track: MediaStreamTrack, purpose: StreamPurpose
     ) -> None:
@@ -129,6 +133,11 @@ class SfuLink(Protocol):
 
     async def floor(self, request: bool) -> None:
         """Ask for the focus (True) or give it up (False); the SFU answers with ``floor``."""
+        ...
+
+    def mute(self, audio: bool, video: bool) -> None:
+        """Tell the others whether our microphone / camera are muted (queued until the control
+        channel opens; the SFU tells them ``muted``)."""
         ...
 
     def receiver_taps(self) -> dict[MemberDevice, list[ReceiverTap]]:

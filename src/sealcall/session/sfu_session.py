@@ -32,12 +32,14 @@ from sealcall.group.sfu_messages import (
     Joined,
     Layer,
     Left,
+    Muted,
     Offer,
     SfuMessage,
     SfuMessageError,
     Speaking,
     Tracks,
     floor_message,
+    mute_message,
     parse_sfu_message,
     subscribe_message,
 )
@@ -161,6 +163,11 @@ class AiortcSfuLink:
         """Ask for the focus, or give it up."""
         self._send_control(floor_message(request))
 
+    def mute(self, audio: bool, video: bool) -> None:
+        """Tell the others whether our microphone / camera are muted."""
+        with contextlib.suppress(SfuLinkError):  # the channel closed: nobody to tell
+            self._send_control(mute_message(audio, video))
+
     def receiver_taps(self) -> dict[MemberDevice, list[ReceiverTap]]:
         """What each member's forwarded streams decrypted and dropped."""
         out: dict[MemberDevice, list[ReceiverTap]] = {}
@@ -267,7 +274,7 @@ class AiortcSfuLink:
         except SfuMessageError as error:
             self._bad(str(error))
             return
-        if isinstance(message, (Speaking, Layer, Floor)):
+        if isinstance(message, (Speaking, Layer, Floor, Muted)):
             self._control(message)
         elif isinstance(message, Error):
             logger.info("sfu: refused a control message of ours")
@@ -291,6 +298,8 @@ class AiortcSfuLink:
             self.events.sfu_layer(message.publisher, quality)
         elif isinstance(message, Floor):
             self.events.sfu_floor(message.holder)
+        elif isinstance(message, Muted):
+            self.events.sfu_muted(message.member, message.audio, message.video)
 
     def _send_control(self, text: str) -> None:
         control = self.control

@@ -1,8 +1,9 @@
 """The control data channel's messages (``control``, JSON text), strictly parsed.
 
 Client to SFU: ``subscribe`` (which layer of a publisher's video: ``thumbnail``, ``full`` or
-``none``) and ``floor`` (``request`` / ``release`` the focus). SFU to client (built with
-``signaling.message``): ``speaking``, ``layer``, ``floor`` and ``error``. Anything else, a missing
+``none``), ``floor`` (``request`` / ``release`` the focus) and ``mute`` (whether its microphone
+and camera are muted: JSON booleans). SFU to client (built with ``signaling.message``):
+``speaking``, ``layer``, ``floor``, ``muted`` and ``error``. Anything else, a missing
 or mistyped field, unknown keys, binary or oversized messages raise :class:`ControlError`, whose
 ``reason`` is safe to send back.
 """
@@ -21,6 +22,7 @@ __all__ = [
     "ControlError",
     "ControlMessage",
     "Floor",
+    "Mute",
     "Subscribe",
     "parse_control_message",
 ]
@@ -55,11 +57,20 @@ class Floor:
     action: str
 
 
-ControlMessage = Subscribe | Floor
+@dataclass(frozen=True)
+class Mute:
+    """The sender's microphone (``audio``) and camera (``video``) are muted (True) or not."""
+
+    audio: bool
+    video: bool
+
+
+ControlMessage = Subscribe | Floor | Mute
 
 _FIELDS: dict[str, frozenset[str]] = {
     "subscribe": frozenset({"type", "publisher", "quality"}),
     "floor": frozenset({"type", "action"}),
+    "mute": frozenset({"type", "audio", "video"}),
 }
 
 
@@ -92,4 +103,9 @@ def parse_control_message(text: str | bytes) -> ControlMessage:
         if not isinstance(publisher, str) or not 0 < len(publisher) <= MAX_MEMBER_ID:
             raise ControlError("publisher must be a member id")
         return Subscribe(publisher, _choice(obj, "quality", QUALITIES))
+    if kind == "mute":
+        audio, video = obj["audio"], obj["video"]
+        if type(audio) is not bool or type(video) is not bool:  # 0/1 or "true" are refused too
+            raise ControlError("audio and video must be booleans")
+        return Mute(audio, video)
     return Floor(_choice(obj, "action", FLOOR_ACTIONS))

@@ -72,7 +72,10 @@ def group_snapshot(session: GroupCallSession, joined: bool) -> dict[str, Any]:
     members = []
     for member in session.members():
         pair = pairs.get(member.device)
-        audio_muted, video_muted = (False, False) if pair is None else pair.remote_mute_state()
+        if pair is None:  # through an SFU: as its `muted` said
+            audio_muted, video_muted = session.sfu_mutes.get(member.device, (False, False))
+        else:
+            audio_muted, video_muted = pair.remote_mute_state()
         purposes = set() if pair is None else {m.purpose for m in pair.call.remote_streams.values()}
         state = None if pair is None else pair.call.state.value
         if pair is None and member.device in forwarded:

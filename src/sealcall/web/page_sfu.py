@@ -35,6 +35,7 @@ from .sfu_results import (
     SfuJoined,
     SfuLayer,
     SfuLeft,
+    SfuMuted,
     SfuResult,
     SfuSpeaking,
     SfuState,
@@ -144,6 +145,10 @@ class PageSfuLink:
         """Ask for the focus or give it up (the page sends it on the control channel)."""
         self._send({"type": "sfu_floor", "request": request})
 
+    def mute(self, audio: bool, video: bool) -> None:
+        """Tell the others whether we are muted (the page sends it on the control channel)."""
+        self._send({"type": "sfu_mute", "audio": audio, "video": video})
+
     def receiver_taps(self) -> dict[MemberDevice, list[ReceiverTap]]:
         """Nothing: the page decrypts (its worker counts, per sender)."""
         return {}
@@ -198,3 +203,5 @@ class PageSfuLink:
             self.events.sfu_layer(result.publisher, result.quality)
         elif isinstance(result, SfuFloor):
             self.events.sfu_floor(result.holder)
+        elif isinstance(result, SfuMuted):
+            self.events.sfu_muted(result.member, result.audio, result.video)

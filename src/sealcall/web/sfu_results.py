@@ -99,7 +99,18 @@ class SfuFloor(SfuResultBase):
     holder: MemberDevice | None
 
 
-SfuResult = SfuState | SfuJoined | SfuTracks | SfuLeft | SfuSpeaking | SfuLayer | SfuFloor
+@dataclass(frozen=True, kw_only=True)
+class SfuMuted(SfuResultBase):
+    """A member's microphone / camera are muted or not (the SFU's ``muted``)."""
+
+    member: MemberDevice
+    audio: bool
+    video: bool
+
+
+SfuResult = (
+    SfuState | SfuJoined | SfuTracks | SfuLeft | SfuSpeaking | SfuLayer | SfuFloor | SfuMuted
+)
 
 
 def _text(name: str, value: Any, limit: int = MAX_ID_CHARS) -> str:
@@ -162,6 +173,12 @@ def _holder(name: str, value: Any) -> MemberDevice | None:
     return None if value is None else member_device(name, value)
 
 
+def _bool(name: str, value: Any) -> bool:
+    if type(value) is not bool:
+        raise SfuResultError(f"field {name} must be a boolean")
+    return value
+
+
 Check = Callable[[str, Any], Any]
 _SHAPES: Final[Mapping[str, tuple[type[Any], Mapping[str, Check], Mapping[str, Check]]]] = (
     MappingProxyType(
@@ -177,6 +194,11 @@ _SHAPES: Final[Mapping[str, tuple[type[Any], Mapping[str, Check], Mapping[str, C
             "sfu_speaking": (SfuSpeaking, {"members": _members}, {}),
             "sfu_layer": (SfuLayer, {"publisher": member_device, "quality": _quality}, {}),
             "sfu_floor": (SfuFloor, {"holder": _holder}, {}),
+            "sfu_muted": (
+                SfuMuted,
+                {"member": member_device, "audio": _bool, "video": _bool},
+                {},
+            ),
         }
     )
 )

@@ -142,7 +142,7 @@ export class MediaEngine {
   }
 
   /**
-   * Handle `sfu_join` / `sfu_leave` / `sfu_subscribe` / `sfu_floor` of the page socket: connect
+   * Handle `sfu_join` / `sfu_leave` / `sfu_subscribe` / `sfu_floor` / `sfu_mute` of the page socket: connect
    * the room's group call to its SFU (Python did the admission and hands over the URL and the
    * join token), leave it, or pass Python's subscription or floor request on.
    */
@@ -160,6 +160,10 @@ export class MediaEngine {
     }
     if (msg.type === "sfu_floor") {
       this.sfus.get(scope)?.requestFloor(Boolean(msg.request));
+      return;
+    }
+    if (msg.type === "sfu_mute") {
+      this.sfus.get(scope)?.setMuted(msg.audio === true, msg.video === true);
       return;
     }
     if (msg.type !== "sfu_join") return;

@@ -8,6 +8,7 @@
 import {
   QUALITIES,
   memberSender,
+  muteMessage,
   senderMember,
   parseSfuMessage,
   sfuSocketUrl,
@@ -75,6 +76,7 @@ export class SfuPeer {
     this.layers = new Map(); // publisher -> the layer the SFU says we receive
     this.floor = null;
     this.speakers = [];
+    this.mutes = new Map(); // member id -> {audio, video}, as the SFU's `muted` said
     this.badMessages = 0;
     this.closed = false;
     this.chain = Promise.resolve(); // SFU messages are handled one at a time, in order
@@ -225,6 +227,11 @@ export class SfuPeer {
     this.resubscribe();
   }
 
+  /** Tell the others whether our microphone / camera are muted (Python's `sfu_mute`). */
+  setMuted(audio, video) {
+    this.sendControl(muteMessage(audio, video));
+  }
+
   /** Ask the floor ("I want the focus") or give it up. */
   requestFloor(on) {
     this.sendControl({ type: "floor", action: on ? "request" : "release" });
@@ -258,6 +265,11 @@ export class SfuPeer {
     } else if (msg.type === "layer") {
       this.layers.set(msg.publisher, msg.quality);
       this.result("sfu_layer", { publisher: msg.publisher, quality: msg.quality });
+    } else if (msg.type === "muted") {
+      if (msg.member === this.member) return;
+      // Bounded: a room holds at most 32 members; a stale entry goes when its member leaves.
+      if (this.mutes.size < 256 || this.mutes.has(msg.member)) this.mutes.set(msg.member, { audio: msg.audio, video: msg.video });
+      this.result("sfu_muted", { member: msg.member, audio: msg.audio, video: msg.video });
     } else {
       this.floor = msg.holder;
       this.result("sfu_floor", { holder: msg.holder });
@@ -297,11 +309,13 @@ export class SfuPeer {
         break;
       }
       case "left":
+        this.mutes.delete(msg.member);
         this.result("sfu_left", { member: msg.member });
         break;
       case "speaking":
       case "layer":
       case "floor":
+      case "muted":
         if (via !== "control") {
           this.badMessages += 1; // control messages come on the data channel only
           break;
@@ -383,6 +397,7 @@ export class SfuPeer {
       asked: Object.fromEntries(this.asked),
       layers: Object.fromEntries(this.layers),
       floor: this.floor,
+      muted: Object.fromEntries(this.mutes),
       speaking: this.speakers,
       control: this.control?.readyState ?? null,
       bad_messages: this.badMessages,

@@ -57,7 +57,13 @@ const SERVER_FIELDS = {
   speaking: (m) => Array.isArray(m.members) && m.members.length <= MAX_TRACKS && m.members.every(isId),
   layer: (m) => isId(m.publisher) && ["thumbnail", "full"].includes(m.quality),
   floor: (m) => m.holder === null || isId(m.holder),
+  muted: (m) => memberSender(m.member) !== null && typeof m.audio === "boolean" && typeof m.video === "boolean",
 };
+
+/** The control message that tells the others our mute state (docs/sfu-protocol.md, section 5). */
+export function muteMessage(audio, video) {
+  return { type: "mute", audio: Boolean(audio), video: Boolean(video) };
+}
 
 /**
  * One message of the SFU (signaling socket or control channel) as an object, or null if it is
