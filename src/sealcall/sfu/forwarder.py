@@ -36,6 +36,7 @@ from .subscriptions import (
     ParticipantConfig,
     Source,
     allocate,
+    forget_backoff,
     remb_target,
 )
 from .vp8 import Vp8Descriptor, Vp8Error
@@ -203,7 +204,7 @@ class Forwarder:
             return []
         o = video[0]
         if quality == "full" and o.quality != "full":
-            o.down_at = -math.inf  # an explicit ask may go up at once
+            forget_backoff(o)  # an explicit ask may go up at once
         o.quality = quality
         out: list[Output] = []
         assert sub is not None
@@ -325,7 +326,7 @@ class Forwarder:
                 for entry in packet.entries[:MAX_PARTICIPANTS]:
                     self._keyframe_feedback(p, entry.ssrc, now, out)
             elif isinstance(packet, Remb):
-                p.estimate = packet.bitrate
+                self._estimate(p, packet, now)
                 self._allocate(p, now, out)
                 for publisher in p.receiving:
                     self._update_remb(self._participants[publisher], now, out)
@@ -345,6 +346,8 @@ class Forwarder:
             self._allocated_at = now
             for sub in self._participants.values():
                 self._allocate(sub, now, out)
+            for pub in self._participants.values():  # the rooms follow the measured rates
+                self._update_remb(pub, now, out)
         for pub in self._participants.values():
             if pub.remb_pending:
                 self._update_remb(pub, now, out)
@@ -455,6 +458,17 @@ class Forwarder:
             ssrc = self._rng.getrandbits(32)
             if ssrc and ssrc not in sub.outs_by_ssrc and ssrc != sub.rtcp_ssrc:
                 return ssrc
+
+    def _estimate(self, p: Participant, remb: Remb, now: float) -> None:
+        """A REMB naming one of ``p``'s video streams alone is that stream's estimate (aiortc
+        runs one estimator per m-line); any other (Chromium's, one for all) is ``p``'s."""
+        named = {o for s in remb.ssrcs[:MAX_PARTICIPANTS] if (o := p.outs_by_ssrc.get(s))}
+        if len(named) == 1 and len(remb.ssrcs) <= 2:
+            (o,) = named
+            if o.video:
+                o.estimate, o.estimate_at = remb.bitrate, now
+                return
+        p.estimate, p.estimate_at = remb.bitrate, now
 
     def _allocate(self, sub: Participant, now: float, out: list[Output]) -> None:
         for o, src in allocate(sub, now):

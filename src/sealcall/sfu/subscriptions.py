@@ -1,15 +1,39 @@
 """The forwarder's per-room state and its decisions on layers and sender bitrates.
 
 ``allocate`` picks, for one subscriber, the layer of each publisher's video: none, thumbnail, or
-full when asked for and the subscriber's bandwidth estimate covers it. Hysteresis keeps it from
-flapping: a subscriber on the full layer keeps it while the total fits the estimate; one on the
-thumbnail goes up only when the total fits within ``UP_FRACTION`` of it and ``UP_HOLD`` seconds
-after it last went down. A layer costs the larger of its nominal bitrate (from the configuration)
-and the rate measured over the last second, so a quiet scene does not invite a switch that the
-next burst would undo.
+full when asked for and the subscriber's network allows it. It runs on every REMB and once a
+second, never per packet.
 
-``remb_target`` is what a publisher's full layer is clamped to: the lowest estimate among the
-subscribers that want it, within ``REMB_MIN``..``REMB_MAX``.
+Why not "go up when the full layer's cost fits the estimate": receivers' REMB estimators
+(aiortc's, Chromium's) never report much more than 1.5x what they receive now, so a subscriber
+on thumbnails never sees an estimate that covers a full layer. Real SFUs either probe (padding or
+duplicate packets that lift the incoming rate) or ramp with media. Probing is out here: aiortc
+cannot receive RTX with several video m-lines; padding-only packets on a media SSRC go into its
+jitter buffer as empty frame parts (it assembles frames by timestamp); and both estimators need a
+probe to carry abs-send-time on the media's clock, which only the publisher stamps (the SFU
+forwards the publisher's). So we ramp with media through the clamp:
+
+- the *room* of a stream asked for in full is its share of the estimate: the per-stream estimate
+  when the subscriber's REMB names that stream alone (aiortc: one estimator, one REMB per m-line),
+  otherwise what it receives now plus an equal share of the headroom (estimate minus what the
+  subscriber receives, over the streams asked for in full);
+- on the thumbnail, it goes up once the room has stayed *calm* for ``UP_HOLD`` seconds: at least
+  ``UP_RATIO`` times what the stream receives now, at least ``REMB_MIN``, and above the
+  ``CEILING_MARGIN`` x the room it last failed at unless its backoff has run out;
+- the publisher's full layer is clamped by REMB to the lowest room among the subscribers asking
+  for it (``remb_target``), so after a switch the full layer starts where the subscriber has room
+  and the incoming rate and the estimate climb together;
+- on the full layer it goes down when the room is under ``REMB_MIN`` (*starved*: not even the
+  clamp's floor fits), or stays under ``DOWN_RATIO`` times what the stream receives for
+  ``DOWN_HOLD`` seconds while the room is not rising (*congested*: an estimator that lags behind
+  a switch rises by about 8 % a second, a capped link or an overuse decrease does not); judged
+  ``UP_HOLD`` seconds after going up at the earliest;
+- each congestion doubles the wait before the next try (``BACKOFF_MIN``..``BACKOFF_MAX``) and
+  remembers what the stream then received as the ceiling; ``STABLE`` seconds on the full layer,
+  or a new ask, forget both. A genuinely capped subscriber so tries again after 4, 8, 16 ...
+  64 s, not every 2 s.
+
+Rates are the publishers' measured rates over the last second (``Source.rate``).
 """
 
 from __future__ import annotations
@@ -34,13 +58,21 @@ __all__ = [
     "ParticipantConfig",
     "Source",
     "allocate",
+    "forget_backoff",
     "remb_target",
 ]
 
 AUDIO, THUMBNAIL, FULL = 0, 1, 2
 QUALITIES = ("thumbnail", "full", "none")
-UP_FRACTION = 0.8
-UP_HOLD = 2.0
+UP_RATIO = 1.2  # a room this many times what a stream receives is calm
+UP_HOLD = 2.0  # seconds of calm before going up; also the least time after going down or up
+DOWN_RATIO = 0.9  # a room under this fraction of what a stream receives is congestion
+DOWN_HOLD = 2.0  # seconds of congestion (room not rising) before going down
+RISING = 1.03  # a room this many times the one a second before is rising
+BACKOFF_MIN, BACKOFF_MAX = 4.0, 64.0  # seconds before trying again after a congestion
+CEILING_MARGIN = 1.25  # a room this far above the one that failed may try at once
+STABLE = 20.0  # seconds on the full layer that forget the backoff and the ceiling
+RATE_TTL = 2.0  # a source silent this long is counted as sending nothing
 REMB_MIN = 100_000
 REMB_MAX = 20_000_000
 AUDIO_CLOCK, VIDEO_CLOCK = 48_000, 90_000
@@ -133,10 +165,9 @@ class Source:
         self._bytes += size
         return True
 
-    @property
-    def cost(self) -> int:
-        """Bits per second this layer is assumed to take."""
-        return max(self.nominal, self.bitrate)
+    def rate(self, now: float) -> int:
+        """Bits per second measured over the last second (0 once silent for ``RATE_TTL``)."""
+        return self.bitrate if now - self._since < RATE_TTL else 0
 
 
 class Out:
@@ -144,12 +175,23 @@ class Out:
 
     __slots__ = (
         "cache",
+        "calm_since",
+        "ceiling",
+        "congested_since",
         "down_at",
+        "estimate",
+        "estimate_at",
         "ext_table",
+        "hold",
         "publisher",
         "quality",
+        "rising",
+        "room",
         "rw",
         "subscriber",
+        "trend_at",
+        "trend_room",
+        "up_at",
         "video",
     )
 
@@ -186,7 +228,18 @@ class Out:
         else:
             self.cache = PacketCache(AUDIO_CACHE_PACKETS, AUDIO_CACHE_PACKETS * 1500)
         self.quality = "thumbnail"
+        self.estimate: int | None = None  # from a REMB naming this stream alone
+        self.estimate_at = -math.inf
+        self.room: float | None = None  # this stream's share of the estimate (None: no limit)
+        self.up_at = -math.inf  # when the full layer was last chosen
         self.down_at = -math.inf  # when the full layer was last given up
+        self.calm_since = math.inf  # since when the room would allow going up
+        self.congested_since = math.inf
+        self.hold = 0.0  # the backoff after a congestion
+        self.ceiling: float | None = None  # the room at the last congestion
+        self.trend_room = 0.0
+        self.trend_at = -math.inf
+        self.rising = False
         self.ext_table = extension_id_table(
             dict(publisher.config.extensions), dict(cfg.extensions), hide=(MID_URI,)
         )
@@ -199,6 +252,7 @@ class Participant:
     __slots__ = (
         "config",
         "estimate",
+        "estimate_at",
         "id",
         "outs_by_ssrc",
         "receiving",
@@ -233,6 +287,7 @@ class Participant:
         self.receiving: dict[str, list[Out]] = {}  # publisher -> its audio/video outs to us
         self.outs_by_ssrc: dict[int, Out] = {}
         self.estimate: int | None = None  # from REMB; None: not known yet (no limit)
+        self.estimate_at = -math.inf
         self.remb_sent: int | None = None
         self.remb_sent_at = -math.inf
         self.remb_pending = False
@@ -263,19 +318,76 @@ def _layer(pub: Participant, wanted: int) -> Source | None:
     return src
 
 
-def allocate(sub: Participant, now: float) -> list[tuple[Out, Source | None]]:
-    """For each video ``sub`` receives, the layer it should now get (None: none)."""
-    budget = math.inf if sub.estimate is None else float(sub.estimate)
-    spent = 0
-    plan: list[tuple[Out, Source | None]] = []
+# The layer decision: (on the full layer, signal) -> go to the full layer (True) or not. A pair
+# not in the table keeps the layer the stream has.
+CALM, STARVED, CONGESTED = "calm", "starved", "congested"
+_NEXT: dict[tuple[bool, str], bool] = {
+    (False, CALM): True,
+    (True, STARVED): False,
+    (True, CONGESTED): False,
+}
+
+
+def _rooms(sub: Participant, now: float) -> dict[Out, tuple[float | None, int]]:
+    """Each video stream ``sub`` asked for in full: (its room or None, what it receives now)."""
+    received = 0
+    asked: list[tuple[Out, int]] = []
     for outs in sub.receiving.values():
         for o in outs:
-            src = o.publisher.layer_source(AUDIO) if not o.video else None
-            if src is not None:
-                spent += src.cost
-            if o.video and o.quality != "none":
-                thumb = _layer(o.publisher, THUMBNAIL)
-                spent += thumb.cost if thumb is not None else 0
+            src = o.publisher.sources.get(o.rw.current) if o.rw.current is not None else None
+            rate = src.rate(now) if src is not None else 0
+            received += rate
+            if o.video and o.quality == "full":
+                asked.append((o, rate))
+    rooms: dict[Out, tuple[float | None, int]] = {}
+    whole = sub.estimate
+    for o, rate in asked:
+        if o.estimate is not None and o.estimate_at >= sub.estimate_at:
+            room: float | None = float(o.estimate)
+        elif whole is not None:
+            room = rate + (whole - received) / len(asked)
+        else:
+            room = None
+        rooms[o] = (room, rate)
+    return rooms
+
+
+def _signal(o: Out, room: float | None, rate: int, on_full: bool, now: float) -> str | None:
+    """What the room of ``o`` says now (CALM, STARVED, CONGESTED or None), tracking its trend,
+    calm and congestion times."""
+    if room is None:  # no estimate: nothing limits it
+        o.congested_since = math.inf
+        return CALM
+    if now - o.trend_at >= 1.0:
+        o.rising = room > o.trend_room * RISING
+        o.trend_room, o.trend_at = room, now
+    if not on_full:
+        o.congested_since = math.inf
+        calm = room >= max(REMB_MIN, UP_RATIO * rate)
+        if calm and o.ceiling is not None and now - o.down_at < o.hold:
+            calm = room >= CEILING_MARGIN * o.ceiling
+        if not calm:
+            o.calm_since = math.inf
+            return None
+        o.calm_since = min(o.calm_since, now)
+        waited = now - o.down_at >= UP_HOLD
+        return CALM if waited and now - o.calm_since >= UP_HOLD else None
+    o.calm_since = math.inf
+    if room < REMB_MIN:
+        return STARVED
+    if now - o.up_at < UP_HOLD or room >= DOWN_RATIO * rate or o.rising:
+        o.congested_since = math.inf
+        if now - o.up_at >= STABLE:
+            o.hold, o.ceiling = 0.0, None
+        return None
+    o.congested_since = min(o.congested_since, now)
+    return CONGESTED if now - o.congested_since >= DOWN_HOLD else None
+
+
+def allocate(sub: Participant, now: float) -> list[tuple[Out, Source | None]]:
+    """For each video ``sub`` receives, the layer it should now get (None: none)."""
+    rooms = _rooms(sub, now)
+    plan: list[tuple[Out, Source | None]] = []
     for o in sub.video_outs():
         pub = o.publisher
         if o.quality == "none":
@@ -284,34 +396,42 @@ def allocate(sub: Participant, now: float) -> list[tuple[Out, Source | None]]:
         thumb = _layer(pub, THUMBNAIL)
         full = pub.layer_source(FULL)
         if o.quality != "full" or full is None or thumb is None or full is thumb:
+            o.room = None
             plan.append((o, thumb))
             continue
-        extra = full.cost - thumb.cost
+        room, rate = rooms[o]
+        o.room = room
         on_full = o.rw.target == full.ssrc
-        if on_full:
-            fits = spent + extra <= budget
-        else:
-            fits = now - o.down_at >= UP_HOLD and spent + extra <= budget * UP_FRACTION
-        if fits:
-            spent += extra
-            plan.append((o, full))
-        else:
-            if on_full:
-                o.down_at = now
-            plan.append((o, thumb))
+        signal = _signal(o, room, rate, on_full, now)
+        go_full = _NEXT.get((on_full, signal), on_full) if signal is not None else on_full
+        if go_full and not on_full:
+            o.up_at = now
+        elif on_full and not go_full:
+            o.down_at = now
+            o.congested_since = math.inf
+            o.ceiling = max(rate, REMB_MIN)  # what it received when it failed
+            o.hold = min(BACKOFF_MAX, max(BACKOFF_MIN, 2 * o.hold))
+        plan.append((o, full if go_full else thumb))
     return plan
 
 
+def forget_backoff(o: Out) -> None:
+    """A new ask for the full layer: it may go up at once if its room allows."""
+    o.down_at = o.up_at = -math.inf
+    o.calm_since = -math.inf
+    o.hold, o.ceiling = 0.0, None
+
+
 def remb_target(pub: Participant, participants: Mapping[str, Participant]) -> int | None:
-    """The bitrate to clamp ``pub``'s full layer to, or None if no subscriber with an estimate
-    wants it."""
-    lowest: int | None = None
+    """The bitrate to clamp ``pub``'s full layer to: the lowest room among the subscribers that
+    ask for it, or None if none of them has an estimate."""
+    lowest: float | None = None
     for sub in participants.values():
-        if sub is pub or sub.estimate is None:
+        if sub is pub:
             continue
         for o in sub.receiving.get(pub.id, ()):
-            if o.video and o.quality == "full":
-                lowest = sub.estimate if lowest is None else min(lowest, sub.estimate)
+            if o.video and o.quality == "full" and o.room is not None:
+                lowest = o.room if lowest is None else min(lowest, o.room)
     if lowest is None:
         return None
-    return min(REMB_MAX, max(REMB_MIN, lowest))
+    return int(min(REMB_MAX, max(REMB_MIN, lowest)))
