@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -216,13 +217,18 @@ class Network:
     """Three members p0..p2 at realistic rates, in steps of 0.1 s: each publishes audio, a
     150 kbit/s thumbnail and a full layer at what the SFU's last REMB lets an aiortc encoder send
     (250 kbit/s..1.5 Mbit/s, key frames every second). p1 asks for p0 in full and reports a REMB
-    every second: ``estimate(received_bps, previous)`` (None before the first)."""
+    every second: ``estimate(received_bps, previous)`` (None before the first), of all it receives
+    (Chromium), or with ``per_stream`` of p0's video alone, naming that stream (aiortc)."""
 
-    def __init__(self, estimate: Callable[[int, int | None], int]) -> None:
+    def __init__(
+        self, estimate: Callable[[int, int | None], int], *, per_stream: bool = False
+    ) -> None:
         self.room = Room(3)
         self.estimate = estimate
+        self.per_stream = per_stream
         self.step = 0
-        self.received: list[int] = []  # bytes p1 received in each step
+        self.seen = 0
+        self.received: list[int] = []  # bytes p1 received in each step (of p0's video alone)
         self.ups: list[float] = []  # when p1 got p0's full layer
         self.remb: int | None = None
         self.room.record(self.room.fw.subscribe("p1", "p0", "full", self.room.now))
@@ -236,7 +242,6 @@ class Network:
         room = self.room
         for _ in range(round(seconds * 10)):
             key = self.step % 10 == 0
-            before = sum(len(p) for p in room.rtp.get("p1", []))
             for i in range(3):
                 room.audio(i)
                 rates = (150_000, self.full_rate() if i == 0 else 500_000)
@@ -249,10 +254,16 @@ class Network:
                         room.send(i, vp8_packet(ssrc, room.next_seq(ssrc), key, tag))
                         key = False if i == 2 and layer == 2 else key
                         left -= size
-            self.received.append(sum(len(p) for p in room.rtp.get("p1", [])) - before)
+            stream = room.out_ssrc(1, 0, "video")
+            new = room.rtp.get("p1", [])[self.seen :]
+            self.seen += len(new)
+            if self.per_stream:
+                new = [p for p in new if parse_rtp(p).ssrc == stream]
+            self.received.append(sum(len(p) for p in new))
             if self.step % 10 == 9:
                 self.remb = self.estimate(sum(self.received[-10:]) * 8, self.remb)
-                room.feedback(1, Remb(1, self.remb, ()))
+                named = (stream,) if self.per_stream else ()
+                room.feedback(1, Remb(1, self.remb, named))
             room.now += 0.1
             room.record(room.fw.tick(room.now))
             if LayerChanged("p1", "p0", "full") in room.layers:
@@ -267,8 +278,9 @@ def estimator(received: int, previous: int | None) -> int:
     return bound if previous is None else min(max(previous, bound), int(previous * 1.08))
 
 
-def test_an_estimator_bound_to_what_it_receives_ramps_to_the_full_layer() -> None:
-    net = Network(estimator)
+@pytest.mark.parametrize("per_stream", [False, True], ids=["chromium", "aiortc"])
+def test_an_estimator_bound_to_what_it_receives_ramps_to_the_full_layer(per_stream: bool) -> None:
+    net = Network(estimator, per_stream=per_stream)
     net.run(60)
     assert net.room.fw.layer("p1", "p0") == "full"
     assert len(net.ups) == 1  # once, and it stayed

@@ -407,6 +407,17 @@ class Forwarder:
                 return None if src is None else ("full" if src.layer == FULL else "thumbnail")
         return None
 
+    def estimate(self, subscriber: str, publisher: str) -> int | None:
+        """The latest REMB figure that covers ``subscriber``'s video of ``publisher`` (its own or
+        the subscriber's whole), or None before any."""
+        p = self._participants.get(subscriber)
+        for o in p.receiving.get(publisher, ()) if p is not None else ():
+            if o.video:
+                assert p is not None
+                own = o.estimate is not None and o.estimate_at >= p.estimate_at
+                return o.estimate if own else p.estimate
+        return None
+
     def speaking(self) -> list[str]:
         """The current speakers, loudest first."""
         return [str(s) for s in self._speaking.speaking()]

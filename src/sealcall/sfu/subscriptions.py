@@ -18,20 +18,23 @@ forwards the publisher's). So we ramp with media through the clamp:
   otherwise what it receives now plus an equal share of the headroom (estimate minus what the
   subscriber receives, over the streams asked for in full);
 - on the thumbnail, it goes up once the room has stayed *calm* for ``UP_HOLD`` seconds: at least
-  ``UP_RATIO`` times what the stream receives now, at least ``REMB_MIN``, and above the
-  ``CEILING_MARGIN`` x the room it last failed at unless its backoff has run out;
+  ``UP_RATIO`` times what the stream receives now and at least ``REMB_MIN`` (and, while a backoff
+  runs, ``CEILING_MARGIN`` times what the full layer received when it last failed);
 - the publisher's full layer is clamped by REMB to the lowest room among the subscribers asking
   for it (``remb_target``), so after a switch the full layer starts where the subscriber has room
   and the incoming rate and the estimate climb together;
-- on the full layer it goes down when the room is under ``REMB_MIN`` (*starved*: not even the
-  clamp's floor fits), or stays under ``DOWN_RATIO`` times what the stream receives for
-  ``DOWN_HOLD`` seconds while the room is not rising (*congested*: an estimator that lags behind
-  a switch rises by about 8 % a second, a capped link or an overuse decrease does not); judged
-  ``UP_HOLD`` seconds after going up at the earliest;
-- each congestion doubles the wait before the next try (``BACKOFF_MIN``..``BACKOFF_MAX``) and
-  remembers what the stream then received as the ceiling; ``STABLE`` seconds on the full layer,
-  or a new ask, forget both. A genuinely capped subscriber so tries again after 4, 8, 16 ...
-  64 s, not every 2 s.
+- on the full layer it goes down at once when the room is under ``REMB_MIN`` (*starved*: not
+  even the clamp's floor fits), and after ``DOWN_HOLD`` seconds of *congestion* while the room is
+  not rising: the room under ``DOWN_RATIO`` times what the stream receives, or under
+  ``FULL_FLOOR`` of the layer's nominal rate (squeezed further, a full layer looks worse than
+  the thumbnail). An estimate that rises (an estimator catching up with a switch: about 8 % a
+  second) is no congestion, a flat one (a capped link) or a falling one (an overuse decrease)
+  is. Congestion is judged ``UP_HOLD`` seconds after going up at the earliest. The price: a
+  full layer whose scene is so cheap that the estimator, bound to 1.5x what it receives, never
+  reaches the floor goes down again and tries after each backoff;
+- each congestion doubles the wait before the next try (``BACKOFF_MIN``..``BACKOFF_MAX``: a
+  genuinely capped subscriber tries again after 8, 16, 32, 64 s, not every 2 s); ``STABLE``
+  seconds on the full layer, or a new ask, forget the backoff.
 
 Rates are the publishers' measured rates over the last second (``Source.rate``).
 """
@@ -69,7 +72,8 @@ UP_HOLD = 2.0  # seconds of calm before going up; also the least time after goin
 DOWN_RATIO = 0.9  # a room under this fraction of what a stream receives is congestion
 DOWN_HOLD = 2.0  # seconds of congestion (room not rising) before going down
 RISING = 1.03  # a room this many times the one a second before is rising
-BACKOFF_MIN, BACKOFF_MAX = 4.0, 64.0  # seconds before trying again after a congestion
+FULL_FLOOR = 0.5  # a full layer held under this share of its nominal rate is not worth it
+BACKOFF_MIN, BACKOFF_MAX = 8.0, 64.0  # seconds before trying again after a congestion
 CEILING_MARGIN = 1.25  # a room this far above the one that failed may try at once
 STABLE = 20.0  # seconds on the full layer that forget the backoff and the ceiling
 RATE_TTL = 2.0  # a source silent this long is counted as sending nothing
@@ -182,6 +186,7 @@ class Out:
         "estimate",
         "estimate_at",
         "ext_table",
+        "full_ssrc",
         "hold",
         "publisher",
         "quality",
@@ -190,7 +195,7 @@ class Out:
         "rw",
         "subscriber",
         "trend_at",
-        "trend_room",
+        "trend_estimate",
         "up_at",
         "video",
     )
@@ -235,9 +240,10 @@ class Out:
         self.down_at = -math.inf  # when the full layer was last given up
         self.calm_since = math.inf  # since when the room would allow going up
         self.congested_since = math.inf
+        self.full_ssrc: int | None = None  # the publisher's full layer, once asked for
         self.hold = 0.0  # the backoff after a congestion
         self.ceiling: float | None = None  # the room at the last congestion
-        self.trend_room = 0.0
+        self.trend_estimate = 0.0
         self.trend_at = -math.inf
         self.rising = False
         self.ext_table = extension_id_table(
@@ -328,8 +334,9 @@ _NEXT: dict[tuple[bool, str], bool] = {
 }
 
 
-def _rooms(sub: Participant, now: float) -> dict[Out, tuple[float | None, int]]:
-    """Each video stream ``sub`` asked for in full: (its room or None, what it receives now)."""
+def _rooms(sub: Participant, now: float) -> dict[Out, tuple[float | None, int, int]]:
+    """Each video stream ``sub`` asked for in full: its room (None: no limit), what it receives
+    now, and the estimate the room comes from."""
     received = 0
     asked: list[tuple[Out, int]] = []
     for outs in sub.receiving.values():
@@ -339,29 +346,31 @@ def _rooms(sub: Participant, now: float) -> dict[Out, tuple[float | None, int]]:
             received += rate
             if o.video and o.quality == "full":
                 asked.append((o, rate))
-    rooms: dict[Out, tuple[float | None, int]] = {}
+    rooms: dict[Out, tuple[float | None, int, int]] = {}
     whole = sub.estimate
     for o, rate in asked:
         if o.estimate is not None and o.estimate_at >= sub.estimate_at:
-            room: float | None = float(o.estimate)
+            rooms[o] = (float(o.estimate), rate, o.estimate)
         elif whole is not None:
-            room = rate + (whole - received) / len(asked)
+            rooms[o] = (rate + (whole - received) / len(asked), rate, whole)
         else:
-            room = None
-        rooms[o] = (room, rate)
+            rooms[o] = (None, rate, 0)
     return rooms
 
 
-def _signal(o: Out, room: float | None, rate: int, on_full: bool, now: float) -> str | None:
-    """What the room of ``o`` says now (CALM, STARVED, CONGESTED or None), tracking its trend,
-    calm and congestion times."""
+def _signal(
+    o: Out, room: float | None, rate: int, estimate: int, floor: float, now: float
+) -> str | None:
+    """What the room of ``o`` says now (CALM, STARVED, CONGESTED or None), tracking the trend of
+    the estimate it comes from (the room itself moves with the other streams' measured rates),
+    calm and congestion times; ``floor`` is the least its full layer is worth."""
     if room is None:  # no estimate: nothing limits it
         o.congested_since = math.inf
         return CALM
     if now - o.trend_at >= 1.0:
-        o.rising = room > o.trend_room * RISING
-        o.trend_room, o.trend_at = room, now
-    if not on_full:
+        o.rising = estimate > o.trend_estimate * RISING
+        o.trend_estimate, o.trend_at = estimate, now
+    if o.rw.target != o.full_ssrc:
         o.congested_since = math.inf
         calm = room >= max(REMB_MIN, UP_RATIO * rate)
         if calm and o.ceiling is not None and now - o.down_at < o.hold:
@@ -375,7 +384,9 @@ def _signal(o: Out, room: float | None, rate: int, on_full: bool, now: float) ->
     o.calm_since = math.inf
     if room < REMB_MIN:
         return STARVED
-    if now - o.up_at < UP_HOLD or room >= DOWN_RATIO * rate or o.rising:
+    short = room < DOWN_RATIO * rate  # it receives more than its room
+    thin = room < floor  # under what a full layer is worth: a thumbnail looks better
+    if now - o.up_at < UP_HOLD or o.rising or not (short or thin):
         o.congested_since = math.inf
         if now - o.up_at >= STABLE:
             o.hold, o.ceiling = 0.0, None
@@ -399,10 +410,11 @@ def allocate(sub: Participant, now: float) -> list[tuple[Out, Source | None]]:
             o.room = None
             plan.append((o, thumb))
             continue
-        room, rate = rooms[o]
+        room, rate, estimate = rooms[o]
         o.room = room
+        o.full_ssrc = full.ssrc
         on_full = o.rw.target == full.ssrc
-        signal = _signal(o, room, rate, on_full, now)
+        signal = _signal(o, room, rate, estimate, FULL_FLOOR * full.nominal, now)
         go_full = _NEXT.get((on_full, signal), on_full) if signal is not None else on_full
         if go_full and not on_full:
             o.up_at = now
