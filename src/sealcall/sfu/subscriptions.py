@@ -18,14 +18,15 @@ forwards the publisher's). So we ramp with media through the clamp:
   otherwise what it receives now plus an equal share of the headroom (estimate minus what the
   subscriber receives, over the streams asked for in full);
 - on the thumbnail, it goes up once the room has stayed *calm* for ``UP_HOLD`` seconds: at least
-  ``UP_RATIO`` times what the stream receives now and at least ``REMB_MIN`` (and, while a backoff
-  runs, ``CEILING_MARGIN`` times what the full layer received when it last failed);
+  ``UP_RATIO`` times what the stream receives now (and, while a backoff runs, ``CEILING_MARGIN``
+  times what the full layer received when it last failed). Not more: Chromium on thumbnails
+  reports about 110 kbit/s in all;
 - the publisher's full layer is clamped by REMB to the lowest room among the subscribers asking
   for it (``remb_target``), so after a switch the full layer starts where the subscriber has room
   and the incoming rate and the estimate climb together;
-- on the full layer it goes down at once when the room is under ``REMB_MIN`` (*starved*: not
-  even the clamp's floor fits), and after ``DOWN_HOLD`` seconds of *congestion* while the room is
-  not rising: the room under ``DOWN_RATIO`` times what the stream receives, or under
+- on the full layer, while the estimate is not rising, it goes down at once when the room is
+  under ``REMB_MIN`` (*starved*: not even the clamp's floor fits), and after ``DOWN_HOLD``
+  seconds of *congestion*: the room under ``DOWN_RATIO`` times what the stream receives, or under
   ``FULL_FLOOR`` of the layer's nominal rate (squeezed further, a full layer looks worse than
   the thumbnail). An estimate that rises (an estimator catching up with a switch: about 8 % a
   second) is no congestion, a flat one (a capped link) or a falling one (an overuse decrease)
@@ -71,7 +72,8 @@ UP_RATIO = 1.2  # a room this many times what a stream receives is calm
 UP_HOLD = 2.0  # seconds of calm before going up; also the least time after going down or up
 DOWN_RATIO = 0.9  # a room under this fraction of what a stream receives is congestion
 DOWN_HOLD = 2.0  # seconds of congestion (room not rising) before going down
-RISING = 1.03  # a room this many times the one a second before is rising
+TREND = 2.0  # seconds between the estimates compared for a trend
+RISING = 1.06  # an estimate this many times the one TREND seconds before is rising
 FULL_FLOOR = 0.5  # a full layer held under this share of its nominal rate is not worth it
 BACKOFF_MIN, BACKOFF_MAX = 8.0, 64.0  # seconds before trying again after a congestion
 CEILING_MARGIN = 1.25  # a room this far above the one that failed may try at once
@@ -367,12 +369,12 @@ def _signal(
     if room is None:  # no estimate: nothing limits it
         o.congested_since = math.inf
         return CALM
-    if now - o.trend_at >= 1.0:
+    if now - o.trend_at >= TREND:
         o.rising = estimate > o.trend_estimate * RISING
         o.trend_estimate, o.trend_at = estimate, now
     if o.rw.target != o.full_ssrc:
         o.congested_since = math.inf
-        calm = room >= max(REMB_MIN, UP_RATIO * rate)
+        calm = room >= UP_RATIO * rate
         if calm and o.ceiling is not None and now - o.down_at < o.hold:
             calm = room >= CEILING_MARGIN * o.ceiling
         if not calm:
@@ -382,8 +384,6 @@ def _signal(
         waited = now - o.down_at >= UP_HOLD
         return CALM if waited and now - o.calm_since >= UP_HOLD else None
     o.calm_since = math.inf
-    if room < REMB_MIN:
-        return STARVED
     short = room < DOWN_RATIO * rate  # it receives more than its room
     thin = room < floor  # under what a full layer is worth: a thumbnail looks better
     if now - o.up_at < UP_HOLD or o.rising or not (short or thin):
@@ -391,6 +391,8 @@ def _signal(
         if now - o.up_at >= STABLE:
             o.hold, o.ceiling = 0.0, None
         return None
+    if room < REMB_MIN:
+        return STARVED
     o.congested_since = min(o.congested_since, now)
     return CONGESTED if now - o.congested_since >= DOWN_HOLD else None
 
