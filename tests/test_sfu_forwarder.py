@@ -2,9 +2,11 @@
 
 import itertools
 import struct
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -211,30 +213,111 @@ def test_full_resolution_switches_at_a_key_frame_after_one_pli_a_second() -> Non
     assert room.fw.stats.layer_switches == 1
 
 
+class Network:
+    """Three members p0..p2 at realistic rates, in steps of 0.1 s: each publishes audio, a
+    150 kbit/s thumbnail and a full layer at what the SFU's last REMB lets an aiortc encoder send
+    (250 kbit/s..1.5 Mbit/s, key frames every second). p1 asks for p0 in full and reports a REMB
+    every second: ``estimate(received_bps, previous)`` (None before the first), of all it receives
+    (Chromium), or with ``per_stream`` of p0's video alone, naming that stream (aiortc)."""
+
+    def __init__(
+        self, estimate: Callable[[int, int | None], int], *, per_stream: bool = False
+    ) -> None:
+        self.room = Room(3)
+        self.estimate = estimate
+        self.per_stream = per_stream
+        self.step = 0
+        self.seen = 0
+        self.received: list[int] = []  # bytes p1 received in each step (of p0's video alone)
+        self.ups: list[float] = []  # when p1 got p0's full layer
+        self.remb: int | None = None
+        self.room.record(self.room.fw.subscribe("p1", "p0", "full", self.room.now))
+
+    def full_rate(self) -> int:
+        rembs = self.room.rembs(0)
+        clamp = rembs[-1].bitrate if rembs else 500_000
+        return min(1_500_000, max(250_000, clamp))
+
+    def run(self, seconds: float) -> None:
+        room = self.room
+        for _ in range(round(seconds * 10)):
+            key = self.step % 10 == 0
+            for i in range(3):
+                room.audio(i)
+                rates = (150_000, self.full_rate() if i == 0 else 500_000)
+                for layer, rate in zip((1, 2), rates, strict=True):
+                    left = rate // 80  # bytes in 0.1 s
+                    while left > 0:
+                        size = min(left, 1100)
+                        ssrc = ssrcs(i)[layer]
+                        tag = bytes(size) + b"TF"[layer - 1 : layer]
+                        room.send(i, vp8_packet(ssrc, room.next_seq(ssrc), key, tag))
+                        key = False if i == 2 and layer == 2 else key
+                        left -= size
+            stream = room.out_ssrc(1, 0, "video")
+            new = room.rtp.get("p1", [])[self.seen :]
+            self.seen += len(new)
+            if self.per_stream:
+                new = [p for p in new if parse_rtp(p).ssrc == stream]
+            self.received.append(sum(len(p) for p in new))
+            if self.step % 10 == 9:
+                self.remb = self.estimate(sum(self.received[-10:]) * 8, self.remb)
+                named = (stream,) if self.per_stream else ()
+                room.feedback(1, Remb(1, self.remb, named))
+            room.now += 0.1
+            room.record(room.fw.tick(room.now))
+            if LayerChanged("p1", "p0", "full") in room.layers:
+                self.ups.append(room.now)
+            room.layers.clear()
+            self.step += 1
+
+
+def estimator(received: int, previous: int | None) -> int:
+    """Chromium's and aiortc's REMB: up by 8 % a second, never above 1.5x what arrives."""
+    bound = int(1.5 * received) + 10_000
+    return bound if previous is None else min(max(previous, bound), int(previous * 1.08))
+
+
+@pytest.mark.parametrize("per_stream", [False, True], ids=["chromium", "aiortc"])
+def test_an_estimator_bound_to_what_it_receives_ramps_to_the_full_layer(per_stream: bool) -> None:
+    net = Network(estimator, per_stream=per_stream)
+    net.run(60)
+    assert net.room.fw.layer("p1", "p0") == "full"
+    assert len(net.ups) == 1  # once, and it stayed
+    assert net.remb is not None
+    assert net.remb > 1_500_000  # the estimate climbed with the media
+    assert net.room.rembs(0)[-1].bitrate > 1_000_000  # and so did the clamp
+    assert net.room.fw.layer("p2", "p0") == "thumbnail"
+
+
+def test_a_capped_subscriber_goes_down_and_backs_off_instead_of_flapping() -> None:
+    # 360 kbit/s carries the two others' audio and thumbnails but not p0's least full layer.
+    net = Network(lambda received, previous: 360_000)
+    net.run(120)
+    assert net.room.fw.layer("p1", "p0") == "thumbnail"
+    gaps = [b - a for a, b in itertools.pairwise(net.ups)]
+    assert 2 <= len(net.ups) <= 6  # tried again, but not every few seconds
+    assert gaps == sorted(gaps)  # each time later
+    assert gaps[-1] >= 2 * gaps[0]
+    # The publisher's full layer is clamped to what p1 has room for (at least 100 kbit/s).
+    assert all(r.bitrate <= 360_000 for r in net.room.rembs(0))
+
+
 def test_bandwidth_drop_falls_back_to_thumbnail_and_a_rise_returns_to_full() -> None:
-    room = Room(3)
-    drive(room, 3, 2)
-    room.feedback(1, Remb(1, 5_000_000, ()))
-    room.record(room.fw.subscribe("p1", "p0", "full", room.now))
-    room.video(0, 2, True)
-    assert room.fw.layer("p1", "p0") == "full"
-    room.now += 1
-    room.feedback(1, Remb(1, 300_000, ()))  # cannot carry 1.2 Mbit/s any more
-    room.video(0, 2, False)
-    assert room.fw.layer("p1", "p0") == "full"  # until the thumbnail's key frame
-    room.layers.clear()
-    room.video(0, 1, True)
-    assert room.fw.layer("p1", "p0") == "thumbnail"
-    assert room.layers == [LayerChanged("p1", "p0", "thumbnail")]
-    room.feedback(1, Remb(1, 5_000_000, ()))  # at once: held, no flapping
-    room.video(0, 2, True)
-    assert room.fw.layer("p1", "p0") == "thumbnail"
-    room.now += 2.5
-    room.record(room.fw.tick(room.now))
-    room.video(0, 2, True)
-    assert room.fw.layer("p1", "p0") == "full"
-    assert contiguous(room.streams("p1")[room.out_ssrc(1, 0, "video")])
-    assert room.fw.stats.layer_switches == 3
+    cap = [5_000_000]
+    net = Network(lambda received, previous: cap[0])
+    net.run(10)
+    assert net.room.fw.layer("p1", "p0") == "full"
+    assert net.room.rembs(0)[-1].bitrate > 1_500_000
+    cap[0] = 200_000  # beside p2's thumbnail and audio, not even 100 kbit/s of full layer fit
+    net.run(3)
+    assert net.room.fw.layer("p1", "p0") == "thumbnail"
+    assert net.room.rembs(0)[-1].bitrate == 100_000  # the clamp's floor
+    cap[0] = 5_000_000
+    net.run(8)
+    assert net.room.fw.layer("p1", "p0") == "full"
+    assert len(net.ups) == 2
+    assert contiguous(net.room.streams("p1")[net.room.out_ssrc(1, 0, "video")])
 
 
 def test_publisher_gets_remb_with_lowest_estimate_of_those_wanting_full() -> None:

@@ -406,6 +406,24 @@ async def test_mute_indicators_reach_the_others_and_newcomers(sfu: Setup) -> Non
     assert not d.got_control(type="muted", member=a.member)
 
 
+async def test_a_subscriber_with_a_real_estimator_ramps_to_the_full_layer(sfu: Setup) -> None:
+    """aiortc's REMB estimator reports about 1.5x what it receives (far from a full layer while on
+    the thumbnail) and nothing caps it: the SFU ramps through the clamp and it gets the full
+    layer."""
+    a = await sfu.add("alice")  # abs-send-time offered: aiortc's estimators send REMBs
+    b = await sfu.add("bob", full=True)
+    await until(lambda: everyone_hears_and_sees_everyone([a, b]), timeout=30)
+    fw = sfu.server.rooms[ROOM].forwarder
+    await until(lambda: fw.estimate(a.member, b.member) is not None, timeout=30)
+    estimate = fw.estimate(a.member, b.member)
+    assert estimate is not None
+    assert estimate < 1_200_000  # the estimator's own figure, not enough for b's full layer
+    a.send_control(type="subscribe", publisher=b.member, quality="full")
+    await until(lambda: a.got_control(type="layer", publisher=b.member, quality="full"), timeout=30)
+    frames = a.got(b.member, "video")
+    await until(lambda: a.got(b.member, "video") > frames + 10)
+
+
 def metric(text: str, name: str, **labels: str) -> float:
     """One sample of the Prometheus text ``text`` (0 if absent)."""
     for family in text_string_to_metric_families(text):

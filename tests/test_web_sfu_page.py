@@ -229,6 +229,16 @@ async def test_two_pages_publish_and_decrypt_each_other_through_the_sfu(
 
         bob_member = sender("bob").replace(" ", "|")
         await asked({bob_member: "full"})
+        # And gets it, with no cap: Chromium's REMB, bound to 1.5x what it receives, never covers
+        # a full layer on its own; the SFU ramps it through the clamp.
+        await until(
+            ann,
+            "([room, who]) => window.sealcall.stats(room).then((s) =>"
+            " s.sfu?.layers?.[who] === 'full')",
+            [ROOM, bob_member],
+            timeout=60,
+            what="the SFU's layer message: Bob's full layer on Ann's page",
+        )
         await pages["ann"][0].push(
             {
                 "type": "sfu_subscribe",

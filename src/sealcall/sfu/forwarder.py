@@ -36,6 +36,7 @@ from .subscriptions import (
     ParticipantConfig,
     Source,
     allocate,
+    forget_backoff,
     remb_target,
 )
 from .vp8 import Vp8Descriptor, Vp8Error
@@ -203,7 +204,7 @@ class Forwarder:
             return []
         o = video[0]
         if quality == "full" and o.quality != "full":
-            o.down_at = -math.inf  # an explicit ask may go up at once
+            forget_backoff(o)  # an explicit ask may go up at once
         o.quality = quality
         out: list[Output] = []
         assert sub is not None
@@ -328,7 +329,7 @@ class Forwarder:
                 for entry in packet.entries[:MAX_PARTICIPANTS]:
                     self._keyframe_feedback(p, entry.ssrc, now, out)
             elif isinstance(packet, Remb):
-                p.estimate = packet.bitrate
+                self._estimate(p, packet, now)
                 self._allocate(p, now, out)
                 for publisher in p.receiving:
                     self._update_remb(self._participants[publisher], now, out)
@@ -348,6 +349,8 @@ class Forwarder:
             self._allocated_at = now
             for sub in self._participants.values():
                 self._allocate(sub, now, out)
+            for pub in self._participants.values():  # the rooms follow the measured rates
+                self._update_remb(pub, now, out)
         for pub in self._participants.values():
             if pub.remb_pending:
                 self._update_remb(pub, now, out)
@@ -430,6 +433,17 @@ class Forwarder:
                 return None if src is None else ("full" if src.layer == FULL else "thumbnail")
         return None
 
+    def estimate(self, subscriber: str, publisher: str) -> int | None:
+        """The latest REMB figure that covers ``subscriber``'s video of ``publisher`` (its own or
+        the subscriber's whole), or None before any."""
+        p = self._participants.get(subscriber)
+        for o in p.receiving.get(publisher, ()) if p is not None else ():
+            if o.video:
+                assert p is not None
+                own = o.estimate is not None and o.estimate_at >= p.estimate_at
+                return o.estimate if own else p.estimate
+        return None
+
     def speaking(self) -> list[str]:
         """The current speakers, loudest first."""
         return [str(s) for s in self._speaking.speaking()]
@@ -486,6 +500,17 @@ class Forwarder:
                 and all(o.cache.rtx_ssrc != ssrc for o in sub.outs_by_ssrc.values())
             ):
                 return ssrc
+
+    def _estimate(self, p: Participant, remb: Remb, now: float) -> None:
+        """A REMB naming one of ``p``'s video streams alone is that stream's estimate (aiortc
+        runs one estimator per m-line); any other (Chromium's, one for all) is ``p``'s."""
+        named = {o for s in remb.ssrcs[:MAX_PARTICIPANTS] if (o := p.outs_by_ssrc.get(s))}
+        if len(named) == 1 and len(remb.ssrcs) <= 2:
+            (o,) = named
+            if o.video:
+                o.estimate, o.estimate_at = remb.bitrate, now
+                return
+        p.estimate, p.estimate_at = remb.bitrate, now
 
     def _allocate(self, sub: Participant, now: float, out: list[Output]) -> None:
         for o, src in allocate(sub, now):
