@@ -56,6 +56,18 @@ async def call_devices(synapse: Any, tmp_path: Path) -> AsyncIterator[Any]:
         yield made
 
 
+@pytest.fixture
+async def devices(synapse: Any, tmp_path: Path) -> AsyncIterator[Any]:
+    """Matrix devices (tests/test_group_membership_session.py's ``Devices``), their transports
+    stopped after the test; modules with devices of another kind define their own ``devices``."""
+    import test_group_membership_session as gm
+
+    made = gm.Devices(synapse, tmp_path)
+    yield made
+    for d in made.started:
+        await d.transport.stop()
+
+
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def browser() -> AsyncIterator[Any]:
     """Debian's Chromium with fake media devices, one per test module (tests/browser.py)."""

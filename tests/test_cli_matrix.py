@@ -162,7 +162,7 @@ def test_media_file_feeds_the_call_tracks(tmp_path: Path) -> None:
     import av
     import numpy as np
 
-    from sealcall.cli.calls import _media
+    from sealcall.cli.options import local_media
 
     path = tmp_path / "clip.mkv"
     with av.open(str(path), "w") as container:
@@ -184,7 +184,7 @@ def test_media_file_feeds_the_call_tracks(tmp_path: Path) -> None:
         container.mux(video.encode(None))
         container.mux(audio.encode(None))
 
-    media = _media(argparse.Namespace(media=str(path)))
+    media = local_media(argparse.Namespace(media=str(path)))
 
     async def first_frames() -> tuple[object, object]:
         mic, camera = media.microphone(), media.camera()

@@ -51,6 +51,14 @@ async def test_group_demo_through_the_sfu(synapse: Homeserver) -> None:
         others = [n for n in names if n != name]
         assert sorted(report.pair_setup_seconds[name]) == others  # everyone's media arrived
         assert all(report.frames_decoded[name][peer] > 0 for peer in others)
+        # What the frame counts are made of: per kind received (the video is the thumbnail
+        # layer, the default subscription), and per layer encoded by each sender.
+        kinds = report.frames_by_kind[name][others[0]]
+        assert kinds["audio"]["decrypted"] > 0
+        assert kinds["video"]["decrypted"] > 0
+        assert all(report.frames_sent[name][role] > 0 for role in ("camera", "camera_full"))
+    assert report.sfu_metrics["sfu_forwarded_packets"] > 0
+    assert report.sfu_metrics["cpu_percent"] > 0
     (leave,) = report.departures
     assert (leave["member"], leave["how"]) == ("member3", "left")
     for sender, receiver in (("member1", "member2"), ("member2", "member1")):

@@ -272,3 +272,22 @@ def test_huge_counter_jump_clears_the_window_without_huge_memory() -> None:
     assert receiver.decrypt(b"", far.encrypt(b"", b"far ahead"))[1] == 2**62
     with pytest.raises(ReplayError):
         receiver.decrypt(b"", sender.encrypt(b"", b"now far too old"))
+
+
+def test_a_video_frame_two_seconds_behind_the_audio_still_opens() -> None:
+    """One sender's audio and two video layers share its counter (110 frames a second through an
+    SFU); the video reaches decryption only once the jitter buffer has it whole, seconds after
+    the audio on a busy machine. Those late frames are new, not replays."""
+    sender = SFrameSender(7, KEY)
+    receiver = SFrameReceiver()
+    receiver.add_key(7, KEY)
+    kinds = ["audio", "thumbnail", "full", "audio", "audio", "thumbnail", "full", "audio"]
+    frames = [(kinds[i % len(kinds)], sender.encrypt(b"", bytes([i % 256]))) for i in range(220)]
+    for kind, frame in frames:  # the audio of two seconds, as it arrives
+        if kind == "audio":
+            receiver.decrypt(b"", frame)
+    for kind, frame in frames:  # then the video of those two seconds
+        if kind != "audio":
+            receiver.decrypt(b"", frame)
+    with pytest.raises(ReplayError):
+        receiver.decrypt(b"", frames[1][1])  # each still opens once

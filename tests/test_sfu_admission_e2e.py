@@ -8,7 +8,6 @@ SRTP (every RTP packet the SFU sent it).
 
 import base64
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -27,14 +26,6 @@ from sfu_e2ee import TIMEOUT, SfuMember, SfuProcess, SfuRefusedError
 from test_sfu_admission_session import join_call, request
 
 pytestmark = pytest.mark.usefixtures("synapse")
-
-
-@pytest.fixture
-async def devices(synapse: Homeserver, tmp_path: Path) -> AsyncIterator[gm.Devices]:
-    made = gm.Devices(synapse, tmp_path)
-    yield made
-    for d in made.started:
-        await d.transport.stop()
 
 
 def other_room(token: str, room_id: str) -> str:

@@ -3,8 +3,6 @@ device's membership read by the SFU's own account in the room, join tokens, and 
 when a membership ends (leave, expiry)."""
 
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,14 +33,6 @@ class Sfu:
             sfu_url=SFU_URL,
             on_disconnect=self.disconnected.append,
         )
-
-
-@pytest.fixture
-async def devices(synapse: Homeserver, tmp_path: Path) -> AsyncIterator[gm.Devices]:
-    made = gm.Devices(synapse, tmp_path)
-    yield made
-    for d in made.started:
-        await d.transport.stop()
 
 
 async def join_call(

@@ -10,6 +10,16 @@ import pytest
 from sealcall.bench.sfu_load import parse_loads, rss_trend
 
 
+def sfu_bench(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """``sealcall sfu-bench ARGS`` in a child process, its output as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "sealcall", "sfu-bench", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def test_loads_parse_and_bad_ones_are_refused() -> None:
     assert parse_loads("2x4, 4x8") == [(2, 4), (4, 8)]
     for bad in ("2", "0x3", "2x", "axb", "2x-1"):
@@ -18,22 +28,7 @@ def test_loads_parse_and_bad_ones_are_refused() -> None:
 
 
 def test_both_sfus_forward_the_same_load() -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sealcall",
-            "sfu-bench",
-            "--json",
-            "--seconds",
-            "2",
-            "--loads",
-            "2x1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    result = sfu_bench("--json", "--seconds", "2", "--loads", "2x1", timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)
     (case,) = report["loads"]
@@ -47,12 +42,7 @@ def test_both_sfus_forward_the_same_load() -> None:
         assert load["cpu_us_per_packet"] > 0
         assert load["cpu_us_per_subscriber_packet"] >= load["cpu_us_per_packet"]
     assert case["cpu_ratio_sealcall_to_janus"] > 0
-    bad = subprocess.run(
-        [sys.executable, "-m", "sealcall", "sfu-bench", "--loads", "nope"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    bad = sfu_bench("--loads", "nope", timeout=60)
     assert bad.returncode == 2
     assert "--loads" in bad.stderr
 
@@ -77,24 +67,16 @@ def test_rss_trend_tells_flat_from_growing_after_the_first_minute() -> None:
 
 
 def test_soak_samples_the_sfu_rss_during_the_load() -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sealcall",
-            "sfu-bench",
-            "--json",
-            "--soak-seconds",
-            "3",
-            "--rss-every",
-            "1",
-            "--flat-after",
-            "1",
-            "--loads",
-            "1x1",
-        ],
-        capture_output=True,
-        text=True,
+    result = sfu_bench(
+        "--json",
+        "--soak-seconds",
+        "3",
+        "--rss-every",
+        "1",
+        "--flat-after",
+        "1",
+        "--loads",
+        "1x1",
         timeout=120,
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -8,7 +8,6 @@ its log; and a VP8 decoder fed every video frame it forwarded decodes none, whil
 decode once decrypted with the sender's key.
 """
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -34,14 +33,6 @@ from sfu_e2ee import (
 from encoded_media import incompressible
 
 pytestmark = pytest.mark.usefixtures("synapse")
-
-
-@pytest.fixture
-async def devices(synapse: Homeserver, tmp_path: Path) -> AsyncIterator[gm.Devices]:
-    made = gm.Devices(synapse, tmp_path)
-    yield made
-    for d in made.started:
-        await d.transport.stop()
 
 
 def sent_video(m: SfuMember) -> list[bytes]:

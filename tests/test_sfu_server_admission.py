@@ -4,7 +4,6 @@ import asyncio
 import secrets
 import signal
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -22,14 +21,6 @@ from test_sfu_server import Client
 
 pytestmark = pytest.mark.usefixtures("synapse")
 TIMEOUT = 20
-
-
-@pytest.fixture
-async def devices(synapse: Homeserver, tmp_path: Path) -> AsyncIterator[gm.Devices]:
-    made = gm.Devices(synapse, tmp_path)
-    yield made
-    for d in made.started:
-        await d.transport.stop()
 
 
 async def test_a_member_joins_with_its_admission_and_is_dropped_when_it_ends(

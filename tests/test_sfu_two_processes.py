@@ -6,7 +6,6 @@ membership decides. Members get media only from their own room's members, and a 
 one process admits nobody at the other.
 """
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -21,14 +20,6 @@ from test_sfu_admission_e2e import refused
 from test_sfu_admission_session import join_call
 
 pytestmark = pytest.mark.usefixtures("synapse")
-
-
-@pytest.fixture
-async def devices(synapse: Homeserver, tmp_path: Path) -> AsyncIterator[gm.Devices]:
-    made = gm.Devices(synapse, tmp_path)
-    yield made
-    for d in made.started:
-        await d.transport.stop()
 
 
 async def test_two_sfu_processes_serve_two_rooms_each_its_own_members(

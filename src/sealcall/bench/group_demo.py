@@ -131,6 +131,12 @@ class GroupDemoReport:
     cpu_percent: dict[str, float]
     memory: dict[str, dict[str, Any]]
     sfu: str | None = None  # the SFU the call went through (None: a full mesh)
+    # per member, per peer, per kind: frames received, decrypted, dropped by reason
+    frames_by_kind: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # per member, per published role (microphone, camera, camera_full): frames encoded and sent
+    frames_sent: dict[str, dict[str, int]] = field(default_factory=dict)
+    # the SFU's /metrics over the call (counters and drops: increase; cpu_percent of its process)
+    sfu_metrics: dict[str, float] = field(default_factory=dict)
 
 
 async def _pump(stream: asyncio.StreamReader, participant: Participant) -> None:
@@ -370,6 +376,7 @@ async def _run_call(
         )
         progress("full mesh connected" if sfu_url is None else "everyone receives everyone")
         started = time.monotonic()
+        sfu_before = await scrape_metrics(sfu_url) if sfu_url else {}
         if leaver is not None:
             await asyncio.sleep(seconds * 0.4)
             await _depart(leaver, "left", progress)
@@ -377,6 +384,7 @@ async def _run_call(
             await asyncio.sleep(max(0.0, started + seconds * 0.6 - time.monotonic()))
             await _depart(killed, "killed", progress)
         await asyncio.sleep(max(0.0, started + seconds - time.monotonic()))
+        sfu_during = _increase(sfu_before, await scrape_metrics(sfu_url)) if sfu_url else {}
         for departed in (leaver, killed):
             if departed is not None:
                 await _settled(departed, people)
@@ -390,6 +398,7 @@ async def _run_call(
         await asyncio.wait(pumps, timeout=5)
         report = _report(server.url, room_id, people, seconds, video_size, started, store)
         report.sfu = sfu_url
+        report.sfu_metrics = sfu_during
         return report
     finally:
         for participant in people:
@@ -398,6 +407,40 @@ async def _run_call(
                 await participant.process.wait()
         for pump in pumps:
             pump.cancel()
+
+
+async def scrape_metrics(sfu_url: str) -> dict[str, float]:
+    """The SFU's ``sfu_*`` samples (drops as ``sfu_drops:REASON``) and its process CPU seconds,
+    and when they were read (``t``, monotonic)."""
+    import aiohttp
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with aiohttp.ClientSession() as http, http.get(f"{sfu_url}/metrics") as response:
+        text = await response.text()
+    values = {"t": time.monotonic()}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "process_cpu_seconds_total":
+                values["cpu_s"] = sample.value
+            elif sample.name.startswith("sfu_") and sample.name.endswith("_total"):
+                reason = sample.labels.get("reason")
+                name = sample.name.removesuffix("_total")
+                values[f"{name}:{reason}" if reason else name] = sample.value
+    return values
+
+
+def _increase(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Each counter's increase between two scrapes, and the CPU share in between (%)."""
+    seconds = after["t"] - before["t"]
+    out = {
+        key: value - before.get(key, 0.0)
+        for key, value in after.items()
+        if key not in ("t", "cpu_s")
+    }
+    if "cpu_s" in after and "cpu_s" in before and seconds > 0:
+        out["cpu_percent"] = round(100 * (after["cpu_s"] - before["cpu_s"]) / seconds, 1)
+    out["seconds"] = round(seconds, 1)
+    return out
 
 
 def _report(
@@ -441,10 +484,7 @@ def _report(
             ]
             for p in people
         },
-        frames_decoded={
-            p.name: named((p.final or (p.samples[-1][1] if p.samples else {})).get("decoded", {}))
-            for p in people
-        },
+        frames_decoded={p.name: named(_last(p).get("decoded", {})) for p in people},
         membership={
             p.name: {
                 "own_states": [[round(t - wall_start, 3), state] for t, state in p.own],
@@ -464,7 +504,20 @@ def _report(
         departures=_departures(people, wall_start),
         cpu_percent=cpu,
         memory=memory,
+        frames_by_kind={p.name: named(_last(p).get("by_kind", {})) for p in people},
+        frames_sent={
+            p.name: {
+                role: int(sent["frames_encrypted"])
+                for role, sent in (p.final or {}).get("stats", {}).get("sent", {}).items()
+            }
+            for p in people
+        },
     )
+
+
+def _last(p: Participant) -> dict[str, Any]:
+    """The participant's final report, or its last sample if it has none (it was killed)."""
+    return p.final or (p.samples[-1][1] if p.samples else {})
 
 
 def _memory(samples: list[tuple[float, dict[str, Any]]], settled: float) -> dict[str, Any]:

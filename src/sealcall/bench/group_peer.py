@@ -98,7 +98,7 @@ class FrameTally:
     kept (they are small) after their pair closes, so a peer that left keeps its final count."""
 
     def __init__(self) -> None:
-        self._counters: dict[int, tuple[str, ReceiverCounters]] = {}
+        self._counters: dict[int, tuple[str, str, ReceiverCounters]] = {}
 
     def update(self, session: GroupCallSession) -> None:
         """Note the receivers of every live pair, or of the SFU link's forwarded streams (new
@@ -108,14 +108,30 @@ class FrameTally:
             taps.update(session.link.receiver_taps())
         for device, device_taps in taps.items():
             for tap in device_taps:
-                self._counters.setdefault(id(tap.counters), (device_name(device), tap.counters))
+                self._counters.setdefault(
+                    id(tap.counters), (device_name(device), tap.kind, tap.counters)
+                )
 
     def decoded(self) -> dict[str, int]:
         """Frames decrypted (and so decodable) from each member device, all kinds."""
         totals: dict[str, int] = {}
-        for name, counters in self._counters.values():
+        for name, _, counters in self._counters.values():
             totals[name] = totals.get(name, 0) + counters.frames_decrypted
         return totals
+
+    def by_kind(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Per member device and kind (audio, video): frames received, decrypted, and dropped
+        by reason."""
+        kinds: dict[str, dict[str, dict[str, Any]]] = {}
+        for name, kind, counters in self._counters.values():
+            totals = kinds.setdefault(name, {}).setdefault(
+                kind, {"received": 0, "decrypted": 0, "dropped": {}}
+            )
+            totals["received"] += counters.frames_received
+            totals["decrypted"] += counters.frames_decrypted
+            for reason, n in counters.drop_reasons.items():
+                totals["dropped"][reason] = totals["dropped"].get(reason, 0) + n
+        return kinds
 
 
 def sample(session: GroupCallSession, tally: FrameTally) -> dict[str, Any]:
@@ -127,6 +143,7 @@ def sample(session: GroupCallSession, tally: FrameTally) -> dict[str, Any]:
         "heap_mb": round(tracemalloc.get_traced_memory()[0] / MB, 3),
         "cpu_s": round(time.process_time(), 3),
         "decoded": tally.decoded(),
+        "by_kind": tally.by_kind(),
         "connected": len(session.connected_peers()) + len({t.member for t in session.forwarded}),
         "pairs": pair_states(session),
     }

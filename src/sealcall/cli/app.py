@@ -16,7 +16,7 @@ from sealcall.web.app import CallApp
 from sealcall.web.page_sfu import sfu_socket_url
 from sealcall.web.server import PageServer
 
-from .calls import _login, _login_options, _run, _store
+from .options import login, login_options, run, store_path
 
 
 async def _until_stopped() -> None:
@@ -51,13 +51,13 @@ async def _run_app(args: argparse.Namespace) -> int:
     if args.sfu is not None and sfu_socket is None:
         print("sealcall app: --sfu must be http(s)://host[:port][/path]", file=sys.stderr)
         return 2
-    transport = await _login(args)
+    transport = await login(args)
     try:
         await transport.start()
         app = CallApp(
             transport,
             ice_servers=await transport.ice_servers(),
-            state_dir=str(_store(args)),
+            state_dir=str(store_path(args)),
             sfu_url=args.sfu,
         )
         server = PageServer(
@@ -70,7 +70,7 @@ async def _run_app(args: argparse.Namespace) -> int:
             # nowhere else (no log, no command line).
             print(f"sealcall app for {transport.user_id}: {url}", flush=True)
             if not args.no_browser:
-                forward = open_page(url, _store(args))
+                forward = open_page(url, store_path(args))
             await _until_stopped()
         finally:
             if forward is not None:
@@ -83,7 +83,7 @@ async def _run_app(args: argparse.Namespace) -> int:
 
 
 def app(args: argparse.Namespace) -> int:
-    return _run(_run_app(args))
+    return run(_run_app(args))
 
 
 def add_parsers(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -112,5 +112,5 @@ def add_parsers(commands: "argparse._SubParsersAction[argparse.ArgumentParser]")
         help="group calls through this SFU (`sealcall sfu`, http(s)://host:port): named in our"
         " call memberships; the page connects to it (and to no other SFU)",
     )
-    _login_options(parser)
+    login_options(parser)
     parser.set_defaults(func=app)

@@ -3,10 +3,8 @@
 import argparse
 import asyncio
 import contextlib
-import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from sealcall.calls import (
@@ -19,53 +17,11 @@ from sealcall.calls import (
 )
 from sealcall.calls.room_history import calls_from_timeline
 from sealcall.demo import RemoteMediaReader, wait_for
-from sealcall.media import LOOPBACK, FileRecorder, file_source
-from sealcall.session import CallSession, LocalMedia, VoIP
-from sealcall.transport.matrix import Credentials, MatrixTransport, MatrixTransportError
+from sealcall.media import LOOPBACK, FileRecorder
+from sealcall.session import CallSession, VoIP
+from sealcall.transport.matrix import MatrixTransport, MatrixTransportError
 
-STORE_ROOT = Path.home() / ".local" / "share" / "sealcall" / "clients"
-
-
-def _store(args: argparse.Namespace) -> Path:
-    if args.store:
-        return Path(args.store)
-    return STORE_ROOT / (args.user or "default").strip("@").replace(":", "_")
-
-
-async def _login(args: argparse.Namespace) -> MatrixTransport:
-    store = _store(args)
-    if args.access_token:
-        if not (args.user and args.device_id):
-            raise MatrixTransportError("--access-token needs --user and --device-id")
-        credentials = Credentials(args.homeserver, args.user, args.device_id, args.access_token)
-        transport = MatrixTransport.from_credentials(credentials, store)
-    elif args.password:
-        if not args.user:
-            raise MatrixTransportError("--password needs --user")
-        transport = await MatrixTransport.login(args.homeserver, args.user, args.password, store)
-    else:
-        saved = MatrixTransport.saved_credentials(store)
-        if saved is None:
-            raise MatrixTransportError(
-                f"no saved login in {store}: give --user and --password (or SEALCALL_PASSWORD)"
-            )
-        transport = MatrixTransport.from_credentials(saved, store)
-    return transport
-
-
-def _media(args: argparse.Namespace) -> LocalMedia:
-    if not getattr(args, "media", None):
-        return LocalMedia()
-    path = args.media
-
-    def audio() -> Any:
-        return file_source(path, loop=True).audio
-
-    def video() -> Any:
-        return file_source(path, loop=True).video
-
-    return LocalMedia(microphone=audio, camera=video)
-
+from .options import local_media, login, login_options, media_options, run, store_path
 
 HOP_BY_HOP = (
     "protected only hop by hop, by the connection's DTLS-SRTP,"
@@ -117,10 +73,10 @@ def _voip(
     voip = VoIP(
         transport,
         policy=policy,
-        media=_media(args),
+        media=local_media(args),
         ice_servers=ice,
         host_addresses=LOOPBACK if args.loopback else None,
-        state_dir=_store(args),
+        state_dir=store_path(args),
     )
     _show_progress(voip, name)
     if not args.record:
@@ -174,7 +130,7 @@ def _explain_outgoing_refusal(peer: str, by_remote: bool) -> None:
 
 
 async def _run_call(args: argparse.Namespace) -> int:
-    transport = await _login(args)
+    transport = await login(args)
     try:
         # The VoIP instance listens before the first sync, so no call event can slip past it.
         policy = CallPolicy(allow_unencrypted=args.allow_unencrypted)
@@ -213,7 +169,7 @@ async def _run_call(args: argparse.Namespace) -> int:
 
 
 async def _run_answer(args: argparse.Namespace) -> int:
-    transport = await _login(args)
+    transport = await login(args)
     joiner: asyncio.Future[None] | None = None
     try:
         # Without --auto the user is asked, so a call that cannot be encrypted rings for them.
@@ -347,7 +303,7 @@ async def _join_invites(transport: MatrixTransport) -> None:
 
 
 async def _run_history(args: argparse.Namespace) -> int:
-    transport = await _login(args)
+    transport = await login(args)
     try:
         await transport.start()
         events = await transport.timeline(args.room)
@@ -362,66 +318,16 @@ async def _run_history(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(coroutine: Any) -> int:
-    try:
-        return int(asyncio.run(coroutine))
-    except (MatrixTransportError, TimeoutError) as error:
-        print(f"sealcall: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-
-
 def call(args: argparse.Namespace) -> int:
-    return _run(_run_call(args))
+    return run(_run_call(args))
 
 
 def answer(args: argparse.Namespace) -> int:
-    return _run(_run_answer(args))
+    return run(_run_answer(args))
 
 
 def history(args: argparse.Namespace) -> int:
-    return _run(_run_history(args))
-
-
-def _login_options(parser: argparse.ArgumentParser) -> None:
-    env = os.environ.get
-    parser.add_argument(
-        "--homeserver",
-        default=env("SEALCALL_HOMESERVER", "http://127.0.0.1:8008"),
-        help="homeserver URL (env SEALCALL_HOMESERVER)",
-    )
-    parser.add_argument(
-        "--user", default=env("SEALCALL_USER"), help="our user id, @name:server (env SEALCALL_USER)"
-    )
-    parser.add_argument(
-        "--password",
-        default=env("SEALCALL_PASSWORD"),
-        help="password (env SEALCALL_PASSWORD); not needed once logged in",
-    )
-    parser.add_argument(
-        "--access-token",
-        default=env("SEALCALL_ACCESS_TOKEN"),
-        help="log in with a token instead (with --device-id)",
-    )
-    parser.add_argument(
-        "--device-id", default=env("SEALCALL_DEVICE_ID"), help="the token's device id"
-    )
-    parser.add_argument(
-        "--store",
-        help="folder for keys, sessions and sync state"
-        " (default: per user under ~/.local/share/sealcall/clients)",
-    )
-
-
-def _media_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--media", metavar="FILE", help="send this media file (default: synthetic audio and video)"
-    )
-    parser.add_argument("--record", metavar="FILE", help="save the received media to this file")
-    parser.add_argument(
-        "--loopback", action="store_true", help="ICE on 127.0.0.1 only (both ends on this machine)"
-    )
+    return run(_run_history(args))
 
 
 def _unencrypted_option(parser: argparse.ArgumentParser, what: str) -> None:
@@ -456,8 +362,8 @@ def add_parsers(commands: "argparse._SubParsersAction[argparse.ArgumentParser]")
     _unencrypted_option(
         parser, "accept a callee whose app cannot encrypt media end to end, such as Element"
     )
-    _login_options(parser)
-    _media_options(parser)
+    login_options(parser)
+    media_options(parser)
     parser.set_defaults(func=call)
 
     parser = commands.add_parser(
@@ -485,8 +391,8 @@ def add_parsers(commands: "argparse._SubParsersAction[argparse.ArgumentParser]")
         default=0.0,
         help="hang up after this many seconds (0: wait for the caller)",
     )
-    _login_options(parser)
-    _media_options(parser)
+    login_options(parser)
+    media_options(parser)
     parser.set_defaults(func=answer)
 
     parser = commands.add_parser(
@@ -499,5 +405,5 @@ def add_parsers(commands: "argparse._SubParsersAction[argparse.ArgumentParser]")
         ),
     )
     parser.add_argument("room", help="room id")
-    _login_options(parser)
+    login_options(parser)
     parser.set_defaults(func=history)

@@ -17,7 +17,7 @@ from sealcall.media import LOOPBACK
 from sealcall.session import GroupCallSession
 from sealcall.transport.matrix import MatrixTransport
 
-from .calls import _login, _login_options, _media, _media_options, _run
+from .options import local_media, login, login_options, media_options, run
 
 
 def _name(device: MemberDevice) -> str:
@@ -61,7 +61,7 @@ async def _stay(seconds: float) -> None:
 
 
 async def _run_group(args: argparse.Namespace) -> int:
-    transport = await _login(args)
+    transport = await login(args)
     try:
         await transport.start()
         room_id = args.room
@@ -93,7 +93,7 @@ def _session(
         transport,
         room_id,
         video=args.video,
-        media=_media(args),
+        media=local_media(args),
         ice_servers=ice,
         host_addresses=LOOPBACK if args.loopback else None,
     )
@@ -101,7 +101,7 @@ def _session(
 
 def group(args: argparse.Namespace) -> int:
     """``sealcall group``."""
-    return _run(_run_group(args))
+    return run(_run_group(args))
 
 
 async def _run_group_demo(args: argparse.Namespace) -> int:
@@ -128,7 +128,7 @@ async def _run_group_demo(args: argparse.Namespace) -> int:
 
 def group_demo(args: argparse.Namespace) -> int:
     """``sealcall group-demo``."""
-    return _run(_run_group_demo(args))
+    return run(_run_group_demo(args))
 
 
 def add_parsers(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -154,8 +154,8 @@ def add_parsers(commands: "argparse._SubParsersAction[argparse.ArgumentParser]")
         "--invite", action="append", default=[], metavar="USER_ID", help="invite (with --create)"
     )
     parser.add_argument("--json", action="store_true", help="print frame statistics as JSON")
-    _login_options(parser)
-    _media_options(parser)
+    login_options(parser)
+    media_options(parser)
     parser.set_defaults(func=group)
 
     parser = commands.add_parser(

@@ -12,11 +12,11 @@ from sealcall.sfu.admission_service import AdmissionService
 from sealcall.sfu.server import DisconnectCallback, SfuServer
 from sealcall.transport.matrix import MatrixTransportError
 
-from .calls import _login, _login_options
+from .options import login, login_options
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    transport = await _login(args)
+    transport = await login(args)
     await transport.start()
     url = args.url or f"http://{args.host}:{args.port}"
     services: list[AdmissionService] = []
@@ -78,5 +78,5 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "--url",
         help="this SFU's URL as members name it in foci_preferred (default http://HOST:PORT)",
     )
-    _login_options(parser)
+    login_options(parser)
     parser.set_defaults(func=sfu)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from sealcall.sframe import CipherSuite, SFrameReceiver
+from sealcall.sframe.replay import DEFAULT_REPLAY_WINDOW
 
 from .group_keys import (
     DEFAULT_MAX_MEMBERS,
@@ -93,7 +94,7 @@ class GroupKeyRing:
         max_requests: int = DEFAULT_MAX_REQUESTS,
         max_senders: int = DEFAULT_MAX_MEMBERS,
         max_keys_per_sender: int = DEFAULT_MAX_KEYS_PER_SENDER,
-        replay_window: int = 128,
+        replay_window: int = DEFAULT_REPLAY_WINDOW,
     ) -> None:
         if grace_period < 0 or request_delay <= 0 or max_requests < 0:
             raise ValueError("grace_period >= 0, request_delay > 0 and max_requests >= 0")

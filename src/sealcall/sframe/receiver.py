@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from .errors import UnknownKeyError
 from .header import BytesLike, decode_header
 from .keys import KeyContext, ratchet_base_key
-from .replay import ReplayWindow
+from .replay import DEFAULT_REPLAY_WINDOW, ReplayWindow
 from .sender import check_ratchet_bits
 from .suites import CipherSuite, suite_params
 
@@ -42,7 +42,7 @@ class SFrameReceiver:
         self,
         suite: int = CipherSuite.AES_128_GCM_SHA256_128,
         *,
-        replay_window: int = 128,
+        replay_window: int = DEFAULT_REPLAY_WINDOW,
         max_ratchet_steps: int = 8,
         keep_ratchet_steps: int = 2,
     ) -> None:

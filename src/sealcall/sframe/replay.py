@@ -2,6 +2,13 @@
 
 from .errors import ReplayError
 
+# One sender's streams share one counter (audio at 50 frames/s, and through an SFU two video layers
+# at 30 each: 110 counters a second), but a video frame reaches decryption only once the jitter
+# buffer has it whole (after retransmissions, on a busy machine seconds after the audio sent with
+# it). A window of 128 counters is 1.2 s of that: late video frames were refused as replays. 1024
+# is about 9 s; each counter is still accepted once.
+DEFAULT_REPLAY_WINDOW = 1024
+
 
 class ReplayWindow:
     """Accepts each counter at most once, and none older than ``size`` below the highest seen.
@@ -12,7 +19,7 @@ class ReplayWindow:
 
     __slots__ = ("_bits", "_highest", "_mask", "size")
 
-    def __init__(self, size: int = 128) -> None:
+    def __init__(self, size: int = DEFAULT_REPLAY_WINDOW) -> None:
         if size < 1:
             raise ValueError(f"replay window size must be >= 1, got {size}")
         self.size = size
