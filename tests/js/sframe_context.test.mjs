@@ -16,6 +16,7 @@ const {
   FrameDrop,
   KeyFrameRequests,
   ReceiveRing,
+  REPLAY_WINDOW,
   ReplayWindow,
   SendContext,
   codecFor,
@@ -115,6 +116,15 @@ test("a frame protected by the context opens with the receive side, once", async
   assert.deepEqual([s.received, s.decrypted, s.dropped.replay], [2, 1, 1]);
   assert.equal(s.video.decrypted, 1);
   assert.equal(s.audio.received, 0);
+});
+
+test("the default replay window keeps late video: 900 counters behind is still new", () => {
+  const w = new ReplayWindow();
+  w.accept(1000n);
+  assert.equal(w.seen(100n), false); // 900 behind: a late video frame, accepted once
+  w.accept(100n);
+  assert.equal(w.seen(100n), true);
+  assert.equal(w.seen(1000n - BigInt(REPLAY_WINDOW)), true); // just outside
 });
 
 test("replay window: seen and too-old counters are refused", () => {

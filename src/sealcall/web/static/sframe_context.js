@@ -6,7 +6,7 @@
 //   counter that never goes back, shared by every transform sending under the scope (several
 //   RTCRtpSenders may send under one key: a repeated KID+CTR would reuse a nonce).
 // - A scope has one receive ring per sender ("" in a 1:1 call, the pair id in a group): keys
-//   by KID, a replay window of 128 counters per key, a grace window for replaced keys.
+//   by KID, a replay window of 1024 counters per key, a grace window for replaced keys.
 // - Every frame that cannot be protected or opened is a FrameDrop with a reason, counted;
 //   nothing is ever passed in the clear unless the scope was explicitly allowed plain media.
 //
@@ -24,7 +24,10 @@ import { codecFromMime, protectFrame, unprotectFrame } from "./frames.js";
 /** Seconds a replaced or older receive key stays usable (media/keys.py DEFAULT_GRACE_PERIOD). */
 export const GRACE_PERIOD = 2.0;
 /** How far out of order a frame may arrive, in counters (as SFrameReceiver's default). */
-export const REPLAY_WINDOW = 128;
+// As sframe/replay.py: one sender's audio and video layers share a counter (about 110 a second
+// through an SFU) and a video frame is decrypted only once whole, maybe seconds after its audio;
+// 128 counters refused late video frames as replays.
+export const REPLAY_WINDOW = 1024;
 /** At most this many KIDs in one sender's ring; the oldest retired ones go first. */
 export const MAX_KIDS_PER_RING = 16;
 /** At most this many senders per scope (a group call's members: group_keys.py). */
