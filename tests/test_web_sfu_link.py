@@ -3,6 +3,7 @@ fuzzed), :class:`PageSfuLink` turning them into the session's link events, the S
 page may open, and the page's Content-Security-Policy naming that socket and no other."""
 
 import asyncio
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -255,3 +256,16 @@ async def test_the_page_may_connect_to_the_configured_sfu_socket_and_no_other(
     port = server.port
     assert f"connect-src ws://127.0.0.1:{port} ws://localhost:{port} {SOCKET};" in csp
     assert "*" not in csp
+
+
+async def test_a_member_who_keeps_speaking_private_tells_the_page_to_send_no_levels() -> None:
+    """``sealcall app --no-speaking`` (group option ``audio_level=False``): the page's join says
+    ``speaking: false``, so it offers no RFC 6464 extension."""
+    sent: list[dict[str, Any]] = []
+    setup = dataclasses.replace(link_setup(), audio_level=False)
+    link = PageSfuLink(Events(), setup, sent.append, allowed=frozenset({SOCKET}))
+    opening = asyncio.ensure_future(link.open(URL, "join-token"))
+    await asyncio.sleep(0)
+    assert sent[0]["type"] == "sfu_join"
+    assert sent[0]["speaking"] is False
+    opening.cancel()

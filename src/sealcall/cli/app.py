@@ -59,6 +59,7 @@ async def _run_app(args: argparse.Namespace) -> int:
             ice_servers=await transport.ice_servers(),
             state_dir=str(store_path(args)),
             sfu_url=args.sfu,
+            group_options={"audio_level": False} if args.no_speaking else None,
         )
         server = PageServer(
             app, port=args.port, connect=() if sfu_socket is None else (sfu_socket,)
@@ -111,6 +112,12 @@ def add_parsers(commands: "argparse._SubParsersAction[argparse.ArgumentParser]")
         metavar="URL",
         help="group calls through this SFU (`sealcall sfu`, http(s)://host:port): named in our"
         " call memberships; the page connects to it (and to no other SFU)",
+    )
+    parser.add_argument(
+        "--no-speaking",
+        action="store_true",
+        help="in SFU calls: the page sends no RFC 6464 audio levels (the SFU cannot tell who"
+        " speaks)",
     )
     login_options(parser)
     parser.set_defaults(func=app)

@@ -5,6 +5,7 @@ import asyncio
 import contextlib
 import json
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from sealcall.bench.group_demo import report_json, report_text, run_group_demo
 from sealcall.calls import CallState
 from sealcall.demo import homeserver
 from sealcall.group import LeftReason, Member, MemberDevice
+from sealcall.group.focus import valid_sfu_url
 from sealcall.media import LOOPBACK
 from sealcall.session import GroupCallSession
 from sealcall.transport.matrix import MatrixTransport
@@ -61,6 +63,9 @@ async def _stay(seconds: float) -> None:
 
 
 async def _run_group(args: argparse.Namespace) -> int:
+    if args.sfu is not None and not valid_sfu_url(args.sfu):
+        print("sealcall group: --sfu must be http(s)://host[:port][/path]", file=sys.stderr)
+        return 2
     transport = await login(args)
     try:
         await transport.start()
@@ -96,6 +101,8 @@ def _session(
         media=local_media(args),
         ice_servers=ice,
         host_addresses=LOOPBACK if args.loopback else None,
+        sfu_url=args.sfu,
+        audio_level=not args.no_speaking,
     )
 
 
@@ -137,9 +144,11 @@ def add_parsers(commands: "argparse._SubParsersAction[argparse.ArgumentParser]")
         "group",
         help="join (or start) the group call of a room",
         description=(
-            "Join ROOM's group call (a full mesh: every member device connects to every other,"
-            " each sender's media end-to-end encrypted with its own key, which changes whenever"
-            " someone leaves), show who joins, leaves and speaks, and leave after --duration"
+            "Join ROOM's group call (a full mesh: every member device connects to every other;"
+            " or, when the call's oldest membership names an SFU (--sfu names ours), one"
+            " connection to that SFU; either way each sender's media is end-to-end encrypted"
+            " with its own key, which changes whenever someone leaves), show who joins, leaves"
+            " and speaks, and leave after --duration"
             " seconds (0: at Ctrl-C or SIGTERM). With --create, ROOM is the new room's name and"
             " --invite says whom to invite. The room must be end-to-end encrypted."
         ),
@@ -154,6 +163,17 @@ def add_parsers(commands: "argparse._SubParsersAction[argparse.ArgumentParser]")
         "--invite", action="append", default=[], metavar="USER_ID", help="invite (with --create)"
     )
     parser.add_argument("--json", action="store_true", help="print frame statistics as JSON")
+    parser.add_argument(
+        "--sfu",
+        metavar="URL",
+        help="prefer this SFU (`sealcall sfu`, http(s)://host:port) in our call membership; the"
+        " call goes through the SFU its oldest membership names, if any",
+    )
+    parser.add_argument(
+        "--no-speaking",
+        action="store_true",
+        help="through an SFU: send no RFC 6464 audio levels (the SFU cannot tell who speaks)",
+    )
     login_options(parser)
     media_options(parser)
     parser.set_defaults(func=group)
