@@ -166,9 +166,10 @@ async def test_mute_states_reach_the_other_members_through_the_sfu(
 async def test_a_link_the_sfu_dropped_is_reopened_but_not_after_admission_ended(
     call_devices: CallDevices, synapse: Homeserver
 ) -> None:
-    """The SFU closes bob's WebSocket (as when his link dies under load): his session removes
-    the old link's media, is admitted again and opens a new link whose frames decrypt with the
-    same keys. When the SFU ends his admission (``admission_ended``) nothing is reopened."""
+    """The SFU closes bob's WebSocket, then his connection fails (as when ICE consent expired
+    under load): each time his session removes the old link's media, is admitted again and
+    opens a new link whose frames decrypt with the same keys. When the SFU ends his admission
+    (``admission_ended``) nothing is reopened."""
     alice, bob, sfu = [await call_devices.new(n) for n in ("alice", "bob", "sfu")]
     room_id = await gm.group_room(sfu, alice, bob)
     async with running_sfu(synapse, sfu) as server:
@@ -198,12 +199,21 @@ async def test_a_link_the_sfu_dropped_is_reopened_but_not_after_admission_ended(
         assert b.keys is keys
         assert b.stats()["sfu_reopens"] == 1
         assert members[1].decoded(alice.device, "video") > 0
+        # Bob's connection fails (as when ICE consent expires) with the WebSocket still open.
+        old = b.link
+        assert isinstance(old, AiortcSfuLink)
+        await old.pc.close()
+        await wait_for(lambda: closed[-1:] == ["connection_closed"], TIMEOUT, "link ending")
+        await wait_for(lambda: b.link is not old and b.link is not None, TIMEOUT, "a new link")
+        await wait_for(bob_decrypts_alice, TIMEOUT, "bob decrypting alice once more")
+        assert b.stats()["sfu_reopens"] == 2
+        assert removed.count(alice.device) == 4
         # The SFU ends bob's admission: he is no longer a member, nothing is reopened.
         [bobs] = [m for m in room.members.values() if m.participant.user_id == bob.user_id]
         server.disconnect(bobs.participant)
         await wait_for(lambda: closed[-1:] == ["admission_ended"], TIMEOUT, "admission ended")
         assert b._reopening is None
         assert b._link_retry.stopped
-        assert b.stats()["sfu_reopens"] == 1
+        assert b.stats()["sfu_reopens"] == 2
         for m in members:
             await m.session.leave()
