@@ -161,3 +161,59 @@ async def test_mute_states_reach_the_other_members_through_the_sfu(
         assert all(args[0] != alice.device for args in seen["alice"])  # never our own
         for m in members:
             await m.session.leave()
+
+
+async def test_a_link_the_sfu_dropped_is_reopened_but_not_after_admission_ended(
+    call_devices: CallDevices, synapse: Homeserver
+) -> None:
+    """The SFU closes bob's WebSocket, then his connection fails (as when ICE consent expired
+    under load): each time his session removes the old link's media, is admitted again and
+    opens a new link whose frames decrypt with the same keys. When the SFU ends his admission
+    (``admission_ended``) nothing is reopened."""
+    alice, bob, sfu = [await call_devices.new(n) for n in ("alice", "bob", "sfu")]
+    room_id = await gm.group_room(sfu, alice, bob)
+    async with running_sfu(synapse, sfu) as server:
+        members = [sfu_member_session(call_devices, d, room_id, server) for d in (alice, bob)]
+        b = members[1].session
+        removed: list[object] = []
+        closed: list[str] = []
+        b.on("remote_media_removed", lambda member, track, purpose: removed.append(member))
+        b.on("sfu_closed", closed.append)
+        for m in members:
+            await m.session.join()
+        keys = b.keys
+
+        def bob_decrypts_alice() -> bool:
+            return all(members[1].decrypted(alice.device, k) >= 10 for k in ("audio", "video"))
+
+        await wait_for(bob_decrypts_alice, TIMEOUT, "bob decrypting alice")
+        old = b.link
+        room = server.rooms[room_id]
+        [bobs] = [m for m in room.members.values() if m.participant.user_id == bob.user_id]
+        await bobs.ws.close()
+        await wait_for(lambda: closed == ["closed"], TIMEOUT, "bob's link ending")
+        assert removed.count(alice.device) == 2  # her audio and video, gone with the old link
+        await wait_for(lambda: b.link is not old and b.link is not None, TIMEOUT, "a new link")
+        # The new link's own counters (they start at zero) grow: alice's media is back.
+        await wait_for(bob_decrypts_alice, TIMEOUT, "bob decrypting alice again")
+        assert b.keys is keys
+        assert b.stats()["sfu_reopens"] == 1
+        assert members[1].decoded(alice.device, "video") > 0
+        # Bob's connection fails (as when ICE consent expires) with the WebSocket still open.
+        old = b.link
+        assert isinstance(old, AiortcSfuLink)
+        await old.pc.close()
+        await wait_for(lambda: closed[-1:] == ["connection_closed"], TIMEOUT, "link ending")
+        await wait_for(lambda: b.link is not old and b.link is not None, TIMEOUT, "a new link")
+        await wait_for(bob_decrypts_alice, TIMEOUT, "bob decrypting alice once more")
+        assert b.stats()["sfu_reopens"] == 2
+        assert removed.count(alice.device) == 4
+        # The SFU ends bob's admission: he is no longer a member, nothing is reopened.
+        [bobs] = [m for m in room.members.values() if m.participant.user_id == bob.user_id]
+        server.disconnect(bobs.participant)
+        await wait_for(lambda: closed[-1:] == ["admission_ended"], TIMEOUT, "admission ended")
+        assert b._reopening is None
+        assert b._link_retry.stopped
+        assert b.stats()["sfu_reopens"] == 2
+        for m in members:
+            await m.session.leave()

@@ -40,6 +40,7 @@ from sealcall.group import (
 )
 from sealcall.group.focus import SfuFocus, select_sfu
 from sealcall.group.member_event import MEMBER_EVENT_TYPE
+from sealcall.group.mesh_retry import PairRetry
 from sealcall.media import CallbackOpener, SharedEncoder
 from sealcall.transport.matrix import DeviceMessage, MatrixTransport
 
@@ -49,7 +50,7 @@ from .group_membership import DEFAULT_LEAVE_DELAY_MS, DEFAULT_RESTART_MS, GroupM
 from .group_mesh import MAX_HELD, MeshParts, PairFactory, _Work
 from .group_ringing import GroupRinger
 from .group_sending import GroupSending
-from .group_sfu import SfuParts, default_sfu_link
+from .group_sfu import LINK_RETRY_DELAYS, SfuParts, default_sfu_link
 from .local_media import LocalMedia
 from .mesh_pair import MeshPairSession
 from .safe_emitter import SafeEventEmitter
@@ -172,6 +173,9 @@ class GroupCallSession(MeshParts, SfuParts, SafeEventEmitter):
         self._sfu_options = dict(sfu_options or {})
         self._sfu_speakers: list[MemberDevice] = []
         self.sfu_mutes: dict[MemberDevice, tuple[bool, bool]] = {}
+        self.sfu_reopens = 0
+        self._link_retry = PairRetry(LINK_RETRY_DELAYS)
+        self._reopening: asyncio.Task[None] | None = None
         for name in ("member_joined", "member_left", "member_rejoined"):
             self.membership.on(name, self._membership_listener(name))
         # Our own membership changes (a rejoin under a new membershipID) come only as this.
@@ -214,7 +218,8 @@ class GroupCallSession(MeshParts, SfuParts, SafeEventEmitter):
     def stats(self) -> dict[str, Any]:
         """What we sent (each frame encoded and encrypted once, by role) and what we received
         from each member device (``"@user:server DEVICE"``), by kind: frames received,
-        decrypted and dropped."""
+        decrypted and dropped; through an SFU, ``sfu_reopens``: links reopened after one
+        ended)."""
         received: dict[str, dict[str, dict[str, int]]] = {}
         taps = {device: pair.receiver_taps() for device, pair in self.peer_sessions().items()}
         if self.link is not None:
@@ -228,7 +233,10 @@ class GroupCallSession(MeshParts, SfuParts, SafeEventEmitter):
                 totals["frames_received"] += tap.counters.frames_received
                 totals["frames_decrypted"] += tap.counters.frames_decrypted
                 totals["frames_dropped"] += tap.counters.frames_dropped
-        return {"sent": self.sending.stats(), "received": received}
+        out: dict[str, Any] = {"sent": self.sending.stats(), "received": received}
+        if self.focus is not None:
+            out["sfu_reopens"] = self.sfu_reopens
+        return out
 
     # -- commands --------------------------------------------------------------------------
 
@@ -315,6 +323,7 @@ class GroupCallSession(MeshParts, SfuParts, SafeEventEmitter):
         for pair in list(self.pairs.values()):
             await pair.close()
         self.pairs.clear()
+        await self._stop_reopening()
         if self.link is not None:
             await self.link.close()
         await self.sending.stop()

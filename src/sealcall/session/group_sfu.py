@@ -12,6 +12,7 @@ comes from the SFU (RFC 6464 levels that we send only when ``audio_level`` allow
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from sealcall.group import MemberDevice, MemberLeft, MemberRejoined
 from sealcall.group.focus import SfuFocus
+from sealcall.group.mesh_retry import RETRY_DELAYS, GiveUp, PairRetry, RetryAt
 from sealcall.media import CallbackOpener, FrameOpener
 from sealcall.signaling import StreamPurpose
 from sealcall.transport.matrix import MatrixTransport
@@ -32,6 +34,7 @@ from .sfu_link import (
     Quality,
     SfuAdmissionError,
     SfuLink,
+    SfuLinkError,
     SfuLinkFactory,
     SfuLinkSetup,
     admit,
@@ -39,7 +42,14 @@ from .sfu_link import (
 
 logger = logging.getLogger(__name__)
 
-ADMIT_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
+# The SFU reads our membership from its own sync of the room, which lags ours on a loaded
+# machine: about 30 s of retries in all.
+ADMIT_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
+# A link that ended while we are in the call is reopened (re-admitted, a new link) on the
+# mesh's schedule, then every 30 s: about 5 minutes of failures in a row before we give up.
+LINK_RETRY_DELAYS = (*RETRY_DELAYS, 8.0, 16.0, *(30.0,) * 9)
+# A link that ended for these is not reopened: we are no longer a member.
+FINAL_LINK_ENDS = frozenset({"admission_ended"})
 MAX_SFU_MUTES = 256  # members whose mute state we keep (a room holds at most 32 in our SFU)
 RETRIED_REFUSALS = frozenset({"not_member", "unavailable", "busy", "unreachable"})
 
@@ -78,6 +88,11 @@ class SfuParts:
     """Each member's last mute state (microphone, camera) as the SFU said it."""
     video: bool
     _active_speaker: MemberDevice | None
+    _clock: Callable[[], float]
+    sfu_reopens: int
+    """How many times a link that ended was reopened (attempts, successful or not)."""
+    _link_retry: PairRetry
+    _reopening: asyncio.Task[None] | None
 
     if TYPE_CHECKING:
 
@@ -216,7 +231,54 @@ class SfuParts:
             self._emit("remote_media_removed", member, track, purpose)
 
     def sfu_closed(self, reason: str) -> None:
-        """The SFU ended our link (the call goes on without media until we rejoin)."""
+        """Our link ended (the SFU closed it, or its connection failed): unless the SFU ended
+        our admission, a new link is opened after a while (see :meth:`_link_ended`)."""
         if not self._closed:
             logger.warning("the SFU ended our link: %s", reason[:80])
             self._emit("sfu_closed", reason)
+            self._link_ended(reason)
+
+    # -- reopening -------------------------------------------------------------------------
+
+    def _link_ended(self, reason: str) -> None:
+        """Decide whether and when to reopen (``PairRetry``'s policy, the link's delays)."""
+        if reason in FINAL_LINK_ENDS:
+            self._link_retry.stopped = True
+        decision = self._link_retry.ended(reason, self._clock())
+        if isinstance(decision, GiveUp):
+            logger.warning("sfu: not reopening the link (%s)", reason[:80])
+        elif isinstance(decision, RetryAt) and self._reopening is None:
+            delay = max(0.0, decision.at - self._clock())
+            self._reopening = asyncio.ensure_future(self._reopen(delay))
+
+    async def _reopen(self, delay: float) -> None:
+        """Re-admit (a fresh OpenID and join token) and open a new link; the keys stay."""
+        await asyncio.sleep(delay)
+        if self._closed or self.focus is None:
+            return
+        self.sfu_reopens += 1
+        old, self.link = self.link, None
+        if old is not None:
+            await old.close()
+        self.forwarded = []
+        self.layers.clear()
+        try:
+            await self._open_link(self.focus)
+        except SfuLinkError as error:  # a refused admission too
+            reason = error.reason
+        else:
+            self._link_retry.connected()
+            self._reopening = None
+            return
+        self._reopening = None
+        if not self._closed:
+            logger.warning("sfu: reopening the link failed (%s)", reason[:80])
+            self._link_ended(reason)
+
+    async def _stop_reopening(self) -> None:
+        """Leaving: no link is reopened after this."""
+        task, self._reopening = self._reopening, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -116,6 +116,7 @@ class AiortcSfuLink:
             host_addresses=setup.host_addresses,
         )
         self.pc.on("track", self._on_track)
+        self.pc.on("connectionstatechange", self._on_connection_state)
         self.control: RTCDataChannel | None = None
         self._queued_control: list[str] = []
         self._http: aiohttp.ClientSession | None = None
@@ -123,6 +124,7 @@ class AiortcSfuLink:
         self._reader: asyncio.Task[None] | None = None
         self._joined: asyncio.Future[str] | None = None
         self._closing = False
+        self._ending: asyncio.Task[None] | None = None
 
     # -- SfuLink ---------------------------------------------------------------------------
 
@@ -225,11 +227,31 @@ class AiortcSfuLink:
         if self._joined is not None and not self._joined.done():
             self._joined.set_exception(SfuLinkError(reason))
             self._joined.exception()  # retrieved here when open() gave up waiting
-        if not self._closing:
-            self._closing = True
+        await self._end(reason)
+
+    def _on_connection_state(self) -> None:
+        # ICE consent expired (or DTLS failed): the link is dead even if the WebSocket is not.
+        state = self.pc.connectionState
+        if state in ("failed", "closed") and not self._closing:
+            self._ending = asyncio.ensure_future(self._end(f"connection_{state}"))
+
+    async def _end(self, reason: str) -> None:
+        """The link ended without our :meth:`close`: release it, take its forwarded media
+        back from the call, then say why (the call decides whether to open another)."""
+        if self._closing:
+            return
+        self._closing = True
+        for member, track in self._added.values():
+            self.events.sfu_media_removed(member, track, StreamPurpose.USERMEDIA)
+        self._added.clear()
+        if self._ws is not None and not self._ws.closed:
             with contextlib.suppress(Exception):
-                await self.pc.close()
-            self.events.sfu_closed(reason)
+                await self._ws.close()  # the SFU drops us from the room at once
+        with contextlib.suppress(Exception):
+            await self.pc.close()
+        if self._http is not None:
+            await self._http.close()
+        self.events.sfu_closed(reason)
 
     async def _take(self, text: Any) -> str | None:
         """Act on one message; a reason to stop when the SFU ended the link."""
