@@ -12,8 +12,8 @@ from sealcall.group import MemberDevice
 from sealcall.homeserver import Homeserver, free_port
 from sealcall.media import FrameCounter
 from sealcall.session import GroupCallSession
-from sealcall.sfu.admission_service import AdmissionService
-from sealcall.sfu.server import DisconnectCallback, SfuServer
+from sealcall.sfu.admission_service import AdmissionGate
+from sealcall.sfu.server import SfuServer
 
 
 @asynccontextmanager
@@ -21,27 +21,16 @@ async def running_sfu(synapse: Homeserver, account: gm.Device) -> AsyncIterator[
     """The SFU on 127.0.0.1 with real admission through ``account`` (in the rooms it serves);
     its URL is ``sfu_url(server)``."""
     port = free_port()
-    services: list[AdmissionService] = []
-
-    def make_gate(on_disconnect: DisconnectCallback) -> AdmissionService:
-        services.append(
-            AdmissionService(
-                account.transport,
-                homeserver_url=synapse.url,
-                sfu_url=f"http://127.0.0.1:{port}",
-                on_disconnect=on_disconnect,
-            )
-        )
-        return services[0]
-
-    server = SfuServer(make_gate, port=port)
+    gate = AdmissionGate(
+        account.transport, homeserver_url=synapse.url, sfu_url=f"http://127.0.0.1:{port}"
+    )
+    server = SfuServer(gate, port=port)
     await server.start()
     try:
         yield server
     finally:
         await server.close()
-        for service in services:
-            await service.close()
+        await gate.close()
 
 
 def sfu_url(server: SfuServer) -> str:

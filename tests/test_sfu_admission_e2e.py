@@ -18,9 +18,9 @@ from sealcall.demo import wait_for
 from sealcall.e2ee import GroupKey
 from sealcall.group.member_event import member_state_key
 from sealcall.homeserver import Homeserver, free_port
-from sealcall.sfu.admission_service import AdmissionService
+from sealcall.sfu.admission_service import AdmissionGate
 from sealcall.sfu.join_token import JoinTokens
-from sealcall.sfu.server import DisconnectCallback, SfuServer
+from sealcall.sfu.server import SfuServer
 from sealcall.transport.matrix import CALL_MEMBER
 from sfu_e2ee import TIMEOUT, SfuMember, SfuProcess, SfuRefusedError
 from test_sfu_admission_session import join_call, request
@@ -163,23 +163,15 @@ async def test_an_expired_join_token_is_refused_at_the_websocket(
 ) -> None:
     account, alice_device = await devices.new("sfu"), await devices.new("alice")
     room_id = await gm.group_room(account, alice_device)
-    services: list[AdmissionService] = []
-
-    def make_gate(on_disconnect: DisconnectCallback) -> AdmissionService:
-        services.append(
-            AdmissionService(
-                account.transport,
-                homeserver_url=synapse.url,
-                sfu_url=url,
-                on_disconnect=on_disconnect,
-                tokens=JoinTokens(lifetime_ms=1),  # expired by the time it is used
-            )
-        )
-        return services[0]
-
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = SfuServer(make_gate, port=port)
+    gate = AdmissionGate(
+        account.transport,
+        homeserver_url=synapse.url,
+        sfu_url=url,
+        tokens=JoinTokens(lifetime_ms=1),  # expired by the time it is used
+    )
+    server = SfuServer(gate, port=port)
     await server.start()
     await join_call(alice_device, room_id, url=url)
     alice = SfuMember(alice_device, {})
@@ -191,5 +183,4 @@ async def test_an_expired_join_token_is_refused_at_the_websocket(
     finally:
         await alice.close()
         await server.close()
-        for service in services:
-            await service.close()
+        await gate.close()

@@ -13,8 +13,8 @@ import test_group_membership_session as gm
 from sealcall.demo import wait_for
 from sealcall.group.member_event import member_state_key
 from sealcall.homeserver import Homeserver, free_port
-from sealcall.sfu.admission_service import AdmissionService
-from sealcall.sfu.server import DisconnectCallback, SfuServer
+from sealcall.sfu.admission_service import AdmissionGate
+from sealcall.sfu.server import SfuServer
 from sealcall.transport.matrix import CALL_MEMBER
 from test_sfu_admission_session import SFU_URL, join_call, request
 from test_sfu_server import Client
@@ -29,20 +29,8 @@ async def test_a_member_joins_with_its_admission_and_is_dropped_when_it_ends(
     alice, bob, sfu = [await devices.new(n) for n in ("alice", "bob", "sfu")]
     room_id = await gm.group_room(sfu, alice, bob)
     await join_call(alice, room_id)
-    services: list[AdmissionService] = []
-
-    def make_gate(on_disconnect: DisconnectCallback) -> AdmissionService:
-        services.append(
-            AdmissionService(
-                sfu.transport,
-                homeserver_url=synapse.url,
-                sfu_url=SFU_URL,
-                on_disconnect=on_disconnect,
-            )
-        )
-        return services[0]
-
-    server = SfuServer(make_gate)
+    gate = AdmissionGate(sfu.transport, homeserver_url=synapse.url, sfu_url=SFU_URL)
+    server = SfuServer(gate)
     await server.start()
     base = f"http://127.0.0.1:{server.port}"
     client = Client("alice")
@@ -78,8 +66,7 @@ async def test_a_member_joins_with_its_admission_and_is_dropped_when_it_ends(
         finally:
             await client.close()
             await server.close()
-            for service in services:
-                await service.close()
+            await gate.close()
 
 
 async def test_the_sfu_command_serves_and_stops(synapse: Homeserver, tmp_path: Path) -> None:

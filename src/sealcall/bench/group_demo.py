@@ -311,32 +311,22 @@ async def running_sfu(
 ) -> AsyncIterator[str]:
     """A ``sealcall sfu`` server on 127.0.0.1, admitting through ``user_id`` (in ``room_id``);
     its URL."""
-    from sealcall.sfu.admission_service import AdmissionService
-    from sealcall.sfu.server import DisconnectCallback, SfuServer
+    from sealcall.sfu.admission_service import AdmissionGate
+    from sealcall.sfu.server import SfuServer
 
     transport = await MatrixTransport.login(server.url, user_id, password, store / "sfu")
     await transport.start()
     await transport.enter_room(room_id)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    services: list[AdmissionService] = []
-
-    def make_gate(on_disconnect: DisconnectCallback) -> AdmissionService:
-        services.append(
-            AdmissionService(
-                transport, homeserver_url=server.url, sfu_url=url, on_disconnect=on_disconnect
-            )
-        )
-        return services[0]
-
-    sfu = SfuServer(make_gate, port=port)
+    gate = AdmissionGate(transport, homeserver_url=server.url, sfu_url=url)
+    sfu = SfuServer(gate, port=port)
     try:
         await sfu.start()
         yield url
     finally:
         await sfu.close()
-        for service in services:
-            await service.close()
+        await gate.close()
         await transport.stop()
 
 

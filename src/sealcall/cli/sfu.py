@@ -8,8 +8,8 @@ import contextlib
 import signal
 import sys
 
-from sealcall.sfu.admission_service import AdmissionService
-from sealcall.sfu.server import DisconnectCallback, SfuServer
+from sealcall.sfu.admission_service import AdmissionGate
+from sealcall.sfu.server import SfuServer
 from sealcall.transport.matrix import MatrixTransportError
 
 from .options import login, login_options
@@ -19,17 +19,8 @@ async def _serve(args: argparse.Namespace) -> None:
     transport = await login(args)
     await transport.start()
     url = args.url or f"http://{args.host}:{args.port}"
-    services: list[AdmissionService] = []
-
-    def make_gate(on_disconnect: DisconnectCallback) -> AdmissionService:
-        services.append(
-            AdmissionService(
-                transport, homeserver_url=args.homeserver, sfu_url=url, on_disconnect=on_disconnect
-            )
-        )
-        return services[0]
-
-    server = SfuServer(make_gate, host=args.host, port=args.port)
+    gate = AdmissionGate(transport, homeserver_url=args.homeserver, sfu_url=url)
+    server = SfuServer(gate, host=args.host, port=args.port)
     await server.start()
     print(
         f"sealcall sfu: serving on http://{args.host}:{server.port} (/admit, /ws) as {url},"
@@ -45,8 +36,7 @@ async def _serve(args: argparse.Namespace) -> None:
         await stop.wait()
     finally:
         await server.close()
-        for service in services:
-            await service.close()
+        await gate.close()
         await transport.stop()
 
 

@@ -203,3 +203,38 @@ class AdmissionService:
         else:
             joined = event.content.get("membership") == "join"
             self._feed(RoomUserChanged(event.room_id, event.state_key, joined))
+
+
+class AdmissionGate:
+    """The ``make_gate`` an :class:`~.server.SfuServer` takes: an :class:`AdmissionService`
+    with these arguments, made when the server starts; :meth:`close` it after the server."""
+
+    def __init__(
+        self,
+        transport: MatrixTransport,
+        *,
+        homeserver_url: str,
+        sfu_url: str,
+        tokens: JoinTokens | None = None,
+    ) -> None:
+        self.transport = transport
+        self.homeserver_url = homeserver_url
+        self.sfu_url = sfu_url
+        self.tokens = tokens
+        self.service: AdmissionService | None = None
+
+    def __call__(self, on_disconnect: Callable[[Participant], None]) -> AdmissionService:
+        if self.service is None:
+            self.service = AdmissionService(
+                self.transport,
+                homeserver_url=self.homeserver_url,
+                sfu_url=self.sfu_url,
+                on_disconnect=on_disconnect,
+                tokens=self.tokens,
+            )
+        return self.service
+
+    async def close(self) -> None:
+        """Close the service (if the server made one)."""
+        if self.service is not None:
+            await self.service.close()
