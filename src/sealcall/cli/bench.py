@@ -68,6 +68,17 @@ def _positive(text: str) -> float:
     return value
 
 
+def _soak_options(parser: argparse.ArgumentParser) -> None:
+    """The options ``soak`` and ``app-soak`` share: --json, --minutes, --interval."""
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument(
+        "--minutes", type=_positive, default=5.0, help="call length; fractions allowed (default 5)"
+    )
+    parser.add_argument(
+        "--interval", type=_positive, default=5.0, help="seconds between samples (default 5)"
+    )
+
+
 def add_soak_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """Add ``sealcall soak``."""
     parser = commands.add_parser(
@@ -82,13 +93,7 @@ def add_soak_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParse
             "of the call if shorter). The caller reads its remote tracks, the callee does not."
         ),
     )
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    parser.add_argument(
-        "--minutes", type=_positive, default=5.0, help="call length; fractions allowed (default 5)"
-    )
-    parser.add_argument(
-        "--interval", type=_positive, default=5.0, help="seconds between samples (default 5)"
-    )
+    _soak_options(parser)
     parser.set_defaults(func=soak)
 
 
@@ -168,13 +173,7 @@ def add_app_soak_parser(commands: "argparse._SubParsersAction[argparse.ArgumentP
             " after the first minute (a third of the call if shorter)."
         ),
     )
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    parser.add_argument(
-        "--minutes", type=_positive, default=5.0, help="call length; fractions allowed (default 5)"
-    )
-    parser.add_argument(
-        "--interval", type=_positive, default=5.0, help="seconds between samples (default 5)"
-    )
+    _soak_options(parser)
     parser.set_defaults(func=app_soak)
 
 
