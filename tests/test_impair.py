@@ -4,8 +4,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from media_helpers import av_call, connect, until
 from sealcall.bench.impair import Impairer, Impairment, impair_connection
+
+from media_helpers import av_call, connect, until
 
 
 def test_impairment_refuses_impossible_settings() -> None:
