@@ -45,6 +45,41 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def run_ip(ip: str, *args: str) -> str:
+    """Run iproute2 (``ip ARGS``) and return its output; :class:`NetnsUnavailableError` if it
+    is missing or refuses."""
+    try:
+        done = subprocess.run(  # noqa: S603 - iproute2 with our own arguments
+            [ip, *args], capture_output=True, text=True, timeout=10, check=False
+        )
+    except FileNotFoundError as error:
+        raise NetnsUnavailableError(
+            f"{ip} not found: network namespaces need iproute2 (apt-get install iproute2)"
+        ) from error
+    if done.returncode != 0:
+        message = done.stderr.strip() or f"exit code {done.returncode}"
+        if "not permitted" in message.lower() or "permission denied" in message.lower():
+            raise NetnsUnavailableError(
+                f"network namespaces are not permitted here ({ip} {' '.join(args)}: "
+                f"{message}); run as root, or with CAP_SYS_ADMIN and CAP_NET_ADMIN"
+            )
+        raise NetnsUnavailableError(f"{ip} {' '.join(args)} failed: {message}")
+    return done.stdout
+
+
+def remove_stale_namespaces(pattern: re.Pattern[str], ip: str = IP_BINARY) -> list[str]:
+    """Delete the namespaces whose name matches ``pattern`` (group 1: the pid of the process
+    that made it) and whose process is gone; their names."""
+    removed = []
+    for line in run_ip(ip, "netns", "list").splitlines():
+        name = line.split()[0] if line else ""
+        match = pattern.match(name)
+        if match and not _pid_alive(int(match.group(1))):
+            run_ip(ip, "netns", "delete", name)  # its veth pairs go with it
+            removed.append(name)
+    return removed
+
+
 class NetworkNamespace:
     """One namespace with a veth pair to the current one; a context manager (``create``/``delete``).
 
@@ -62,23 +97,7 @@ class NetworkNamespace:
         self._created = False
 
     def _run(self, *args: str) -> str:
-        try:
-            done = subprocess.run(  # noqa: S603 - iproute2 with our own arguments
-                [self.ip, *args], capture_output=True, text=True, timeout=10, check=False
-            )
-        except FileNotFoundError as error:
-            raise NetnsUnavailableError(
-                f"{self.ip} not found: network namespaces need iproute2 (apt-get install iproute2)"
-            ) from error
-        if done.returncode != 0:
-            message = done.stderr.strip() or f"exit code {done.returncode}"
-            if "not permitted" in message.lower() or "permission denied" in message.lower():
-                raise NetnsUnavailableError(
-                    f"network namespaces are not permitted here ({self.ip} {' '.join(args)}: "
-                    f"{message}); run as root, or with CAP_SYS_ADMIN and CAP_NET_ADMIN"
-                )
-            raise NetnsUnavailableError(f"{self.ip} {' '.join(args)} failed: {message}")
-        return done.stdout
+        return run_ip(self.ip, *args)
 
     def namespaces(self) -> list[str]:
         """The names of all network namespaces (``ip netns list``)."""
@@ -86,13 +105,7 @@ class NetworkNamespace:
 
     def remove_stale(self) -> list[str]:
         """Delete the namespaces of ours whose process is gone; their names."""
-        removed = []
-        for name in self.namespaces():
-            match = _STALE.match(name)
-            if match and not _pid_alive(int(match.group(1))):
-                self._run("netns", "delete", name)  # its veth pair goes with it
-                removed.append(name)
-        return removed
+        return remove_stale_namespaces(_STALE, self.ip)
 
     def _free_subnets(self) -> Iterator[ipaddress.IPv4Network]:
         used = {
