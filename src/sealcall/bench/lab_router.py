@@ -64,17 +64,14 @@ def packet_fate(packet: bytes, links: Mapping[str, Link], now: float) -> float |
         source, destination = ipv4_addresses(packet)
     except PacketError:
         return now
-    at: float | None = now
-    for link in links.values():
-        if source in link.network:
-            at = link.up.decide(at)
-            if at is None:
-                return None
-    for link in links.values():
-        if destination in link.network:
-            at = link.down.decide(at)
-            if at is None:
-                return None
+    at = now
+    crossed = [link.up for link in links.values() if source in link.network]
+    crossed += [link.down for link in links.values() if destination in link.network]
+    for impairer in crossed:
+        leaves = impairer.decide(at)
+        if leaves is None:
+            return None
+        at = leaves
     return at
 
 

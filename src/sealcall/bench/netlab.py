@@ -263,7 +263,9 @@ class NetworkLab:
 
     # -- impairment ----------------------------------------------------------------------
 
-    def impair(self, host: Host, impairment: Impairment, *, up: bool = True, down: bool = True) -> None:
+    def impair(
+        self, host: Host, impairment: Impairment, *, up: bool = True, down: bool = True
+    ) -> None:
         """Impair host ``host``'s link: what it sends (``up``), what it receives (``down``)."""
         link = self.links[host]
         for impairer, wanted in ((link.up, up), (link.down, down)):
@@ -277,11 +279,13 @@ class NetworkLab:
 
     def counters(self) -> dict[str, Any]:
         """Packets passed and dropped per host link and direction, and the router's own drops."""
+
         def count(impairer: Impairer) -> dict[str, int]:
             return {"passed": impairer.passed, "dropped": impairer.dropped}
 
         report: dict[str, Any] = {
-            name: {"up": count(link.up), "down": count(link.down)} for name, link in self.links.items()
+            name: {"up": count(link.up), "down": count(link.down)}
+            for name, link in self.links.items()
         }
         if self._router is not None:
             report["router"] = {
