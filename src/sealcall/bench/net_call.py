@@ -93,6 +93,7 @@ class LabPeer:
         account: Account,
         *,
         relay_only: bool = False,
+        turn: bool = True,
         forbid: Sequence[str] = (),
         ice_timeout: float = 10.0,
         size: str = "320x240",
@@ -103,6 +104,7 @@ class LabPeer:
         self.account = account
         self.options = [
             *(["--relay-only"] if relay_only else []),
+            *([] if turn else ["--no-turn"]),
             *(arg for address in forbid for arg in ("--forbid", address)),
             "--ice-timeout", str(ice_timeout), "--size", size, "--fps", str(fps),
         ]  # fmt: skip
@@ -176,10 +178,11 @@ class LabPeer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), remaining)
 
-    async def sample(self) -> Line:
-        """What the peer has seen so far (see :meth:`NetPeer.sample`)."""
+    async def sample(self, since: float | None = None) -> Line:
+        """What the peer has seen so far (see :meth:`NetPeer.sample`); with ``since`` (a
+        wall-clock time) also what it decoded after then."""
         start = len(self.lines)
-        self.send({"sample": True})
+        self.send({"sample": True if since is None else {"since": since}})
         line = await self.wait(lambda line: "sample" in line, 30, "a sample", start)
         sample: Line = line["sample"]
         return sample

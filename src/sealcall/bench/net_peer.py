@@ -2,14 +2,16 @@
 
 Started by :class:`sealcall.bench.net_call.LabPeer` as
 ``ip netns exec NS python -m sealcall.bench.net_peer --homeserver URL --user ID --store DIR
---host-address ADDR [--relay-only] [--forbid ADDR]... [--ice-timeout S]`` (the password in the
-environment, ``SEALCALL_PASSWORD``). It logs in (ICE servers from the homeserver's
+--host-address ADDR [--relay-only | --no-turn] [--forbid ADDR]... [--ice-timeout S]`` (the
+password in the environment, ``SEALCALL_PASSWORD``). It logs in (ICE servers from the homeserver's
 ``/voip/turnServer``), answers every call, and follows JSON commands on stdin, one per line:
 
 - ``{"open_dm": USER}`` / ``{"join_dm": USER}``: make the encrypted DM with USER, or join the
   one USER invites us to; reports ``{"room": ID}`` once both devices can encrypt to each other;
 - ``{"call": {"room": ID, "peer": USER}}``: place a video call;
-- ``{"sample": true}``: reports ``{"sample": ...}`` (see :func:`sample`);
+- ``{"sample": true}``: reports ``{"sample": ...}`` (see :meth:`NetPeer.sample`); with
+  ``{"sample": {"since": T}}`` also each kind's frames, freezes and first frame after wall-clock
+  time T (see :meth:`FrameClock.since`);
 - ``{"hangup": true}``, ``{"stop": true}`` (or the end of stdin: stop).
 
 It reports ``{"ready": USER}``, every call state (``{"state": NEW, "old": OLD}``) and
@@ -72,9 +74,18 @@ class FrameClock:
                 self.times.append(now)
                 self.frames += 1
 
-    def first_after(self, moment: float) -> float | None:
-        """The wall-clock time of the first frame decoded after ``moment``, if any."""
-        return next((t for t in self.times if t > moment), None)
+    def since(self, moment: float) -> dict[str, Any]:
+        """Frames decoded after wall-clock time ``moment``, the longest gap without a new frame
+        and the time spent in gaps over :data:`FREEZE_S` since then (up to now), and the time
+        from ``moment`` to the first frame (None: none yet)."""
+        times = [t for t in self.times if t > moment]
+        gaps = [b - a for a, b in zip([moment, *times], [*times, time.time()], strict=True)]
+        return {
+            "decoded": len(times),
+            "max_gap_s": round(max(gaps), 3),
+            "frozen_s": round(sum(g for g in gaps if g > FREEZE_S), 3),
+            "first_s": round(times[0] - moment, 3) if times else None,
+        }
 
     async def stop(self) -> None:
         """Stop reading."""
@@ -159,12 +170,17 @@ class NetPeer:
         self.placed_at = time.monotonic()
         self.session = await self.voip.place_call(room_id, peer, video=True)
 
-    def sample(self) -> dict[str, Any]:
-        """Frames per kind (received, decrypted, dropped by reason, decoded), video freezes,
-        the selected candidate pair, states seen, setup time and forbidden-address hits."""
+    def sample(self, since: float | None = None) -> dict[str, Any]:
+        """Frames sent and received per kind (received, decrypted, dropped by reason, decoded),
+        video freezes, the selected candidate pair, states seen, setup time and
+        forbidden-address hits."""
         kinds: dict[str, Any] = {}
+        sent: dict[str, int] = {}
         pc = self.session.pc if self.session is not None else None
         if pc is not None:
+            for sender in pc.getSenders():
+                frames = pc.sender_tap(sender).counters.frames_encrypted
+                sent[sender.kind] = sent.get(sender.kind, 0) + frames
             for receiver in pc.getReceivers():
                 counters = pc.receiver_tap(receiver).counters
                 kinds[receiver.track.kind] = {
@@ -179,7 +195,8 @@ class NetPeer:
             entry["decoded"] = clock.frames
             entry["max_gap_s"] = round(clock.max_gap, 3)
             entry["frozen_s"] = round(clock.frozen, 3)
-            entry["last_decoded"] = clock.times[-1] if clock.times else None
+            if since is not None:
+                entry["since"] = clock.since(since)
         setup = None
         if self.placed_at is not None and self.connected_at is not None:
             setup = round(self.connected_at - self.placed_at, 3)
@@ -187,6 +204,7 @@ class NetPeer:
             "state": self.session.state.value if self.session is not None else None,
             "states": self.states,
             "kinds": kinds,
+            "sent": sent,
             "pair": selected_pair(pc),
             "setup_s": setup,
             "call_events": self.call_events,
@@ -231,7 +249,7 @@ async def serve(args: argparse.Namespace) -> None:
             microphone=SyntheticAudioTrack,
             camera=lambda: PatternVideoTrack(width, height, fps=args.fps),
         ),
-        ice_servers=await transport.ice_servers(),
+        ice_servers=[] if args.no_turn else await transport.ice_servers(),
         host_addresses=[args.host_address],
     )
     peer = NetPeer(transport, voip, args.forbid)
@@ -248,7 +266,8 @@ async def serve(args: argparse.Namespace) -> None:
             elif "call" in message:
                 await peer.place(message["call"]["room"], message["call"]["peer"])
             elif "sample" in message:
-                say({"sample": peer.sample()})
+                since = message["sample"].get("since") if message["sample"] is not True else None
+                say({"sample": peer.sample(since)})
             elif "hangup" in message and peer.session is not None:
                 await peer.session.hangup()
             elif "stop" in message:
@@ -269,6 +288,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--store", type=Path, required=True)
     parser.add_argument("--host-address", required=True)
     parser.add_argument("--relay-only", action="store_true")
+    parser.add_argument("--no-turn", action="store_true", help="ignore the homeserver's TURN")
     parser.add_argument("--forbid", action="append", default=[])
     parser.add_argument("--ice-timeout", type=float, default=10.0)
     parser.add_argument("--size", default="320x240")
