@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_soak_parser(commands)
     bench.add_app_soak_parser(commands)
     bench.add_mesh_bench_parser(commands)
+    bench.add_net_bench_parser(commands)
     bench.add_sfu_bench_parser(commands)
 
     media = commands.add_parser(

@@ -1,4 +1,5 @@
-"""``sealcall sframe-bench``, ``media-bench``, ``setup-bench``, ``soak`` and ``app-soak``."""
+"""``sealcall sframe-bench``, ``media-bench``, ``setup-bench``, ``net-bench``, ``soak`` and
+``app-soak``."""
 
 import argparse
 import asyncio
@@ -337,3 +338,61 @@ def add_mesh_bench_parser(commands: "argparse._SubParsersAction[argparse.Argumen
     parser.add_argument("--width", type=int, default=640, help="video width (default 640)")
     parser.add_argument("--height", type=int, default=480, help="video height (default 480)")
     parser.set_defaults(func=mesh_bench)
+
+
+def net_bench(args: argparse.Namespace) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from sealcall.bench.net_bench import report_text, run
+    from sealcall.bench.net_call import PeerError
+    from sealcall.bench.netns import NetnsUnavailableError
+    from sealcall.homeserver import HomeserverError
+    from sealcall.turn import TurnError
+
+    losses = [loss / 100 for loss in args.loss]
+    if any(not 0 <= loss <= 1 for loss in losses):
+        print("sealcall net-bench: --loss is a percentage from 0 to 100", file=sys.stderr)
+        return 2
+    try:
+        with tempfile.TemporaryDirectory(prefix="sealcall-net-bench-") as work:
+            report = asyncio.run(
+                run(Path(work), seconds=args.seconds, losses=losses, outage_s=args.outage)
+            )
+    except (NetnsUnavailableError, HomeserverError, TurnError, PeerError, TimeoutError) as error:
+        print(f"sealcall net-bench: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(report, indent=2) if args.json else report_text(report))
+    return 0
+
+
+def add_net_bench_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Add ``sealcall net-bench``."""
+    parser = commands.add_parser(
+        "net-bench",
+        help="a call through TURN across network namespaces under loss, delay and an outage",
+        description=(
+            "Make a lab of network namespaces (hosts A and B that cannot reach each other, a "
+            "router that impairs host A's link in user space, Synapse and coturn on a server), "
+            "call from A to B through TURN, and for each loss level (with 100 +- 30 ms delay) "
+            "print frames sent and decoded each way per kind, video freezes and the bitrate; "
+            "then how long the picture takes to come back after a short outage, and the call "
+            "setup time direct (A and B can reach each other) versus relayed. Needs root "
+            "(network namespaces), iproute2, coturn and Synapse."
+        ),
+    )
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument(
+        "--seconds", type=_positive, default=10.0, help="seconds measured per loss level (10)"
+    )
+    parser.add_argument(
+        "--loss",
+        type=float,
+        nargs="+",
+        default=[0.0, 5.0, 20.0],
+        help="loss levels in percent (default: 0 5 20)",
+    )
+    parser.add_argument(
+        "--outage", type=_positive, default=1.0, help="seconds of the outage (default 1)"
+    )
+    parser.set_defaults(func=net_bench)
