@@ -36,6 +36,7 @@ async def lab_call(
     *,
     relay_only: bool = False,
     ice_timeout: float = 10.0,
+    reconnect_timeout: float | None = None,
     fps: float = 15.0,
 ) -> AsyncIterator[tuple[LabPeer, LabPeer]]:
     """A connected video call from a peer in A to one in B; each peer counts the call events
@@ -51,6 +52,7 @@ async def lab_call(
                 relay_only=relay_only,
                 forbid=[lab.address(other)],
                 ice_timeout=ice_timeout,
+                reconnect_timeout=reconnect_timeout,
                 fps=fps,
             )
             peers.append(peer)

@@ -96,6 +96,7 @@ class LabPeer:
         turn: bool = True,
         forbid: Sequence[str] = (),
         ice_timeout: float = 10.0,
+        reconnect_timeout: float | None = None,
         size: str = "320x240",
         fps: float = 15.0,
     ) -> None:
@@ -107,6 +108,7 @@ class LabPeer:
             *([] if turn else ["--no-turn"]),
             *(arg for address in forbid for arg in ("--forbid", address)),
             "--ice-timeout", str(ice_timeout), "--size", size, "--fps", str(fps),
+            *([] if reconnect_timeout is None else ["--reconnect-timeout", str(reconnect_timeout)]),
         ]  # fmt: skip
         self.lines: list[Line] = []
         self.log_path = servers.work_dir / f"peer-{account.user_id[1:].split(':')[0]}.log"

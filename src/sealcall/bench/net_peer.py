@@ -2,9 +2,10 @@
 
 Started by :class:`sealcall.bench.net_call.LabPeer` as
 ``ip netns exec NS python -m sealcall.bench.net_peer --homeserver URL --user ID --store DIR
---host-address ADDR [--relay-only | --no-turn] [--forbid ADDR]... [--ice-timeout S]`` (the
-password in the environment, ``SEALCALL_PASSWORD``). It logs in (ICE servers from the homeserver's
-``/voip/turnServer``), answers every call, and follows JSON commands on stdin, one per line:
+--host-address ADDR [--relay-only | --no-turn] [--forbid ADDR]... [--ice-timeout S]
+[--reconnect-timeout S]`` (the password in the environment, ``SEALCALL_PASSWORD``). It logs in
+(ICE servers from the homeserver's ``/voip/turnServer``), answers every call, and follows JSON
+commands on stdin, one per line:
 
 - ``{"open_dm": USER}`` / ``{"join_dm": USER}``: make the encrypted DM with USER, or join the
   one USER invites us to; reports ``{"room": ID}`` once both devices can encrypt to each other;
@@ -239,6 +240,8 @@ async def serve(args: argparse.Namespace) -> None:
     transport = await MatrixTransport.login(args.homeserver, args.user, password, args.store)
     await transport.start()
     policy_options: dict[str, Any] = {"ice_restart_timeout": args.ice_timeout}
+    if args.reconnect_timeout is not None:
+        policy_options["reconnect_timeout"] = args.reconnect_timeout
     if args.relay_only:
         policy_options["relay_only"] = True
     width, height = (int(x) for x in args.size.split("x"))
@@ -291,6 +294,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-turn", action="store_true", help="ignore the homeserver's TURN")
     parser.add_argument("--forbid", action="append", default=[])
     parser.add_argument("--ice-timeout", type=float, default=10.0)
+    parser.add_argument("--reconnect-timeout", type=float, default=None)
     parser.add_argument("--size", default="320x240")
     parser.add_argument("--fps", type=float, default=15.0)
     asyncio.run(serve(parser.parse_args(argv)))

@@ -28,9 +28,9 @@ import ipaddress
 import itertools
 import os
 import re
-import subprocess
 import threading
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
@@ -139,10 +139,15 @@ class NetworkLab:
         return self._ip("-n", self.namespace(name), *args)
 
     def _sysctl(self, name: str, *settings: str) -> None:
-        command = [*self.exec_prefix(name), "sysctl", "-q", "-w", *settings]
-        done = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603
-        if done.returncode != 0:
-            raise NetnsUnavailableError(f"sysctl in {name} failed: {done.stderr.strip()}")
+        """Set ``key=value`` kernel settings of ``name``'s namespace (/proc/sys/net is per
+        namespace: written from a thread that joined it)."""
+
+        def write() -> None:
+            for setting in settings:
+                key, value = setting.split("=")
+                Path("/proc/sys", *key.split(".")).write_text(value)
+
+        in_namespace(self.namespace(name), write)
 
     # -- making and removing -------------------------------------------------------------
 
