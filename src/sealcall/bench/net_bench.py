@@ -111,7 +111,7 @@ async def setup_time(servers: LabServers, direct: bool) -> dict[str, Any]:
     TURN): its setup time (from placing the call to connected, at the caller) and the
     candidate pair it used."""
     servers.lab.set_direct(direct)
-    a, b = await _peers(servers, turn=not direct)
+    a, b = await _peers(servers, turn=None if direct else "udp")
     try:
         await connect_call(a, b)
         sample = await a.sample()

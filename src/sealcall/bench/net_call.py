@@ -93,7 +93,7 @@ class LabPeer:
         account: Account,
         *,
         relay_only: bool = False,
-        turn: bool = True,
+        turn: str | None = "udp",
         forbid: Sequence[str] = (),
         ice_timeout: float = 10.0,
         reconnect_timeout: float | None = None,
@@ -105,7 +105,7 @@ class LabPeer:
         self.account = account
         self.options = [
             *(["--relay-only"] if relay_only else []),
-            *([] if turn else ["--no-turn"]),
+            *(["--turn-transport", turn] if turn else ["--no-turn"]),
             *(arg for address in forbid for arg in ("--forbid", address)),
             "--ice-timeout", str(ice_timeout), "--size", size, "--fps", str(fps),
             *([] if reconnect_timeout is None else ["--reconnect-timeout", str(reconnect_timeout)]),

@@ -2,10 +2,10 @@
 
 Started by :class:`sealcall.bench.net_call.LabPeer` as
 ``ip netns exec NS python -m sealcall.bench.net_peer --homeserver URL --user ID --store DIR
---host-address ADDR [--relay-only | --no-turn] [--forbid ADDR]... [--ice-timeout S]
-[--reconnect-timeout S]`` (the password in the environment, ``SEALCALL_PASSWORD``). It logs in
-(ICE servers from the homeserver's ``/voip/turnServer``), answers every call, and follows JSON
-commands on stdin, one per line:
+--host-address ADDR [--relay-only] [--no-turn | --turn-transport tcp] [--forbid ADDR]...
+[--ice-timeout S] [--reconnect-timeout S]`` (the password in the environment,
+``SEALCALL_PASSWORD``). It logs in (ICE servers from the homeserver's ``/voip/turnServer``),
+answers every call, and follows JSON commands on stdin, one per line:
 
 - ``{"open_dm": USER}`` / ``{"join_dm": USER}``: make the encrypted DM with USER, or join the
   one USER invites us to; reports ``{"room": ID}`` once both devices can encrypt to each other;
@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from aiortc import RTCIceServer
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from sealcall.calls import CallPolicy
@@ -232,6 +233,20 @@ async def open_dm(transport: MatrixTransport, other: str, create: bool) -> str:
     return room_id
 
 
+async def ice_servers(transport: MatrixTransport, turn: str | None) -> list[RTCIceServer]:
+    """The homeserver's TURN servers, their URIs for transport ``turn`` (``udp``, ``tcp``) only
+    (aiortc uses the first TURN URI); none if ``turn`` is None."""
+    if turn is None:
+        return []
+    servers = []
+    for server in await transport.ice_servers():
+        urls = [server.urls] if isinstance(server.urls, str) else list(server.urls)
+        kept = [url for url in urls if url.endswith(f"transport={turn}")]
+        if kept:
+            servers.append(RTCIceServer(kept, server.username, server.credential))
+    return servers
+
+
 async def serve(args: argparse.Namespace) -> None:
     """Log in, report, follow the commands on stdin until told to stop."""
     logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -252,7 +267,7 @@ async def serve(args: argparse.Namespace) -> None:
             microphone=SyntheticAudioTrack,
             camera=lambda: PatternVideoTrack(width, height, fps=args.fps),
         ),
-        ice_servers=[] if args.no_turn else await transport.ice_servers(),
+        ice_servers=await ice_servers(transport, None if args.no_turn else args.turn_transport),
         host_addresses=[args.host_address],
     )
     peer = NetPeer(transport, voip, args.forbid)
@@ -292,6 +307,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host-address", required=True)
     parser.add_argument("--relay-only", action="store_true")
     parser.add_argument("--no-turn", action="store_true", help="ignore the homeserver's TURN")
+    parser.add_argument("--turn-transport", choices=("udp", "tcp"), default="udp")
     parser.add_argument("--forbid", action="append", default=[])
     parser.add_argument("--ice-timeout", type=float, default=10.0)
     parser.add_argument("--reconnect-timeout", type=float, default=None)
