@@ -159,3 +159,16 @@ def test_hosts_reach_the_server_and_each_other_only_in_direct_mode() -> None:
             ["ip", "-o", "link"], capture_output=True, text=True, check=True
         ).stdout
     )
+
+
+def test_a_new_lab_removes_the_namespaces_a_dead_process_left() -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = f"sealcall-lab-{dead.pid}-0-r"
+    try:
+        subprocess.run(["ip", "netns", "add", stale], check=True, capture_output=True)
+    except (subprocess.CalledProcessError, FileNotFoundError) as error:
+        pytest.skip(f"the network tests need network namespaces: {error}")
+    with NetworkLab():
+        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        assert stale not in listed
