@@ -16,7 +16,10 @@ def test_net_bench_reports_both_directions_per_loss_level_and_setup_times(
         NetworkNamespace().remove_stale()
     except NetnsUnavailableError as error:
         pytest.skip(f"the network tests need network namespaces: {error}")
-    assert main(["net-bench", "--json", "--seconds", "1.5", "--loss", "0", "20"]) == 0
+    assert (
+        main(["net-bench", "--json", "--seconds", "1.5", "--loss", "0", "20", "--setup-calls", "1"])
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     assert [run["loss"] for run in report["runs"]] == [0.0, 0.2]
     for run in report["runs"]:

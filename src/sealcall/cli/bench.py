@@ -351,13 +351,22 @@ def net_bench(args: argparse.Namespace) -> int:
     from sealcall.turn import TurnError
 
     losses = [loss / 100 for loss in args.loss]
-    if any(not 0 <= loss <= 1 for loss in losses):
-        print("sealcall net-bench: --loss is a percentage from 0 to 100", file=sys.stderr)
+    if any(not 0 <= loss <= 1 for loss in losses) or args.setup_calls < 1:
+        print(
+            "sealcall net-bench: --loss is a percentage from 0 to 100; --setup-calls at least 1",
+            file=sys.stderr,
+        )
         return 2
     try:
         with tempfile.TemporaryDirectory(prefix="sealcall-net-bench-") as work:
             report = asyncio.run(
-                run(Path(work), seconds=args.seconds, losses=losses, outage_s=args.outage)
+                run(
+                    Path(work),
+                    seconds=args.seconds,
+                    losses=losses,
+                    outage_s=args.outage,
+                    setup_calls=args.setup_calls,
+                )
             )
     except (NetnsUnavailableError, HomeserverError, TurnError, PeerError, TimeoutError) as error:
         print(f"sealcall net-bench: {error}", file=sys.stderr)
@@ -394,5 +403,11 @@ def add_net_bench_parser(commands: "argparse._SubParsersAction[argparse.Argument
     )
     parser.add_argument(
         "--outage", type=_positive, default=1.0, help="seconds of the outage (default 1)"
+    )
+    parser.add_argument(
+        "--setup-calls",
+        type=int,
+        default=2,
+        help="calls placed per mode (direct, relayed) for the setup time (default 2)",
     )
     parser.set_defaults(func=net_bench)
