@@ -260,6 +260,11 @@ class Call(IncomingSide, Renegotiation):
         return out
 
     @property
+    def reconnect_deadline(self) -> float | None:
+        """When this call, ``reconnecting``, gives up on its media path (None: not reconnecting)."""
+        return self._reconnect_deadline if self.state is S.RECONNECTING else None
+
+    @property
     def public_key(self) -> bytes | None:
         """Our ephemeral X25519 public key for this call (None once the call ended)."""
         return None if self._share is None else self._share.public_bytes
