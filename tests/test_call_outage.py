@@ -79,7 +79,8 @@ async def test_a_path_that_comes_back_reconnects_and_media_flows_again(
         await wait_for(lambda: frames.frames > stalled + 25, 10, "media again")
         for d in (alice, bob):
             assert states(d, call.call_id)[-3:] == [S.CONNECTED, S.RECONNECTING, S.CONNECTED]
-            assert d.events["call_ended"] == [] and d.events["history_item"] == []
+            assert d.events["call_ended"] == []
+            assert d.events["history_item"] == []
         await call.hangup()
         await wait_for(lambda: bool(bob.events["history_item"]), 15, "history")
         for d in (alice, bob):
@@ -110,7 +111,7 @@ async def test_a_path_that_never_comes_back_ends_as_ice_timeout_after_the_deadli
         await wait_for(
             lambda: bool(alice.events["history_item"] and bob.events["history_item"]), 30, "the end"
         )
-        for d, session in ((alice, call), (bob, incoming)):
+        for d in (alice, bob):
             assert states(d, call.call_id)[-3:] == [S.CONNECTED, S.RECONNECTING, S.ENDED]
             (item,) = [i for (i,) in d.events["history_item"]]
             assert (item.outcome, item.end_reason) == (Outcome.ANSWERED, "ice_timeout")
@@ -119,7 +120,8 @@ async def test_a_path_that_never_comes_back_ends_as_ice_timeout_after_the_deadli
         # gave up at its own deadline.
         first = min((call, incoming), key=lambda s: s.call.ended_at or 0.0)
         deadline = deadlines[first.call.party_id]
-        assert deadline is not None and first.call.ended_at is not None
+        assert deadline is not None
+        assert first.call.ended_at is not None
         assert first.call.ended_at >= deadline
     finally:
         await alice.stop()

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from call_harness import Peer, Room
+from mesh_harness import MeshNet
 from sealcall.calls import (
     TRANSITIONS,
     AnswerCall,
@@ -24,6 +25,7 @@ from sealcall.calls import (
     SetScreenShare,
     actions,
 )
+from sealcall.group import MemberDevice
 
 S = CallState
 RECONNECT = 8.0
@@ -134,7 +136,7 @@ def test_an_interruption_before_media_connected_is_not_a_reconnect() -> None:
 
 
 def test_failed_ice_restarts_within_the_reconnect_deadline() -> None:
-    room, alice, bob, call_id = connected(ice_restart_attempts=2)
+    room, alice, _, call_id = connected(ice_restart_attempts=2)
     alice.do(call_id, MediaFailed())  # a browser's 'failed': reconnecting, the caller restarts
     room.settle()
     restarts = [m for m in alice.media if isinstance(m, actions.CreateOffer) and m.ice_restart]
@@ -217,3 +219,33 @@ def test_any_sequence_of_reports_follows_the_deadline_rules(side: str, steps: li
         assert other.call(call_id).end_reason == model.reason  # the far side was told why
     else:
         assert peer.history == []
+
+
+# -- a pair of a group call's mesh runs the same machine -----------------------------------------
+
+
+def test_a_reconnecting_mesh_pair_is_not_a_lost_member_until_its_deadline() -> None:
+    alice, bob = MemberDevice("@alice:hs", "A1"), MemberDevice("@bob:hs", "B1")
+    net = MeshNet(policy=CallPolicy(reconnect_timeout=RECONNECT))
+    for device in (alice, bob):
+        net.join(device, f"s-{device.device_id}")
+    net.wait(5)
+    net.assert_all_connected()
+    node = net.nodes[alice]
+    call = node.call(bob)
+    assert call is not None
+    node.do(bob, call.call_id, MediaInterrupted())
+    assert node.state(bob) is S.RECONNECTING
+    net.wait(RECONNECT - 0.5)
+    assert node.ended == []  # still a member's pair, not retried
+    assert node.call(bob) is call
+    node.do(bob, call.call_id, MediaConnected())
+    net.wait(RECONNECT * 2)
+    assert node.state(bob) is S.CONNECTED
+    assert node.ended == []
+    node.do(bob, call.call_id, MediaInterrupted())  # this time it never comes back
+    interrupted_at = net.now
+    net.wait(RECONNECT + 1)
+    (ended,) = node.ended
+    assert (ended.call_id, ended.reason) == (call.call_id, "ice_timeout")
+    assert node.ended_at[0] == pytest.approx(interrupted_at + RECONNECT)

@@ -50,7 +50,9 @@ class CallPolicy:
     def __post_init__(self) -> None:
         deadlines = (self.ice_restart_timeout, self.reconnect_timeout)
         if min(self.invite_lifetime_ms, self.max_invite_lifetime_ms, *deadlines) <= 0:
-            raise ValueError("invite lifetimes, ICE restart and reconnect timeouts must be positive")
+            raise ValueError(
+                "invite lifetimes, ICE restart and reconnect timeouts must be positive"
+            )
         if self.max_remote_candidates < 0:
             raise ValueError("the remote candidate cap must be >= 0")
         if self.ice_restart_attempts < 0 or self.min_ring_seconds < 0:
