@@ -9,6 +9,7 @@ from, how a connection is made and who hears about it: those are the hooks a sub
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import uuid
@@ -36,6 +37,9 @@ from sealcall.media import PeerConnection
 from sealcall.signaling import Candidate, StreamPurpose
 
 logger = logging.getLogger(__name__)
+
+CLOSE_WAIT = 2.0  # seconds a call waits for its peer connection to close
+_closing: set[asyncio.Future[None]] = set()  # connections closing in the background
 
 PcT = TypeVar("PcT", bound=PeerConnection)
 
@@ -359,5 +363,26 @@ class CallMedia(Generic[PcT]):
             track.stop()
         self._local.clear()
         if self.pc is not None:
-            await self.pc.close()
+            await _close_within(self.pc, CLOSE_WAIT)
         await self._release()
+
+
+async def _close_within(pc: PeerConnection, seconds: float) -> None:
+    """Close ``pc``, waiting at most ``seconds``; the rest of the closing goes on in the
+    background. aioice deletes a TURN allocation before its socket closes, retransmitting for
+    ~40 s when the TURN server cannot be reached (the path is gone): the call engine, which
+    waits for this, must not be held up that long (the call's end would be reported as late)."""
+    task = asyncio.ensure_future(pc.close())
+    _closing.add(task)
+    task.add_done_callback(_closed)
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if done:
+        task.result()  # its error, as before
+    else:
+        logger.info("a peer connection is still closing (its TURN server does not answer)")
+
+
+def _closed(task: asyncio.Future[None]) -> None:
+    _closing.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        logger.info("closing a peer connection failed: %s", type(task.exception()).__name__)
