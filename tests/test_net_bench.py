@@ -13,7 +13,8 @@ def test_net_bench_reports_both_directions_per_loss_level_and_setup_times(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     try:
-        NetworkNamespace().remove_stale()
+        with NetworkNamespace():
+            pass
     except NetnsUnavailableError as error:
         pytest.skip(f"the network tests need network namespaces: {error}")
     assert (
