@@ -34,6 +34,9 @@ def opus_frames() -> list[bytes]:
     return encode_opus()
 
 
+TURN_RELAY_IP = "127.0.0.2"
+
+
 @pytest.fixture(scope="session")
 def synapse(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """One real Synapse (SQLite, 127.0.0.1) for the whole test session."""
@@ -45,6 +48,33 @@ def synapse(tmp_path_factory: pytest.TempPathFactory) -> Any:
     asyncio.run(server.start())
     yield server
     asyncio.run(server.stop())
+
+
+@pytest.fixture(scope="session")
+def turn_synapse(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A second real Synapse that hands out credentials for its own coturn (``server.turn``).
+
+    Separate from ``synapse`` so that the many tests without TURN gather no relay candidates.
+    coturn listens on 127.0.0.1 and relays from 127.0.0.2: a relay candidate is told apart from
+    a host candidate (127.0.0.1) by its address.
+    """
+    import asyncio
+
+    from sealcall.homeserver import Homeserver
+    from sealcall.turn import TurnServer
+
+    base = tmp_path_factory.mktemp("turn-synapse")
+    turn = TurnServer(base / "turn", relay_ips=[TURN_RELAY_IP])
+    asyncio.run(turn.start())
+    server = Homeserver(base / "synapse", turn=turn)
+    try:
+        asyncio.run(server.start())
+    except BaseException:
+        asyncio.run(turn.stop())
+        raise
+    yield server
+    asyncio.run(server.stop())
+    asyncio.run(turn.stop())
 
 
 @pytest.fixture

@@ -1,5 +1,8 @@
 """An embedded Matrix homeserver: Synapse from its PyPI package, SQLite, bound to 127.0.0.1.
 
+(Or to another address, e.g. inside a network namespace; with a TURN server, Synapse hands out
+time-limited credentials for it through ``/voip/turnServer``.)
+
 :class:`Homeserver` writes Synapse's configuration from code into a data folder, starts Synapse
 as a child process, waits until its client API answers, registers accounts with the shared
 registration secret and stops it again. A second start on the same folder reuses the database and
@@ -22,11 +25,15 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
+
+if TYPE_CHECKING:
+    from sealcall.turn import TurnServer, TurnSettings
 
 SERVER_NAME = "localhost"
 CONFIG_NAME = "homeserver.yaml"
@@ -46,15 +53,15 @@ class Account:
     password: str
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 
-def port_is_free(port: int) -> bool:
-    """True if ``port`` can be bound on 127.0.0.1 (nothing listens on it).
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """True if ``port`` can be bound on ``host`` (nothing listens on it).
 
     With ``SO_REUSEADDR``, as Synapse (Twisted) binds: connections a stopped server left in
     TIME_WAIT do not hold the port.
@@ -62,7 +69,7 @@ def port_is_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind(("127.0.0.1", port))
+            sock.bind((host, port))
         except OSError:
             return False
     return True
@@ -74,11 +81,28 @@ def synapse_installed() -> bool:
 
 
 class Homeserver:
-    """Synapse in ``data_dir``, on 127.0.0.1 at ``port`` (a free one if None)."""
+    """Synapse in ``data_dir``, on ``host`` at ``port`` (a free one if None).
 
-    def __init__(self, data_dir: str | Path, port: int | None = None) -> None:
+    ``host`` is both the address Synapse binds and the host of its URL. ``turn`` (a started
+    :class:`~sealcall.turn.TurnServer`, or the settings of one run elsewhere) makes Synapse hand
+    out credentials for it through ``/voip/turnServer``. ``exec_prefix`` is put in front of
+    Synapse's command (e.g. ``("ip", "netns", "exec", "NS")``); the caller's network must reach
+    ``host`` for the readiness check and :meth:`register`.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        turn: TurnServer | TurnSettings | None = None,
+        exec_prefix: Sequence[str] = (),
+    ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self._requested_port = port
+        self.host = host
+        self.turn = turn
+        self.exec_prefix = tuple(exec_prefix)
         self.port: int | None = None
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -87,7 +111,8 @@ class Homeserver:
         """The client API base URL."""
         if self.port is None:
             raise HomeserverError("the homeserver has no port yet: start it first")
-        return f"http://127.0.0.1:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
     @property
     def config_path(self) -> Path:
@@ -154,7 +179,7 @@ class Homeserver:
             "listeners": [
                 {
                     "port": port,
-                    "bind_addresses": ["127.0.0.1"],
+                    "bind_addresses": [self.host],
                     "type": "http",
                     "tls": False,
                     "x_forwarded": False,
@@ -190,15 +215,37 @@ class Homeserver:
             # the delay every few seconds (so the management endpoints must not be throttled).
             "max_event_delay_duration": "24h",
             "rc_delayed_event_mgmt": _FAST,
+            **self._turn_config(),
         }
         self.config_path.write_text(json.dumps(config, indent=2))
         self.config_path.chmod(0o600)
         return self.config_path
 
+    def _turn_config(self) -> dict[str, Any]:
+        from sealcall.turn import TurnServer  # turn builds on this module's process helpers
+
+        if self.turn is None:
+            return {}
+        settings = self.turn.settings() if isinstance(self.turn, TurnServer) else self.turn
+        return {
+            "turn_uris": list(settings.uris),
+            "turn_shared_secret": settings.shared_secret,
+            "turn_user_lifetime": settings.user_lifetime_s * 1000,  # a bare number: milliseconds
+            "turn_allow_guests": False,
+        }
+
     # -- process -----------------------------------------------------------------------
 
     def _synapse(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "synapse.app.homeserver", "-c", str(self.config_path), *args]
+        return [
+            *self.exec_prefix,
+            sys.executable,
+            "-m",
+            "synapse.app.homeserver",
+            "-c",
+            str(self.config_path),
+            *args,
+        ]
 
     async def start(self, timeout: float = 60.0) -> None:
         """Configure (if needed), start Synapse and wait until its client API answers."""
@@ -208,8 +255,8 @@ class Homeserver:
             )
         self.configure()
         assert self.port is not None
-        if not port_is_free(self.port):
-            raise HomeserverError(f"port {self.port} on 127.0.0.1 is already in use")
+        if not self.exec_prefix and not port_is_free(self.port, self.host):
+            raise HomeserverError(f"port {self.port} on {self.host} is already in use")
         if not (self.data_dir / f"{SERVER_NAME}.signing.key").exists():
             keys = subprocess.run(  # noqa: S603 - our own interpreter and arguments
                 self._synapse("--generate-keys"), capture_output=True, text=True, check=False

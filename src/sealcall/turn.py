@@ -1,0 +1,312 @@
+"""A private TURN server: Debian's coturn (``/usr/bin/turnserver``) as a child process.
+
+:class:`TurnServer` writes coturn's configuration from code into a data folder (time-limited
+shared-secret credentials, the TURN REST scheme; no TLS, no CLI port, no multicast peers), starts
+it, waits until its port answers a STUN Binding request over UDP and over TCP, and stops it
+again. The caller chooses the listening and relay addresses and may run it inside a network
+namespace (``exec_prefix=("ip", "netns", "exec", NS)``): the readiness probe then runs there too.
+
+:func:`turn_credentials` makes the credentials a homeserver hands out through
+``/voip/turnServer``: the user name ``"<expiry>:<name>"``, the password
+``base64(HMAC-SHA1(secret, user name))``, which coturn checks with the same secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import ipaddress
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiortc import RTCIceServer
+
+from sealcall.homeserver import free_port, stop_pid_file
+
+TURNSERVER = "/usr/bin/turnserver"
+CONFIG_NAME = "turnserver.conf"
+DEFAULT_REALM = "sealcall"
+DEFAULT_LIFETIME_S = 24 * 3600
+
+# Run with the probed address and port; exits 0 once the port answers a STUN Binding request
+# over UDP and over TCP, 1 after the deadline. Standard library only: it runs in whatever
+# network namespace the server runs in, under the same command prefix.
+_PROBE = r"""
+import os, socket, struct, sys, time
+host, port, deadline = sys.argv[1], int(sys.argv[2]), time.monotonic() + float(sys.argv[3])
+def request():
+    tid = os.urandom(12)
+    return tid, struct.pack("!HHI", 1, 0, 0x2112A442) + tid
+def answered(data, tid):
+    return len(data) >= 20 and data[:2] == b"\x01\x01" and data[8:20] == tid
+def udp():
+    tid, req = request()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(0.2)
+        s.sendto(req, (host, port))
+        return answered(s.recv(2048), tid)
+def tcp():
+    tid, req = request()
+    with socket.create_connection((host, port), timeout=0.5) as s:
+        s.sendall(req)
+        data = b""
+        while len(data) < 20:
+            chunk = s.recv(2048)
+            if not chunk:
+                return False
+            data += chunk
+        return answered(data, tid)
+while time.monotonic() < deadline:
+    try:
+        if udp() and tcp():
+            sys.exit(0)
+    except OSError:
+        pass
+    time.sleep(0.05)
+sys.exit(1)
+"""
+
+
+class TurnError(RuntimeError):
+    """coturn could not be configured, started or reached."""
+
+
+@dataclass(frozen=True)
+class TurnCredentials:
+    """Time-limited TURN credentials (TURN REST scheme)."""
+
+    username: str
+    password: str
+
+
+def turn_credentials(secret: str, name: str, lifetime: float, now: float) -> TurnCredentials:
+    """Credentials valid until ``now + lifetime`` (Unix seconds), as Synapse makes them.
+
+    The user name is ``"<expiry>:<name>"`` with the expiry in whole Unix seconds; the password is
+    the base64 of HMAC-SHA1 over the user name keyed with the shared secret.
+    """
+    username = f"{int(now + lifetime)}:{name}"
+    mac = hmac.new(secret.encode(), username.encode(), hashlib.sha1).digest()
+    return TurnCredentials(username, base64.b64encode(mac).decode("ascii"))
+
+
+@dataclass(frozen=True)
+class TurnSettings:
+    """What a homeserver needs to hand out TURN credentials (Synapse's three settings)."""
+
+    uris: tuple[str, ...]
+    shared_secret: str
+    user_lifetime_s: int = DEFAULT_LIFETIME_S
+
+
+def turn_installed() -> bool:
+    """True if coturn's ``turnserver`` binary is installed."""
+    return os.access(TURNSERVER, os.X_OK)
+
+
+class TurnServer:
+    """coturn in ``data_dir``, listening on ``listening_ips`` at ``port`` (a free one if None).
+
+    ``relay_ips`` are the addresses relayed traffic leaves from (default: the listening ones);
+    when one is a loopback address, loopback peers are allowed (only then). ``secret`` is the
+    shared secret (random per server if None). ``exec_prefix`` is put in front of every command
+    (e.g. ``("ip", "netns", "exec", "NS")``).
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        *,
+        listening_ips: Sequence[str] = ("127.0.0.1",),
+        relay_ips: Sequence[str] | None = None,
+        port: int | None = None,
+        secret: str | None = None,
+        realm: str = DEFAULT_REALM,
+        exec_prefix: Sequence[str] = (),
+    ) -> None:
+        if not listening_ips:
+            raise ValueError("a TURN server needs at least one listening address")
+        for address in (*listening_ips, *(relay_ips or ())):
+            ipaddress.ip_address(address)  # ValueError for anything else
+        self.data_dir = Path(data_dir).resolve()
+        self.listening_ips = tuple(listening_ips)
+        self.relay_ips = tuple(relay_ips) if relay_ips else self.listening_ips
+        self._requested_port = port
+        self.port: int | None = None
+        self.secret = secret or secrets.token_urlsafe(32)
+        self.realm = realm
+        self.exec_prefix = tuple(exec_prefix)
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def config_path(self) -> Path:
+        """coturn's configuration file."""
+        return self.data_dir / CONFIG_NAME
+
+    @property
+    def log_path(self) -> Path:
+        """coturn's log file."""
+        return self.data_dir / "turnserver.log"
+
+    @property
+    def pid_path(self) -> Path:
+        """Where a running coturn's process id is written."""
+        return self.data_dir / "turnserver.pid"
+
+    @property
+    def uris(self) -> tuple[str, ...]:
+        """``turn:`` URIs, UDP then TCP, for each listening address."""
+        if self.port is None:
+            raise TurnError("the TURN server has no port yet: start it first")
+        return tuple(
+            f"turn:{_uri_host(ip)}:{self.port}?transport={transport}"
+            for ip in self.listening_ips
+            for transport in ("udp", "tcp")
+        )
+
+    def settings(self, user_lifetime_s: int = DEFAULT_LIFETIME_S) -> TurnSettings:
+        """The homeserver settings that hand out credentials for this server."""
+        return TurnSettings(self.uris, self.secret, user_lifetime_s)
+
+    def ice_server(
+        self,
+        name: str = "sealcall",
+        *,
+        transport: str = "udp",
+        lifetime: float = DEFAULT_LIFETIME_S,
+        now: float | None = None,
+    ) -> RTCIceServer:
+        """An ICE server entry with fresh credentials, for one transport (aiortc uses only the
+        first TURN URI it is given)."""
+        credentials = turn_credentials(
+            self.secret, name, lifetime, time.time() if now is None else now
+        )
+        uris = [uri for uri in self.uris if uri.endswith(f"transport={transport}")]
+        if not uris:
+            raise ValueError(f"no TURN URI with transport {transport!r}")
+        return RTCIceServer(
+            urls=uris, username=credentials.username, credential=credentials.password
+        )
+
+    # -- configuration -----------------------------------------------------------------
+
+    def configure(self) -> Path:
+        """Write coturn's configuration into the data folder."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)
+        self.port = self._requested_port or self.port or free_port()
+        loopback_relay = any(ipaddress.ip_address(ip).is_loopback for ip in self.relay_ips)
+        lines = [
+            f"listening-port={self.port}",
+            *(f"listening-ip={ip}" for ip in self.listening_ips),
+            *(f"relay-ip={ip}" for ip in self.relay_ips),
+            "use-auth-secret",
+            f"static-auth-secret={self.secret}",
+            f"realm={self.realm}",
+            "fingerprint",
+            "no-tls",
+            "no-dtls",
+            "no-cli",
+            "no-multicast-peers",
+            # Relaying between two loopback addresses is what the tests on one machine do;
+            # anywhere else a TURN server must not reach its own host's loopback services.
+            *(["allow-loopback-peers"] if loopback_relay else []),
+            f"userdb={self.data_dir / 'turndb'}",
+            f"pidfile={self.pid_path}",
+            f"log-file={self.log_path}",
+            "simple-log",
+            "no-stdout-log",
+            "no-software-attribute",
+        ]
+        self.config_path.write_text("\n".join(lines) + "\n")
+        self.config_path.chmod(0o600)
+        return self.config_path
+
+    # -- process -----------------------------------------------------------------------
+
+    async def start(self, timeout: float = 20.0) -> None:
+        """Configure, start coturn and wait until its port answers over UDP and TCP."""
+        if not turn_installed():
+            raise TurnError(
+                f"coturn is not installed ({TURNSERVER}); install it with: apt-get install coturn"
+            )
+        self.configure()
+        assert self.port is not None
+        out = (self.data_dir / "turnserver-stdout.log").open("ab")
+        self._process = subprocess.Popen(  # noqa: S603 - our own arguments
+            [*self.exec_prefix, TURNSERVER, "-c", str(self.config_path)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        out.close()
+        self.pid_path.write_text(str(self._process.pid))
+        try:
+            await self._wait_ready(timeout)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _wait_ready(self, timeout: float) -> None:
+        probe = await asyncio.create_subprocess_exec(
+            *self.exec_prefix,
+            sys.executable,
+            "-c",
+            _PROBE,
+            self.listening_ips[0],
+            str(self.port),
+            str(timeout),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        assert self._process is not None
+        probed = asyncio.ensure_future(probe.wait())
+        try:
+            # The probe's end is the event; coturn exiting first is looked at between waits.
+            while not probed.done() and self._process.poll() is None:
+                await asyncio.wait({probed}, timeout=0.05)
+        finally:
+            if not probed.done():
+                probe.kill()
+                await probed
+        code = self._process.poll()
+        if code is not None:
+            raise TurnError(f"coturn exited with code {code}; see {self.log_path}")
+        if probed.result() != 0:
+            raise TurnError(f"coturn did not answer within {timeout:.0f} s; see {self.log_path}")
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Stop coturn (SIGTERM, SIGKILL after ``timeout`` seconds) and wait until it is gone."""
+        process, self._process = self._process, None
+        if process is None:
+            await asyncio.to_thread(stop_pid_file, self.pid_path, timeout)
+            return
+        if process.poll() is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(asyncio.to_thread(process.wait), timeout)
+            except TimeoutError:
+                process.kill()
+                await asyncio.to_thread(process.wait)
+        self.pid_path.unlink(missing_ok=True)
+
+    async def __aenter__(self) -> TurnServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+def _uri_host(ip: str) -> str:
+    return f"[{ip}]" if ipaddress.ip_address(ip).version == 6 else ip

@@ -1,0 +1,158 @@
+"""coturn as a child process (sealcall.turn) and Synapse handing out credentials for it."""
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from aiortc import RTCIceGatherer, RTCIceServer
+
+from sealcall.homeserver import Homeserver
+from sealcall.transport.matrix import MatrixTransport
+from sealcall.turn import TurnError, TurnServer, TurnSettings, turn_credentials
+
+from conftest import TURN_RELAY_IP
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def turn(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[TurnServer]:
+    server = TurnServer(tmp_path_factory.mktemp("turn"), relay_ips=[TURN_RELAY_IP])
+    await server.start()
+    yield server
+    await server.stop()
+
+
+async def relay_candidates(server: RTCIceServer) -> list[tuple[str, int]]:
+    """The relay candidates aiortc gathers with ``server`` (host candidates are ignored)."""
+    gatherer = RTCIceGatherer(iceServers=[server])
+    await gatherer.gather()
+    found = [(c.ip, c.port) for c in gatherer.getLocalCandidates() if c.type == "relay"]
+    await gatherer._connection.close()
+    return found
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_credentials_name_their_expiry_and_sign_the_name_with_the_secret() -> None:
+    made = turn_credentials("s3cret", "@alice:localhost", 3600, 1_000_000.7)
+    assert made.username == "1003600:@alice:localhost"
+    mac = hmac.new(b"s3cret", made.username.encode(), hashlib.sha1).digest()
+    assert base64.b64decode(made.password) == mac
+    assert turn_credentials("other", "@alice:localhost", 3600, 1_000_000).password != made.password
+
+
+def test_config_allows_loopback_peers_only_when_relaying_on_loopback(tmp_path: Path) -> None:
+    loop = TurnServer(tmp_path / "a", relay_ips=["127.0.0.2"], port=3478, secret="x")
+    lines = loop.configure().read_text().splitlines()
+    assert "allow-loopback-peers" in lines
+    assert {"use-auth-secret", "static-auth-secret=x", "no-tls", "no-cli"} <= set(lines)
+    assert "listening-ip=127.0.0.1" in lines
+    assert "relay-ip=127.0.0.2" in lines
+    outside = TurnServer(tmp_path / "b", listening_ips=["10.9.0.1"], port=3478)
+    lines = outside.configure().read_text().splitlines()
+    assert "allow-loopback-peers" not in lines
+    assert "relay-ip=10.9.0.1" in lines
+    assert outside.uris == (
+        "turn:10.9.0.1:3478?transport=udp",
+        "turn:10.9.0.1:3478?transport=tcp",
+    )
+
+
+def test_bad_addresses_and_unstarted_uris_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="does not appear to be an IPv4 or IPv6 address"):
+        TurnServer(tmp_path, listening_ips=["localhost; rm -rf /"])
+    with pytest.raises(ValueError, match="at least one listening address"):
+        TurnServer(tmp_path, listening_ips=[])
+    with pytest.raises(TurnError):
+        _ = TurnServer(tmp_path).uris
+
+
+@pytest.mark.asyncio(loop_scope="module")
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_coturn_relays_with_our_credentials(turn: TurnServer, transport: str) -> None:
+    found = await relay_candidates(turn.ice_server("@alice:localhost", transport=transport))
+    assert [ip for ip, _ in found] == [TURN_RELAY_IP]
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_coturn_refuses_a_wrong_secret_and_expired_credentials(turn: TurnServer) -> None:
+    [uri] = [u for u in turn.uris if u.endswith("udp")]
+    forged = turn_credentials("not-the-secret", "@mallory:localhost", 3600, time.time())
+    server = RTCIceServer(urls=[uri], username=forged.username, credential=forged.password)
+    assert await relay_candidates(server) == []
+    expired = turn.ice_server("@alice:localhost", lifetime=60, now=time.time() - 3600)
+    assert await relay_candidates(expired) == []
+
+
+async def test_a_command_prefix_runs_server_and_probe_and_stop_ends_it(tmp_path: Path) -> None:
+    server = TurnServer(tmp_path, exec_prefix=("env", "SEALCALL_TURN_TEST=1"))
+    await server.start()
+    pid = int(server.pid_path.read_text())
+    assert (Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")).count(
+        b"SEALCALL_TURN_TEST=1"
+    ) == 1
+    assert await relay_candidates(server.ice_server(transport="udp")) != []
+    await server.stop()
+    assert not pid_alive(pid)
+    assert not server.pid_path.exists()
+
+
+async def test_a_server_that_exits_fails_start_clearly(tmp_path: Path) -> None:
+    server = TurnServer(tmp_path, exec_prefix=("false",))
+    with pytest.raises(TurnError):
+        await server.start()
+    assert not server.pid_path.exists()
+
+
+def test_homeserver_config_binds_host_and_hands_out_turn(tmp_path: Path) -> None:
+    settings = TurnSettings(("turn:10.9.0.1:3478?transport=udp",), "s3cret", 600)
+    server = Homeserver(tmp_path, port=8448, host="10.9.0.2", turn=settings)
+    config = json.loads(server.configure().read_text())
+    assert config["listeners"][0]["bind_addresses"] == ["10.9.0.2"]
+    assert server.url == "http://10.9.0.2:8448"
+    assert config["turn_uris"] == ["turn:10.9.0.1:3478?transport=udp"]
+    assert config["turn_shared_secret"] == "s3cret"
+    assert config["turn_user_lifetime"] == 600_000
+    assert config["turn_allow_guests"] is False
+    plain = json.loads(Homeserver(tmp_path / "plain").configure().read_text())
+    assert not any(key.startswith("turn_") for key in plain)
+
+
+async def test_synapse_hands_out_credentials_coturn_accepts(
+    turn_synapse: Homeserver, tmp_path: Path
+) -> None:
+    account = await turn_synapse.register(f"turnuser{os.getpid()}")
+    transport = await MatrixTransport.login(
+        turn_synapse.url, account.user_id, account.password, tmp_path / "store"
+    )
+    try:
+        [offered] = await transport.ice_servers()
+    finally:
+        await transport.stop()
+    assert isinstance(turn_synapse.turn, TurnServer)
+    assert sorted(offered.urls) == sorted(turn_synapse.turn.uris)
+    # Synapse's answer is what turn_credentials makes from the shared secret.
+    assert offered.username is not None
+    expiry, name = offered.username.split(":", 1)
+    assert name == account.user_id
+    made = turn_credentials(turn_synapse.turn.secret, name, int(expiry), 0)
+    assert (made.username, made.password) == (offered.username, offered.credential)
+    # Each URI the client is given relays: UDP and TCP.
+    for uri in offered.urls:
+        server: Any = RTCIceServer(
+            urls=[uri], username=offered.username, credential=offered.credential
+        )
+        assert [ip for ip, _ in await relay_candidates(server)] == [TURN_RELAY_IP], uri
