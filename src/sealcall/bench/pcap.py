@@ -153,10 +153,12 @@ class Capture:
         self._process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> Capture:
-        """Start capturing; return once tcpdump listens."""
+        """Start capturing; return once tcpdump listens. (Immediate mode: packets are not held
+        in the kernel's buffer blocks, which tcpdump would lose when it is stopped.)"""
         self._process = await asyncio.create_subprocess_exec(
             *self.exec_prefix,
-            "tcpdump", "-n", "-U", "-Z", "root", "-i", self.interface, "-w", str(self.path),
+            "tcpdump", "-n", "-U", "--immediate-mode", "-Z", "root",
+            "-i", self.interface, "-w", str(self.path),
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
