@@ -38,7 +38,7 @@ async def test_media_keeps_decrypting_under_loss_and_delay(servers: LabServers) 
             assert lab.links["a"].up.dropped > 0
             assert lab.links["a"].down.dropped > 0
             lab.impair("a", PERFECT)
-            back = await picture_back(lab, a, b, outage_s=1.0)
+            back = await picture_back(lab, a, b, outage_s=1.0, settle_s=0.0)
             assert back["to_a"] is not None
             assert back["to_b"] is not None
         finally:

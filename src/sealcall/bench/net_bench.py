@@ -78,10 +78,16 @@ async def measure(a: LabPeer, b: LabPeer, seconds: float) -> dict[str, Any]:
 
 
 async def picture_back(
-    lab: NetworkLab, a: LabPeer, b: LabPeer, outage_s: float, timeout: float = 20.0
-) -> dict[str, float | None]:
+    lab: NetworkLab,
+    a: LabPeer,
+    b: LabPeer,
+    outage_s: float,
+    timeout: float = 20.0,
+    settle_s: float = 5.0,
+) -> dict[str, Any]:
     """Cut A's link for ``outage_s``; the seconds from its return until each side decodes a
-    new video frame (None: not within ``timeout``)."""
+    new video frame (None: not within ``timeout``), and how long each side's video was frozen
+    (gaps over 200 ms) in the ``settle_s`` seconds after the return."""
     lab.set_outage("a", True)
     await asyncio.sleep(outage_s)
     lab.set_outage("a", False)
@@ -94,7 +100,16 @@ async def picture_back(
                 sample = await peer.sample(back)
                 result[name] = _kind(sample, "video").get("since", {}).get("first_s")
         await asyncio.sleep(0.1)
-    return {f"to_{name}": value for name, value in result.items()}
+    await asyncio.sleep(max(0.0, back + settle_s - time.time()))
+    frozen = {}
+    for name, peer in (("a", a), ("b", b)):
+        sample = await peer.sample(back)
+        frozen[f"frozen_at_{name}_s"] = _kind(sample, "video").get("since", {}).get("frozen_s")
+    return {
+        **{f"to_{name}": value for name, value in result.items()},
+        "settle_s": settle_s,
+        **frozen,
+    }
 
 
 async def _peers(servers: LabServers, **options: Any) -> tuple[LabPeer, LabPeer]:
@@ -143,7 +158,7 @@ async def run(
                 calls[mode].append(await setup_time(servers, direct=mode == "direct"))
         setup = {
             mode: {
-                "setup_s": statistics.median(c["setup_s"] for c in made),
+                "setup_s": round(statistics.median(c["setup_s"] for c in made), 3),
                 "calls_s": [c["setup_s"] for c in made],
                 "pair": made[-1]["pair"],
             }
@@ -214,7 +229,8 @@ def report_text(report: dict[str, Any]) -> str:
 
     lines.append(
         f"Picture back after a {back['outage_s']:.0f} s outage: at A {seconds(back['to_a'])}, "
-        f"at B {seconds(back['to_b'])}"
+        f"at B {seconds(back['to_b'])}; frozen in the {back['settle_s']:.0f} s after: "
+        f"at A {seconds(back['frozen_at_a_s'])}, at B {seconds(back['frozen_at_b_s'])}"
     )
     for mode in ("direct", "relayed"):
         setup = report["setup"][mode]
