@@ -26,6 +26,7 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpsender import RTCEncodedFrame
+from aiortc.rtp import RTP_HISTORY_SIZE
 
 from .crypto_taps import SUPPORTED_MIME_TYPES, ReceiverTap, SenderTap
 from .encoders import encrypting_encoder
@@ -113,6 +114,17 @@ class _EncryptingRtpSender(RTCRtpSender):
             # The RTP audio-level header would tell a relay when we speak: leave it out.
             frame.audio_level = None  # type: ignore[assignment]  # aiortc uses None for video
         return frame
+
+    async def _retransmit(self, sequence_number: int) -> None:
+        history = getattr(self, "_RTCRtpSender__rtp_history")  # noqa: B009 - as aiortc looks
+        packet = history.get(sequence_number % RTP_HISTORY_SIZE)
+        if packet is not None and packet.sequence_number == sequence_number:
+            self._sealcall_tap.counters.retransmissions_sent += 1
+        await super()._retransmit(sequence_number)
+
+    def _send_keyframe(self) -> None:
+        self._sealcall_tap.counters.keyframe_requests_received += 1
+        super()._send_keyframe()
 
 
 class _DecryptingQueue(queue.Queue[Any]):

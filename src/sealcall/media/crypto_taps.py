@@ -45,6 +45,8 @@ class SenderCounters:
     bytes_unencrypted: int = 0
     frames_failed: int = 0
     frames_paused: int = 0
+    retransmissions_sent: int = 0  # packets sent again for the far side's NACKs
+    keyframe_requests_received: int = 0  # PLI/FIR from the far side (each forces a key frame)
 
 
 class SenderTap:
