@@ -68,7 +68,7 @@ class LossCounters:
 
     packets_late: int = 0  # arrived after their frame was played or given up on
     packets_given_up: int = 0
-    frames_lost: int = 0  # gaps given up on (audio: frames; video: broken frames)
+    frames_lost: int = 0  # given up on (audio: each lost frame; video: each gap)
     frames_concealed: int = 0
     nacks_sent: int = 0  # RTCP NACK packets
     packets_nacked: int = 0  # sequence numbers they named
@@ -206,15 +206,16 @@ class FrameBuffer:
     def _give_up(self) -> list[BufferedFrame]:
         """Give up on the packet missing at the head: conceal it (audio) or drop its frame."""
         assert self._next is not None
-        self.counters.frames_lost += 1
         self._gap = True
         if not self._audio:
+            self.counters.frames_lost += 1
             self._synced = False  # the next frame starts after the next marker bit
             return []
         missing = 0
         while self._next not in self._packets:
             missing += 1
             self._next = (self._next + 1) & 0xFFFF
+        self.counters.frames_lost += missing
         following = self._packets[self._next].timestamp
         if self._toc is None or self._last_timestamp is None or missing > MAX_CONCEALED:
             return []  # nothing to imitate yet, or a long outage: skip ahead in time
