@@ -180,14 +180,18 @@ async def test_unrepairable_video_loss_never_reaches_the_decoder_and_key_frames_
         assert retransmissions_dropped() >= 1
 
         # A 1 s outage: afterwards the picture comes back, from a key frame.
+        dropped = impairer.dropped
         impairer.outage = True
-        await until(lambda: impairer.dropped > 60)
+        await until(lambda: impairer.dropped > dropped + 60)
         impairer.outage = False
         keyframes, played = tap.keyframes_decrypted, b.counter("video").frames
+        plis, answered = loss.plis_sent, sender.keyframe_requests_received
         await until(
             lambda: tap.keyframes_decrypted > keyframes and b.counter("video").frames > played + 10
         )
 
+        assert loss.plis_sent > plis
+        assert sender.keyframe_requests_received > answered
         assert watch.decoded >= 10
         assert watch.unknown == 0
         assert watch.after_gap == 0  # no frame decoded from a missing reference

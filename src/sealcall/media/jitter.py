@@ -120,7 +120,6 @@ class FrameBuffer:
                 self.counters.packets_late += 1
                 return []
             self._restart(seq)  # the stream jumped back: a new sender or a restart
-            ahead = 0
         elif ahead >= self.capacity:
             self._skip_to((seq - self.capacity + 1) & 0xFFFF)
         if seq in self._packets:
@@ -138,11 +137,14 @@ class FrameBuffer:
     def _skip_to(self, seq: int) -> None:
         """Give up on everything before ``seq`` (the buffer is full)."""
         assert self._next is not None
+        missing = 0
         while self._next != seq:
             if self._packets.pop(self._next, None) is not None:
                 self.counters.packets_given_up += 1
+            else:
+                missing += 1
             self._next = (self._next + 1) & 0xFFFF
-        self.counters.frames_lost += 1
+        self.counters.frames_lost += missing if self._audio else 1
         self._gap = True
         self._synced = self._audio
 
