@@ -26,6 +26,7 @@ from sealcall.media import (
     negotiate,
 )
 from sealcall.media.jitter import loss_counters
+from sealcall.media.remote_tracks import frames_dropped
 
 
 def _aiortc_buffers(pc: EncryptedPeerConnection) -> None:
@@ -76,6 +77,7 @@ async def run(
                     "decrypted": got.frames_decrypted,
                     "concealed": got.frames_concealed,
                     "decoded": counters[ta.kind].frames,
+                    "decoded_unread": frames_dropped(counters[ta.kind].track),
                     "skipped": got.frames_skipped,
                     "dropped": got.frames_dropped,
                     "keyframe_requests": got.keyframe_requests,
