@@ -137,16 +137,18 @@ def _video_packets(
 
 
 def test_video_frames_are_whole_and_a_frame_given_up_on_marks_the_next() -> None:
-    packets = _video_packets(40)
+    packets = _video_packets(60)
     lost = {3 * 10 + 1}  # the middle packet of frame 10: never retransmitted
     buffer = FrameBuffer("video")
     out: list[BufferedFrame] = []
     for i, (seq, timestamp, marker, data) in enumerate(packets):
         if i not in lost:
             out += buffer.add(seq, timestamp, marker, data, i * 0.011)
+        if i == 31 + 80:  # 0.88 s after the hole: still waiting for a retransmission
+            assert [f.data[0] for f in out][-1] == 9
     frames = [f.data[0] for f in out]
     assert 10 not in frames
-    assert frames == [f for f in range(40) if f != 10]  # the rest whole, in order
+    assert frames == [f for f in range(60) if f != 10]  # the rest whole, in order
     assert all(len(f.data) == 6 for f in out)
     assert [f.data[0] for f in out if f.after_gap] == [11]
     assert buffer.counters.frames_lost == 1
@@ -165,6 +167,18 @@ def test_video_waits_for_a_retransmission_up_to_its_limit() -> None:
     assert [f.data[0] for f in out] == list(range(40))
     assert not any(f.after_gap for f in out)
     assert buffer.counters.frames_lost == 0
+
+
+def test_video_gives_up_at_once_on_a_packet_older_than_the_senders_history() -> None:
+    packets = _video_packets(100)
+    buffer = FrameBuffer("video")
+    out: list[BufferedFrame] = []
+    for i, (seq, timestamp, marker, data) in enumerate(packets):
+        if i != 30:
+            out += buffer.add(seq, timestamp, marker, data, i * 0.001)  # fast: 0.3 s in all
+    frames = [f.data[0] for f in out]
+    assert frames == [f for f in range(100) if f != 10]
+    assert buffer.counters.frames_lost == 1
 
 
 def test_a_lost_first_packet_of_a_video_frame_never_yields_a_partial_frame() -> None:

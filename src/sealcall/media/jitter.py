@@ -28,15 +28,17 @@ from aiortc import RTCRtpReceiver
 from aiortc.codecs import is_rtx
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcrtpreceiver import TimestampMapper
-from aiortc.rtp import RtpPacket
+from aiortc.rtp import RTP_HISTORY_SIZE, RtpPacket
 
 from .remote_tracks import BoundedRtpReceiver
 
 # How long a missing packet is waited for. Audio is never retransmitted: only reordering is
 # waited for (a path with 100 +- 30 ms delay reorders by up to 60 ms). Video waits for NACK
-# retransmissions: two rounds on a path with a 200 ms round trip.
+# retransmissions: about four rounds on a path with a 200 ms round trip (at 20 % loss each way a
+# round fails about a third of the time), but never for a packet the sender no longer keeps
+# (aiortc's NACKs and its sender's history cover the last RTP_HISTORY_SIZE packets).
 AUDIO_MAX_WAIT = 0.08
-VIDEO_MAX_WAIT = 0.5
+VIDEO_MAX_WAIT = 1.0
 AUDIO_CAPACITY = 64  # packets held (1.3 s of 20 ms audio)
 VIDEO_CAPACITY = 512  # as aiortc's
 MAX_CONCEALED = 50  # concealment frames for one gap (1 s of 20 ms frames); longer gaps skip ahead
@@ -103,6 +105,7 @@ class FrameBuffer:
         self.counters = LossCounters()
         self._packets: dict[int, _Packet] = {}
         self._next: int | None = None  # sequence number of the next packet to emit
+        self._newest: int | None = None  # the highest sequence number received
         self._synced = True  # _next starts a frame (false after a video gap until a marker)
         self._gap = False
         self._last_timestamp: int | None = None
@@ -125,12 +128,14 @@ class FrameBuffer:
         if seq in self._packets:
             return []  # a duplicate
         self._packets[seq] = _Packet(timestamp, marker, data, now)
+        if self._newest is None or self._after(seq, self._newest):
+            self._newest = seq
         return self._drain(now)
 
     def _restart(self, seq: int) -> None:
         self.counters.packets_given_up += len(self._packets)
         self._packets.clear()
-        self._next = seq
+        self._next = self._newest = seq
         self._gap = True
         self._synced = self._audio
 
@@ -161,10 +166,15 @@ class FrameBuffer:
             if hole is None:
                 break  # the frame at the head is still arriving: nothing is missing yet
             noticed = min(p.arrival for s, p in self._packets.items() if self._after(s, hole))
-            if now - noticed < self.max_wait:
+            if now - noticed < self.max_wait and not self._beyond_retransmission(hole):
                 break
             out.extend(self._give_up())
         return out
+
+    def _beyond_retransmission(self, hole: int) -> bool:
+        """True when a video packet is too old to be NACKed or retransmitted any more."""
+        assert self._newest is not None
+        return not self._audio and (self._newest - hole) & 0xFFFF >= RTP_HISTORY_SIZE
 
     def _after(self, seq: int, other: int) -> bool:
         return 0 < (seq - other) & 0xFFFF < 0x8000
