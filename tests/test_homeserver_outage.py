@@ -3,6 +3,8 @@ so not the shared session one): media goes on peer to peer, the sync loops come 
 themselves, call events sent while it is down arrive once it is back."""
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import pytest
 
 from matrix_helpers import MatrixDevice, device, dm, ringing
 from sealcall.calls import CallPolicy, Outcome
+from sealcall.calls.room_history import calls_from_timeline
 from sealcall.demo import wait_for
 from sealcall.homeserver import Homeserver, free_port
 from sealcall.session import CallSession
@@ -17,6 +20,7 @@ from sealcall.transport.matrix import Credentials, MatrixTransport
 from sealcall.transport.matrix.login import RETRY_WAIT_CAP
 
 OUTAGE = 20.0  # seconds, as the issue asks
+CLI = [sys.executable, "-m", "sealcall"]
 
 
 @pytest.fixture(scope="module")
@@ -96,5 +100,81 @@ async def test_call_outlives_a_homeserver_outage_and_hangs_up_after_it(
             items = [item[0] for item in d.events["history_item"]]
             assert [(i.call_id, i.outcome) for i in items] == [(call.call_id, Outcome.ANSWERED)]
     finally:
+        await alice.stop()
+        await bob.stop()
+
+
+async def test_hang_up_while_the_homeserver_is_down_ends_at_once_and_reaches_the_far_side(
+    homeserver: Homeserver, tmp_path: Path
+) -> None:
+    alice, bob, call, incoming = await connected_video_call(homeserver, tmp_path)
+    try:
+        await homeserver.stop()
+        hang_up = asyncio.ensure_future(call.hangup())
+        # Ended here at once: media released, the history written, whatever the homeserver.
+        await wait_for(lambda: call.state.value == "ended", 5, "the local end")
+        assert [i[0].outcome for i in alice.events["history_item"]] == [Outcome.ANSWERED]
+        assert incoming.state.value == "connected"
+        await homeserver.start()
+        # The hang-up was kept and goes out once the homeserver is back.
+        await wait_for(lambda: incoming.state.value == "ended", 15, "the hang-up, late")
+        await hang_up
+        assert bob.events["call_ended"][-1][1:] == ("user_hangup", True)
+        assert [i[0].outcome for i in bob.events["history_item"]] == [Outcome.ANSWERED]
+    finally:
+        await alice.stop()
+        await bob.stop()
+
+
+def short_ice_policy() -> CallPolicy:
+    """Give up on a dead path soon: no ICE restart, a short deadline (and, where the call
+    machine has one, a short reconnecting window)."""
+    fields = {"ice_restart_attempts": 0, "ice_restart_timeout": 2.0, "reconnect_timeout": 2.0}
+    known = CallPolicy.__dataclass_fields__
+    return CallPolicy(**{k: v for k, v in fields.items() if k in known})  # type: ignore[arg-type]
+
+
+async def test_killed_client_the_other_side_ends_by_ice_timeout_and_histories_agree(
+    homeserver: Homeserver, tmp_path: Path
+) -> None:
+    alice = await device(homeserver, tmp_path, "alice", short_ice_policy())
+    bob = await device(homeserver, tmp_path, "bob")
+    room = await dm(alice, bob)
+    await bob.stop()
+    # Bob's device now runs as a user runs it, in its own process, from the same store.
+    answering = subprocess.Popen(
+        [*CLI, "answer", "--auto", "--timeout", "60", "--store", str(bob.store), "--loopback"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        call = await alice.voip.place_call(room, bob.user_id, video=True)
+        await wait_for(lambda: call.state.value == "connected", 30, "bob's process answers")
+        await wait_for(lambda: (call.call_id, "video") in alice.counters, 10, "video")
+        await wait_for(lambda: alice.counters[(call.call_id, "video")].frames > 5, 10, "frames")
+        answering.kill()  # kill -9: no hang-up, no goodbye of any kind
+        answering.wait()
+        await wait_for(lambda: call.state.value == "ended", 60, "the end of a dead call")
+        assert alice.events["call_ended"][-1][1:] == ("ice_timeout", False)
+        [mine] = [item[0] for item in alice.events["history_item"]]
+        assert (mine.call_id, mine.end_reason) == (call.call_id, "ice_timeout")
+        # Bob's device comes back: no ring for the dead call, no call still going on, and
+        # the room's record of the call says what happened to it.
+        await bob.restart()
+        await wait_for(lambda: bob.transport._first_sync.is_set(), 15, "bob's first sync")
+        [entry] = calls_from_timeline(
+            await bob.transport.timeline(room), bob.user_id, bob.transport.room_members(room)
+        )
+        assert bob.events["incoming_call"] == []
+        assert bob.voip.manager.active_calls() == []
+        assert (entry.call_id, entry.outcome, entry.end_reason) == (
+            call.call_id,
+            Outcome.ANSWERED,
+            "ice_timeout",
+        )
+        assert entry.direction.value == "incoming"
+        assert entry.duration > 0
+    finally:
+        answering.kill()
         await alice.stop()
         await bob.stop()
