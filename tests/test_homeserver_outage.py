@@ -178,3 +178,28 @@ async def test_killed_client_the_other_side_ends_by_ice_timeout_and_histories_ag
         answering.kill()
         await alice.stop()
         await bob.stop()
+
+
+async def test_hang_up_and_quit_while_the_homeserver_is_down(
+    homeserver: Homeserver, tmp_path: Path
+) -> None:
+    alice, bob, call, incoming = await connected_video_call(
+        homeserver, tmp_path, short_ice_policy()
+    )
+    try:
+        alice.voip.send_timeout = 0.5
+        await homeserver.stop()
+        try:
+            # The user hangs up and quits: neither waits for long for a homeserver that may not
+            # return (before, both waited until it answered again).
+            await asyncio.wait_for(call.hangup(), 10)
+            assert call.state.value == "ended"
+            await asyncio.wait_for(alice.voip.close(), 10)
+            # The hang-up never left: Bob's side ends when Alice's media is gone (ice_timeout,
+            # as for a killed client below).
+            assert incoming.state.value != "ended"
+        finally:
+            await homeserver.start()
+    finally:
+        await alice.stop()
+        await bob.stop()
