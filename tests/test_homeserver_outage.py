@@ -86,16 +86,18 @@ async def test_call_outlives_a_homeserver_outage_and_hangs_up_after_it(
     try:
         port = homeserver.port
         await homeserver.stop()
-        back_at = asyncio.get_running_loop().time() + OUTAGE
-        down_at = {d.user_id: frames(d, call.call_id) for d in (alice, bob)}
-        # Media keeps flowing both ways, peer to peer, while the homeserver is away.
-        for d in (alice, bob):
-            await wait_for(
-                lambda d=d: frames(d, call.call_id) > down_at[d.user_id] + 100, 15, "media"
-            )
-        await asyncio.sleep(back_at - asyncio.get_running_loop().time())
-        assert call.state.value == incoming.state.value == "connected"
-        await homeserver.start()
+        try:
+            back_at = asyncio.get_running_loop().time() + OUTAGE
+            down_at = {d.user_id: frames(d, call.call_id) for d in (alice, bob)}
+            # Media keeps flowing both ways, peer to peer, while the homeserver is away.
+            for d in (alice, bob):
+                await wait_for(
+                    lambda d=d: frames(d, call.call_id) > down_at[d.user_id] + 100, 15, "media"
+                )
+            await asyncio.sleep(back_at - asyncio.get_running_loop().time())
+            assert call.state.value == incoming.state.value == "connected"
+        finally:
+            await homeserver.start()
         assert homeserver.port == port
         # Both sync loops are back by themselves (the same tasks): an event each side sends
         # now reaches the other.
@@ -118,23 +120,28 @@ async def test_call_outlives_a_homeserver_outage_and_hangs_up_after_it(
         await bob.stop()
 
 
-async def test_hang_up_while_the_homeserver_is_down_ends_at_once_and_reaches_the_far_side(
+async def test_mute_and_hang_up_while_the_homeserver_is_down_reach_the_far_side_after(
     homeserver: Homeserver, tmp_path: Path
 ) -> None:
     # Bob waits longer for a closed connection than the homeserver takes to come back.
     patient = policy(ice_restart_timeout=60, reconnect_timeout=60)
-    alice, bob, call, _ = await connected_video_call(homeserver, tmp_path, patient)
+    alice, bob, call, incoming = await connected_video_call(homeserver, tmp_path, patient)
     try:
+        alice.voip.send_timeout = 1.0
         await homeserver.stop()
-        hang_up = asyncio.ensure_future(call.hangup())
-        # Ended here at once: media released, the history written, whatever the homeserver.
-        assert await ended(alice, "the local end", 5) == ("user_hangup", False)
-        assert [i[0].outcome for i in alice.events["history_item"]] == [Outcome.ANSWERED]
-        assert bob.events["call_ended"] == []
-        await homeserver.start()
-        # The hang-up was kept and goes out once the homeserver is back.
+        try:
+            # Each takes effect here at once and returns without the homeserver (before, each
+            # waited for it to come back): the call has ended, media released, history written.
+            await asyncio.wait_for(call.set_microphone_muted(True), 10)
+            await asyncio.wait_for(call.hangup(), 10)
+            assert await ended(alice, "the local end", 5) == ("user_hangup", False)
+            assert [i[0].outcome for i in alice.events["history_item"]] == [Outcome.ANSWERED]
+            assert bob.events["call_ended"] == []
+        finally:
+            await homeserver.start()
+        # Both were kept and go out, in order, once the homeserver is back.
         assert await ended(bob, "the hang-up, late") == ("user_hangup", True)
-        await hang_up
+        assert bob.events["remote_mute_changed"][-1:] == [(incoming, True, False)]
         assert [i[0].outcome for i in bob.events["history_item"]] == [Outcome.ANSWERED]
     finally:
         await alice.stop()

@@ -25,10 +25,8 @@ from sealcall.calls import (
     CallPolicy,
     CallState,
     CallWaiting,
-    HangUp,
     IncomingCall,
     ManagerAction,
-    RejectCall,
     RemoteEvent,
 )
 from sealcall.calls import actions as act
@@ -46,12 +44,12 @@ logger = logging.getLogger(__name__)
 
 _Work = tuple[str, Any, Any, "asyncio.Future[None] | None"]
 
-# While the homeserver is down nio retries each send until it answers. A hang-up or reject (the
-# call has ended here at once) returns after waiting this long for its event, which still goes
-# out once the homeserver is back; close() gives up on events still unsent after this long: the
-# far side then ends the call when our media stops (ice_timeout), as if this device had crashed.
+# While the homeserver is down nio retries each send until it answers. A command (which has
+# taken effect here at once: a hang-up has ended the call) returns after waiting this long for
+# its events, which still go out, in order, once the homeserver is back; close() gives up on
+# events still unsent after this long: the far side then ends the call when our media stops
+# (ice_timeout), as if this device had crashed.
 SEND_TIMEOUT = 10.0
-_ENDING = (HangUp, RejectCall)
 
 
 class VoIP(AsyncIOEventEmitter):
@@ -93,7 +91,7 @@ class VoIP(AsyncIOEventEmitter):
         self.malformed_events = 0
         self._closing = False
         self._clock = clock
-        # How long a hang-up waits for its event, and close() for unsent ones (SEND_TIMEOUT).
+        # How long a command waits for its events, and close() for unsent ones (SEND_TIMEOUT).
         self.send_timeout = SEND_TIMEOUT
         self._queue: asyncio.Queue[_Work] = asyncio.Queue()
         self._worker = asyncio.ensure_future(self._work())
@@ -129,9 +127,9 @@ class VoIP(AsyncIOEventEmitter):
         return holder[0]
 
     async def command(self, call_id: str, command: LocalInput) -> None:
-        """Give a command to a call; return once the engine took it and sent its call events
-        (a hang-up or a reject waits at most ``send_timeout`` seconds for its event, which goes
-        out once the homeserver takes it: the call has ended here at once)."""
+        """Give a command to a call; return once the engine took it and sent its call events, or
+        after ``send_timeout`` seconds if the homeserver does not take them (they go out once
+        it does; the command took effect here at once)."""
         self._check_open()
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         await self._queue.put(("command", call_id, command, done))
@@ -229,15 +227,14 @@ class VoIP(AsyncIOEventEmitter):
                     logger.exception("call engine input %s failed", kind)
             else:
                 if done is not None and not done.done():
-                    # A command returns once its call events have been sent.
-                    ending = kind == "command" and isinstance(extra, _ENDING)
-                    wait = self.send_timeout if ending else None
-                    self._resolve_after_sends(done, self._input_sends, wait)
+                    # A command returns once its call events have been sent (or after
+                    # send_timeout while the homeserver is down).
+                    self._resolve_after_sends(done, self._input_sends, self.send_timeout)
             self._schedule_timer()
 
     @staticmethod
     def _resolve_after_sends(
-        done: asyncio.Future[None], sends: list[asyncio.Task[None]], timeout: float | None
+        done: asyncio.Future[None], sends: list[asyncio.Task[None]], timeout: float
     ) -> None:
         if not sends:
             done.set_result(None)
@@ -248,8 +245,7 @@ class VoIP(AsyncIOEventEmitter):
                 done.set_result(None)
 
         asyncio.gather(*sends).add_done_callback(resolve)
-        if timeout is not None:
-            asyncio.get_running_loop().call_later(timeout, resolve)
+        asyncio.get_running_loop().call_later(timeout, resolve)
 
     def _schedule_timer(self) -> None:
         if not self._closing:
