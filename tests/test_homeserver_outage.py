@@ -161,11 +161,12 @@ async def test_killed_client_the_other_side_ends_by_ice_timeout_and_histories_ag
     room = await dm(alice, bob)
     await bob.stop()
     # Bob's device now runs as a user runs it, in its own process, from the same store.
-    answering = subprocess.Popen(
-        [*CLI, "answer", "--auto", "--timeout", "60", "--store", str(bob.store), "--loopback"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    with (tmp_path / "bob.log").open("wb") as log:  # read on failure; a pipe could fill up
+        answering = subprocess.Popen(
+            [*CLI, "answer", "--auto", "--timeout", "60", "--store", str(bob.store), "--loopback"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
         call = await alice.voip.place_call(room, bob.user_id, video=True)
         await wait_for(lambda: call.state.value == "connected", 30, "bob's process answers")
