@@ -110,6 +110,7 @@ async def test_call_outlives_a_homeserver_outage_and_hangs_up_after_it(
         await call.hangup()
         assert await ended(bob, "alice's hang-up") == ("user_hangup", True)
         assert await ended(alice, "the local end") == ("user_hangup", False)
+        assert call.state.value == incoming.state.value == "ended"
         assert [d.transport._sync_task for d in (alice, bob)] == sync_tasks
         assert not any(task is None or task.done() for task in sync_tasks)
         for d in (alice, bob):
