@@ -159,9 +159,9 @@ def record_frames(t: ReceiverTap) -> list[bool]:
     log: list[bool] = []
     unprotect = t.unprotect
 
-    def recording(mime_type: str, data: bytes) -> bytes | None:
+    def recording(mime_type: str, data: bytes, *, after_gap: bool = False) -> bytes | None:
         keyframes = t.counters.keyframes_decrypted
-        frame = unprotect(mime_type, data)
+        frame = unprotect(mime_type, data, after_gap=after_gap)
         if frame is not None:
             log.append(t.counters.keyframes_decrypted > keyframes)
         return frame

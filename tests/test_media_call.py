@@ -80,8 +80,8 @@ async def test_wrong_key_decodes_nothing_and_recovers_when_the_right_key_arrives
         assert b.counter("video").frames == 0
         assert tap.counters.frames_dropped > 30
         assert set(tap.counters.drop_reasons) == {"AuthenticationError"}
-        # At most one key-frame request a second, and the decoder thread is still alive.
-        assert 1 <= tap.counters.keyframe_requests <= 4
+        # At most one key-frame request per half second, and the decoder thread is still alive.
+        assert 1 <= tap.counters.keyframe_requests <= 7
         assert receiver._RTCRtpReceiver__decoder_thread.is_alive()
 
         # The right key arrives late: the picture is back within a second, from a key frame.

@@ -155,10 +155,14 @@ async def test_python_peer_calls_the_page(synapse: Any, tmp_path: Path, browser:
             tap = session.pc.receiver_tap(transceiver.receiver)
 
             def recording(
-                mime: str, data: bytes, _open: Any = tap.unprotect, _k: str = transceiver.kind
+                mime: str,
+                data: bytes,
+                _open: Any = tap.unprotect,
+                _k: str = transceiver.kind,
+                **options: Any,
             ) -> Any:
                 seen[_k].append(bytes(data))
-                return _open(mime, data)
+                return _open(mime, data, **options)
 
             tap.unprotect = recording  # type: ignore[method-assign]
 

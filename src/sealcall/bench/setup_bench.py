@@ -141,9 +141,13 @@ class _Probe:
             unprotect = tap.unprotect
 
             def unprotect_and_stamp(
-                mime_type: str, data: bytes, unprotect: Callable[..., bytes | None] = unprotect
+                mime_type: str,
+                data: bytes,
+                unprotect: Callable[..., bytes | None] = unprotect,
+                *,
+                after_gap: bool = False,
             ) -> bytes | None:
-                frame = unprotect(mime_type, data)
+                frame = unprotect(mime_type, data, after_gap=after_gap)
                 if frame is not None:
                     self._mark(f"first_frame_at_{side}")
                 return frame

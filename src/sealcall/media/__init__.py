@@ -1,7 +1,9 @@
 """End-to-end encrypted media on aiortc: frames are SFrame-protected before packetization and
 unprotected after the jitter buffer, so relays and SFUs that terminate DTLS see only ciphertext.
 Remote tracks hold only their newest few decoded frames, so a track nobody reads costs no memory;
-the level of each decoded audio frame can be metered for who-is-speaking.
+under loss, receivers wait for a lost packet only so long, conceal lost audio and decode no video
+frame that follows a loss before a key frame (:mod:`sealcall.media.jitter`); the level of each
+decoded audio frame can be metered for who-is-speaking.
 """
 
 from .audio_levels import frame_level_dbov, meter_audio_levels, meter_errors
@@ -15,6 +17,7 @@ from .crypto_taps import (
     SenderTap,
 )
 from .group_connection import GroupPeerConnection
+from .jitter import LossCounters, loss_counters
 from .keys import MediaKeys, local_call_keys
 from .negotiation import negotiate
 from .remote_tracks import LatestFrames, frames_dropped, frames_unread
@@ -41,6 +44,7 @@ __all__ = [
     "FrameOpener",
     "GroupPeerConnection",
     "LatestFrames",
+    "LossCounters",
     "MediaKeys",
     "PatternVideoTrack",
     "PeerConnection",
@@ -59,6 +63,7 @@ __all__ = [
     "frames_dropped",
     "frames_unread",
     "local_call_keys",
+    "loss_counters",
     "meter_audio_levels",
     "meter_errors",
     "microphone_source",

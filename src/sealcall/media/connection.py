@@ -26,10 +26,12 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpsender import RTCEncodedFrame
+from aiortc.rtp import RTP_HISTORY_SIZE
 
 from .crypto_taps import SUPPORTED_MIME_TYPES, ReceiverTap, SenderTap
 from .encoders import encrypting_encoder
 from .ice_hooks import end_check_pacing_early, patient_consent_checks, restrict_host_addresses
+from .jitter import BufferedFrame, install_jitter_buffer
 from .keys import MediaKeys
 from .remote_tracks import bound_receiver
 
@@ -42,7 +44,8 @@ class PeerConnection(RTCPeerConnection):
     ``ice_servers`` defaults to none (host candidates only): aiortc's built-in default STUN
     server is never used. ``host_addresses`` limits the local addresses ICE binds to. Its
     remote tracks keep only their newest frames (:mod:`sealcall.media.remote_tracks`), so a
-    track nobody reads does not grow.
+    track nobody reads does not grow, and its receivers reassemble frames with
+    :mod:`sealcall.media.jitter` (bounded waits for lost packets, lost audio concealed).
 
     aiortc has no ``disconnected`` state: :attr:`path_interrupted` says whether ICE consent
     checks have gone unanswered (the path is down, the ICE session still up), and the event
@@ -66,6 +69,7 @@ class PeerConnection(RTCPeerConnection):
         create = super()._RTCPeerConnection__createTransceiver  # type: ignore[misc]
         transceiver: RTCRtpTransceiver = create(direction, kind, sender_track)
         bound_receiver(transceiver.receiver)
+        install_jitter_buffer(transceiver.receiver)
         if self._host_addresses is not None:
             restrict_host_addresses(transceiver, self._host_addresses)
         end_check_pacing_early(transceiver)
@@ -131,6 +135,17 @@ class _EncryptingRtpSender(RTCRtpSender):
             frame.audio_level = None  # type: ignore[assignment]  # aiortc uses None for video
         return frame
 
+    async def _retransmit(self, sequence_number: int) -> None:
+        history = getattr(self, "_RTCRtpSender__rtp_history")  # noqa: B009 - as aiortc looks
+        packet = history.get(sequence_number % RTP_HISTORY_SIZE)
+        if packet is not None and packet.sequence_number == sequence_number:
+            self._sealcall_tap.counters.retransmissions_sent += 1
+        await super()._retransmit(sequence_number)
+
+    def _send_keyframe(self) -> None:
+        self._sealcall_tap.counters.keyframe_requests_received += 1
+        super()._send_keyframe()
+
 
 class _DecryptingQueue(queue.Queue[Any]):
     """The receiver's decoder queue: frames are decrypted on the way in, bad ones never enter."""
@@ -142,10 +157,15 @@ class _DecryptingQueue(queue.Queue[Any]):
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         if item is not None:
             codec, encoded_frame = item
-            data = self._tap.unprotect(codec.mimeType, encoded_frame.data)
-            if data is None:
-                return
-            encoded_frame.data = data
+            if isinstance(encoded_frame, BufferedFrame) and encoded_frame.concealed:
+                # Made here from a clear Opus TOC byte, never received: nothing to decrypt.
+                self._tap.conceal()
+            else:
+                after_gap = isinstance(encoded_frame, BufferedFrame) and encoded_frame.after_gap
+                data = self._tap.unprotect(codec.mimeType, encoded_frame.data, after_gap=after_gap)
+                if data is None:
+                    return
+                encoded_frame.data = data
         super().put(item, block, timeout)
 
 

@@ -20,7 +20,9 @@ from .keys import MediaKeys, MissingKeyError
 
 logger = logging.getLogger(__name__)
 
-KEYFRAME_REQUEST_INTERVAL = 1.0
+# While a video receiver waits for a key frame (after a lost or undecryptable frame) it asks
+# for one at once and then at most this often.
+KEYFRAME_REQUEST_INTERVAL = 0.5
 SUPPORTED_MIME_TYPES = frozenset({"audio/opus", "video/vp8", "video/h264"})
 
 
@@ -43,6 +45,8 @@ class SenderCounters:
     bytes_unencrypted: int = 0
     frames_failed: int = 0
     frames_paused: int = 0
+    retransmissions_sent: int = 0  # packets sent again for the far side's NACKs
+    keyframe_requests_received: int = 0  # PLI/FIR from the far side (each forces a key frame)
 
 
 class SenderTap:
@@ -134,18 +138,22 @@ class ReceiverCounters:
     frames_unencrypted: int = 0
     bytes_unencrypted: int = 0
     keyframes_decrypted: int = 0
-    frames_dropped: int = 0
+    frames_dropped: int = 0  # undecryptable (never decoded)
     drop_reasons: Counter[str] = field(default_factory=Counter)
     keyframe_requests: int = 0
+    frames_skipped: int = 0  # decrypted video frames withheld: they follow a loss, not a key frame
+    frames_concealed: int = 0  # lost audio frames the decoder conceals (Opus PLC)
     last_frame_time: float | None = None
 
 
 class ReceiverTap:
     """Decrypts each reassembled frame of one RTP receiver before it reaches the decoder.
 
-    A frame that fails is dropped and counted by reason (the exception's class name); for video
-    a key frame is requested through ``request_keyframe`` at most once per
-    :data:`KEYFRAME_REQUEST_INTERVAL`, so the picture recovers by itself once the key is right.
+    A frame that fails is dropped and counted by reason (the exception's class name). For video,
+    after such a frame or a frame the jitter buffer lost (``after_gap``), no delta frame reaches
+    the decoder (it would decode from a wrong reference: garbage) until a key frame; a key frame
+    is requested through ``request_keyframe`` at once and at most once per
+    :data:`KEYFRAME_REQUEST_INTERVAL` while waiting, so the picture recovers by itself.
     """
 
     def __init__(
@@ -161,12 +169,25 @@ class ReceiverTap:
         self._request_keyframe = request_keyframe
         self._clock = clock
         self._last_request: float | None = None
+        self._awaiting_keyframe = False
 
-    def unprotect(self, mime_type: str, data: bytes) -> bytes | None:
-        """The decrypted frame, or None when it was dropped."""
+    @property
+    def awaiting_keyframe(self) -> bool:
+        """True while video frames are withheld from the decoder until a key frame."""
+        return self._awaiting_keyframe
+
+    def conceal(self) -> None:
+        """Count a lost audio frame the decoder conceals (made locally, nothing to decrypt)."""
+        self.counters.frames_concealed += 1
+
+    def unprotect(self, mime_type: str, data: bytes, *, after_gap: bool = False) -> bytes | None:
+        """The decrypted frame, or None when it was dropped (or withheld until a key frame);
+        ``after_gap``: the jitter buffer lost frames just before this one."""
         codec = codec_for(mime_type)
         self.counters.frames_received += 1
         self.counters.bytes_received += len(data)
+        if after_gap:
+            self._lost()
         try:
             if codec is None:
                 raise FrameFormatError(f"{mime_type} media cannot be end-to-end encrypted")
@@ -176,13 +197,20 @@ class ReceiverTap:
             return None
         counters = self.counters
         counters.last_frame_time = self._clock()
+        keyframe = codec is not Codec.OPUS and is_key_frame(codec, frame)
+        if self._awaiting_keyframe:
+            if not keyframe:
+                counters.frames_skipped += 1
+                self._request()
+                return None
+            self._awaiting_keyframe = False
         if not self.keys.encrypted:  # (see SenderTap.protect)
             counters.frames_unencrypted += 1
             counters.bytes_unencrypted += len(frame)
             return frame
         counters.frames_decrypted += 1
         counters.bytes_decrypted += len(frame)
-        if codec is not Codec.OPUS and is_key_frame(codec, frame):
+        if keyframe:
             counters.keyframes_decrypted += 1
         return frame
 
@@ -192,10 +220,20 @@ class ReceiverTap:
         counters.drop_reasons[reason] += 1
         if counters.frames_dropped in (1, 10, 100) or counters.frames_dropped % 1000 == 0:
             logger.info("dropped %d undecryptable %s frames", counters.frames_dropped, self.kind)
+        self._lost()
+
+    def _lost(self) -> None:
+        """A video frame was lost: wait for a key frame, and ask for one now."""
         if self.kind != "video":
             return
+        if not self._awaiting_keyframe:
+            self._awaiting_keyframe = True
+            self._last_request = None  # a new loss: ask at once
+        self._request()
+
+    def _request(self) -> None:
         now = self._clock()
         if self._last_request is None or now - self._last_request >= KEYFRAME_REQUEST_INTERVAL:
             self._last_request = now
-            counters.keyframe_requests += 1
+            self.counters.keyframe_requests += 1
             self._request_keyframe()

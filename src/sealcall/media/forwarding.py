@@ -16,6 +16,8 @@ import av
 from aiortc import RTCRtpReceiver
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from .jitter import BufferedFrame
+
 
 class ForwardedTrack(MediaStreamTrack):
     """A track of encoded packets taken from a receiver's reassembled frames."""
@@ -60,6 +62,8 @@ class _ForwardingQueue(queue.Queue[Any]):
             super().put(item, block, timeout)
             return
         codec, encoded_frame = item
+        if isinstance(encoded_frame, BufferedFrame) and encoded_frame.concealed:
+            return  # a stand-in for a lost frame, for a decoder: nothing to forward
         self._track._push(encoded_frame.data, encoded_frame.timestamp, codec.clockRate)
 
 

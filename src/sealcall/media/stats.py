@@ -10,6 +10,7 @@ from aiortc.stats import (
 )
 
 from .connection import EncryptedPeerConnection
+from .jitter import loss_counters
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,8 @@ class OutboundTrackStats:
     bytes_sent: int
     round_trip_time: float | None
     bitrate_bps: float | None
+    retransmissions_sent: int = 0  # packets sent again for the far side's NACKs
+    keyframe_requests_received: int = 0  # PLI/FIR from the far side
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,16 @@ class InboundTrackStats:
     packets_lost: int
     bitrate_bps: float | None
     seconds_since_last_frame: float | None
+    # Under loss (see sealcall.media.jitter): lost audio frames concealed (Opus PLC), frames
+    # given up on, video frames withheld until a key frame, and the feedback sent.
+    frames_concealed: int = 0
+    frames_lost: int = 0
+    frames_skipped: int = 0
+    packets_late: int = 0
+    nacks_sent: int = 0
+    packets_nacked: int = 0
+    retransmissions_received: int = 0
+    plis_sent: int = 0
 
 
 @dataclass(frozen=True)
@@ -103,6 +116,8 @@ class StatsCollector:
                         bytes_sent=bytes_sent,
                         round_trip_time=remote.roundTripTime if remote else None,
                         bitrate_bps=self._bitrate(f"out-{id(sender)}", now, bytes_sent),
+                        retransmissions_sent=tap.counters.retransmissions_sent,
+                        keyframe_requests_received=tap.counters.keyframe_requests_received,
                     )
                 )
             rtap = pc.receiver_tap(receiver)
@@ -114,6 +129,7 @@ class StatsCollector:
                 (s for s in report.values() if isinstance(s, RTCInboundRtpStreamStats)), None
             )
             last = counters.last_frame_time
+            loss = loss_counters(receiver)
             snapshot.inbound.append(
                 InboundTrackStats(
                     kind=transceiver.kind,
@@ -128,6 +144,14 @@ class StatsCollector:
                     packets_lost=inbound.packetsLost if inbound else 0,
                     bitrate_bps=self._bitrate(f"in-{id(receiver)}", now, counters.bytes_received),
                     seconds_since_last_frame=None if last is None else now - last,
+                    frames_concealed=counters.frames_concealed,
+                    frames_lost=loss.frames_lost,
+                    frames_skipped=counters.frames_skipped,
+                    packets_late=loss.packets_late,
+                    nacks_sent=loss.nacks_sent,
+                    packets_nacked=loss.packets_nacked,
+                    retransmissions_received=loss.retransmissions_received,
+                    plis_sent=loss.plis_sent,
                 )
             )
         return snapshot

@@ -44,6 +44,13 @@ logger = logging.getLogger(__name__)
 
 _Work = tuple[str, Any, Any, "asyncio.Future[None] | None"]
 
+# While the homeserver is down nio retries each send until it answers. A command (which has
+# taken effect here at once: a hang-up has ended the call) returns after waiting this long for
+# its events, which still go out, in order, once the homeserver is back; close() gives up on
+# events still unsent after this long: the far side then ends the call when our media stops
+# (ice_timeout), as if this device had crashed.
+SEND_TIMEOUT = 10.0
+
 
 class VoIP(AsyncIOEventEmitter):
     """Voice and video calls for one device, after the Famedly SDK's ``VoIP``.
@@ -84,6 +91,8 @@ class VoIP(AsyncIOEventEmitter):
         self.malformed_events = 0
         self._closing = False
         self._clock = clock
+        # How long a command waits for its events, and close() for unsent ones (SEND_TIMEOUT).
+        self.send_timeout = SEND_TIMEOUT
         self._queue: asyncio.Queue[_Work] = asyncio.Queue()
         self._worker = asyncio.ensure_future(self._work())
         self._timer = DeadlineTimer(lambda: self._queue.put_nowait(("timer", None, None, None)))
@@ -118,7 +127,9 @@ class VoIP(AsyncIOEventEmitter):
         return holder[0]
 
     async def command(self, call_id: str, command: LocalInput) -> None:
-        """Give a command to a call; return once the engine took it and sent its call events."""
+        """Give a command to a call; return once the engine took it and sent its call events, or
+        after ``send_timeout`` seconds if the homeserver does not take them (they go out once
+        it does; the command took effect here at once)."""
         self._check_open()
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         await self._queue.put(("command", call_id, command, done))
@@ -138,7 +149,8 @@ class VoIP(AsyncIOEventEmitter):
 
         With ``hang_up`` (the default) every call is hung up first. Without it the calls are
         left as they are, as when the device stops or crashes: a ringing call rings again after a
-        restart with the same ``state_dir``.
+        restart with the same ``state_dir``. Call events the homeserver has not taken within
+        ``send_timeout`` seconds (it is down) are given up.
         """
         if self._closing:
             return
@@ -149,7 +161,9 @@ class VoIP(AsyncIOEventEmitter):
         self._closing = True  # from here on, arriving events are not taken any more
         await self._queue.put(("stop", None, None, None))
         await self._worker
-        await self._sends.drain()
+        unsent = await self._sends.drain(self.send_timeout)
+        if unsent:
+            logger.warning("closed with %d call event(s) the homeserver did not take", unsent)
         self._timer.cancel()
         for session in self.sessions.values():
             await session.close()
@@ -213,21 +227,25 @@ class VoIP(AsyncIOEventEmitter):
                     logger.exception("call engine input %s failed", kind)
             else:
                 if done is not None and not done.done():
-                    # A command returns once its call events have been sent.
-                    self._resolve_after_sends(done, self._input_sends)
+                    # A command returns once its call events have been sent (or after
+                    # send_timeout while the homeserver is down).
+                    self._resolve_after_sends(done, self._input_sends, self.send_timeout)
             self._schedule_timer()
 
     @staticmethod
-    def _resolve_after_sends(done: asyncio.Future[None], sends: list[asyncio.Task[None]]) -> None:
+    def _resolve_after_sends(
+        done: asyncio.Future[None], sends: list[asyncio.Task[None]], timeout: float
+    ) -> None:
         if not sends:
             done.set_result(None)
             return
 
-        def resolve(_: object) -> None:
+        def resolve(_: object = None) -> None:
             if not done.done():
                 done.set_result(None)
 
         asyncio.gather(*sends).add_done_callback(resolve)
+        asyncio.get_running_loop().call_later(timeout, resolve)
 
     def _schedule_timer(self) -> None:
         if not self._closing:

@@ -8,6 +8,14 @@ from pathlib import Path
 
 from nio import AsyncClient, AsyncClientConfig
 
+# nio retries a request that cannot reach the homeserver (refused, reset, timed out) forever,
+# waiting 0.1 s * 2^n between tries, up to 60 s by default: after an outage of half a minute a
+# client would come back up to a minute after its homeserver. Capped, every sync and every call
+# event sent meanwhile (its transaction id kept, so never twice) goes through within
+# RETRY_WAIT_CAP seconds of the homeserver's return, at the cost of one refused connection
+# every RETRY_WAIT_CAP seconds while it is away.
+RETRY_WAIT_CAP = 2.0
+
 
 @dataclass(frozen=True)
 class Credentials:
@@ -25,7 +33,11 @@ def new_client(
     """A nio client with E2EE whose crypto store and sync token live in ``store_dir``."""
     store_dir.mkdir(parents=True, exist_ok=True)
     store_dir.chmod(0o700)
-    config = AsyncClientConfig(store_sync_tokens=True, encryption_enabled=True)
+    config = AsyncClientConfig(
+        store_sync_tokens=True,
+        encryption_enabled=True,
+        max_timeout_retry_wait_time=RETRY_WAIT_CAP,
+    )
     return AsyncClient(
         homeserver, user_id, device_id=device_id, store_path=str(store_dir), config=config
     )
