@@ -23,6 +23,14 @@ from .net_call import LabPeer, LabServers, connect_call
 from .netlab import NetworkLab
 
 KINDS = ("audio", "video")
+# The receiver's loss counters reported per window (sealcall.media.LossCounters).
+LOSS_FIGURES = (
+    "frames_concealed",
+    "frames_lost",
+    "nacks_sent",
+    "retransmissions_received",
+    "plis_sent",
+)
 
 
 def _kind(sample: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -55,6 +63,10 @@ def direction(
             "decoded": decoded,
             "decoded_share": round(decoded / frames_sent, 3) if frames_sent else None,
             "dropped": after.get("dropped", {}),
+            **{
+                key: _delta(after.get("loss", {}), before.get("loss", {}), key)
+                for key in LOSS_FIGURES
+            },
         }
     window = _kind(received[1], "video").get("since", {})
     report["video"]["max_gap_s"] = window.get("max_gap_s")
@@ -211,7 +223,7 @@ def report_text(report: dict[str, Any]) -> str:
         "Call A -> B through TURN; host A's link impaired both ways "
         f"({report['seconds_per_run']:.0f} s per loss level)",
         f"{'loss':>5} {'way':<7} {'audio':>7} {'video':>7} {'max gap':>8} {'frozen':>7} "
-        f"{'kbit/s':>7}",
+        f"{'kbit/s':>7} {'conceal':>7} {'NACKs':>6} {'PLIs':>5}",
     ]
     for run_ in report["runs"]:
         for way in ("a_to_b", "b_to_a"):
@@ -220,7 +232,8 @@ def report_text(report: dict[str, Any]) -> str:
                 f"{run_['loss'] * 100:>4.0f}% {way.replace('_to_', '->'):<7} "
                 f"{_share(d['audio']['decoded_share']):>7} {_share(d['video']['decoded_share']):>7}"
                 f" {d['video']['max_gap_s'] or 0:>7.2f}s {d['video']['frozen_s'] or 0:>6.2f}s"
-                f" {d['kbit_s']:>7.0f}"
+                f" {d['kbit_s']:>7.0f} {d['audio']['frames_concealed']:>7}"
+                f" {d['video']['nacks_sent']:>6} {d['video']['plis_sent']:>5}"
             )
     back = report["picture_back_after_outage"]
 

@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -41,7 +42,12 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from sealcall.calls import CallPolicy
 from sealcall.demo import wait_for
-from sealcall.media import EncryptedPeerConnection, PatternVideoTrack, SyntheticAudioTrack
+from sealcall.media import (
+    EncryptedPeerConnection,
+    PatternVideoTrack,
+    SyntheticAudioTrack,
+    loss_counters,
+)
 from sealcall.session import CallSession, LocalMedia, VoIP
 from sealcall.transport import RoomEvent
 from sealcall.transport.matrix import MatrixTransport
@@ -173,7 +179,8 @@ class NetPeer:
         self.session = await self.voip.place_call(room_id, peer, video=True)
 
     def sample(self, since: float | None = None) -> dict[str, Any]:
-        """Frames sent and received per kind (received, decrypted, dropped by reason, decoded),
+        """Frames sent and received per kind (received, decrypted, dropped by reason, the
+        receiver's loss counters: concealed, lost, NACKs and PLIs sent; decoded),
         video freezes, the selected candidate pair, states seen, setup time and
         forbidden-address hits."""
         kinds: dict[str, Any] = {}
@@ -191,6 +198,7 @@ class NetPeer:
                     "bytes": counters.bytes_received,
                     "dropped": dict(counters.drop_reasons),
                     "keyframe_requests": counters.keyframe_requests,
+                    "loss": dataclasses.asdict(loss_counters(receiver)),
                 }
         for kind, clock in self.clocks.items():
             entry = kinds.setdefault(kind, {})
