@@ -159,6 +159,7 @@ async def run(
     outage_s: float = 1.0,
     fps: float = 15.0,
     setup_calls: int = 2,
+    reorder: bool = True,
 ) -> dict[str, Any]:
     """The whole benchmark in a fresh lab; the report (JSON-ready)."""
     async with LabServers(work_dir) as servers:
@@ -182,7 +183,9 @@ async def run(
             await asyncio.sleep(1.0)  # past the first key frame
             runs = []
             for loss in losses:
-                impairment = Impairment(loss=loss, delay_ms=delay_ms, jitter_ms=jitter_ms)
+                impairment = Impairment(
+                    loss=loss, delay_ms=delay_ms, jitter_ms=jitter_ms, keep_order=not reorder
+                )
                 lab.impair("a", impairment)
                 measured = await measure(a, b, seconds)
                 runs.append(
@@ -205,6 +208,7 @@ async def run(
             "benchmark": "net",
             "seconds_per_run": seconds,
             "impaired": "host A's link, both ways (each direction crosses it once)",
+            "reordered": reorder,
             "setup": setup,
             "runs": runs,
             "picture_back_after_outage": {"outage_s": outage_s, **recovery},
@@ -221,7 +225,8 @@ def report_text(report: dict[str, Any]) -> str:
     """The report as a table."""
     lines = [
         "Call A -> B through TURN; host A's link impaired both ways "
-        f"({report['seconds_per_run']:.0f} s per loss level)",
+        f"({report['seconds_per_run']:.0f} s per loss level; jitter "
+        f"{'reorders' if report['reordered'] else 'keeps the order of'} packets)",
         f"{'loss':>5} {'way':<7} {'audio':>7} {'video':>7} {'max gap':>8} {'frozen':>7} "
         f"{'kbit/s':>7} {'conceal':>7} {'NACKs':>6} {'PLIs':>5}",
     ]

@@ -366,6 +366,7 @@ def net_bench(args: argparse.Namespace) -> int:
                     losses=losses,
                     outage_s=args.outage,
                     setup_calls=args.setup_calls,
+                    reorder=not args.no_reorder,
                 )
             )
     except (NetnsUnavailableError, HomeserverError, TurnError, PeerError, TimeoutError) as error:
@@ -409,5 +410,11 @@ def add_net_bench_parser(commands: "argparse._SubParsersAction[argparse.Argument
         type=int,
         default=2,
         help="calls placed per mode (direct, relayed) for the setup time (default 2)",
+    )
+    parser.add_argument(
+        "--no-reorder",
+        action="store_true",
+        help="jitter keeps packets in order (by default each packet's delay is drawn on its "
+        "own, so packets overtake each other)",
     )
     parser.set_defaults(func=net_bench)
