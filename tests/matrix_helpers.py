@@ -2,8 +2,11 @@
 
 import uuid
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from aiortc import RTCIceServer
 
 from sealcall.calls import CallPolicy
 from sealcall.demo import open_dm, wait_for
@@ -20,10 +23,17 @@ E2EE = "org.sealcall.e2ee"
 class MatrixDevice:
     """A logged-in Matrix device with a VoIP instance and a record of its events."""
 
-    def __init__(self, transport: MatrixTransport, store: Path, policy: CallPolicy | None) -> None:
+    def __init__(
+        self,
+        transport: MatrixTransport,
+        store: Path,
+        policy: CallPolicy | None,
+        ice_servers: Sequence[RTCIceServer] = (),
+    ) -> None:
         self.transport = transport
         self.store = store
         self.policy = policy
+        self.ice_servers = tuple(ice_servers)
         self.events: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
         self.counters: dict[tuple[str, str], FrameCounter] = {}
         self.voip = self._voip()
@@ -33,6 +43,7 @@ class MatrixDevice:
             self.transport,
             policy=self.policy,
             media=SMALL_MEDIA,
+            ice_servers=self.ice_servers,
             host_addresses=LOOPBACK,
             state_dir=self.store,
         )
@@ -74,15 +85,22 @@ class MatrixDevice:
 
 
 async def device(
-    server: Homeserver, tmp: Path, name: str, policy: CallPolicy | None = None
+    server: Homeserver,
+    tmp: Path,
+    name: str,
+    policy: CallPolicy | None = None,
+    *,
+    ask_turn: bool = False,
 ) -> MatrixDevice:
-    """A fresh account on ``server``, logged in, syncing."""
+    """A fresh account on ``server``, logged in, syncing (``ask_turn``: with the TURN servers
+    the homeserver offers, as the apps ask for them)."""
     username = f"{name}{uuid.uuid4().hex[:8]}"
     account = await server.register(username, "secret-" + username)
     store = tmp / username
     transport = await MatrixTransport.login(server.url, account.user_id, account.password, store)
     await transport.start()
-    return MatrixDevice(transport, store, policy)
+    ice_servers = await transport.ice_servers() if ask_turn else []
+    return MatrixDevice(transport, store, policy, ice_servers)
 
 
 async def dm(a: MatrixDevice, b: MatrixDevice) -> str:

@@ -28,6 +28,7 @@ from .manager import (
     UnknownCallError,
 )
 from .policy import BusyPolicy, CallPolicy
+from .relay_only import RelayUnavailableError
 from .states import (
     CallError,
     CallState,
@@ -64,6 +65,7 @@ __all__ = [
     "Outcome",
     "PlaceCall",
     "RejectCall",
+    "RelayUnavailableError",
     "RemoteEvent",
     "SetHold",
     "SetMuted",

@@ -28,6 +28,10 @@ class CallPolicy:
     ``ice_timeout``. ``max_invite_lifetime_ms`` caps the lifetime an incoming invite asks for;
     ``max_remote_candidates`` caps the remote ICE candidates one call takes (buffered before the
     answer or handed to the media layer); the rest are dropped and counted.
+
+    ``relay_only``: ICE uses TURN relay candidates only and no host or server-reflexive
+    candidate of ours is ever sent (:mod:`sealcall.calls.relay_only`), so the other side never
+    learns our address; without a TURN server such a call is not placed or answered.
     """
 
     allow_unencrypted: bool = False
@@ -40,6 +44,7 @@ class CallPolicy:
     suites: tuple[int, ...] = (CipherSuite.AES_128_GCM_SHA256_128,)
     busy: BusyPolicy = BusyPolicy.WAIT
     max_remote_candidates: int = 200
+    relay_only: bool = False
 
     def __post_init__(self) -> None:
         if min(self.invite_lifetime_ms, self.max_invite_lifetime_ms, self.ice_restart_timeout) <= 0:

@@ -18,6 +18,7 @@ from aiortc import (
     RTCBundlePolicy,
     RTCConfiguration,
     RTCIceServer,
+    RTCIceTransportPolicy,
     RTCPeerConnection,
     RTCRtpReceiver,
     RTCRtpSender,
@@ -40,7 +41,8 @@ class PeerConnection(RTCPeerConnection):
     """An ``RTCPeerConnection`` whose ICE servers are always explicit.
 
     ``ice_servers`` defaults to none (host candidates only): aiortc's built-in default STUN
-    server is never used. ``host_addresses`` limits the local addresses ICE binds to. Its
+    server is never used. ``host_addresses`` limits the local addresses ICE binds to;
+    ``relay_only`` gathers and uses TURN relay candidates only (ICE transport policy ``relay``). Its
     remote tracks keep only their newest frames (:mod:`sealcall.media.remote_tracks`), so a
     track nobody reads does not grow.
     """
@@ -51,8 +53,14 @@ class PeerConnection(RTCPeerConnection):
         ice_servers: Sequence[RTCIceServer] = (),
         host_addresses: Sequence[str] | None = None,
         bundle_policy: RTCBundlePolicy = RTCBundlePolicy.BALANCED,
+        relay_only: bool = False,
     ) -> None:
-        super().__init__(RTCConfiguration(iceServers=list(ice_servers), bundlePolicy=bundle_policy))
+        policy = RTCIceTransportPolicy.RELAY if relay_only else RTCIceTransportPolicy.ALL
+        super().__init__(
+            RTCConfiguration(
+                iceServers=list(ice_servers), bundlePolicy=bundle_policy, iceTransportPolicy=policy
+            )
+        )
         self._host_addresses = tuple(host_addresses) if host_addresses is not None else None
 
     def _RTCPeerConnection__createTransceiver(  # noqa: N802 - overrides aiortc's private hook
@@ -147,12 +155,15 @@ class EncryptedPeerConnection(PeerConnection):
         *,
         ice_servers: Sequence[RTCIceServer] = (),
         host_addresses: Sequence[str] | None = None,
+        relay_only: bool = False,
     ) -> None:
         self.keys = keys
         self._sender_taps: dict[int, SenderTap] = {}
         self._receiver_taps: dict[int, ReceiverTap] = {}
         self._roles: dict[int, str] = {}
-        super().__init__(ice_servers=ice_servers, host_addresses=host_addresses)
+        super().__init__(
+            ice_servers=ice_servers, host_addresses=host_addresses, relay_only=relay_only
+        )
 
     def _on_transceiver(self, transceiver: RTCRtpTransceiver) -> None:
         kind = transceiver.kind

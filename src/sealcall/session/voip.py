@@ -31,6 +31,7 @@ from sealcall.calls import (
 )
 from sealcall.calls import actions as act
 from sealcall.calls.inputs import LocalInput, LocalMediaFailed
+from sealcall.calls.relay_only import RELAY_UNAVAILABLE, RelayUnavailableError, offers_turn
 from sealcall.signaling import CallInvite, SignalingError, parse
 from sealcall.transport import RoomEvent, Transport
 
@@ -108,9 +109,24 @@ class VoIP(AsyncIOEventEmitter):
 
     # -- application API ---------------------------------------------------------------
 
+    def relay_available(self) -> bool:
+        """False if the policy asks for relay-only calls and no TURN server is offered."""
+        urls = [
+            str(url)
+            for server in self.ice_servers
+            for url in (server.urls if isinstance(server.urls, list) else [server.urls])
+        ]
+        return not self.manager.policy.relay_only or offers_turn(urls)
+
     async def place_call(self, room_id: str, peer: str, *, video: bool = False) -> CallSession:
-        """Call ``peer`` in the DM room ``room_id``."""
+        """Call ``peer`` in the DM room ``room_id``.
+
+        Raises :class:`~sealcall.calls.RelayUnavailableError` (and places nothing) for a
+        relay-only policy without a TURN server.
+        """
         self._check_open()
+        if not self.relay_available():
+            raise RelayUnavailableError(RELAY_UNAVAILABLE)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         holder: list[CallSession] = []
         await self._queue.put(("place", (room_id, peer, video), holder, done))
