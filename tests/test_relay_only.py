@@ -7,6 +7,7 @@ of the other's, any 127.0.0.2 is the relay.
 
 import asyncio
 import re
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -194,3 +195,46 @@ async def test_relay_only_without_turn_fails_clearly_and_never_goes_direct(
         assert placed.call.end_reason == "ice_failed"
     finally:
         await asyncio.gather(alice.stop(), bob.stop(), plain.stop())
+
+
+def test_page_commands_ask_the_browser_for_relay_candidates_only() -> None:
+    from sealcall.calls import actions as act
+    from sealcall.web.media_commands import media_command
+
+    offer = act.CreateOffer(video=False)
+    assert media_command(offer, relay_only=True)["relay_only"] is True  # type: ignore[index]
+    assert "relay_only" not in (media_command(offer) or {})
+
+
+@pytest.mark.parametrize("command", ["call", "answer"])
+async def test_cli_relay_only_without_turn_exits_with_the_reason(
+    synapse: Homeserver, tmp_path: Path, command: str
+) -> None:
+    import subprocess
+    import sys
+
+    account = await synapse.register(f"cli{command}{uuid.uuid4().hex[:6]}", "pw")
+    target = ["@nobody:localhost"] if command == "call" else ["--auto"]
+    login = ["--homeserver", synapse.url, "--user", account.user_id, "--password", "pw"]
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "sealcall",
+            command,
+            *target,
+            "--relay-only",
+            *login,
+            "--store",
+            str(tmp_path / "store"),
+            "--timeout" if command == "answer" else "--duration",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "no TURN server is offered" in result.stderr

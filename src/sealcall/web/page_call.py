@@ -45,7 +45,8 @@ class PageCallSession(CallSession):
         if isinstance(action, act.ClosePeerConnection):
             await self.close()
             return
-        fields = media_command(action, self._ice_servers)
+        relay_only = self.voip.manager.policy.relay_only
+        fields = media_command(action, self._ice_servers, relay_only=relay_only)
         if fields is not None and not self._closed:
             self._route.send_media(self.call_id, fields)
 
