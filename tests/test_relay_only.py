@@ -238,3 +238,39 @@ async def test_cli_relay_only_without_turn_exits_with_the_reason(
     )
     assert result.returncode == 1, result.stderr[-2000:]
     assert "no TURN server is offered" in result.stderr
+
+
+async def test_relay_only_group_mesh_connects_through_turn_and_names_no_host(
+    turn_synapse: Homeserver, tmp_path: Path
+) -> None:
+    import test_group_membership_session as gm
+    from group_call_helpers import TIMEOUT, CallDevices, group_call
+
+    devices = CallDevices(turn_synapse, tmp_path)
+    devices.sessions = []
+    received: list[str] = []
+    try:
+        members = [await devices.new(name) for name in ("gra", "grb")]
+        room_id = await gm.group_room(members[0], members[1])
+        sessions = []
+        for d in members:
+            d.transport.add_to_device_listener(lambda message: received.append(str(message)))
+            ice = await d.transport.ice_servers()
+            sessions.append(group_call(devices, d, room_id, ice_servers=ice, relay_only=True))
+        await asyncio.gather(*(s.join() for s in sessions))
+        await eventually(lambda: all(len(s.connected_peers()) == 1 for s in sessions), TIMEOUT)
+        for s in sessions:
+            [pair] = s.peer_sessions().values()
+            assert local_types(pair) == ("relay", {"relay"})
+        seen = offered_addresses(" ".join(received))
+        assert "typ relay" in seen
+        assert set(seen) <= {"typ relay", TURN_RELAY_IP}, seen
+        # Without TURN a relay-only member does not join.
+        lone = group_call(devices, members[0], room_id, relay_only=True)
+        with pytest.raises(RelayUnavailableError):
+            await lone.join()
+    finally:
+        for session in devices.sessions:
+            await session.close(leave=False)
+        for d in devices.started:
+            await d.transport.stop()

@@ -37,6 +37,15 @@ from .remote_tracks import bound_receiver
 LOOPBACK = ("127.0.0.1",)
 
 
+def ice_urls(servers: Sequence[RTCIceServer]) -> list[str]:
+    """Every URL of ``servers`` (an entry's ``urls`` is one string or a list)."""
+    return [
+        str(url)
+        for server in servers
+        for url in (server.urls if isinstance(server.urls, list) else [server.urls])
+    ]
+
+
 class PeerConnection(RTCPeerConnection):
     """An ``RTCPeerConnection`` whose ICE servers are always explicit.
 

@@ -32,6 +32,7 @@ from sealcall.calls import (
 from sealcall.calls import actions as act
 from sealcall.calls.inputs import LocalInput, LocalMediaFailed
 from sealcall.calls.relay_only import RELAY_UNAVAILABLE, RelayUnavailableError, offers_turn
+from sealcall.media import ice_urls
 from sealcall.signaling import CallInvite, SignalingError, parse
 from sealcall.transport import RoomEvent, Transport
 
@@ -111,12 +112,7 @@ class VoIP(AsyncIOEventEmitter):
 
     def relay_available(self) -> bool:
         """False if the policy asks for relay-only calls and no TURN server is offered."""
-        urls = [
-            str(url)
-            for server in self.ice_servers
-            for url in (server.urls if isinstance(server.urls, list) else [server.urls])
-        ]
-        return not self.manager.policy.relay_only or offers_turn(urls)
+        return not self.manager.policy.relay_only or offers_turn(ice_urls(self.ice_servers))
 
     async def place_call(self, room_id: str, peer: str, *, video: bool = False) -> CallSession:
         """Call ``peer`` in the DM room ``room_id``.
