@@ -242,6 +242,10 @@ def test_ice_failure_hangs_up() -> None:
     for _ in range(4):
         alice.do(call_id, MediaFailed())
         room.settle()
+    restarts = [m for m in alice.media if isinstance(m, actions.CreateOffer) and m.ice_restart]
+    assert len(restarts) == 3  # ice_restart_attempts; the call waits for its reconnect deadline
+    assert alice.call(call_id).state is S.RECONNECTING
+    room.wait(CallPolicy().reconnect_timeout)
     assert alice.sent[-1].TYPE == "m.call.hangup"
     assert alice.sent[-1].reason == "ice_timeout"  # media had flowed before
     assert bob.call(call_id).state is S.ENDED

@@ -8,6 +8,8 @@ import aioice.ice
 import pytest
 from aioice import stun
 
+from sealcall.bench.impair import Impairer, impair_connection
+
 from media_helpers import av_call, connect, until
 
 
@@ -66,6 +68,31 @@ async def test_a_peer_that_stops_answering_loses_consent_after_the_window(
         for protocol in ice_connection(b)._protocols:
             protocol.transport.abort()  # b's process is gone
         await until(lambda: a.pc.connectionState in ("closed", "failed"), 20)
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_unanswered_checks_mark_the_path_interrupted_and_answers_restore_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(aioice.ice, "CONSENT_INTERVAL", 0.3)
+    monkeypatch.setattr(aioice.ice, "CONSENT_FAILURES", 100)  # consent outlives the outage
+    monkeypatch.setattr(stun, "RETRY_RTO", 0.1)
+    a, b = av_call()
+    try:
+        await connect(a, b)
+        changes: list[bool] = []
+        a.pc.on("pathstatechange", lambda: changes.append(a.pc.path_interrupted))
+        outbound = Impairer()
+        impair_connection(a.pc, outbound=outbound)
+        outbound.outage = True  # a's media and checks are lost: a's side notices
+        await until(lambda: changes == [True], 10)
+        assert a.pc.connectionState == "connected"  # the ICE session is still up
+        frames = b.counter("video").frames
+        outbound.outage = False
+        await until(lambda: changes == [True, False], 10)
+        await until(lambda: b.counter("video").frames > frames + 5)
     finally:
         await a.close()
         await b.close()

@@ -45,7 +45,8 @@ async def test_call_whose_peer_vanished_ends_as_ice_timeout_and_the_next_call_ri
         pc.on("connectionstatechange", lambda: seen.append((pc.connectionState, call.state)))
         vanish(bob, incoming)
         await eventually(lambda: call.state.value == "ended", timeout=20)
-        assert ("closed", "connected") in seen  # the connection closed under the live call
+        # The connection closed under the live call (reconnecting once consent checks failed).
+        assert [s for c, s in seen if c == "closed"] in (["connected"], ["reconnecting"])
         (item,) = [i for (i,) in alice.events["history_item"] if i.call_id == call.call_id]
         assert (item.outcome, item.end_reason) == (Outcome.ANSWERED, "ice_timeout")
         hangups = [e["content"] for _, who, e in hub.log if e["type"] == "m.call.hangup"]

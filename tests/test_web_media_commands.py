@@ -13,6 +13,7 @@ from sealcall.calls import (
     MediaClosed,
     MediaConnected,
     MediaFailed,
+    MediaInterrupted,
 )
 from sealcall.calls import actions as act
 from sealcall.calls.states import CallState
@@ -126,6 +127,7 @@ def test_page_results_become_engine_inputs() -> None:
 
     for state, kind in (
         ("connected", MediaConnected),
+        ("disconnected", MediaInterrupted),
         ("failed", MediaFailed),
         ("closed", MediaClosed),
     ):

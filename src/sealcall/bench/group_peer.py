@@ -168,7 +168,7 @@ def _report_events(session: GroupCallSession, tally: FrameTally) -> dict[MemberD
 
     def state(device: MemberDevice, old: CallState, new: CallState) -> None:
         tally.update(session)
-        if new is CallState.CONNECTED:
+        if new is CallState.CONNECTED and old is CallState.CONNECTING:  # not a reconnect
             setup = time.monotonic() - since.get(device, time.monotonic())
             say({"connected": {"peer": device_name(device), "setup_s": round(setup, 3)}})
 

@@ -52,6 +52,7 @@ from .inputs import (
     MediaClosed,
     MediaConnected,
     MediaFailed,
+    MediaInterrupted,
     PlaceCall,
     RejectCall,
     SetHold,
@@ -67,9 +68,12 @@ from .states import CallState, Direction, IllegalTransitionError
 logger = logging.getLogger(__name__)
 
 S = CallState
-ACTIVE = (S.CREATE_OFFER, S.INVITE_SENT, S.RINGING, S.CREATE_ANSWER, S.CONNECTING, S.CONNECTED)
-IN_CALL = (S.CONNECTING, S.CONNECTED)
-CONNECTION_REPORTS = (MediaConnected, MediaFailed, MediaClosed)
+IN_CALL = (S.CONNECTING, S.CONNECTED, S.RECONNECTING)
+ACTIVE = (S.CREATE_OFFER, S.INVITE_SENT, S.RINGING, S.CREATE_ANSWER, *IN_CALL)
+# Media that flowed: what a connected call can do, it can do while its path is down too
+# (renegotiation goes through the homeserver, not the media path).
+MEDIA_UP = (S.CONNECTED, S.RECONNECTING)
+CONNECTION_REPORTS = (MediaConnected, MediaInterrupted, MediaFailed, MediaClosed)
 
 # An end reason that is not a hangup reason of the spec (with REJECTED, ENCRYPTION_REQUIRED,
 # ANSWERED_ELSEWHERE).
@@ -87,13 +91,14 @@ _TABLE: dict[tuple[CallState, type], str] = {
     (S.RINGING, CallAnswer): "_answered_elsewhere",
     (S.RINGING, CallReject): "_rejected_elsewhere",
     (S.CREATE_ANSWER, LocalDescriptionReady): "_send_answer",
-    (S.CONNECTING, MediaConnected): "_media_connected",
-    (S.CONNECTED, MediaConnected): "_media_connected",
-    (S.CONNECTED, SetHold): "_set_hold",
-    (S.CONNECTED, UpgradeToVideo): "_upgrade_to_video",
-    (S.CONNECTED, SetScreenShare): "_set_screenshare",
 }
+for _state in MEDIA_UP:
+    _TABLE[(_state, SetHold)] = "_set_hold"
+    _TABLE[(_state, UpgradeToVideo)] = "_upgrade_to_video"
+    _TABLE[(_state, SetScreenShare)] = "_set_screenshare"
 for _state in IN_CALL:
+    _TABLE[(_state, MediaConnected)] = "_media_connected"
+    _TABLE[(_state, MediaInterrupted)] = "_media_interrupted"
     _TABLE[(_state, CallSelectAnswer)] = "_check_selected"
     _TABLE[(_state, MediaFailed)] = "_media_failed"
     _TABLE[(_state, MediaClosed)] = "_media_closed"
@@ -159,6 +164,7 @@ class Call(IncomingSide, Renegotiation):
         self._restart_again = False
         self._restarts = 0
         self._restart_deadline: float | None = None
+        self._reconnect_deadline: float | None = None
         self._early_candidates: dict[str, list[Any]] = {}
         self._candidates_taken = 0
         self.dropped_candidates = 0
@@ -196,7 +202,12 @@ class Call(IncomingSide, Renegotiation):
         """When :meth:`handle_timer` must next run, or None."""
         times = [
             t
-            for t in (self._expires_at, self._restart_deadline, self._answer_deadline)
+            for t in (
+                self._expires_at,
+                self._restart_deadline,
+                self._reconnect_deadline,
+                self._answer_deadline,
+            )
             if t is not None
         ]
         return min(times) if times else None
@@ -219,6 +230,11 @@ class Call(IncomingSide, Renegotiation):
         if self._restart_deadline is not None and now >= self._restart_deadline:
             self._restart_deadline = None
             if self.state in IN_CALL:
+                self._give_up_on_media()
+        if self._reconnect_deadline is not None and now >= self._reconnect_deadline:
+            self._reconnect_deadline = None
+            if self.state is S.RECONNECTING:
+                logger.info("call %s: media did not come back in time", self.call_id)
                 self._give_up_on_media()
         out, self._actions = self._actions, []
         return out
@@ -247,6 +263,11 @@ class Call(IncomingSide, Renegotiation):
         return out
 
     @property
+    def reconnect_deadline(self) -> float | None:
+        """When this call, ``reconnecting``, gives up on its media path (None: not reconnecting)."""
+        return self._reconnect_deadline if self.state is S.RECONNECTING else None
+
+    @property
     def public_key(self) -> bytes | None:
         """Our ephemeral X25519 public key for this call (None once the call ended)."""
         return None if self._share is None else self._share.public_bytes
@@ -267,6 +288,7 @@ class Call(IncomingSide, Renegotiation):
         if self.state is S.ENDED:
             return
         self._expires_at = self._restart_deadline = self._answer_deadline = None
+        self._reconnect_deadline = None
         self._share = None  # the call's private key dies with it
         self._invite = None  # an ended call keeps no SDP or candidates: it stays small
         self._early_candidates.clear()
@@ -351,13 +373,36 @@ class Call(IncomingSide, Renegotiation):
     # -- in call ------------------------------------------------------------------------------
 
     def _media_connected(self, _: MediaConnected) -> None:
-        self._restart_deadline = None
+        self._restart_deadline = self._reconnect_deadline = None
         self._restarts = 0
         if self.state is S.CONNECTING:
             self.connected_at = self._now
-            self._set_state(S.CONNECTED)
+        if self.state is not S.CONNECTED:
+            self._set_state(S.CONNECTED)  # first connected, or the path answers again
+
+    def _media_interrupted(self, _: MediaInterrupted) -> None:
+        # Before the first connection there is nothing to reconnect: ICE is still trying.
+        if self.state is S.CONNECTED:
+            self._reconnecting()
+
+    def _reconnecting(self) -> None:
+        """Media flowed and its path stopped: wait for it until the reconnect deadline."""
+        self._set_state(S.RECONNECTING)
+        self._reconnect_deadline = self._now + self.policy.reconnect_timeout
 
     def _media_failed(self, _: MediaFailed) -> None:
+        if self.state in MEDIA_UP:
+            # Media had flowed: the call reconnects until its deadline, whatever the ICE
+            # restarts do; the caller restarts ICE (a browser can; aiortc's restart is a no-op
+            # re-offer, its connection recovers by itself or not at all).
+            if self.state is S.CONNECTED:
+                self._reconnecting()
+            if self.direction is Direction.OUTGOING and (
+                self._restarts < self.policy.ice_restart_attempts
+            ):
+                self._restarts += 1
+                self._offer(ice_restart=True)
+            return
         if self.direction is Direction.INCOMING:
             # The caller restarts ICE; give it the time of all its attempts.
             attempts = max(1, self.policy.ice_restart_attempts)

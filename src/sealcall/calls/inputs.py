@@ -91,6 +91,13 @@ class MediaConnected:
 
 
 @dataclass(frozen=True)
+class MediaInterrupted:
+    """The media path stopped answering (ICE consent checks unanswered; a browser's ICE state
+    ``disconnected``), but the connection is not gone: it may come back, reported then as
+    :class:`MediaConnected`."""
+
+
+@dataclass(frozen=True)
 class MediaFailed:
     """The media connection failed (ICE failed or lost)."""
 
@@ -120,6 +127,7 @@ LocalInput = (
     | LocalDescriptionReady
     | LocalCandidatesReady
     | MediaConnected
+    | MediaInterrupted
     | MediaFailed
     | MediaClosed
     | LocalMediaFailed

@@ -23,9 +23,14 @@ class CallPolicy:
     that cannot be encrypted ring instead, showing ``encrypted = False``, so the user decides
     per call: answering it takes ``AnswerCall(allow_unencrypted=True)``.
 
-    ``ice_restart_timeout`` is the ICE deadline: how long one ICE restart may take, and how long
-    a call whose peer connection closed under it waits for a hang-up before it ends as
-    ``ice_timeout``. ``max_invite_lifetime_ms`` caps the lifetime an incoming invite asks for;
+    ``ice_restart_timeout`` is the ICE deadline: how long one ICE restart of a call that has not
+    connected yet may take, and how long a call whose peer connection closed under it waits for a hang-up before it ends as
+    ``ice_timeout``. ``reconnect_timeout`` is how long a connected call whose media path stopped
+    answering stays ``reconnecting`` before it ends as ``ice_timeout`` (counted from when the
+    interruption was reported). Keep it within the ICE consent window (30 s after the last
+    answered check, a few seconds before the interruption is noticed): aiortc cannot restart ICE,
+    so an outage longer than that window is over for the connection anyway.
+    ``max_invite_lifetime_ms`` caps the lifetime an incoming invite asks for;
     ``max_remote_candidates`` caps the remote ICE candidates one call takes (buffered before the
     answer or handed to the media layer); the rest are dropped and counted.
 
@@ -41,14 +46,18 @@ class CallPolicy:
     min_ring_seconds: float = 1.0
     ice_restart_attempts: int = 3
     ice_restart_timeout: float = 10.0
+    reconnect_timeout: float = 20.0
     suites: tuple[int, ...] = (CipherSuite.AES_128_GCM_SHA256_128,)
     busy: BusyPolicy = BusyPolicy.WAIT
     max_remote_candidates: int = 200
     relay_only: bool = False
 
     def __post_init__(self) -> None:
-        if min(self.invite_lifetime_ms, self.max_invite_lifetime_ms, self.ice_restart_timeout) <= 0:
-            raise ValueError("invite lifetimes and ICE restart timeout must be positive")
+        deadlines = (self.ice_restart_timeout, self.reconnect_timeout)
+        if min(self.invite_lifetime_ms, self.max_invite_lifetime_ms, *deadlines) <= 0:
+            raise ValueError(
+                "invite lifetimes, ICE restart and reconnect timeouts must be positive"
+            )
         if self.max_remote_candidates < 0:
             raise ValueError("the remote candidate cap must be >= 0")
         if self.ice_restart_attempts < 0 or self.min_ring_seconds < 0:

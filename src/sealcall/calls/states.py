@@ -13,6 +13,7 @@ class CallState(StrEnum):
     CREATE_ANSWER = "create_answer"
     CONNECTING = "connecting"
     CONNECTED = "connected"
+    RECONNECTING = "reconnecting"  # media was connected and its path stopped answering
     ENDED = "ended"
 
 

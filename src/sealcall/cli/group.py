@@ -37,7 +37,7 @@ def _show_progress(session: GroupCallSession) -> None:
         say(f"{_name(member.device)} left ({reason.value})")
 
     def state(device: MemberDevice, old: CallState, new: CallState) -> None:
-        if new in (CallState.CONNECTED, CallState.ENDED):
+        if new in (CallState.CONNECTED, CallState.RECONNECTING, CallState.ENDED):
             say(f"{_name(device)}: {new.value}")
 
     session.on("member_joined", joined)

@@ -54,6 +54,10 @@ class PeerConnection(RTCPeerConnection):
     ``relay_only`` gathers and uses TURN relay candidates only (ICE transport policy ``relay``). Its
     remote tracks keep only their newest frames (:mod:`sealcall.media.remote_tracks`), so a
     track nobody reads does not grow.
+
+    aiortc has no ``disconnected`` state: :attr:`path_interrupted` says whether ICE consent
+    checks have gone unanswered (the path is down, the ICE session still up), and the event
+    ``pathstatechange`` is emitted when that changes.
     """
 
     def __init__(
@@ -71,6 +75,7 @@ class PeerConnection(RTCPeerConnection):
             )
         )
         self._host_addresses = tuple(host_addresses) if host_addresses is not None else None
+        self._quiet_paths: set[object] = set()  # ICE connections whose checks go unanswered
 
     def _RTCPeerConnection__createTransceiver(  # noqa: N802 - overrides aiortc's private hook
         self, direction: str, kind: str, sender_track: MediaStreamTrack | None = None
@@ -81,9 +86,24 @@ class PeerConnection(RTCPeerConnection):
         if self._host_addresses is not None:
             restrict_host_addresses(transceiver, self._host_addresses)
         end_check_pacing_early(transceiver)
-        patient_consent_checks(transceiver)
+        key = object()  # one ICE connection (bundled transceivers keep the first one's hook)
+        patient_consent_checks(transceiver, lambda answers: self._path_answers(key, answers))
         self._on_transceiver(transceiver)
         return transceiver
+
+    @property
+    def path_interrupted(self) -> bool:
+        """Whether an ICE path of this connection stopped answering (it may still come back)."""
+        return bool(self._quiet_paths)
+
+    def _path_answers(self, key: object, answers: bool) -> None:
+        was = self.path_interrupted
+        if answers:
+            self._quiet_paths.discard(key)
+        else:
+            self._quiet_paths.add(key)
+        if self.path_interrupted != was:
+            self.emit("pathstatechange")
 
     def _on_transceiver(self, transceiver: RTCRtpTransceiver) -> None:
         """Called for every new transceiver, local or remote; subclasses attach their hooks."""

@@ -7,7 +7,7 @@ connections in the process are untouched. They read aioice 0.13 internals (pinne
 import asyncio
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import aioice.ice
@@ -22,6 +22,13 @@ logger = logging.getLogger(__name__)
 # check here is retransmitted (0.5 + 1 + 2 s), and consent expires only when no check has been
 # answered for the whole consent window (aioice's interval x failures, 30 s), as the RFC says.
 CONSENT_RETRANSMISSIONS = 2
+# While the path is interrupted, checks run this much more often than aioice's interval (1 s
+# instead of 5 s by default), so that a path that comes back is noticed within a second or two.
+RECHECK_SHARE = 0.2
+
+PathListener = Callable[[bool], None]
+"""Told ``False`` when the media path stops answering consent checks, ``True`` when it answers
+again."""
 
 
 def _ice_connection(transceiver: RTCRtpTransceiver) -> Any:
@@ -73,10 +80,17 @@ def end_check_pacing_early(transceiver: RTCRtpTransceiver) -> None:
     connection._sealcall_prompt = True
 
 
-def patient_consent_checks(transceiver: RTCRtpTransceiver) -> None:
+def patient_consent_checks(
+    transceiver: RTCRtpTransceiver, on_path: PathListener | None = None
+) -> None:
     """Keep consent (RFC 7675) while the peer answers within the consent window, even when an
     event loop is too busy to answer a check within aioice's 0.5 s; a peer that is gone still
-    loses consent after the same window (30 s by aioice's settings)."""
+    loses consent after the same window (30 s by aioice's settings).
+
+    ``on_path(False)``: a check went unanswered through all its retransmissions (3.5 s), so the
+    path is interrupted (what a browser calls ``disconnected``); the ICE session stays up for the
+    rest of the window and checks every second. ``on_path(True)``: a check is answered again.
+    """
     connection: Any = _ice_connection(transceiver)
     if getattr(connection, "_sealcall_patient", False) or not hasattr(connection, "query_consent"):
         return  # bundled transceivers share one transport
@@ -84,13 +98,16 @@ def patient_consent_checks(transceiver: RTCRtpTransceiver) -> None:
     async def query_consent() -> None:
         loop = asyncio.get_running_loop()
         last_answer = loop.time()
+        interrupted = False
         while True:
             interval = aioice.ice.CONSENT_INTERVAL
-            await asyncio.sleep(interval * (0.8 + 0.4 * random.random()))  # noqa: S311 - jitter
+            pause = interval * (RECHECK_SHARE if interrupted else 1.0)
+            await asyncio.sleep(pause * (0.8 + 0.4 * random.random()))  # noqa: S311 - jitter
             window = interval * aioice.ice.CONSENT_FAILURES
             pairs = list(connection._nominated.values())
             if not pairs:
                 last_answer = loop.time()  # nothing to ask yet, so nothing has gone quiet
+            answered = 0
             for pair in pairs:
                 request = connection.build_request(pair, nominate=False)
                 check = pair.protocol.request(
@@ -103,8 +120,14 @@ def patient_consent_checks(transceiver: RTCRtpTransceiver) -> None:
                 try:
                     await asyncio.wait_for(check, timeout=remaining)
                     last_answer = loop.time()
+                    answered += 1
                 except (stun.TransactionError, TimeoutError):
                     pass
+            if pairs and interrupted != (answered < len(pairs)):
+                interrupted = not interrupted
+                logger.info("ICE path %s", "interrupted" if interrupted else "answers again")
+                if on_path is not None:
+                    on_path(not interrupted)
             if loop.time() - last_answer >= window:
                 logger.info("ICE consent expired: no answer for %.0f s", window)
                 connection._query_consent_task = None

@@ -28,6 +28,7 @@ from sealcall.calls import (
     MediaClosed,
     MediaConnected,
     MediaFailed,
+    MediaInterrupted,
 )
 from sealcall.calls import actions as act
 from sealcall.calls.inputs import LocalInput
@@ -116,6 +117,7 @@ class CallMedia(Generic[PcT]):
         if self.pc is None:
             pc = self._new_pc()
             pc.on("connectionstatechange", lambda: self._on_connection_state(pc))
+            pc.on("pathstatechange", lambda: self._on_path_state(pc))
             pc.on("track", self._on_track)
             self.pc = pc
         return self.pc
@@ -131,8 +133,18 @@ class CallMedia(Generic[PcT]):
             # Not closed by us (the call has not ended): aiortc gave up on the far side.
             self._feed(MediaClosed())
 
+    def _on_path_state(self, pc: PcT) -> None:
+        # The ICE session is up and its consent checks stopped (or resumed) being answered.
+        if pc is not self.pc or not self._in_call() or pc.connectionState != "connected":
+            return
+        self._feed(MediaInterrupted() if pc.path_interrupted else MediaConnected())
+
     def _in_call(self) -> bool:
-        return self.call.state in (CallState.CONNECTING, CallState.CONNECTED)
+        return self.call.state in (
+            CallState.CONNECTING,
+            CallState.CONNECTED,
+            CallState.RECONNECTING,
+        )
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         self.remote_tracks[track.id] = track

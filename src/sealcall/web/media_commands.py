@@ -21,6 +21,7 @@ from sealcall.calls import (
     MediaClosed,
     MediaConnected,
     MediaFailed,
+    MediaInterrupted,
 )
 from sealcall.calls import actions as act
 from sealcall.calls.inputs import LocalInput
@@ -108,6 +109,7 @@ def media_command(
 
 _CONNECTION_INPUTS: dict[str, Callable[[], LocalInput]] = {
     "connected": MediaConnected,
+    "disconnected": MediaInterrupted,  # Chromium's ICE lost the path; it may come back
     "failed": MediaFailed,
     "closed": MediaClosed,
 }

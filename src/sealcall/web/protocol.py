@@ -32,10 +32,10 @@ MAX_DETAIL_CHARS: Final = 200
 RequestId = str | int
 StreamPurpose = Literal["m.usermedia", "m.screenshare"]
 ErrorCode = Literal["bad_request", "not_found", "illegal", "unencrypted", "failed"]
-ConnectionStateValue = Literal["connected", "failed", "closed"]
+ConnectionStateValue = Literal["connected", "disconnected", "failed", "closed"]
 
 _PURPOSES: Final = frozenset({"m.usermedia", "m.screenshare"})
-_CONNECTION_STATES: Final = frozenset({"connected", "failed", "closed"})
+_CONNECTION_STATES: Final = frozenset({"connected", "disconnected", "failed", "closed"})
 _CANDIDATE_KEYS: Final = frozenset({"candidate", "sdpMid", "sdpMLineIndex"})
 
 

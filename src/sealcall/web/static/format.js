@@ -21,6 +21,23 @@ export function formatTime(epochSeconds, now = Date.now() / 1000) {
   return `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, "0")}-${String(d.getDate()).padStart(2, "0")} ${hm}`;
 }
 
+const STATE_TEXT = {
+  fledgling: "Starting…",
+  create_offer: "Starting…",
+  invite_sent: "Calling…",
+  ringing: "Ringing…",
+  create_answer: "Answering…",
+  connecting: "Connecting…",
+  connected: "Connected",
+  reconnecting: "Reconnecting…", // the media path is down; the call waits for it until its deadline
+};
+
+/** A call's status line: its duration while connected (`connectedSeconds`), else its state. */
+export function callStatus(state, connectedSeconds) {
+  if (state === "connected" && Number.isFinite(connectedSeconds)) return formatDuration(connectedSeconds);
+  return STATE_TEXT[state] ?? state;
+}
+
 const OUTCOME_TEXT = {
   answered: "Answered",
   missed: "Missed",

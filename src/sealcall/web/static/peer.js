@@ -4,6 +4,7 @@
 
 const CANDIDATE_BATCH = 64; // the contract's limit per local_candidates message
 const FLUSH_MS = 30; // candidates found within this window go out in one message
+const REPORTED_STATES = ["connected", "disconnected", "failed", "closed"];
 
 /**
  * Put VP8 first for a video transceiver: Chromium parses H.264 slice headers on receipt, which
@@ -50,6 +51,14 @@ export class Peer {
     this.report(type, { [this.idField]: this.id, ...fields });
   }
 
+  /**
+   * Tell Python the connection's state: Chromium's `disconnected` (ICE lost its path, it may
+   * come back) and `failed` make the call `reconnecting`; `connected` again ends that.
+   */
+  connectionChanged(state) {
+    if (REPORTED_STATES.includes(state)) this.result("connection_state", { state });
+  }
+
   ensurePc(iceServers, relayOnly) {
     if (this.pc) return this.pc;
     const pc = new RTCPeerConnection({
@@ -74,11 +83,7 @@ export class Peer {
       const stream = ev.streams[0] ?? new MediaStream([ev.track]);
       this.onTrack({ [this.idField]: this.id, id: this.id, stream, track: ev.track });
     };
-    pc.onconnectionstatechange = () => {
-      if (["connected", "failed", "closed"].includes(pc.connectionState)) {
-        this.result("connection_state", { state: pc.connectionState });
-      }
-    };
+    pc.onconnectionstatechange = () => this.connectionChanged(pc.connectionState);
     this.pc = pc;
     return pc;
   }

@@ -198,10 +198,13 @@ function endedText(call, reason, byRemote) {
 
 const isRinging = (c) => c.direction === "incoming" && c.state === "ringing";
 
+/** Whether media flowed in this call: connected, or reconnecting while its path is down. */
+export const inCall = (c) => c.state === "connected" || c.state === "reconnecting";
+
 /** The call the call screen shows: one that is not an unanswered incoming call. */
 export function currentCall(state) {
   const calls = Object.values(state.calls).filter((c) => !isRinging(c));
-  return calls.find((c) => c.owner && c.state === "connected") ?? calls.find((c) => c.owner) ?? calls[0] ?? null;
+  return calls.find((c) => c.owner && inCall(c)) ?? calls.find((c) => c.owner) ?? calls[0] ?? null;
 }
 
 /** The incoming call that rings with no other call going on (the ring banner), or null. */

@@ -2,9 +2,9 @@
 
 import { h, fill, videoFor } from "./dom.js";
 import { icon } from "./icons.js";
-import { formatBitrate, formatDuration, shortName } from "./format.js";
+import { callStatus, formatBitrate, shortName } from "./format.js";
 import { initial } from "./view_rooms.js";
-import { remoteByPurpose } from "./state.js";
+import { inCall, remoteByPurpose } from "./state.js";
 import { groupRingBanner } from "./view_group.js";
 
 export function renderBanners(el, vm, actions) {
@@ -97,16 +97,6 @@ function waitingBanner({ call, current_call_id }, actions) {
   );
 }
 
-const STATE_TEXT = {
-  fledgling: "Starting…",
-  create_offer: "Starting…",
-  invite_sent: "Calling…",
-  ringing: "Ringing…",
-  create_answer: "Answering…",
-  connecting: "Connecting…",
-  connected: "Connected",
-};
-
 const liveVideo = (stream) => (stream?.getVideoTracks() ?? []).some((t) => t.readyState === "live");
 
 export function renderCall(el, call, ctx, actions) {
@@ -119,7 +109,7 @@ export function renderCall(el, call, ctx, actions) {
   const remoteCameraOff = userMeta ? Boolean(userMeta.video_muted) : !call.video;
   const cameraOff = remoteCameraOff || call.remote.on_hold || !liveVideo(user);
   const connectedAt = ctx.connectedAt(call.call_id);
-  const status = call.state === "connected" && connectedAt ? formatDuration((Date.now() - connectedAt) / 1000) : (STATE_TEXT[call.state] ?? call.state);
+  const status = callStatus(call.state, connectedAt ? (Date.now() - connectedAt) / 1000 : null);
   const local = call.local;
   const localStream = ctx.localStream(call.call_id);
   const remoteVideo = videoFor(`call:${call.call_id}:remote`, user);
@@ -171,7 +161,7 @@ export function renderCall(el, call, ctx, actions) {
           toggle("mute", local.audio_muted, local.audio_muted ? "mic-off" : "mic", local.audio_muted ? "Unmute" : "Mute", () => actions.mute(call)),
           toggle("camera", call.video && local.video_muted, call.video && local.video_muted ? "video-off" : "video", !call.video ? "Start camera" : local.video_muted ? "Camera on" : "Camera off", () => actions.camera(call)),
           toggle("screen", local.screen, "screen", local.screen ? "Stop sharing" : "Share screen", () => actions.screen(call)),
-          toggle("hold", local.on_hold, "pause", local.on_hold ? "Resume" : "Hold", () => actions.hold(call), call.state !== "connected"),
+          toggle("hold", local.on_hold, "pause", local.on_hold ? "Resume" : "Hold", () => actions.hold(call), !inCall(call)),
           toggle("stats", ctx.statsOpen, "stats", "Stats", actions.toggleStats),
         ],
         h("button", { class: "btn round danger", "data-testid": "hangup", title: "Hang up", onclick: () => actions.hangup(call.call_id) }, icon("phone", "hangup"), h("span", {}, "Hang up")),
