@@ -2,11 +2,8 @@
 
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-from aiortc import RTCIceServer
 
 from sealcall.calls import CallPolicy
 from sealcall.demo import open_dm, wait_for
@@ -28,12 +25,12 @@ class MatrixDevice:
         transport: MatrixTransport,
         store: Path,
         policy: CallPolicy | None,
-        ice_servers: Sequence[RTCIceServer] = (),
+        ask_turn: bool = False,
     ) -> None:
         self.transport = transport
         self.store = store
         self.policy = policy
-        self.ice_servers = tuple(ice_servers)
+        self.ask_turn = ask_turn
         self.events: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
         self.counters: dict[tuple[str, str], FrameCounter] = {}
         self.voip = self._voip()
@@ -43,7 +40,8 @@ class MatrixDevice:
             self.transport,
             policy=self.policy,
             media=SMALL_MEDIA,
-            ice_servers=self.ice_servers,
+            # Asked per call, as the apps do (none until the first call).
+            ice_source=self.transport.ice_servers if self.ask_turn else None,
             host_addresses=LOOPBACK,
             state_dir=self.store,
         )
@@ -92,15 +90,14 @@ async def device(
     *,
     ask_turn: bool = False,
 ) -> MatrixDevice:
-    """A fresh account on ``server``, logged in, syncing (``ask_turn``: with the TURN servers
-    the homeserver offers, as the apps ask for them)."""
+    """A fresh account on ``server``, logged in, syncing (``ask_turn``: asking for the TURN
+    servers the homeserver offers before each call, as the apps do)."""
     username = f"{name}{uuid.uuid4().hex[:8]}"
     account = await server.register(username, "secret-" + username)
     store = tmp / username
     transport = await MatrixTransport.login(server.url, account.user_id, account.password, store)
     await transport.start()
-    ice_servers = await transport.ice_servers() if ask_turn else []
-    return MatrixDevice(transport, store, policy, ice_servers)
+    return MatrixDevice(transport, store, policy, ask_turn)
 
 
 async def dm(a: MatrixDevice, b: MatrixDevice) -> str:

@@ -85,6 +85,7 @@ def _voip(
         policy=policy,
         media=local_media(args),
         ice_servers=ice,
+        ice_source=transport.ice_servers,  # asked again per call: the credentials expire
         host_addresses=LOOPBACK if args.loopback else None,
         state_dir=store_path(args),
     )

@@ -65,6 +65,7 @@ class CallSession(CallMedia[EncryptedPeerConnection]):
         A relay-only call with no TURN server offered is declined (``ice_failed``) and
         :class:`~sealcall.calls.RelayUnavailableError` is raised: it would have gone direct.
         """
+        await self.voip.refresh_ice_servers()
         if not self.voip.relay_available():
             await self.voip.command(self.call_id, HangUp(reason=HangupReason.ICE_FAILED))
             raise RelayUnavailableError(RELAY_UNAVAILABLE)

@@ -82,7 +82,8 @@ class CallApp:
             # Someone looks at the page: a call that cannot be encrypted rings with a warning
             # and is answered only by the user's explicit choice (never by default).
             policy=policy or CallPolicy(ask_unencrypted=True),
-            ice_servers=self.ice_servers,  # the page connects; these tell relay-only it can
+            ice_servers=self.ice_servers,
+            ice_source=transport.ice_servers,  # asked again per call: the credentials expire
             state_dir=state_dir,
             session_factory=self._new_session,
         )
@@ -312,7 +313,7 @@ class CallApp:
     # -- media -------------------------------------------------------------------------------
 
     def _new_session(self, voip: VoIP, call: Call, room_id: str) -> CallSession:
-        return PageCallSession(voip, call, room_id, self, self.ice_servers)
+        return PageCallSession(voip, call, room_id, self)
 
     def _own(self, call_id: str, page: _Page) -> None:
         self._owners[call_id] = page
