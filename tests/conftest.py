@@ -49,11 +49,8 @@ def _cheap_password_hashes(config_path: Path) -> None:
     config_path.write_text(json.dumps(config, indent=2))
 
 
-@pytest.fixture(scope="session")
-def synapse(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """One real Synapse (SQLite, 127.0.0.1) for the whole test session."""
-    import asyncio
-
+def _test_homeserver() -> Any:
+    """``Homeserver`` whose Synapse hashes passwords with :data:`TEST_BCRYPT_ROUNDS`."""
     from sealcall.homeserver import Homeserver
 
     class TestHomeserver(Homeserver):
@@ -62,7 +59,15 @@ def synapse(tmp_path_factory: pytest.TempPathFactory) -> Any:
             _cheap_password_hashes(path)
             return path
 
-    server = TestHomeserver(tmp_path_factory.mktemp("synapse"))
+    return TestHomeserver
+
+
+@pytest.fixture(scope="session")
+def synapse(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """One real Synapse (SQLite, 127.0.0.1) for the whole test session."""
+    import asyncio
+
+    server = _test_homeserver()(tmp_path_factory.mktemp("synapse"))
     asyncio.run(server.start())
     yield server
     asyncio.run(server.stop())
@@ -78,13 +83,12 @@ def turn_synapse(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """
     import asyncio
 
-    from sealcall.homeserver import Homeserver
     from sealcall.turn import TurnServer
 
     base = tmp_path_factory.mktemp("turn-synapse")
     turn = TurnServer(base / "turn", relay_ips=[TURN_RELAY_IP])
     asyncio.run(turn.start())
-    server = Homeserver(base / "synapse", turn=turn)
+    server = _test_homeserver()(base / "synapse", turn=turn)
     try:
         asyncio.run(server.start())
     except BaseException:
