@@ -20,10 +20,17 @@ E2EE = "org.sealcall.e2ee"
 class MatrixDevice:
     """A logged-in Matrix device with a VoIP instance and a record of its events."""
 
-    def __init__(self, transport: MatrixTransport, store: Path, policy: CallPolicy | None) -> None:
+    def __init__(
+        self,
+        transport: MatrixTransport,
+        store: Path,
+        policy: CallPolicy | None,
+        ask_turn: bool = False,
+    ) -> None:
         self.transport = transport
         self.store = store
         self.policy = policy
+        self.ask_turn = ask_turn
         self.events: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
         self.counters: dict[tuple[str, str], FrameCounter] = {}
         self.voip = self._voip()
@@ -33,6 +40,8 @@ class MatrixDevice:
             self.transport,
             policy=self.policy,
             media=SMALL_MEDIA,
+            # Asked per call, as the apps do (none until the first call).
+            ice_source=self.transport.ice_servers if self.ask_turn else None,
             host_addresses=LOOPBACK,
             state_dir=self.store,
         )
@@ -74,15 +83,21 @@ class MatrixDevice:
 
 
 async def device(
-    server: Homeserver, tmp: Path, name: str, policy: CallPolicy | None = None
+    server: Homeserver,
+    tmp: Path,
+    name: str,
+    policy: CallPolicy | None = None,
+    *,
+    ask_turn: bool = False,
 ) -> MatrixDevice:
-    """A fresh account on ``server``, logged in, syncing."""
+    """A fresh account on ``server``, logged in, syncing (``ask_turn``: asking for the TURN
+    servers the homeserver offers before each call, as the apps do)."""
     username = f"{name}{uuid.uuid4().hex[:8]}"
     account = await server.register(username, "secret-" + username)
     store = tmp / username
     transport = await MatrixTransport.login(server.url, account.user_id, account.password, store)
     await transport.start()
-    return MatrixDevice(transport, store, policy)
+    return MatrixDevice(transport, store, policy, ask_turn)
 
 
 async def dm(a: MatrixDevice, b: MatrixDevice) -> str:

@@ -23,7 +23,7 @@ async def test_a_short_soak_reports_every_figure_with_frames_flowing_each_way(
     if (reason := missing()) is not None:
         pytest.fail(reason)
     seen: list[Sample] = []
-    result = await run(0.4, interval=4.0, warmup=WARMUP, server=synapse, on_sample=seen.append)
+    result = await run(0.3, interval=3.0, warmup=WARMUP, server=synapse, on_sample=seen.append)
 
     samples = result["samples"]
     assert isinstance(samples, list)

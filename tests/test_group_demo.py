@@ -11,7 +11,7 @@ from sealcall.homeserver import Homeserver
 
 async def test_group_demo_of_four(synapse: Homeserver) -> None:
     report = await run_group_demo(
-        synapse, participants=4, seconds=15, video_size="160x120", interval=2
+        synapse, participants=4, seconds=10, video_size="160x120", interval=2
     )
     names = ["member1", "member2", "member3", "member4"]
     leave, kill = report.departures
@@ -42,7 +42,7 @@ async def test_group_demo_through_the_sfu(synapse: Homeserver) -> None:
     """``group-demo --sfu``: the call goes through a sealcall SFU the demo starts (real admission),
     every member decrypts every other, and the leaver's departure rotates the stayers' keys."""
     report = await run_group_demo(
-        synapse, participants=3, seconds=12, video_size="160x120", interval=2, sfu=True
+        synapse, participants=3, seconds=8, video_size="160x120", interval=2, sfu=True
     )
     assert report.sfu is not None
     assert report.sfu.startswith("http://127.0.0.1:")

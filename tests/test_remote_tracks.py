@@ -112,7 +112,8 @@ async def test_a_minute_long_video_call_stops_growing_after_ten_seconds() -> Non
     assert len(after_warmup) >= 9
     assert after_warmup[-1]["seconds"] >= 55.0
     assert report["call_state_at_end"] == "connected"
-    assert report["media_flowing_at_end"] is True
+    assert report["media_flowing_at_end"] is True  # through a fifth of the packets lost
+    assert report["loss"] == 0.2
     first, last = after_warmup[0], after_warmup[-1]
     for direction in ("frames_alice_to_bob", "frames_bob_to_alice"):
         assert last[direction] - first[direction] > 500, direction  # media kept flowing
@@ -131,7 +132,7 @@ async def test_a_minute_long_video_call_stops_growing_after_ten_seconds() -> Non
         assert growth(f"{side}_rss_mb") < 40, side
 
 
-def test_soak_command_prints_samples_growth_and_frames_as_json() -> None:
+def test_soak_command_prints_samples_growth_and_frames_as_json_under_loss() -> None:
     out = subprocess.run(
         [
             sys.executable,
@@ -143,6 +144,8 @@ def test_soak_command_prints_samples_growth_and_frames_as_json() -> None:
             "0.05",
             "--interval",
             "1",
+            "--loss",
+            "0.2",
         ],
         check=True,
         capture_output=True,
@@ -161,4 +164,5 @@ def test_soak_command_prints_samples_growth_and_frames_as_json() -> None:
     assert report["frames_alice_to_bob"] > samples[0]["frames_alice_to_bob"]
     assert report["frames_bob_to_alice"] > samples[0]["frames_bob_to_alice"]
     assert report["call_state_at_end"] == "connected"
-    assert report["media_flowing_at_end"] is True
+    assert report["media_flowing_at_end"] is True  # through a fifth of the packets lost
+    assert report["loss"] == 0.2

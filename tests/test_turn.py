@@ -1,10 +1,13 @@
 """coturn as a child process (sealcall.turn) and Synapse handing out credentials for it."""
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
 import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -36,6 +39,16 @@ async def relay_candidates(server: RTCIceServer) -> list[tuple[str, int]]:
     found = [(c.ip, c.port) for c in gatherer.getLocalCandidates() if c.type == "relay"]
     await gatherer._connection.close()
     return found
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sealcall", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
 
 
 def pid_alive(pid: int) -> bool:
@@ -156,3 +169,33 @@ async def test_synapse_hands_out_credentials_coturn_accepts(
             urls=[uri], username=offered.username, credential=offered.credential
         )
         assert [ip for ip, _ in await relay_candidates(server)] == [TURN_RELAY_IP], uri
+
+
+def test_homeserver_up_turn_starts_coturn_beside_synapse_and_down_stops_both(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "hs"
+    up = cli("homeserver", "up", "--turn", "--data-dir", str(data))
+    try:
+        assert up.returncode == 0, up.stderr[-2000:]
+        config = json.loads((data / "homeserver.yaml").read_text())
+        turn_pid = int((data / "turn" / "turnserver.pid").read_text())
+        synapse_pid = int((data / "synapse.pid").read_text())
+        assert pid_alive(turn_pid)
+        [udp_uri] = [u for u in config["turn_uris"] if u.endswith("transport=udp")]
+        assert udp_uri in up.stdout
+        # add-user leaves the running server's TURN settings in its configuration.
+        added = cli("homeserver", "add-user", "dave", "--data-dir", str(data))
+        assert added.returncode == 0, added.stderr
+        assert json.loads((data / "homeserver.yaml").read_text()) == config
+        # coturn checks credentials made with the secret Synapse was given.
+        secret = config["turn_shared_secret"]
+        made = turn_credentials(secret, "@dave:localhost", 600, time.time())
+        server = RTCIceServer(urls=[udp_uri], username=made.username, credential=made.password)
+        assert [ip for ip, _ in asyncio.run(relay_candidates(server))] == ["127.0.0.1"]
+    finally:
+        down = cli("homeserver", "down", "--data-dir", str(data))
+    assert down.returncode == 0, down.stderr
+    assert "TURN server stopped" in down.stdout
+    assert not pid_alive(turn_pid)
+    assert not pid_alive(synapse_pid)

@@ -25,7 +25,7 @@ MALLORY = ("@mallory:example.org", "MALDEV")
 
 
 def pair(messages: list[dict[str, Any]]) -> PagePairSession:
-    group: Any = SimpleNamespace(room_id=ROOM, ice_servers=())
+    group: Any = SimpleNamespace(room_id=ROOM, ice_servers=(), relay_only=False)
     call: Any = SimpleNamespace(call_id="pair-1")
     return PagePairSession(group, MemberDevice(*BOB), call, messages.append)
 

@@ -526,3 +526,53 @@ async def test_a_waiting_call_that_cannot_be_encrypted_is_answered_only_by_choic
     answer = await p.server.wait_sent(lambda m: m["type"] == "answer")
     assert (answer["call_id"], answer["allow_unencrypted"]) == ("plain", True)
     assert p.errors == []
+
+
+async def test_relay_only_page_gathers_and_sends_relay_candidates_only(
+    open_page: Any, tmp_path: Path
+) -> None:
+    from sealcall.turn import TurnServer
+    from sealcall.web.media_commands import ice_servers_json
+
+    turn = TurnServer(tmp_path / "turn", relay_ips=["127.0.0.2"])
+    await turn.start()
+    try:
+        a = await open_page()
+        call = "relayonly1"
+        await a.testid("room").nth(1).wait_for()
+        await a.server.push(call_event(call, direction="outgoing", state="connecting", owner=True))
+        await a.server.push(
+            {
+                "type": "media",
+                "call_id": call,
+                "op": "create_offer",
+                "ice_servers": ice_servers_json([turn.ice_server("@alice:localhost")]),
+                "relay_only": True,
+                "on_hold": False,
+                "video": True,
+                "screenshare": False,
+                "ice_restart": False,
+            }
+        )
+        offer = await a.server.wait_sent(lambda m: m["type"] == "local_description")
+        # Gathering is over when the page sends the end-of-candidates marker.
+        await a.server.wait_sent(
+            lambda m: (
+                m["type"] == "local_candidates"
+                and any(c["candidate"] == "" for c in m["candidates"])
+            )
+        )
+        sent = [
+            c["candidate"]
+            for m in a.server.sent
+            if m["type"] == "local_candidates"
+            for c in m["candidates"]
+            if c["candidate"]
+        ]
+        in_sdp = [line for line in offer["sdp"].split("\r\n") if line.startswith("a=candidate")]
+        assert sent, "no relay candidate gathered"
+        for candidate in sent + in_sdp:
+            assert " typ relay" in candidate
+            assert " 127.0.0.2 " in candidate
+    finally:
+        await turn.stop()

@@ -146,6 +146,14 @@ class Homeserver:
         config = json.loads(self.config_path.read_text())
         return int(config["listeners"][0]["port"])
 
+    def load(self) -> None:
+        """Take the port of the configuration already in the data folder, without rewriting
+        it (a running server's settings, such as its TURN ones, stay as they are)."""
+        port = self._saved_port()
+        if port is None:
+            raise HomeserverError(f"no homeserver in {self.data_dir}: run 'sealcall homeserver up'")
+        self.port = port
+
     def configure(self) -> Path:
         """Write Synapse's configuration (JSON, which YAML reads) into the data folder."""
         self.data_dir.mkdir(parents=True, exist_ok=True)

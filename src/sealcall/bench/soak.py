@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from sealcall.bench.impair import Impairer, Impairment, impair_connection
 from sealcall.demo import RemoteMediaReader
 from sealcall.media import LOOPBACK, PatternVideoTrack, SyntheticAudioTrack
 from sealcall.session import LocalMedia, VoIP
@@ -90,13 +91,15 @@ async def run(
     width: int = 640,
     height: int = 480,
     alice_reads: bool = True,
+    loss: float = 0.0,
     on_sample: Callable[[Sample], None] = lambda _: None,
 ) -> dict[str, object]:
     """Hold one call for ``minutes`` and return the samples and the growth after ``warmup``.
 
     ``warmup`` defaults to the first minute (a third of the call if that is shorter). Samples
     count from the first decrypted frames both ways. Without ``alice_reads`` neither side reads
-    its remote tracks.
+    its remote tracks. ``loss`` (0..1) drops that share of the call's packets each way at random
+    from then on (:mod:`sealcall.bench.impair`), so the receivers' loss handling runs as long.
     """
     seconds = minutes * 60
     warmup = min(60.0, seconds / 3) if warmup is None else warmup
@@ -141,6 +144,9 @@ async def run(
             if time.monotonic() > deadline or bob.gone.is_set():
                 raise RuntimeError("the soak call did not get decrypted frames both ways")
             await asyncio.sleep(0.2)
+        if loss and call.pc is not None:
+            spec = Impairment(loss=loss)
+            impair_connection(call.pc, inbound=Impairer(spec), outbound=Impairer(spec))
         start = time.monotonic()
         end = start + seconds
         while True:
@@ -177,7 +183,9 @@ async def run(
         await link.close()
         if started_tracing:
             tracemalloc.stop()
-    return _report(samples, minutes, interval, warmup, width, height, alice_reads, call_state)
+    report = _report(samples, minutes, interval, warmup, width, height, alice_reads, call_state)
+    report["loss"] = loss
+    return report
 
 
 def _report(

@@ -29,6 +29,7 @@ from .manager import (
     UnknownCallError,
 )
 from .policy import BusyPolicy, CallPolicy
+from .relay_only import RelayUnavailableError
 from .states import (
     CallError,
     CallState,
@@ -66,6 +67,7 @@ __all__ = [
     "Outcome",
     "PlaceCall",
     "RejectCall",
+    "RelayUnavailableError",
     "RemoteEvent",
     "SetHold",
     "SetMuted",

@@ -61,6 +61,7 @@ from .inputs import (
     UpgradeToVideo,
 )
 from .policy import CallPolicy
+from .relay_only import relay_only_input
 from .renegotiation import Renegotiation
 from .states import CallState, Direction, IllegalTransitionError
 
@@ -190,6 +191,8 @@ class Call(IncomingSide, Renegotiation):
                 return []
             raise IllegalTransitionError(self.state, event)
         self._now = now
+        if self.policy.relay_only:
+            event = relay_only_input(event)  # the one place our candidates pass to be sent
         handler: Callable[[Any], None] = getattr(self, name)
         handler(event)
         out, self._actions = self._actions, []

@@ -24,15 +24,19 @@ class CallPolicy:
     per call: answering it takes ``AnswerCall(allow_unencrypted=True)``.
 
     ``ice_restart_timeout`` is the ICE deadline: how long one ICE restart of a call that has not
-    connected yet may take, and how long a call whose peer connection closed under it waits for a hang-up before it ends as
-    ``ice_timeout``. ``reconnect_timeout`` is how long a connected call whose media path stopped
-    answering stays ``reconnecting`` before it ends as ``ice_timeout`` (counted from when the
-    interruption was reported). Keep it within the ICE consent window (30 s after the last
-    answered check, a few seconds before the interruption is noticed): aiortc cannot restart ICE,
-    so an outage longer than that window is over for the connection anyway.
+    connected yet may take, and how long a call whose peer connection closed under it waits for a
+    hang-up before it ends as ``ice_timeout``. ``reconnect_timeout`` is how long a connected call
+    whose media path stopped answering stays ``reconnecting`` before it ends as ``ice_timeout``
+    (counted from when the interruption was reported). Keep it within the ICE consent window (30 s
+    after the last answered check, a few seconds before the interruption is noticed): aiortc cannot
+    restart ICE, so an outage longer than that window is over for the connection anyway.
     ``max_invite_lifetime_ms`` caps the lifetime an incoming invite asks for;
     ``max_remote_candidates`` caps the remote ICE candidates one call takes (buffered before the
     answer or handed to the media layer); the rest are dropped and counted.
+
+    ``relay_only``: ICE uses TURN relay candidates only and no host or server-reflexive
+    candidate of ours is ever sent (:mod:`sealcall.calls.relay_only`), so the other side never
+    learns our address; without a TURN server such a call is not placed or answered.
     """
 
     allow_unencrypted: bool = False
@@ -46,6 +50,7 @@ class CallPolicy:
     suites: tuple[int, ...] = (CipherSuite.AES_128_GCM_SHA256_128,)
     busy: BusyPolicy = BusyPolicy.WAIT
     max_remote_candidates: int = 200
+    relay_only: bool = False
 
     def __post_init__(self) -> None:
         deadlines = (self.ice_restart_timeout, self.reconnect_timeout)

@@ -12,11 +12,12 @@ import webbrowser
 from collections.abc import Callable
 from pathlib import Path
 
+from sealcall.calls import CallPolicy
 from sealcall.web.app import CallApp
 from sealcall.web.page_sfu import sfu_socket_url
 from sealcall.web.server import PageServer
 
-from .options import login, login_options, run, store_path
+from .options import login, login_options, relay_only_option, run, store_path
 
 
 async def _until_stopped() -> None:
@@ -57,9 +58,13 @@ async def _run_app(args: argparse.Namespace) -> int:
         app = CallApp(
             transport,
             ice_servers=await transport.ice_servers(),
+            policy=CallPolicy(ask_unencrypted=True, relay_only=args.relay_only),
             state_dir=str(store_path(args)),
             sfu_url=args.sfu,
-            group_options={"audio_level": False} if args.no_speaking else None,
+            group_options={
+                **({"audio_level": False} if args.no_speaking else {}),
+                **({"relay_only": True} if args.relay_only else {}),
+            },
         )
         server = PageServer(
             app, port=args.port, connect=() if sfu_socket is None else (sfu_socket,)
@@ -119,5 +124,6 @@ def add_parsers(commands: "argparse._SubParsersAction[argparse.ArgumentParser]")
         help="in SFU calls: the page sends no RFC 6464 audio levels (the SFU cannot tell who"
         " speaks)",
     )
+    relay_only_option(parser)
     login_options(parser)
     parser.set_defaults(func=app)

@@ -45,7 +45,12 @@ def soak(args: argparse.Namespace) -> int:
     if not args.json:
         print("Soak: an encrypted 640x480 VP8 + Opus call each way, two processes", flush=True)
     report = asyncio.run(
-        run(args.minutes, interval=args.interval, on_sample=(lambda _: None) if args.json else show)
+        run(
+            args.minutes,
+            interval=args.interval,
+            loss=args.loss,
+            on_sample=(lambda _: None) if args.json else show,
+        )
     )
     if args.json:
         print(json.dumps(report, indent=2))
@@ -66,6 +71,13 @@ def _positive(text: str) -> float:
     value = float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be within 0..1 (1 excluded), got {text}")
     return value
 
 
@@ -95,6 +107,12 @@ def add_soak_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParse
         ),
     )
     _soak_options(parser)
+    parser.add_argument(
+        "--loss",
+        type=_share,
+        default=0.0,
+        help="drop this share (0..1) of the call's packets each way at random (default 0)",
+    )
     parser.set_defaults(func=soak)
 
 

@@ -14,14 +14,24 @@ from sealcall.calls import (
     CallState,
     Direction,
     HistoryItem,
+    RelayUnavailableError,
 )
+from sealcall.calls.relay_only import RELAY_UNAVAILABLE
 from sealcall.calls.room_history import calls_from_timeline
 from sealcall.demo import RemoteMediaReader, wait_for
 from sealcall.media import LOOPBACK, FileRecorder
 from sealcall.session import CallSession, VoIP
 from sealcall.transport.matrix import MatrixTransport, MatrixTransportError
 
-from .options import local_media, login, login_options, media_options, run, store_path
+from .options import (
+    local_media,
+    login,
+    login_options,
+    media_options,
+    relay_only_option,
+    run,
+    store_path,
+)
 
 HOP_BY_HOP = (
     "protected only hop by hop, by the connection's DTLS-SRTP,"
@@ -75,6 +85,7 @@ def _voip(
         policy=policy,
         media=local_media(args),
         ice_servers=ice,
+        ice_source=transport.ice_servers,  # asked again per call: the credentials expire
         host_addresses=LOOPBACK if args.loopback else None,
         state_dir=store_path(args),
     )
@@ -133,8 +144,10 @@ async def _run_call(args: argparse.Namespace) -> int:
     transport = await login(args)
     try:
         # The VoIP instance listens before the first sync, so no call event can slip past it.
-        policy = CallPolicy(allow_unencrypted=args.allow_unencrypted)
+        policy = CallPolicy(allow_unencrypted=args.allow_unencrypted, relay_only=args.relay_only)
         voip = _voip(args, transport, await transport.ice_servers(), "call", policy)
+        if not voip.relay_available():
+            raise RelayUnavailableError(RELAY_UNAVAILABLE)  # before any room or ring
         ends: list[tuple[str, bool]] = []
         voip.on("call_ended", lambda s, reason, by_remote: ends.append((reason, by_remote)))
         await transport.start()
@@ -173,8 +186,14 @@ async def _run_answer(args: argparse.Namespace) -> int:
     joiner: asyncio.Future[None] | None = None
     try:
         # Without --auto the user is asked, so a call that cannot be encrypted rings for them.
-        policy = CallPolicy(allow_unencrypted=args.allow_unencrypted, ask_unencrypted=not args.auto)
+        policy = CallPolicy(
+            allow_unencrypted=args.allow_unencrypted,
+            ask_unencrypted=not args.auto,
+            relay_only=args.relay_only,
+        )
         voip = _voip(args, transport, await transport.ice_servers(), "answer", policy)
+        if not voip.relay_available():
+            raise RelayUnavailableError(RELAY_UNAVAILABLE)  # say so now, not when it rings
         inbox: asyncio.Queue[CallSession | HistoryItem] = asyncio.Queue()
         rung: set[str] = set()
 
@@ -359,6 +378,7 @@ def add_parsers(commands: "argparse._SubParsersAction[argparse.ArgumentParser]")
         "--ring-timeout", type=float, default=70.0, help="seconds to wait for an answer"
     )
     parser.add_argument("--room", help="the DM room to use (default: found or created)")
+    relay_only_option(parser)
     _unencrypted_option(
         parser, "accept a callee whose app cannot encrypt media end to end, such as Element"
     )
@@ -385,6 +405,7 @@ def add_parsers(commands: "argparse._SubParsersAction[argparse.ArgumentParser]")
         " it, each such call is asked about, or refused with --auto)",
     )
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for a call")
+    relay_only_option(parser)
     parser.add_argument(
         "--duration",
         type=float,

@@ -19,7 +19,7 @@ from sealcall.media import LOOPBACK
 from sealcall.session import GroupCallSession
 from sealcall.transport.matrix import MatrixTransport
 
-from .options import local_media, login, login_options, media_options, run
+from .options import local_media, login, login_options, media_options, relay_only_option, run
 
 
 def _name(device: MemberDevice) -> str:
@@ -103,6 +103,7 @@ def _session(
         host_addresses=LOOPBACK if args.loopback else None,
         sfu_url=args.sfu,
         audio_level=not args.no_speaking,
+        relay_only=args.relay_only,
     )
 
 
@@ -174,6 +175,7 @@ def add_parsers(commands: "argparse._SubParsersAction[argparse.ArgumentParser]")
         action="store_true",
         help="through an SFU: send no RFC 6464 audio levels (the SFU cannot tell who speaks)",
     )
+    relay_only_option(parser)
     login_options(parser)
     media_options(parser)
     parser.set_defaults(func=group)

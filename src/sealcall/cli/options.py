@@ -8,6 +8,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+from sealcall.calls import RelayUnavailableError
 from sealcall.media import file_source
 from sealcall.session import LocalMedia
 from sealcall.transport.matrix import Credentials, MatrixTransport, MatrixTransportError
@@ -63,11 +64,23 @@ def run(coroutine: Coroutine[Any, Any, Any]) -> int:
     """Run a command's coroutine; its result is the exit status (login errors and timeouts: 1)."""
     try:
         return int(asyncio.run(coroutine))
-    except (MatrixTransportError, TimeoutError) as error:
+    except (MatrixTransportError, TimeoutError, RelayUnavailableError) as error:
         print(f"sealcall: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def relay_only_option(parser: argparse.ArgumentParser) -> None:
+    """Add --relay-only."""
+    parser.add_argument(
+        "--relay-only",
+        action="store_true",
+        help=(
+            "connect only through the TURN relay the homeserver offers, so the other side never"
+            " learns your IP address (fails if it offers none)"
+        ),
+    )
 
 
 def login_options(parser: argparse.ArgumentParser) -> None:

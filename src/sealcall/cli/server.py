@@ -7,6 +7,7 @@ from pathlib import Path
 
 from sealcall.demo import report_json, report_text, run_demo
 from sealcall.homeserver import Homeserver, HomeserverError, stop_pid_file
+from sealcall.turn import TurnError, TurnServer
 
 DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "sealcall" / "homeserver"
 
@@ -43,27 +44,42 @@ def demo(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _up(server: Homeserver, turn: TurnServer | None) -> None:
+    """Start coturn (if asked) and then Synapse, which hands out credentials for it."""
+    if turn is not None:
+        await turn.start()
+    try:
+        await server.start()
+    except BaseException:
+        if turn is not None:
+            await turn.stop()
+        raise
+
+
 def homeserver(args: argparse.Namespace) -> int:
-    server = Homeserver(args.data_dir, port=args.port)
+    data_dir = Path(args.data_dir)
+    # coturn lives in the homeserver's folder: `down` finds and stops both.
+    turn = TurnServer(data_dir / "turn", port=args.turn_port) if args.turn else None
+    server = Homeserver(data_dir, port=args.port, turn=turn)
     try:
         if args.action == "up":
-            asyncio.run(server.start())
+            asyncio.run(_up(server, turn))
             print(f"homeserver running at {server.url} (data in {server.data_dir})")
+            if turn is not None:
+                print(f"TURN server (coturn) at {', '.join(turn.uris)}")
             print(f"stop it with: sealcall homeserver down --data-dir {server.data_dir}")
         elif args.action == "down":
             stopped = stop_pid_file(server.pid_path)
             print("homeserver stopped" if stopped else "no homeserver was running there")
+            if stop_pid_file(TurnServer(data_dir / "turn").pid_path):
+                print("TURN server stopped")
         else:
             if not args.username:
                 raise HomeserverError("add-user needs a username")
-            if not server.config_path.exists():
-                raise HomeserverError(
-                    f"no homeserver in {server.data_dir}: run 'sealcall homeserver up'"
-                )
-            server.configure()
+            server.load()
             account = asyncio.run(server.register(args.username, args.password, admin=args.admin))
             print(f"{account.user_id} password: {account.password}")
-    except HomeserverError as error:
+    except (HomeserverError, TurnError) as error:
         print(f"sealcall homeserver: {error}", file=sys.stderr)
         return 1
     return 0
@@ -94,7 +110,11 @@ def add_parsers(commands: "argparse._SubParsersAction[argparse.ArgumentParser]")
     parser = commands.add_parser(
         "homeserver",
         help="run a private Synapse on this machine",
-        description="Start (up) or stop (down) a Synapse on 127.0.0.1, or add an account to it.",
+        description=(
+            "Start (up) or stop (down) a Synapse on 127.0.0.1, or add an account to it. With "
+            "--turn, up also starts a TURN server (coturn) beside it, whose time-limited "
+            "credentials Synapse hands to clients; down stops both."
+        ),
     )
     parser.add_argument("action", choices=["up", "down", "add-user"])
     parser.add_argument("username", nargs="?", help="for add-user: the new account's name")
@@ -102,4 +122,8 @@ def add_parsers(commands: "argparse._SubParsersAction[argparse.ArgumentParser]")
     parser.add_argument("--admin", action="store_true", help="for add-user: a server admin")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="its folder")
     parser.add_argument("--port", type=int, help="port on 127.0.0.1 (default: a free one)")
+    parser.add_argument(
+        "--turn", action="store_true", help="for up: also run coturn (UDP and TCP on 127.0.0.1)"
+    )
+    parser.add_argument("--turn-port", type=int, help="coturn's port (default: a free one)")
     parser.set_defaults(func=homeserver)

@@ -7,7 +7,7 @@ decoded audio frame can be metered for who-is-speaking.
 """
 
 from .audio_levels import frame_level_dbov, meter_audio_levels, meter_errors
-from .connection import LOOPBACK, EncryptedPeerConnection, PeerConnection
+from .connection import LOOPBACK, EncryptedPeerConnection, PeerConnection, ice_urls
 from .crypto_taps import (
     CallbackOpener,
     FrameOpener,
@@ -62,6 +62,7 @@ __all__ = [
     "frame_level_dbov",
     "frames_dropped",
     "frames_unread",
+    "ice_urls",
     "local_call_keys",
     "loss_counters",
     "meter_audio_levels",

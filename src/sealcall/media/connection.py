@@ -18,6 +18,7 @@ from aiortc import (
     RTCBundlePolicy,
     RTCConfiguration,
     RTCIceServer,
+    RTCIceTransportPolicy,
     RTCPeerConnection,
     RTCRtpReceiver,
     RTCRtpSender,
@@ -38,11 +39,21 @@ from .remote_tracks import bound_receiver
 LOOPBACK = ("127.0.0.1",)
 
 
+def ice_urls(servers: Sequence[RTCIceServer]) -> list[str]:
+    """Every URL of ``servers`` (an entry's ``urls`` is one string or a list)."""
+    return [
+        str(url)
+        for server in servers
+        for url in (server.urls if isinstance(server.urls, list) else [server.urls])
+    ]
+
+
 class PeerConnection(RTCPeerConnection):
     """An ``RTCPeerConnection`` whose ICE servers are always explicit.
 
     ``ice_servers`` defaults to none (host candidates only): aiortc's built-in default STUN
-    server is never used. ``host_addresses`` limits the local addresses ICE binds to. Its
+    server is never used. ``host_addresses`` limits the local addresses ICE binds to;
+    ``relay_only`` gathers and uses TURN relay candidates only (ICE transport policy ``relay``). Its
     remote tracks keep only their newest frames (:mod:`sealcall.media.remote_tracks`), so a
     track nobody reads does not grow, and its receivers reassemble frames with
     :mod:`sealcall.media.jitter` (bounded waits for lost packets, lost audio concealed).
@@ -58,8 +69,14 @@ class PeerConnection(RTCPeerConnection):
         ice_servers: Sequence[RTCIceServer] = (),
         host_addresses: Sequence[str] | None = None,
         bundle_policy: RTCBundlePolicy = RTCBundlePolicy.BALANCED,
+        relay_only: bool = False,
     ) -> None:
-        super().__init__(RTCConfiguration(iceServers=list(ice_servers), bundlePolicy=bundle_policy))
+        policy = RTCIceTransportPolicy.RELAY if relay_only else RTCIceTransportPolicy.ALL
+        super().__init__(
+            RTCConfiguration(
+                iceServers=list(ice_servers), bundlePolicy=bundle_policy, iceTransportPolicy=policy
+            )
+        )
         self._host_addresses = tuple(host_addresses) if host_addresses is not None else None
         self._quiet_paths: set[object] = set()  # ICE connections whose checks go unanswered
 
@@ -187,12 +204,15 @@ class EncryptedPeerConnection(PeerConnection):
         *,
         ice_servers: Sequence[RTCIceServer] = (),
         host_addresses: Sequence[str] | None = None,
+        relay_only: bool = False,
     ) -> None:
         self.keys = keys
         self._sender_taps: dict[int, SenderTap] = {}
         self._receiver_taps: dict[int, ReceiverTap] = {}
         self._roles: dict[int, str] = {}
-        super().__init__(ice_servers=ice_servers, host_addresses=host_addresses)
+        super().__init__(
+            ice_servers=ice_servers, host_addresses=host_addresses, relay_only=relay_only
+        )
 
     def _on_transceiver(self, transceiver: RTCRtpTransceiver) -> None:
         kind = transceiver.kind

@@ -124,12 +124,16 @@ class GroupPeerConnection(PeerConnection):
         ice_servers: Sequence[RTCIceServer] = (),
         host_addresses: Sequence[str] | None = None,
         bundle_policy: RTCBundlePolicy = RTCBundlePolicy.BALANCED,
+        relay_only: bool = False,
     ) -> None:
         self.opener = opener
         self._receiver_taps: dict[int, ReceiverTap] = {}
         self._shared: dict[int, tuple[SharedEncoder, RTCRtpSender]] = {}
         super().__init__(
-            ice_servers=ice_servers, host_addresses=host_addresses, bundle_policy=bundle_policy
+            ice_servers=ice_servers,
+            host_addresses=host_addresses,
+            bundle_policy=bundle_policy,
+            relay_only=relay_only,
         )
 
     def _on_transceiver(self, transceiver: RTCRtpTransceiver) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import aioice.ice
 from aioice import stun
-from aioice.ice import CandidatePair
+from aioice.ice import CandidatePair, TransportPolicy
 from aiortc import RTCRtpTransceiver
 
 logger = logging.getLogger(__name__)
@@ -44,7 +44,10 @@ def restrict_host_addresses(transceiver: RTCRtpTransceiver, addresses: Sequence[
     allowed = list(addresses)
 
     async def restricted(component: int, addresses: list[str], timeout: int = 5) -> Any:
-        return await gather(component=component, addresses=allowed, timeout=timeout)
+        # None at all under the relay transport policy: relay-only calls send no host address.
+        relay_only = connection._transport_policy == TransportPolicy.RELAY
+        chosen = [] if relay_only else allowed
+        return await gather(component=component, addresses=chosen, timeout=timeout)
 
     connection.get_component_candidates = restricted
     connection._sealcall_restricted = True

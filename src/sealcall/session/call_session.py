@@ -20,8 +20,9 @@ from sealcall.calls import (
 )
 from sealcall.calls import actions as act
 from sealcall.calls.inputs import LocalInput
+from sealcall.calls.relay_only import RELAY_UNAVAILABLE, RelayUnavailableError
 from sealcall.media import EncryptedPeerConnection, MediaKeys
-from sealcall.signaling import StreamPurpose
+from sealcall.signaling import HangupReason, StreamPurpose
 
 from .call_media import CallMedia
 
@@ -61,7 +62,13 @@ class CallSession(CallMedia[EncryptedPeerConnection]):
         A call that cannot be end-to-end encrypted (``encrypted`` is False) is answered only
         with ``allow_unencrypted=True`` or a policy that allows it; otherwise
         :class:`~sealcall.calls.UnencryptedCallError` is raised and the call keeps ringing.
+        A relay-only call with no TURN server offered is declined (``ice_failed``) and
+        :class:`~sealcall.calls.RelayUnavailableError` is raised: it would have gone direct.
         """
+        await self.voip.refresh_ice_servers()
+        if not self.voip.relay_available():
+            await self.voip.command(self.call_id, HangUp(reason=HangupReason.ICE_FAILED))
+            raise RelayUnavailableError(RELAY_UNAVAILABLE)
         await self.voip.command(
             self.call_id, AnswerCall(video=video, allow_unencrypted=allow_unencrypted)
         )
@@ -105,6 +112,7 @@ class CallSession(CallMedia[EncryptedPeerConnection]):
             self.keys,
             ice_servers=self.voip.ice_servers,
             host_addresses=self.voip.host_addresses,
+            relay_only=self.voip.manager.policy.relay_only,
         )
 
     def _attach(

@@ -24,8 +24,9 @@ from typing import Any
 
 from aiortc import RTCIceServer
 
-from sealcall.calls import Direction
+from sealcall.calls import Direction, RelayUnavailableError
 from sealcall.calls.history import HistoryItem, Outcome
+from sealcall.calls.relay_only import RELAY_UNAVAILABLE, offers_turn
 from sealcall.group import (
     Member,
     MemberDevice,
@@ -41,7 +42,7 @@ from sealcall.group import (
 from sealcall.group.focus import SfuFocus, select_sfu
 from sealcall.group.member_event import MEMBER_EVENT_TYPE
 from sealcall.group.mesh_retry import PairRetry
-from sealcall.media import CallbackOpener, SharedEncoder
+from sealcall.media import CallbackOpener, SharedEncoder, ice_urls
 from sealcall.transport.matrix import DeviceMessage, MatrixTransport
 
 from .deadline_timer import DeadlineTimer
@@ -122,6 +123,7 @@ class GroupCallSession(MeshParts, SfuParts, SafeEventEmitter):
         sfu_link_factory: SfuLinkFactory = default_sfu_link,
         audio_level: bool = True,
         sfu_options: dict[str, object] | None = None,
+        relay_only: bool = False,
     ) -> None:
         super().__init__()
         self.transport = transport
@@ -145,6 +147,9 @@ class GroupCallSession(MeshParts, SfuParts, SafeEventEmitter):
         """Our ring notification's event id, if we started the call and rang the room."""
         self._key_options = dict(key_options or {})
         self._retry_delays = retry_delays
+        # Mesh pairs only: the SFU is a server we chose (like the homeserver), not a member,
+        # and never passes our address on.
+        self.relay_only = relay_only
         self.mesh: Mesh | None = None
         self.sending = sending if sending is not None else GroupSending(self.media, video=video)
         self._pair_factory = pair_factory
@@ -246,6 +251,8 @@ class GroupCallSession(MeshParts, SfuParts, SafeEventEmitter):
         refused before anything is sent)."""
         if self._worker is not None or self._closed:
             raise RuntimeError("join() once per GroupCallSession")
+        if self.relay_only and not offers_turn(ice_urls(self.ice_servers)):
+            raise RelayUnavailableError(RELAY_UNAVAILABLE)
         self._worker = asyncio.ensure_future(self._work())
         self.transport.add_to_device_listener(self._on_message)
         try:

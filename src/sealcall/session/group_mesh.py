@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from aiortc.mediastreams import MediaStreamTrack
 
-from sealcall.calls import Call, CallState
+from sealcall.calls import Call, CallPolicy, CallState
 from sealcall.calls import actions as act
 from sealcall.calls.inputs import LocalInput
 from sealcall.group import (
@@ -69,6 +69,7 @@ class MeshParts:
     pairs: dict[str, MeshPairSession]
     _pair_factory: PairFactory
     _retry_delays: tuple[float, ...] | None
+    relay_only: bool
     _clock: Callable[[], float]
     _held: list[MembershipEvent]
     _held_signals: list[DeviceMessage]
@@ -200,6 +201,8 @@ class MeshParts:
 
     def _new_mesh(self, own_session: str) -> Mesh:
         options: dict[str, Any] = {"video": self.video}
+        if self.relay_only:
+            options["policy"] = CallPolicy(relay_only=True)
         if self._retry_delays is not None:
             options["retry_delays"] = self._retry_delays
         mesh = Mesh(self.room_id, self.own, own_session, **options)

@@ -50,6 +50,7 @@ class MeshPairSession(CallMedia[GroupPeerConnection]):
             self.group.opener(self.peer),
             ice_servers=self.group.ice_servers,
             host_addresses=self.group.host_addresses,
+            relay_only=self.group.relay_only,
         )
 
     def _attach(self, role: str, pc: GroupPeerConnection, answering: bool) -> RTCRtpSender | None:

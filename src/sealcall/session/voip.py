@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,8 @@ from sealcall.calls import (
 )
 from sealcall.calls import actions as act
 from sealcall.calls.inputs import LocalInput, LocalMediaFailed
+from sealcall.calls.relay_only import RELAY_UNAVAILABLE, RelayUnavailableError, offers_turn
+from sealcall.media import ice_urls
 from sealcall.signaling import CallInvite, SignalingError, parse
 from sealcall.transport import RoomEvent, Transport
 
@@ -64,7 +66,9 @@ class VoIP(AsyncIOEventEmitter):
     ``history_item(item)``.
 
     ``session_factory`` makes the session of each call: by default a :class:`CallSession`, whose
-    media runs here in aiortc; the web client gives a page-backed one.
+    media runs here in aiortc; the web client gives a page-backed one. ``ice_source``, if given,
+    is asked for fresh ICE servers before each call is placed or answered (TURN credentials
+    expire); ``ice_servers`` are the ones to use until then.
     """
 
     def __init__(
@@ -78,12 +82,14 @@ class VoIP(AsyncIOEventEmitter):
         clock: Callable[[], float] = time.time,
         state_dir: str | Path | None = None,
         session_factory: Callable[[VoIP, Call, str], CallSession] | None = None,
+        ice_source: Callable[[], Awaitable[Sequence[RTCIceServer]]] | None = None,
     ) -> None:
         super().__init__()
         self.transport = transport
         self.manager = CallManager(transport.user_id, transport.device_id, policy)
         self.media = media or LocalMedia()
         self.ice_servers = tuple(ice_servers)
+        self._ice_source = ice_source
         self.host_addresses = tuple(host_addresses) if host_addresses is not None else None
         self.sessions: dict[str, CallSession] = {}
         # Who carries out a call's media: aiortc here (CallSession), or a page (the web client).
@@ -117,9 +123,26 @@ class VoIP(AsyncIOEventEmitter):
 
     # -- application API ---------------------------------------------------------------
 
+    async def refresh_ice_servers(self) -> None:
+        """Ask ``ice_source`` (e.g. the homeserver's ``/voip/turnServer``) for the ICE servers
+        again: TURN credentials expire, so a client that runs for long asks before each call."""
+        if self._ice_source is not None:
+            self.ice_servers = tuple(await self._ice_source())
+
+    def relay_available(self) -> bool:
+        """False if the policy asks for relay-only calls and no TURN server is offered."""
+        return not self.manager.policy.relay_only or offers_turn(ice_urls(self.ice_servers))
+
     async def place_call(self, room_id: str, peer: str, *, video: bool = False) -> CallSession:
-        """Call ``peer`` in the DM room ``room_id``."""
+        """Call ``peer`` in the DM room ``room_id``.
+
+        Raises :class:`~sealcall.calls.RelayUnavailableError` (and places nothing) for a
+        relay-only policy without a TURN server.
+        """
         self._check_open()
+        await self.refresh_ice_servers()
+        if not self.relay_available():
+            raise RelayUnavailableError(RELAY_UNAVAILABLE)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         holder: list[CallSession] = []
         await self._queue.put(("place", (room_id, peer, video), holder, done))

@@ -25,6 +25,7 @@ from sealcall.calls import (
     Direction,
     HistoryItem,
     IllegalTransitionError,
+    RelayUnavailableError,
     UnencryptedCallError,
 )
 from sealcall.calls.call import REPLACED
@@ -81,6 +82,8 @@ class CallApp:
             # Someone looks at the page: a call that cannot be encrypted rings with a warning
             # and is answered only by the user's explicit choice (never by default).
             policy=policy or CallPolicy(ask_unencrypted=True),
+            ice_servers=self.ice_servers,
+            ice_source=transport.ice_servers,  # asked again per call: the credentials expire
             state_dir=state_dir,
             session_factory=self._new_session,
         )
@@ -190,6 +193,8 @@ class CallApp:
             return await handler(page, request)
         except UnencryptedCallError as error:
             raise PageError("unencrypted", str(error)) from None
+        except RelayUnavailableError as error:
+            raise PageError("failed", str(error)) from None
         except IllegalTransitionError as error:
             raise PageError("illegal", str(error)) from None
         except MatrixTransportError as error:
@@ -308,7 +313,7 @@ class CallApp:
     # -- media -------------------------------------------------------------------------------
 
     def _new_session(self, voip: VoIP, call: Call, room_id: str) -> CallSession:
-        return PageCallSession(voip, call, room_id, self, self.ice_servers)
+        return PageCallSession(voip, call, room_id, self)
 
     def _own(self, call_id: str, page: _Page) -> None:
         self._owners[call_id] = page

@@ -226,7 +226,8 @@ class GroupApp:
             self.transport,
             room_id,
             video=request.video,
-            ice_servers=self.ice_servers,
+            # Asked again per join: TURN credentials expire.
+            ice_servers=await self.transport.ice_servers(),
             ringer=self.ringer,
             pair_factory=PagePairSession.factory(to_page),
             sending=PageGroupSending(room_id, to_page, video=request.video),

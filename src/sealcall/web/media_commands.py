@@ -56,12 +56,15 @@ def _candidates(candidates: Sequence[Candidate]) -> list[dict[str, Any]]:
 
 
 def media_command(
-    action: act.Action, ice_servers: Sequence[RTCIceServer] = ()
+    action: act.Action, ice_servers: Sequence[RTCIceServer] = (), *, relay_only: bool = False
 ) -> dict[str, Any] | None:
     """The ``media`` command's fields (``op`` and its own) for one engine action; None for an
-    action that is not media work (notifications, sends)."""
+    action that is not media work (notifications, sends). ``relay_only``: the page's
+    connection uses relay candidates only (``iceTransportPolicy: "relay"``)."""
+    relay = {"relay_only": True} if relay_only else {}
     if isinstance(action, act.CreateOffer):
         return {
+            **relay,
             "op": "create_offer",
             "video": action.video,
             "screenshare": action.screenshare,
@@ -71,6 +74,7 @@ def media_command(
         }
     if isinstance(action, act.CreateAnswer):
         return {
+            **relay,
             "op": "create_answer",
             "sdp": action.offer_sdp,
             "video": action.video,

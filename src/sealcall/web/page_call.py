@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, Protocol
-
-from aiortc import RTCIceServer
 
 from sealcall.calls import Call
 from sealcall.calls import actions as act
@@ -33,11 +30,9 @@ class PageCallSession(CallSession):
         call: Call,
         room_id: str,
         route: MediaRoute,
-        ice_servers: Sequence[RTCIceServer] = (),
     ) -> None:
         super().__init__(voip, call, room_id)
         self._route = route
-        self._ice_servers = tuple(ice_servers)
         self._closed = False
 
     async def perform(self, action: act.Action) -> None:
@@ -45,7 +40,9 @@ class PageCallSession(CallSession):
         if isinstance(action, act.ClosePeerConnection):
             await self.close()
             return
-        fields = media_command(action, self._ice_servers)
+        relay_only = self.voip.manager.policy.relay_only
+        # The engine's servers, asked again when the call was placed or answered.
+        fields = media_command(action, self.voip.ice_servers, relay_only=relay_only)
         if fields is not None and not self._closed:
             self._route.send_media(self.call_id, fields)
 

@@ -112,7 +112,7 @@ class PagePairSession(MeshPairSession):
             return
         if isinstance(action, (act.UseMediaKeys, act.AllowUnencryptedMedia)):
             return  # group media is always encrypted, with the group keys (group_keys)
-        fields = media_command(action, self.group.ice_servers)
+        fields = media_command(action, self.group.ice_servers, relay_only=self.group.relay_only)
         if fields is not None and not self._closed:
             self._send(fields)
 
