@@ -39,3 +39,15 @@ def test_net_bench_reports_both_directions_per_loss_level_and_setup_times(
     back = report["picture_back_after_outage"]
     assert back["to_a"] is not None
     assert back["to_b"] is not None
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("--loss", "100"), ("--loss", "-5"), ("--setup-calls", "0")]
+)
+def test_net_bench_refuses_impossible_settings_before_making_a_lab(
+    option: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["net-bench", option, value])
+    assert exited.value.code == 2
+    assert option in capsys.readouterr().err

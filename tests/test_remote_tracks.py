@@ -145,7 +145,7 @@ def test_soak_command_prints_samples_growth_and_frames_as_json_under_loss() -> N
             "--interval",
             "1",
             "--loss",
-            "0.2",
+            "20",
         ],
         check=True,
         capture_output=True,

@@ -299,17 +299,7 @@ class Homeserver:
     async def stop(self, timeout: float = 15.0) -> None:
         """Stop Synapse: SIGTERM, then SIGKILL after ``timeout`` seconds."""
         process, self._process = self._process, None
-        if process is None:
-            await asyncio.to_thread(stop_pid_file, self.pid_path, timeout)
-            return
-        if process.poll() is None:
-            process.terminate()
-            try:
-                await asyncio.wait_for(asyncio.to_thread(process.wait), timeout)
-            except TimeoutError:
-                process.kill()
-                await asyncio.to_thread(process.wait)
-        self.pid_path.unlink(missing_ok=True)
+        await stop_server_process(process, self.pid_path, timeout)
 
     async def __aenter__(self) -> Homeserver:
         await self.start()
@@ -352,6 +342,25 @@ class Homeserver:
                         f"registering {username} failed: {result.get('error', result)}"
                     )
         return Account(result["user_id"], password)
+
+
+async def stop_server_process(
+    process: subprocess.Popen[bytes] | None, pid_path: Path, timeout: float
+) -> None:
+    """Stop a server we started (``process``) or, if this process did not start it, the one
+    whose pid is in ``pid_path``: SIGTERM, SIGKILL after ``timeout`` seconds; then wait for it
+    and remove the pid file."""
+    if process is None:
+        await asyncio.to_thread(stop_pid_file, pid_path, timeout)
+        return
+    if process.poll() is None:
+        process.terminate()
+        try:
+            await asyncio.wait_for(asyncio.to_thread(process.wait), timeout)
+        except TimeoutError:
+            process.kill()
+            await asyncio.to_thread(process.wait)
+    pid_path.unlink(missing_ok=True)
 
 
 def stop_pid_file(pid_path: Path, timeout: float = 15.0) -> bool:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from aiortc import RTCIceServer
 
-from sealcall.homeserver import free_port, stop_pid_file
+from sealcall.homeserver import free_port, stop_server_process
 
 TURNSERVER = "/usr/bin/turnserver"
 CONFIG_NAME = "turnserver.conf"
@@ -288,17 +288,7 @@ class TurnServer:
     async def stop(self, timeout: float = 10.0) -> None:
         """Stop coturn (SIGTERM, SIGKILL after ``timeout`` seconds) and wait until it is gone."""
         process, self._process = self._process, None
-        if process is None:
-            await asyncio.to_thread(stop_pid_file, self.pid_path, timeout)
-            return
-        if process.poll() is None:
-            process.terminate()
-            try:
-                await asyncio.wait_for(asyncio.to_thread(process.wait), timeout)
-            except TimeoutError:
-                process.kill()
-                await asyncio.to_thread(process.wait)
-        self.pid_path.unlink(missing_ok=True)
+        await stop_server_process(process, self.pid_path, timeout)
 
     async def __aenter__(self) -> TurnServer:
         await self.start()

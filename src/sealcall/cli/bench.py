@@ -48,7 +48,7 @@ def soak(args: argparse.Namespace) -> int:
         run(
             args.minutes,
             interval=args.interval,
-            loss=args.loss,
+            loss=args.loss / 100,
             on_sample=(lambda _: None) if args.json else show,
         )
     )
@@ -74,10 +74,19 @@ def _positive(text: str) -> float:
     return value
 
 
-def _share(text: str) -> float:
+def _count(text: str) -> int:
+    """A whole number, at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def _percent(text: str) -> float:
+    """A loss level in percent, 0 up to (not including) 100."""
     value = float(text)
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be within 0..1 (1 excluded), got {text}")
+    if not 0.0 <= value < 100.0:
+        raise argparse.ArgumentTypeError(f"must be a percentage from 0 up to 100, got {text}")
     return value
 
 
@@ -109,9 +118,10 @@ def add_soak_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParse
     _soak_options(parser)
     parser.add_argument(
         "--loss",
-        type=_share,
+        type=_percent,
         default=0.0,
-        help="drop this share (0..1) of the call's packets each way at random (default 0)",
+        metavar="PERCENT",
+        help="drop this percentage of the call's packets each way at random (default 0)",
     )
     parser.set_defaults(func=soak)
 
@@ -369,12 +379,6 @@ def net_bench(args: argparse.Namespace) -> int:
     from sealcall.turn import TurnError
 
     losses = [loss / 100 for loss in args.loss]
-    if any(not 0 <= loss <= 1 for loss in losses) or args.setup_calls < 1:
-        print(
-            "sealcall net-bench: --loss is a percentage from 0 to 100; --setup-calls at least 1",
-            file=sys.stderr,
-        )
-        return 2
     try:
         with tempfile.TemporaryDirectory(prefix="sealcall-net-bench-") as work:
             report = asyncio.run(
@@ -415,7 +419,7 @@ def add_net_bench_parser(commands: "argparse._SubParsersAction[argparse.Argument
     )
     parser.add_argument(
         "--loss",
-        type=float,
+        type=_percent,
         nargs="+",
         default=[0.0, 5.0, 20.0],
         help="loss levels in percent (default: 0 5 20)",
@@ -425,7 +429,7 @@ def add_net_bench_parser(commands: "argparse._SubParsersAction[argparse.Argument
     )
     parser.add_argument(
         "--setup-calls",
-        type=int,
+        type=_count,
         default=2,
         help="calls placed per mode (direct, relayed) for the setup time (default 2)",
     )
