@@ -17,7 +17,6 @@ from aiortc import RTCIceServer
 from hypothesis import given
 from hypothesis import strategies as st
 
-from media_helpers import Endpoint, until
 from sealcall.homeserver import free_port
 from sealcall.media import PeerConnection, negotiate
 from sealcall.media.turn_fallback import (
@@ -30,6 +29,7 @@ from sealcall.media.turn_fallback import (
 from sealcall.turn import TurnServer, turn_credentials
 
 from conftest import TURN_RELAY_IP
+from media_helpers import Endpoint, until
 
 in_module_loop = pytest.mark.asyncio(loop_scope="module")
 
