@@ -35,7 +35,9 @@ def test_net_bench_reports_both_directions_per_loss_level_and_setup_times(
     assert report["setup"]["direct"]["pair"]["local"] == "host"
     assert report["setup"]["direct"]["pair"]["remote"] == "host"
     assert "relay" in report["setup"]["relayed"]["pair"].values()
-    assert all(s > 0 for m in ("direct", "relayed") for s in report["setup"][m]["calls_s"])
+    assert "relay" in report["setup"]["no_udp"]["pair"].values()  # over TURN/TCP from A
+    modes = ("direct", "relayed", "relayed_all", "no_udp")
+    assert all(s > 0 for m in modes for s in report["setup"][m]["calls_s"])
     back = report["picture_back_after_outage"]
     assert back["to_a"] is not None
     assert back["to_b"] is not None

@@ -55,6 +55,16 @@ def test_a_packet_crosses_the_senders_uplink_then_the_receivers_downlink() -> No
     assert packet_fate(b"\x60" + bytes(39), lab, 2.0) == 2.0
 
 
+def test_a_protocol_blocked_on_a_link_is_dropped_both_ways_and_counted() -> None:
+    lab = links()
+    lab["a"].blocked_protocols = frozenset({17})
+    assert packet_fate(ip_packet("10.9.0.2", "10.9.9.9"), lab, 1.0) is None
+    assert packet_fate(ip_packet("10.9.9.9", "10.9.0.2"), lab, 1.0) is None
+    assert packet_fate(ip_packet("10.9.0.2", "10.9.9.9", protocol=6), lab, 1.0) == 1.0
+    assert packet_fate(ip_packet("10.9.0.6", "10.9.9.9"), lab, 1.0) == 1.0  # B's link: open
+    assert lab["a"].filtered == 2
+
+
 def stun(kind: int, attributes: list[tuple[int, bytes]]) -> bytes:
     body = b"".join(struct.pack("!HH", t, len(v)) + v + bytes(-len(v) % 4) for t, v in attributes)
     return struct.pack("!HHI", kind, len(body), STUN_MAGIC) + bytes(12) + body

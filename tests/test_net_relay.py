@@ -11,6 +11,7 @@ from sealcall.bench.pcap import Capture, is_stun
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 servers = lab_fixture()
+UDP = 17  # IP protocol number
 
 
 async def test_a_call_between_hosts_that_cannot_reach_each_other_goes_through_turn(
@@ -40,3 +41,22 @@ async def test_a_call_between_hosts_that_cannot_reach_each_other_goes_through_tu
     # decrypts (which is what relay-only prevents: tests/test_net_privacy.py).
     assert seen_b["forbidden"]
     assert seen_a["forbidden"]
+
+
+async def test_a_relay_only_call_from_a_host_without_udp_goes_over_turn_tcp(
+    servers: LabServers,
+) -> None:
+    # A firewall on A's link lets only TCP through; the peers get the URIs as the homeserver
+    # lists them (UDP first), which aiortc alone would use only the first of.
+    lab = servers.lab
+    lab.block_protocol("a", UDP)
+    try:
+        async with lab_call(servers, relay_only=True, turn="all") as (peer_a, peer_b):
+            media = lambda s: decoded(s, "video") >= 10 and decoded(s, "audio") >= 10  # noqa: E731
+            seen_a = await sample_until(peer_a, media, 30, "media")
+            seen_b = await sample_until(peer_b, media, 30, "media")
+    finally:
+        lab.block_protocol("a", UDP, blocked=False)
+    assert seen_a["pair"]["local"] == "relay"
+    assert seen_b["pair"]["local"] == "relay"
+    assert lab.counters()["a"]["filtered"] > 0  # A did try UDP (the probe), and lost it

@@ -52,18 +52,28 @@ class Link:
     network: ipaddress.IPv4Network
     up: Impairer = field(default_factory=Impairer)
     down: Impairer = field(default_factory=Impairer)
+    # IP protocols dropped both ways (17: UDP, as a firewall that lets only TCP out), and count.
+    blocked_protocols: frozenset[int] = frozenset()
+    filtered: int = 0
 
 
 def packet_fate(packet: bytes, links: Mapping[str, Link], now: float) -> float | None:
     """When the packet that entered the router at ``now`` leaves it, or None: it is lost.
 
     It crosses the uplink of the host it comes from, then the downlink of the host it goes to
-    (each may drop it or add delay). A packet the router cannot read passes unimpaired.
+    (each may drop it or add delay); a protocol blocked on either host's link drops it. A packet
+    the router cannot read passes unimpaired.
     """
     try:
         source, destination = ipv4_addresses(packet)
     except PacketError:
         return now
+    ends = [link for link in links.values() if source in link.network]
+    ends += [link for link in links.values() if destination in link.network]
+    for link in ends:
+        if packet[9] in link.blocked_protocols:
+            link.filtered += 1
+            return None
     at = now
     crossed = [link.up for link in links.values() if source in link.network]
     crossed += [link.down for link in links.values() if destination in link.network]

@@ -5,8 +5,10 @@ link impaired both ways (so each direction of the call crosses one impaired link
 level, frames sent and decoded each way per kind, the share decoded, video freezes (the longest
 gap between decoded video frames, and the time spent in gaps over 200 ms) and the bitrate each
 way; then how long the picture takes to come back after a one-second outage of A's link; and the
-call setup time with A and B able to reach each other (direct) versus not (relayed), side by
-side. The same measurements serve the network tests (which assert what must hold, not times).
+call setup time with A and B able to reach each other (direct) versus not (relayed: over
+TURN/UDP; with the homeserver's URI list, UDP first; and from a host A without UDP, over
+TURN/TCP), side by side. The same measurements serve the network tests (which assert what must
+hold, not times).
 """
 
 from __future__ import annotations
@@ -132,13 +134,28 @@ async def _peers(servers: LabServers, **options: Any) -> tuple[LabPeer, LabPeer]
     return a, b
 
 
-async def setup_time(servers: LabServers, direct: bool) -> dict[str, Any]:
-    """Place one call directly (A and B reach each other; no TURN offered: with TURN, aioice's
-    aggressive nomination often settles on a relayed pair even then) or relayed (they cannot;
-    TURN): its setup time (from placing the call to connected, at the caller) and the
-    candidate pair it used."""
+# Setup-time modes: (A and B reach each other, the TURN URIs given to the peers, A's UDP blocked).
+# "relayed" gives only the UDP URI (what aiortc uses first); "relayed_all" the homeserver's list
+# as it is (UDP first, then TCP: the client asks first whether UDP reaches the TURN server);
+# "no_udp" the same list from a host A whose link drops all UDP (TURN over TCP).
+SETUP_MODES: dict[str, tuple[bool, str | None, bool]] = {
+    "direct": (True, None, False),
+    "relayed": (False, "udp", False),
+    "relayed_all": (False, "all", False),
+    "no_udp": (False, "all", True),
+}
+UDP = 17  # IP protocol number
+
+
+async def setup_time(servers: LabServers, mode: str) -> dict[str, Any]:
+    """Place one call in setup mode ``mode`` (:data:`SETUP_MODES`): direct (A and B reach each
+    other; no TURN offered: with TURN, aioice's aggressive nomination often settles on a relayed
+    pair even then) or relayed (they cannot; TURN): its setup time (from placing the call to
+    connected, at the caller) and the candidate pair it used."""
+    direct, turn, no_udp = SETUP_MODES[mode]
     servers.lab.set_direct(direct)
-    a, b = await _peers(servers, turn=None if direct else "udp")
+    servers.lab.block_protocol("a", UDP, no_udp)
+    a, b = await _peers(servers, turn=turn)
     try:
         await connect_call(a, b)
         sample = await a.sample()
@@ -146,6 +163,7 @@ async def setup_time(servers: LabServers, direct: bool) -> dict[str, Any]:
         await a.stop()
         await b.stop()
         servers.lab.set_direct(False)
+        servers.lab.block_protocol("a", UDP, False)
     return {"setup_s": sample["setup_s"], "pair": sample["pair"]}
 
 
@@ -165,10 +183,10 @@ async def run(
     async with LabServers(work_dir) as servers:
         lab = servers.lab
         # Alternated, so that neither mode gets the homeserver's warm-up alone.
-        calls: dict[str, list[dict[str, Any]]] = {"direct": [], "relayed": []}
+        calls: dict[str, list[dict[str, Any]]] = {mode: [] for mode in SETUP_MODES}
         for _ in range(setup_calls):
-            for mode in ("relayed", "direct"):
-                calls[mode].append(await setup_time(servers, direct=mode == "direct"))
+            for mode in calls:
+                calls[mode].append(await setup_time(servers, mode))
         setup = {
             mode: {
                 "setup_s": round(statistics.median(c["setup_s"] for c in made), 3),
@@ -250,11 +268,11 @@ def report_text(report: dict[str, Any]) -> str:
         f"at B {seconds(back['to_b'])}; frozen in the {back['settle_s']:.0f} s after: "
         f"at A {seconds(back['frozen_at_a_s'])}, at B {seconds(back['frozen_at_b_s'])}"
     )
-    for mode in ("direct", "relayed"):
+    for mode in SETUP_MODES:
         setup = report["setup"][mode]
         pair = setup["pair"] or {}
         lines.append(
-            f"Setup {mode:<8} {seconds(setup['setup_s'])} (median of {len(setup['calls_s'])}; "
+            f"Setup {mode:<11} {seconds(setup['setup_s'])} (median of {len(setup['calls_s'])}; "
             f"pair {pair.get('local')} -> {pair.get('remote')})"
         )
     return "\n".join(lines)

@@ -2,7 +2,7 @@
 
 Started by :class:`sealcall.bench.net_call.LabPeer` as
 ``ip netns exec NS python -m sealcall.bench.net_peer --homeserver URL --user ID --store DIR
---host-address ADDR [--relay-only] [--no-turn | --turn-transport tcp] [--forbid ADDR]...
+--host-address ADDR [--relay-only] [--no-turn | --turn-transport tcp|all] [--forbid ADDR]...
 [--ice-timeout S] [--reconnect-timeout S]`` (the password in the environment,
 ``SEALCALL_PASSWORD``). It logs in (ICE servers from the homeserver's ``/voip/turnServer``),
 answers every call, and follows JSON commands on stdin, one per line:
@@ -242,10 +242,12 @@ async def open_dm(transport: MatrixTransport, other: str, create: bool) -> str:
 
 
 async def ice_servers(transport: MatrixTransport, turn: str | None) -> list[RTCIceServer]:
-    """The homeserver's TURN servers, their URIs for transport ``turn`` (``udp``, ``tcp``) only
-    (aiortc uses the first TURN URI); none if ``turn`` is None."""
+    """The homeserver's TURN servers, their URIs for transport ``turn`` (``udp``, ``tcp``) only,
+    or all of them as the homeserver lists them (``all``); none if ``turn`` is None."""
     if turn is None:
         return []
+    if turn == "all":
+        return list(await transport.ice_servers())
     servers = []
     for server in await transport.ice_servers():
         urls = [server.urls] if isinstance(server.urls, str) else list(server.urls)
@@ -315,7 +317,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host-address", required=True)
     parser.add_argument("--relay-only", action="store_true")
     parser.add_argument("--no-turn", action="store_true", help="ignore the homeserver's TURN")
-    parser.add_argument("--turn-transport", choices=("udp", "tcp"), default="udp")
+    parser.add_argument("--turn-transport", choices=("udp", "tcp", "all"), default="udp")
     parser.add_argument("--forbid", action="append", default=[])
     parser.add_argument("--ice-timeout", type=float, default=10.0)
     parser.add_argument("--reconnect-timeout", type=float, default=None)

@@ -282,6 +282,15 @@ class NetworkLab:
         self.links[host].up.outage = down
         self.links[host].down.outage = down
 
+    def block_protocol(self, host: Host, protocol: int, blocked: bool = True) -> None:
+        """Drop every packet of IP protocol ``protocol`` (17: UDP) to and from host ``host``
+        (True), or let it pass again (False): a firewall that lets only some protocols out."""
+        link = self.links[host]
+        if blocked:
+            link.blocked_protocols |= {protocol}
+        else:
+            link.blocked_protocols -= {protocol}
+
     def counters(self) -> dict[str, Any]:
         """Packets passed and dropped per host link and direction, and the router's own drops."""
 
@@ -289,7 +298,7 @@ class NetworkLab:
             return {"passed": impairer.passed, "dropped": impairer.dropped}
 
         report: dict[str, Any] = {
-            name: {"up": count(link.up), "down": count(link.down)}
+            name: {"up": count(link.up), "down": count(link.down), "filtered": link.filtered}
             for name, link in self.links.items()
         }
         if self._router is not None:

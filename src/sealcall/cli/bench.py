@@ -409,7 +409,9 @@ def add_net_bench_parser(commands: "argparse._SubParsersAction[argparse.Argument
             "call from A to B through TURN, and for each loss level (with 100 +- 30 ms delay) "
             "print frames sent and decoded each way per kind, video freezes and the bitrate; "
             "then how long the picture takes to come back after a short outage, and the call "
-            "setup time direct (A and B can reach each other) versus relayed. Needs root "
+            "setup time direct (A and B can reach each other) versus relayed (TURN over UDP; "
+            "the homeserver's TURN URIs as listed; from a host A whose link drops all UDP, "
+            "TURN over TCP). Needs root "
             "(network namespaces), iproute2, coturn and Synapse."
         ),
     )

@@ -35,6 +35,7 @@ from .ice_hooks import end_check_pacing_early, patient_consent_checks, restrict_
 from .jitter import BufferedFrame, install_jitter_buffer
 from .keys import MediaKeys
 from .remote_tracks import bound_receiver
+from .turn_fallback import prefer_reachable_turn
 
 LOOPBACK = ("127.0.0.1",)
 
@@ -56,7 +57,9 @@ class PeerConnection(RTCPeerConnection):
     ``relay_only`` gathers and uses TURN relay candidates only (ICE transport policy ``relay``). Its
     remote tracks keep only their newest frames (:mod:`sealcall.media.remote_tracks`), so a
     track nobody reads does not grow, and its receivers reassemble frames with
-    :mod:`sealcall.media.jitter` (bounded waits for lost packets, lost audio concealed).
+    :mod:`sealcall.media.jitter` (bounded waits for lost packets, lost audio concealed). Where
+    UDP does not reach the TURN server, ICE gathers over a TCP TURN URI of ``ice_servers``
+    instead (:mod:`sealcall.media.turn_fallback`; aiortc alone uses only the first one).
 
     aiortc has no ``disconnected`` state: :attr:`path_interrupted` says whether ICE consent
     checks have gone unanswered (the path is down, the ICE session still up), and the event
@@ -78,6 +81,7 @@ class PeerConnection(RTCPeerConnection):
             )
         )
         self._host_addresses = tuple(host_addresses) if host_addresses is not None else None
+        self._ice_servers = tuple(ice_servers)
         self._quiet_paths: set[object] = set()  # ICE connections whose checks go unanswered
 
     def _RTCPeerConnection__createTransceiver(  # noqa: N802 - overrides aiortc's private hook
@@ -90,6 +94,7 @@ class PeerConnection(RTCPeerConnection):
         if self._host_addresses is not None:
             restrict_host_addresses(transceiver, self._host_addresses)
         end_check_pacing_early(transceiver)
+        prefer_reachable_turn(transceiver, self._ice_servers)
         key = object()  # one ICE connection (bundled transceivers keep the first one's hook)
         patient_consent_checks(transceiver, lambda answers: self._path_answers(key, answers))
         self._on_transceiver(transceiver)
