@@ -112,8 +112,7 @@ async def test_a_minute_long_video_call_stops_growing_after_ten_seconds() -> Non
     assert len(after_warmup) >= 9
     assert after_warmup[-1]["seconds"] >= 55.0
     assert report["call_state_at_end"] == "connected"
-    assert report["media_flowing_at_end"] is True  # through a fifth of the packets lost
-    assert report["loss"] == 0.2
+    assert report["media_flowing_at_end"] is True
     first, last = after_warmup[0], after_warmup[-1]
     for direction in ("frames_alice_to_bob", "frames_bob_to_alice"):
         assert last[direction] - first[direction] > 500, direction  # media kept flowing
