@@ -340,12 +340,15 @@ def test_hostile_packet_streams_never_raise_and_stay_bounded(
     kind: str, packets: list[tuple[int, int, bool, bytes, float]]
 ) -> None:
     buffer = FrameBuffer(kind, capacity=32)
+    nacks = NackScheduler()
     now = 0.0
     for seq, timestamp, marker, data, step in packets:
         now += step
-        for frame in buffer.add(seq, timestamp, marker, data, now):
+        for frame in buffer.add(seq, timestamp, marker, data, now, retransmission=marker):
             assert isinstance(frame.data, bytes)
         assert len(buffer._packets) <= 32
+        assert all(0 <= lost <= 0xFFFF for lost in nacks.add(seq, now, retransmission=marker))
+        assert len(nacks._missing) < 2 * 128
 
 
 def _frames_of(sizes: list[int], first_seq: int = 65000) -> list[tuple[int, int, bool, bytes]]:
