@@ -462,6 +462,7 @@ def test_every_lost_packet_is_nacked_and_none_that_came_after_it_came(
     lost: list[bool], delays: list[float]
 ) -> None:
     lost[0] = lost[-1] = False
+    delays[0] = 0.0  # the stream starts with the first packet (nothing before it is missed)
     arrivals = [(i / 45 + delays[i], 65500 + i) for i in range(100) if not lost[i]]
     arrivals += [(100 / 45 + 0.5 * k, 65600 + k) for k in range(NACK_TRIES * 2)]  # time passes
     nacked = _nack_run(arrivals)

@@ -52,13 +52,15 @@ MAX_MISORDER = 100
 # aiortc NACKs a video packet at the first gap after it, so every packet overtaken by a later
 # one (reordering) was NACKed and sent twice. A missing packet is NACKed once it has been missing
 # longer than packets have recently come late (at most NACK_REORDER_MAX; 100 +- 30 ms delay
-# reorders by up to 60 ms), and at once on a path that does not reorder; unanswered NACKs are
-# repeated (a NACK or its retransmission lost too) about once per round trip, a few times.
+# reorders by up to 60 ms), and at once on a path that does not reorder. Unanswered NACKs are
+# repeated (a NACK or its retransmission lost too) often enough that several rounds fit in
+# VIDEO_MAX_WAIT even on a 200 ms round trip (at 20 % loss each way a round fails a third of the
+# time): aiortc repeated every missing packet at every new gap, which kept 20 % loss repairable.
 NACK_REORDER_MAX = 0.1
 NACK_REORDER_MARGIN = 0.02
 NACK_REORDER_MEMORY = 10.0  # seconds a late packet counts for the wait
-NACK_RETRY_INTERVAL = 0.25
-NACK_TRIES = 4
+NACK_RETRY_INTERVAL = 0.12
+NACK_TRIES = 8
 
 
 class BufferedFrame(JitterFrame):
