@@ -1,6 +1,7 @@
 """The jitter buffer under loss, delay and reordering; the receiver's key-frame wait (sans-I/O)."""
 
 import random
+from itertools import pairwise
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -10,8 +11,12 @@ from sealcall.media.crypto_taps import KEYFRAME_REQUEST_INTERVAL, ReceiverTap, S
 from sealcall.media.jitter import (
     AUDIO_MAX_WAIT,
     MAX_CONCEALED,
+    NACK_REORDER_MAX,
+    NACK_RETRY_INTERVAL,
+    NACK_TRIES,
     BufferedFrame,
     FrameBuffer,
+    NackScheduler,
     concealment_packet,
 )
 from sealcall.media.keys import MediaKeys
@@ -335,9 +340,136 @@ def test_hostile_packet_streams_never_raise_and_stay_bounded(
     kind: str, packets: list[tuple[int, int, bool, bytes, float]]
 ) -> None:
     buffer = FrameBuffer(kind, capacity=32)
+    nacks = NackScheduler()
     now = 0.0
     for seq, timestamp, marker, data, step in packets:
         now += step
-        for frame in buffer.add(seq, timestamp, marker, data, now):
+        for frame in buffer.add(seq, timestamp, marker, data, now, retransmission=marker):
             assert isinstance(frame.data, bytes)
         assert len(buffer._packets) <= 32
+        assert all(0 <= lost <= 0xFFFF for lost in nacks.add(seq, now, retransmission=marker))
+        assert len(nacks._missing) < 2 * 128
+
+
+def _frames_of(sizes: list[int], first_seq: int = 65000) -> list[tuple[int, int, bool, bytes]]:
+    """Video packets (seq, timestamp, marker, data) of frames of ``sizes`` packets each."""
+    packets = []
+    seq = first_seq
+    for f, size in enumerate(sizes):
+        for p in range(size):
+            packets.append((seq & 0xFFFF, 3000 * f, p == size - 1, bytes([f & 0xFF, p, size])))
+            seq += 1
+    return packets
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 12), min_size=20, max_size=60),
+    delays=st.lists(st.floats(0, 0.06), min_size=1, max_size=200),
+    copies=st.lists(st.tuples(st.integers(0, 10_000), st.floats(0.0, 3.0)), max_size=20),
+)
+def test_reordered_video_with_late_duplicates_loses_nothing(
+    sizes: list[int], delays: list[float], copies: list[tuple[int, float]]
+) -> None:
+    """Packets overtaking each other (100 +- 30 ms delay: up to 60 ms) and copies of packets
+    already received arriving up to 3 s later (retransmissions of packets that were only late):
+    every frame comes out whole, once, in order, and no frame is marked after a gap (which
+    would withhold delta frames until a key frame). A copy far behind restarted the buffer."""
+    packets = _frames_of(sizes)
+    frame_of = [i for i, size in enumerate(sizes) for _ in range(size)]
+    sent = [frame_of[i] / 30 + packets[i][3][1] * 0.001 for i in range(len(packets))]
+    arrivals = [
+        (sent[i] + (delays[i % len(delays)] if i else 0.0), i, False) for i in range(len(packets))
+    ]
+    arrivals += [
+        (sent[i % len(packets)] + 0.06 + late, i % len(packets), True) for i, late in copies
+    ]
+    arrivals.sort()
+    buffer = FrameBuffer("video")
+    out: list[BufferedFrame] = []
+    for now, i, copy in arrivals:
+        out += buffer.add(*packets[i], now, retransmission=copy)
+    assert [f.data for f in out] == [
+        b"".join(bytes([f & 0xFF, p, size]) for p in range(size)) for f, size in enumerate(sizes)
+    ]
+    assert not any(f.after_gap for f in out)
+    assert buffer.counters.frames_lost == buffer.counters.packets_given_up == 0
+
+
+def test_old_retransmissions_never_restart_the_buffer_but_a_new_stream_does() -> None:
+    packets = _frames_of([3] * 100)
+    buffer = FrameBuffer("video")
+    out: list[BufferedFrame] = []
+    for i, packet in enumerate(packets[:200]):
+        out += buffer.add(*packet, i * 0.01)
+    # Retransmissions of packets 150 back, several in sequence (one NACK named them all).
+    for packet in packets[40:50]:
+        assert buffer.add(*packet, 2.0, retransmission=True) == []
+    assert buffer.counters.packets_late == 10
+    for i, packet in enumerate(packets[200:], start=200):
+        out += buffer.add(*packet, i * 0.01)
+    assert [f.data[0] for f in out] == list(range(100))
+    assert not any(f.after_gap for f in out)
+    # A sender that starts again far back: its second packet in sequence confirms the restart.
+    restarted = _frames_of([3] * 3, first_seq=(packets[0][0] + 100) & 0xFFFF)
+    for packet in restarted:
+        out += buffer.add(*packet, 4.0)
+    assert [f.data[0] for f in out][100:] == [1, 2]  # the first frame lost its first packet
+    assert out[100].after_gap
+
+
+def _nack_run(
+    arrivals: list[tuple[float, int]], *, scheduler: NackScheduler | None = None
+) -> dict[int, list[float]]:
+    """Feed (arrival time, seq) to a scheduler; the times each seq was NACKed."""
+    scheduler = scheduler or NackScheduler()
+    nacked: dict[int, list[float]] = {}
+    for now, seq in sorted(arrivals):
+        for lost in scheduler.add(seq & 0xFFFF, now):
+            nacked.setdefault(lost, []).append(now)
+    return nacked
+
+
+def test_a_loss_on_a_path_that_keeps_order_is_nacked_at_once_and_retried() -> None:
+    arrivals = [(i * 0.01, 65530 + i) for i in range(200) if i != 10]
+    nacked = _nack_run(arrivals)
+    assert list(nacked) == [(65530 + 10) & 0xFFFF]  # across the wrap of sequence numbers
+    times = nacked[(65530 + 10) & 0xFFFF]
+    assert times[0] == 11 * 0.01  # at the first packet after it: no reordering seen
+    assert len(times) == NACK_TRIES
+    assert all(b - a >= NACK_RETRY_INTERVAL for a, b in pairwise(times))
+
+
+def test_reordering_is_learned_and_then_never_nacked() -> None:
+    rng = random.Random(4)
+    sent = [i / 45 for i in range(450)]  # 10 s of 45 packets/s
+    arrivals = [(t + rng.uniform(0, 0.06), i) for i, t in enumerate(sent)]
+    nacked = _nack_run(arrivals)
+    assert all(seq < 90 for seq in nacked)  # only in the first 2 s, while it learned
+    assert len(nacked) <= 5
+    # The first packets after a loss are NACKed once the learned wait has passed, not before.
+    scheduler = NackScheduler()
+    _nack_run(arrivals, scheduler=scheduler)
+    assert 0.03 < scheduler.reorder_wait <= NACK_REORDER_MAX
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    lost=st.lists(st.booleans(), min_size=100, max_size=100),
+    delays=st.lists(st.floats(0, 0.06), min_size=100, max_size=100),
+)
+def test_every_lost_packet_is_nacked_and_none_that_came_after_it_came(
+    lost: list[bool], delays: list[float]
+) -> None:
+    lost[0] = lost[-1] = False
+    delays[0] = 0.0  # the stream starts with the first packet (nothing before it is missed)
+    arrivals = [(i / 45 + delays[i], 65500 + i) for i in range(100) if not lost[i]]
+    arrivals += [(100 / 45 + 0.5 * k, 65600 + k) for k in range(NACK_TRIES * 2)]  # time passes
+    nacked = _nack_run(arrivals)
+    arrived = {seq & 0xFFFF: now for now, seq in arrivals}
+    for i in range(100):
+        seq = (65500 + i) & 0xFFFF
+        if lost[i]:
+            assert 1 <= len(nacked.get(seq, [])) <= NACK_TRIES
+        else:
+            assert all(t < arrived[seq] for t in nacked.get(seq, []))

@@ -199,3 +199,43 @@ async def test_unrepairable_video_loss_never_reaches_the_decoder_and_key_frames_
     finally:
         await a.close()
         await b.close()
+
+
+async def test_reordering_without_loss_costs_no_frame_no_nack_and_no_key_frame() -> None:
+    """100 +- 30 ms delay, 0 % loss: packets kept in order, then overtaking each other. aiortc
+    NACKed every overtaken packet (and our impairer reordered packets due at the same moment)."""
+    a, b = av_call()
+    try:
+        watch = DecoderWatch(a)
+        await connect(a, b)
+        await until(lambda: len(b.counters) == 2)
+        watch.attach(b)
+        video = _transceiver(b.pc, "video").receiver
+        tap = b.pc.receiver_tap(video).counters
+        loss = loss_counters(video)
+        in_order = Impairment(delay_ms=100, jitter_ms=30, keep_order=True)
+        inbound, outbound = Impairer(in_order, seed=21), Impairer(in_order, seed=22)
+        impair_connection(b.pc, inbound=inbound, outbound=outbound)
+        played = b.counter("video").frames
+        await until(lambda: b.counter("video").frames > played + 30)
+        assert loss.nacks_sent == 0
+
+        # Reordering: the first overtaken packets may be NACKed while the receiver learns how
+        # late packets come; after that, none.
+        reordered = Impairment(delay_ms=100, jitter_ms=30)
+        inbound.impairment = outbound.impairment = reordered
+        played = b.counter("video").frames
+        await until(lambda: b.counter("video").frames > played + 45)
+        nacks, played = loss.nacks_sent, b.counter("video").frames
+        await until(lambda: b.counter("video").frames > played + 60)
+        assert loss.nacks_sent == nacks
+        assert loss.frames_lost == 0
+        assert loss.packets_given_up == 0
+        assert tap.frames_skipped == 0
+        assert tap.keyframe_requests == 0
+        assert loss.plis_sent == 0
+        assert watch.unknown == 0
+        assert watch.after_gap == 0
+    finally:
+        await a.close()
+        await b.close()

@@ -39,6 +39,7 @@ class Impairment:
 
 
 PERFECT = Impairment()
+ORDER_STEP = 1e-6  # seconds between two packets delivered in order at the same moment
 
 
 class Impairer:
@@ -67,7 +68,9 @@ class Impairer:
             delay += self._random.uniform(-spec.jitter_ms, spec.jitter_ms)
         at = now + delay / 1000.0
         if spec.keep_order:
-            at = max(at, self._last_delivery)
+            # Strictly after the previous packet: an event loop's timers (a heap) run timers due
+            # at the same moment in no particular order, which would reorder them after all.
+            at = max(at, self._last_delivery + ORDER_STEP)
         self._last_delivery = max(self._last_delivery, at)
         return at
 

@@ -17,9 +17,12 @@ broken frame is dropped, and the next emitted frame is marked ``after_gap``: the
 :class:`~sealcall.media.crypto_taps.ReceiverTap` then lets no delta frame reach the decoder
 until a key frame, and asks for one. :func:`install_jitter_buffer` puts it into one aiortc
 receiver (no module of aiortc is patched) and counts NACKs, retransmissions and PLIs there.
+It also replaces the receiver's NACK generator with a :class:`NackScheduler`, which does not
+NACK a packet that is only overtaken by later ones (reordering) as aiortc's does.
 """
 
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -42,7 +45,22 @@ VIDEO_MAX_WAIT = 1.0
 AUDIO_CAPACITY = 64  # packets held (1.3 s of 20 ms audio)
 VIDEO_CAPACITY = 512  # as aiortc's
 MAX_CONCEALED = 50  # concealment frames for one gap (1 s of 20 ms frames); longer gaps skip ahead
-MAX_MISORDER = 100  # a packet further back than this restarts the buffer (as aiortc's)
+# A packet further back than this may be a new start of the stream (a new sender, a restart);
+# it restarts the buffer only when the next packet follows it (RFC 3550 A.1's probation), so a
+# stray old packet, such as a retransmission of one that already came late, is dropped as late.
+MAX_MISORDER = 100
+# aiortc NACKs a video packet at the first gap after it, so every packet overtaken by a later
+# one (reordering) was NACKed and sent twice. A missing packet is NACKed once it has been missing
+# longer than packets have recently come late (at most NACK_REORDER_MAX; 100 +- 30 ms delay
+# reorders by up to 60 ms), and at once on a path that does not reorder. Unanswered NACKs are
+# repeated (a NACK or its retransmission lost too) often enough that several rounds fit in
+# VIDEO_MAX_WAIT even on a 200 ms round trip (at 20 % loss each way a round fails a third of the
+# time): aiortc repeated every missing packet at every new gap, which kept 20 % loss repairable.
+NACK_REORDER_MAX = 0.1
+NACK_REORDER_MARGIN = 0.02
+NACK_REORDER_MEMORY = 10.0  # seconds a late packet counts for the wait
+NACK_RETRY_INTERVAL = 0.12
+NACK_TRIES = 8
 
 
 class BufferedFrame(JitterFrame):
@@ -110,16 +128,27 @@ class FrameBuffer:
         self._gap = False
         self._last_timestamp: int | None = None
         self._toc: int | None = None  # first byte of the last audio frame (Opus TOC, clear)
+        self._probation: int | None = None  # restart there: it follows a packet far back
 
     def add(
-        self, seq: int, timestamp: int, marker: bool, data: bytes, now: float
+        self,
+        seq: int,
+        timestamp: int,
+        marker: bool,
+        data: bytes,
+        now: float,
+        *,
+        retransmission: bool = False,
     ) -> list[BufferedFrame]:
-        """Take one packet; return the frames it completed (and those given up waiting for)."""
+        """Take one packet; return the frames it completed (and those given up waiting for).
+        A ``retransmission`` (RTX) is an old packet by nature: it never restarts the buffer."""
         if self._next is None:
             self._next = seq
         ahead = (seq - self._next) & 0xFFFF
         if ahead >= 0x8000:
-            if 0x10000 - ahead < MAX_MISORDER:
+            far = 0x10000 - ahead >= MAX_MISORDER and not retransmission
+            if not far or seq != self._probation:
+                self._probation = (seq + 1) & 0xFFFF if far else None
                 self.counters.packets_late += 1
                 return []
             self._restart(seq)  # the stream jumped back: a new sender or a restart
@@ -138,6 +167,7 @@ class FrameBuffer:
         self._next = self._newest = seq
         self._gap = True
         self._synced = self._audio
+        self._probation = None
 
     def _skip_to(self, seq: int) -> None:
         """Give up on everything before ``seq`` (the buffer is full)."""
@@ -258,6 +288,81 @@ class FrameBuffer:
         return False
 
 
+class NackScheduler:
+    """Decides which missing video packets to NACK (sans-I/O: ``add(seq, now)`` returns them).
+
+    A sequence number is missing once a later one arrived. It is NACKed when it has been missing
+    longer than any packet came late in the last :data:`NACK_REORDER_MEMORY` seconds (plus
+    :data:`NACK_REORDER_MARGIN`, at most :data:`NACK_REORDER_MAX`): a reordered packet arrives
+    before that and is never NACKed, while on a path that keeps order loss is NACKed at once.
+    Unanswered, it is NACKed again every :data:`NACK_RETRY_INTERVAL` up to :data:`NACK_TRIES`
+    times, and forgotten once the sender no longer keeps it (``RTP_HISTORY_SIZE`` packets back).
+    Decisions are taken when packets arrive (video packets come many times a second).
+    """
+
+    def __init__(self) -> None:
+        self._newest: int | None = None
+        # sequence number -> (found missing, last NACKed or None, NACKs sent for it)
+        self._missing: dict[int, tuple[float, float | None, int]] = {}
+        self._lateness: deque[tuple[float, float]] = deque(maxlen=64)  # (arrival, how late)
+
+    @property
+    def reorder_wait(self) -> float:
+        """How long a missing packet is waited for before its first NACK."""
+        if not self._lateness:
+            return 0.0
+        return min(NACK_REORDER_MAX, max(late for _, late in self._lateness) + NACK_REORDER_MARGIN)
+
+    def add(self, seq: int, now: float, *, retransmission: bool = False) -> list[int]:
+        """Note the arrival of packet ``seq``; return the sequence numbers to NACK now. A
+        ``retransmission`` (RTX) answers a NACK: it says nothing about reordering."""
+        if self._newest is None:
+            self._newest = seq
+            return []
+        ahead = (seq - self._newest) & 0xFFFF
+        if ahead == 0 or ahead >= 0x8000:
+            found = self._missing.pop(seq, None)
+            if found is not None and not retransmission and now - found[0] <= NACK_REORDER_MAX:
+                self._lateness.append((now, now - found[0]))  # overtaken: reordering
+        elif ahead >= RTP_HISTORY_SIZE:
+            self._missing.clear()  # a jump: what lay before is beyond the sender's history
+            self._newest = seq
+        else:
+            for k in range(1, ahead):
+                self._missing[(self._newest + k) & 0xFFFF] = (now, None, 0)
+            self._newest = seq
+        while self._lateness and now - self._lateness[0][0] > NACK_REORDER_MEMORY:
+            self._lateness.popleft()
+        wait = self.reorder_wait
+        due = []
+        for missing, (since, nacked, sent) in list(self._missing.items()):
+            if (self._newest - missing) & 0xFFFF >= RTP_HISTORY_SIZE or sent >= NACK_TRIES:
+                del self._missing[missing]
+            elif (nacked is None and now - since >= wait) or (
+                nacked is not None and now - nacked >= NACK_RETRY_INTERVAL
+            ):
+                self._missing[missing] = (since, now, sent + 1)
+                due.append(missing)
+        return due
+
+
+class _ReceiverNackGenerator:
+    """Stands in for an aiortc video receiver's ``NackGenerator``: aiortc NACKs what
+    ``missing`` holds whenever ``add`` returns True, here the packets a :class:`NackScheduler`
+    finds due."""
+
+    def __init__(self, receiver: RTCRtpReceiver, clock: Callable[[], float]) -> None:
+        self.scheduler = NackScheduler()
+        self.missing: list[int] = []
+        self._receiver = receiver
+        self._clock = clock
+
+    def add(self, packet: RtpPacket) -> bool:
+        rtx = getattr(self._receiver, "_sealcall_rtx", False)
+        self.missing = self.scheduler.add(packet.sequence_number, self._clock(), retransmission=rtx)
+        return bool(self.missing)
+
+
 class _ReceiverJitterBuffer:
     """Stands in for an aiortc receiver's jitter buffer: frames go to its decoder queue here,
     several at once when a gap is given up (aiortc's buffer hands back at most one)."""
@@ -272,7 +377,12 @@ class _ReceiverJitterBuffer:
     def add(self, packet: RtpPacket) -> tuple[bool, None]:
         data: bytes = getattr(packet, "_data", b"")
         frames = self.buffer.add(
-            packet.sequence_number, packet.timestamp, bool(packet.marker), data, self._clock()
+            packet.sequence_number,
+            packet.timestamp,
+            bool(packet.marker),
+            data,
+            self._clock(),
+            retransmission=getattr(self._receiver, "_sealcall_rtx", False),
         )
         receiver = self._receiver
         codec = getattr(receiver, "_RTCRtpReceiver__codecs").get(packet.payload_type)  # noqa: B009
@@ -290,10 +400,14 @@ class LossAwareRtpReceiver(BoundedRtpReceiver):
     (:class:`LossCounters`); installed per receiver by changing its class."""
 
     _sealcall_loss: LossCounters
+    _sealcall_rtx: bool = False  # the packet being handled came as a retransmission
 
     async def _handle_rtp_packet(self, packet: RtpPacket, arrival_time_ms: int) -> None:
         codec = getattr(self, "_RTCRtpReceiver__codecs").get(packet.payload_type)  # noqa: B009
-        if codec is not None and is_rtx(codec) and self._enabled:
+        # aiortc unwraps an RTX packet into its original: the NACK generator and the jitter
+        # buffer learn it was a retransmission here (aiortc handles one packet at a time).
+        self._sealcall_rtx = codec is not None and is_rtx(codec)
+        if self._sealcall_rtx and self._enabled:
             self._sealcall_loss.retransmissions_received += 1
         await super()._handle_rtp_packet(packet, arrival_time_ms)
 
@@ -316,6 +430,9 @@ def install_jitter_buffer(
     kind: str = getattr(receiver, "_RTCRtpReceiver__kind")  # noqa: B009
     jitter = _ReceiverJitterBuffer(receiver, kind, clock)
     setattr(receiver, "_RTCRtpReceiver__jitter_buffer", jitter)  # noqa: B010
+    if getattr(receiver, "_RTCRtpReceiver__nack_generator", None) is not None:  # video
+        nacks = _ReceiverNackGenerator(receiver, clock)
+        setattr(receiver, "_RTCRtpReceiver__nack_generator", nacks)  # noqa: B010
     counters = jitter.buffer.counters
     receiver.__class__ = LossAwareRtpReceiver
     receiver._sealcall_loss = counters  # type: ignore[attr-defined]
