@@ -567,12 +567,79 @@ async def test_relay_only_page_gathers_and_sends_relay_candidates_only(
             for m in a.server.sent
             if m["type"] == "local_candidates"
             for c in m["candidates"]
-            if c["candidate"]
         ]
-        in_sdp = [line for line in offer["sdp"].split("\r\n") if line.startswith("a=candidate")]
-        assert sent, "no relay candidate gathered"
-        for candidate in sent + in_sdp:
-            assert " typ relay" in candidate
-            assert " 127.0.0.2 " in candidate
+        assert_relay_only(offer["sdp"], sent)
     finally:
         await turn.stop()
+
+
+def assert_relay_only(sdp: str, trickled: list[str]) -> None:
+    """The page's offer and trickled candidates name TURN relays (127.0.0.2) only."""
+    sent = [candidate for candidate in trickled if candidate]
+    in_sdp = [line for line in sdp.split("\r\n") if line.startswith("a=candidate")]
+    assert sent, "no relay candidate gathered"
+    for candidate in sent + in_sdp:
+        assert " typ relay" in candidate
+        assert " 127.0.0.2 " in candidate
+
+
+async def test_the_pages_relay_only_switch_makes_the_next_call_relay_only(
+    browser: Any, turn_synapse: Any, tmp_path: Path
+) -> None:
+    """The real app on a homeserver with TURN: the user turns on "Always relay calls" in the
+    page, then calls; what the page hands the app (offer, trickled candidates) is relay only."""
+    from sealcall.demo import open_dm, wait_for
+    from sealcall.transport.matrix import MatrixTransport
+    from sealcall.web import protocol as p
+    from web_app_helpers import WAIT_MS, account, page_user
+
+    alice = await page_user(turn_synapse, tmp_path, "alice")
+    bob_id, bob_password, bob_store = await account(turn_synapse, tmp_path, "bob")
+    bob = await MatrixTransport.login(turn_synapse.url, bob_id, bob_password, bob_store)
+    await bob.start()
+    results: list[Any] = []
+    feed = alice.app.page_media_result
+
+    def record(socket: Any, result: Any) -> None:
+        results.append(result)
+        feed(socket, result)
+
+    alice.app.page_media_result = record  # type: ignore[method-assign]
+    context = await browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        room_id = await open_dm(alice.transport, bob)
+        page = await context.new_page()
+        await page.goto(alice.server.url)
+        switch = page.get_by_test_id("relay-only")
+        await page.locator('[data-testid="relay-only"][aria-checked="false"]').wait_for(
+            timeout=WAIT_MS
+        )
+        assert not alice.app.relay_only
+        await switch.click()
+        await page.locator('[data-testid="relay-only"][aria-checked="true"]').wait_for(
+            timeout=WAIT_MS
+        )
+        assert alice.app.relay_only
+        await page.locator(f'[data-testid="room"][data-room-id="{room_id}"]').click()
+        await page.get_by_test_id("call-audio").click(timeout=WAIT_MS)
+        # The switch says a change now would apply to the next call only.
+        await page.get_by_test_id("relay-only-note").wait_for(timeout=WAIT_MS)
+        await wait_for(
+            lambda: any(
+                isinstance(r, p.LocalCandidates) and any(not c.candidate for c in r.candidates)
+                for r in results
+            ),
+            30,
+            "the end of the page's candidates",
+        )
+        offers = [r for r in results if isinstance(r, p.LocalDescription)]
+        trickled = [
+            c.candidate for r in results if isinstance(r, p.LocalCandidates) for c in r.candidates
+        ]
+        assert offers, "the page made no offer"
+        assert "" in trickled, "the page's gathering did not end"
+        assert_relay_only(offers[0].sdp, trickled)
+    finally:
+        await context.close()
+        await alice.stop()
+        await bob.stop()

@@ -22,6 +22,7 @@ from sealcall.web.protocol import (
     Mute,
     OpenDm,
     ProtocolError,
+    SetRelayOnly,
     encode,
     error,
     parse_message,
@@ -79,6 +80,12 @@ def test_requests_parse_with_their_optional_fields() -> None:
         ({"type": "open_dm", "id": 3, "user_id": "bob"}, 3),  # not a user id
         ({"type": "open_dm", "id": 3, "user_id": "@bob:"}, 3),
         ({"type": "open_dm", "id": 3, "user_id": "@b ob:localhost"}, 3),
+        ({"type": "set_relay_only", "id": 4}, 4),
+        ({"type": "set_relay_only", "id": 4, "on": 1}, 4),  # 0/1 are not booleans
+        ({"type": "set_relay_only", "id": 4, "on": "true"}, 4),
+        ({"type": "set_relay_only", "id": 4, "on": None}, 4),
+        ({"type": "set_relay_only", "id": 4, "on": True, "ice_servers": []}, 4),
+        ({"type": "set_relay_only", "on": True}, None),
     ],
 )
 def test_malformed_requests_are_refused_with_the_id_when_usable(
@@ -91,6 +98,15 @@ def test_open_dm_takes_a_user_id() -> None:
     request = parse_message('{"type": "open_dm", "id": 1, "user_id": "@bob:localhost"}')
     assert isinstance(request, OpenDm)
     assert request.user_id == "@bob:localhost"
+
+
+def test_set_relay_only_takes_a_boolean() -> None:
+    assert parse_message('{"type":"set_relay_only","id":"s","on":true}') == SetRelayOnly(
+        id="s", on=True
+    )
+    assert parse_message('{"type":"set_relay_only","id":0,"on":false}') == SetRelayOnly(
+        id=0, on=False
+    )
 
 
 def test_the_largest_request_id_and_longest_ids_are_accepted() -> None:

@@ -85,6 +85,7 @@ SHAPES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "group_screen_share": (("room_id", "on"), ()),
     "group_decline": (("room_id",), ()),
     "open_dm": (("user_id",), ()),
+    "set_relay_only": (("on",), ()),
     "local_description": (("sdp", "streams"), ()),
     "local_candidates": (("candidates",), ()),
     "connection_state": (("state",), ()),

@@ -61,10 +61,8 @@ async def _run_app(args: argparse.Namespace) -> int:
             policy=CallPolicy(ask_unencrypted=True, relay_only=args.relay_only),
             state_dir=str(store_path(args)),
             sfu_url=args.sfu,
-            group_options={
-                **({"audio_level": False} if args.no_speaking else {}),
-                **({"relay_only": True} if args.relay_only else {}),
-            },
+            # (Group calls take relay-only from the policy, the page's setting.)
+            group_options={"audio_level": False} if args.no_speaking else None,
         )
         server = PageServer(
             app, port=args.port, connect=() if sfu_socket is None else (sfu_socket,)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -30,6 +31,8 @@ from sealcall.calls import (
 )
 from sealcall.calls.call import REPLACED
 from sealcall.calls.inputs import LocalMediaFailed
+from sealcall.calls.relay_only import RELAY_UNAVAILABLE, offers_turn
+from sealcall.media.connection import ice_urls
 from sealcall.session import CallSession, VoIP
 from sealcall.signaling import StreamMetadata
 from sealcall.transport.matrix import MatrixTransport, MatrixTransportError
@@ -103,6 +106,7 @@ class CallApp:
             pages=lambda: list(self._pages.values()),
             session_options=group_options,
             sfu_url=sfu_url,
+            relay_only=lambda: self.relay_only,
         )
         group = self.group
         self._handlers: dict[type, Callable[[_Page, Any], Awaitable[dict[str, Any]]]] = {
@@ -130,6 +134,7 @@ class CallApp:
             p.GroupMute: group.mute,
             p.GroupScreenShare: group.screen_share,
             p.GroupDecline: group.decline,
+            p.SetRelayOnly: self._set_relay_only,
         }
         voip = self.voip
         voip.on("incoming_call", self._on_incoming)
@@ -150,6 +155,12 @@ class CallApp:
         self._media_timers.clear()
         await self.group.close()
         await self.voip.close()
+
+    @property
+    def relay_only(self) -> bool:
+        """The relay-only setting: the engine's policy holds it (``--relay-only`` sets it at
+        start, the page's ``set_relay_only`` after); group calls read it when they are joined."""
+        return self.voip.manager.policy.relay_only
 
     # -- the page server's side (PageApp) ------------------------------------------------------
 
@@ -231,7 +242,21 @@ class CallApp:
             "user_id": self.transport.user_id,
             "device_id": self.transport.device_id,
             "display_name": self.transport.user_id,
+            "relay_only": self.relay_only,
         }
+
+    async def _set_relay_only(self, page: _Page, request: p.SetRelayOnly) -> dict[str, Any]:
+        """Change the setting for the calls placed, answered or joined from now on (each call
+        keeps the policy it began with: one in progress is not moved)."""
+        if request.on and not self.relay_only:
+            # Asked now, so the user learns it here rather than when a call fails.
+            await self.voip.refresh_ice_servers()
+            if not offers_turn(ice_urls(self.voip.ice_servers)):
+                raise PageError("failed", RELAY_UNAVAILABLE)
+        manager = self.voip.manager
+        manager.policy = dataclasses.replace(manager.policy, relay_only=request.on)
+        self._broadcast({"type": "settings", "relay_only": request.on})
+        return {"relay_only": request.on}
 
     async def _list_rooms(self, page: _Page, request: p.ListRooms) -> dict[str, Any]:
         return {"rooms": room_list(self.transport)}
@@ -267,6 +292,11 @@ class CallApp:
             # Another page answered it (two tabs): its media stays there.
             raise PageError("illegal", "the call is answered in another page")
         self._own(session.call_id, page)
+        call = session.call
+        if session.state is CallState.RINGING and call.policy.relay_only != self.relay_only:
+            # It rang before the setting changed: nothing of ours has been sent yet, so it is
+            # answered as the user now asks.
+            call.policy = dataclasses.replace(call.policy, relay_only=self.relay_only)
         try:
             await session.answer(request.video, allow_unencrypted=request.allow_unencrypted)
         except Exception:

@@ -132,8 +132,11 @@ class GroupApp:
         pages: Callable[[], list[Any]],
         session_options: dict[str, Any] | None = None,
         sfu_url: str | None = None,
+        relay_only: Callable[[], bool] | None = None,
     ) -> None:
         self.transport = transport
+        # The app's setting, read at each join (a call in progress keeps what it began with).
+        self._relay_only = relay_only
         self.sfu_url = sfu_url
         """The SFU we name in our memberships (``foci_preferred``); None: mesh calls only."""
         socket_url = None if sfu_url is None else sfu_socket_url(sfu_url)
@@ -222,6 +225,8 @@ class GroupApp:
         }
         if self.sfu_url is not None:
             options["sfu_url"] = self.sfu_url
+        if self._relay_only is not None:
+            options["relay_only"] = self._relay_only()
         session = GroupCallSession(
             self.transport,
             room_id,

@@ -40,7 +40,9 @@ class PageCallSession(CallSession):
         if isinstance(action, act.ClosePeerConnection):
             await self.close()
             return
-        relay_only = self.voip.manager.policy.relay_only
+        # The call's own policy: the app's setting, as it was when the call began (a change
+        # applies to later calls, never to this one's ICE restarts).
+        relay_only = self.call.policy.relay_only
         # The engine's servers, asked again when the call was placed or answered.
         fields = media_command(action, self.voip.ice_servers, relay_only=relay_only)
         if fields is not None and not self._closed:

@@ -185,6 +185,13 @@ class GroupDecline(_Request):
     room_id: str
 
 
+@dataclass(frozen=True, kw_only=True)
+class SetRelayOnly(_Request):
+    """Turn the relay-only setting on or off for the calls begun from now on."""
+
+    on: bool
+
+
 Request = (
     Hello
     | ListRooms
@@ -203,6 +210,7 @@ Request = (
     | GroupScreenShare
     | GroupDecline
     | OpenDm
+    | SetRelayOnly
 )
 
 
@@ -386,6 +394,7 @@ REQUESTS: Final[Mapping[str, _Shape]] = MappingProxyType(
         "group_screen_share": _Shape(GroupScreenShare, {**_ROOM, "on": _bool}),
         "group_decline": _Shape(GroupDecline, _ROOM),
         "open_dm": _Shape(OpenDm, {"user_id": _user_id}),
+        "set_relay_only": _Shape(SetRelayOnly, {"on": _bool}),
     }
 )
 """The page's requests by ``type`` (each also carries ``id``)."""
@@ -554,6 +563,7 @@ __all__ = [
     "Request",
     "RequestId",
     "ScreenShare",
+    "SetRelayOnly",
     "UpgradeVideo",
     "encode",
     "error",

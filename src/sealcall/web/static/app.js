@@ -9,9 +9,11 @@ import { dropVideos } from "./dom.js";
 import { renderRooms, renderRoom } from "./view_rooms.js";
 import { renderBanners, renderCall } from "./view_call.js";
 import { renderGroup } from "./view_group.js";
+import { renderSettings } from "./view_settings.js";
+import { relaySetting } from "./settings.js";
 import { SpeakingDetector, levelToDbov } from "./speaking.js";
 
-const EVENTS = new Set(["call", "incoming_call", "call_waiting", "remote_media", "call_ended", "history_item", "group", "group_ring", "group_ring_ended"]);
+const EVENTS = new Set(["call", "incoming_call", "call_waiting", "remote_media", "call_ended", "history_item", "group", "group_ring", "group_ring_ended", "settings"]);
 const STATS_INTERVAL_MS = 1000;
 const LEVELS_INTERVAL_MS = 100; // who is speaking: each member's received audio level
 
@@ -24,6 +26,7 @@ const connectedAt = new Map(); // call id -> Date.now() when it first connected
 let awaitedRoom = null; // a DM we opened that the room list does not have yet
 const lastStats = new Map(); // call id / room id -> the stats panel's latest figures
 let statsOpen = false;
+let relayPending = false; // a set_relay_only request is on its way
 
 const media = new MediaEngine({
   report: (type, fields) => socket.send(type, fields),
@@ -162,6 +165,20 @@ async function ask(type, fields, what) {
 // -- user actions ------------------------------------------------------------------------------
 
 const actions = {
+  async setRelayOnly(on) {
+    relayPending = true;
+    scheduleRender();
+    try {
+      const result = await socket.request("set_relay_only", { on });
+      dispatch({ type: "settings", relay_only: result?.relay_only });
+    } catch (err) {
+      // Refused (no TURN server offered): the app's own words say why.
+      notice(`Relay-only was not turned ${on ? "on" : "off"}: ${err.message ?? err.code ?? err.name}`);
+    } finally {
+      relayPending = false;
+      scheduleRender();
+    }
+  },
   selectRoom(roomId) {
     dispatch({ type: "select_room", room_id: roomId });
     if (!state.history[roomId]) loadHistory(roomId);
@@ -291,6 +308,7 @@ const els = {
   banners: document.getElementById("banners"),
   rooms: document.getElementById("room-list"),
   main: document.getElementById("main"),
+  settings: document.getElementById("settings"),
 };
 
 const ctx = {
@@ -323,6 +341,7 @@ function render() {
   els.status.hidden = vm.connected;
   renderBanners(els.banners, vm, actions);
   renderRooms(els.rooms, vm, actions);
+  renderSettings(els.settings, relaySetting(state, relayPending), actions);
   if (vm.group) {
     const room = state.rooms.find((r) => r.room_id === vm.group.room_id);
     renderGroup(els.main, vm.group, room && vm.rooms.find((r) => r.room_id === room.room_id), vm.me, ctx, actions);

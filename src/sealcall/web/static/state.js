@@ -18,6 +18,7 @@ export function initialState(e2ee) {
     pairRooms: {},
     groupRings: {},
     notice: null,
+    relayOnly: false, // the app's setting (Python holds it; the page shows and asks to change it)
   };
 }
 
@@ -61,7 +62,10 @@ export function reduce(state, action) {
       return {
         ...state,
         me: { user_id: action.user_id, device_id: action.device_id, display_name: action.display_name },
+        relayOnly: action.relay_only === true,
       };
+    case "settings":
+      return typeof action.relay_only === "boolean" ? { ...state, relayOnly: action.relay_only } : state;
     case "rooms_result": {
       const rooms = objects(action.rooms).filter((r) => typeof r.room_id === "string");
       const selected =
