@@ -473,3 +473,36 @@ def test_every_lost_packet_is_nacked_and_none_that_came_after_it_came(
             assert 1 <= len(nacked.get(seq, [])) <= NACK_TRIES
         else:
             assert all(t < arrived[seq] for t in nacked.get(seq, []))
+
+
+class _CountingPackets(dict[int, object]):
+    """The buffer's packet store, counting the look-ups a skip makes."""
+
+    lookups = 0
+
+    def pop(self, *args: object) -> object:  # type: ignore[override]
+        _CountingPackets.lookups += 1
+        return super().pop(*args)
+
+    def __contains__(self, key: object) -> bool:
+        _CountingPackets.lookups += 1
+        return super().__contains__(key)
+
+
+def test_a_sender_jumping_half_the_sequence_space_costs_work_per_packet_held() -> None:
+    for kind in ("audio", "video"):
+        buffer = FrameBuffer(kind)
+        buffer._packets = _CountingPackets()  # type: ignore[assignment]
+        seq, lost_before = 1000, 0
+        for i in range(50):
+            buffer.add(seq, 960 * i, True, b"\xf8\x01", i * 0.02)
+            seq = (seq + 0x7FFE) & 0xFFFF
+        _CountingPackets.lookups = 0
+        for i in range(50, 100):
+            buffer.add(seq, 960 * i, True, b"\xf8\x01", i * 0.02)
+            seq = (seq + 0x7FFE) & 0xFFFF
+        lookups = _CountingPackets.lookups
+        # Each jump gives up ~32k sequence numbers: stepping through them cost 5k+ look-ups a
+        # packet for audio (262k here). Bounded by the packets the buffer can hold instead.
+        assert lookups < 50 * 2 * buffer.capacity, (kind, lookups)
+        assert buffer.counters.frames_lost > lost_before
