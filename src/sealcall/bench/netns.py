@@ -31,8 +31,15 @@ _STALE = re.compile(rf"^{PREFIX}-(\d+)-\d+$")
 _serial = itertools.count()
 
 
-class NetnsUnavailableError(RuntimeError):
-    """Network namespaces cannot be made here (not root, no CAP_SYS_ADMIN, or no iproute2)."""
+class LabError(RuntimeError):
+    """Making, changing or removing a namespace failed for a reason other than the kernel or
+    the user refusing namespaces (a broken ``ip rule``/``tc`` command, no free subnet): a
+    defect, which must fail a test rather than skip it."""
+
+
+class NetnsUnavailableError(LabError):
+    """Network namespaces cannot be made here: no iproute2, or ``ip netns add`` refused (not
+    root, no CAP_SYS_ADMIN). The only lab failure a test may skip on."""
 
 
 def _pid_alive(pid: int) -> bool:
@@ -46,8 +53,12 @@ def _pid_alive(pid: int) -> bool:
 
 
 def run_ip(ip: str, *args: str) -> str:
-    """Run iproute2 (``ip ARGS``) and return its output; :class:`NetnsUnavailableError` if it
-    is missing or refuses."""
+    """Run iproute2 (``ip ARGS``) and return its output.
+
+    :class:`NetnsUnavailableError` if ``ip`` is missing or ``ip netns add`` is refused for
+    want of permission; :class:`LabError` for every other failure.
+    """
+    command = f"{ip} {' '.join(args)}"
     try:
         done = subprocess.run(  # noqa: S603 - iproute2 with our own arguments
             [ip, *args], capture_output=True, text=True, timeout=10, check=False
@@ -56,14 +67,17 @@ def run_ip(ip: str, *args: str) -> str:
         raise NetnsUnavailableError(
             f"{ip} not found: network namespaces need iproute2 (apt-get install iproute2)"
         ) from error
+    except (OSError, subprocess.SubprocessError) as error:
+        raise LabError(f"{command} failed: {error}") from error
     if done.returncode != 0:
         message = done.stderr.strip() or f"exit code {done.returncode}"
-        if "not permitted" in message.lower() or "permission denied" in message.lower():
+        refused = "not permitted" in message.lower() or "permission denied" in message.lower()
+        if refused and args[:2] == ("netns", "add"):
             raise NetnsUnavailableError(
-                f"network namespaces are not permitted here ({ip} {' '.join(args)}: "
+                f"network namespaces are not permitted here ({command}: "
                 f"{message}); run as root, or with CAP_SYS_ADMIN and CAP_NET_ADMIN"
             )
-        raise NetnsUnavailableError(f"{ip} {' '.join(args)} failed: {message}")
+        raise LabError(f"{command} failed: {message}")
     return done.stdout
 
 
