@@ -52,6 +52,7 @@ from sealcall.session import CallSession, LocalMedia, VoIP
 from sealcall.transport import RoomEvent
 from sealcall.transport.matrix import MatrixTransport
 
+from .decoder_audit import audit
 from .group_peer import say
 
 FREEZE_S = 0.2  # a gap between decoded video frames longer than this is a freeze
@@ -172,6 +173,9 @@ class NetPeer:
 
     def _media(self, session: CallSession, track: MediaStreamTrack, purpose: Any) -> None:
         self.clocks[track.kind] = FrameClock(track)
+        if session.pc is not None:
+            for receiver in session.pc.getReceivers():
+                audit(receiver)
 
     async def place(self, room_id: str, peer: str) -> None:
         """Call ``peer`` with video."""
@@ -180,19 +184,31 @@ class NetPeer:
 
     def sample(self, since: float | None = None) -> dict[str, Any]:
         """Frames sent and received per kind (received, decrypted, dropped by reason, the
-        receiver's loss counters: concealed, lost, NACKs and PLIs sent; decoded),
+        receiver's loss counters: concealed, lost, NACKs and PLIs sent; decoded; the decoder
+        audit of :mod:`sealcall.bench.decoder_audit`), key-frame requests answered,
         video freezes, the selected candidate pair, states seen, setup time and
         forbidden-address hits."""
         kinds: dict[str, Any] = {}
         sent: dict[str, int] = {}
+        keyframe_requests_received: dict[str, int] = {}  # PLIs from the far side, answered
         pc = self.session.pc if self.session is not None else None
         if pc is not None:
             for sender in pc.getSenders():
                 frames = pc.sender_tap(sender).counters.frames_encrypted
                 sent[sender.kind] = sent.get(sender.kind, 0) + frames
+                answered = pc.sender_tap(sender).counters.keyframe_requests_received
+                keyframe_requests_received[sender.kind] = (
+                    keyframe_requests_received.get(sender.kind, 0) + answered
+                )
             for receiver in pc.getReceivers():
                 counters = pc.receiver_tap(receiver).counters
+                decoder = audit(receiver)
                 kinds[receiver.track.kind] = {
+                    "decoder_inputs": decoder.inputs if decoder else 0,
+                    "unvetted_decoder_inputs": decoder.unvetted if decoder else 0,
+                    "deltas_after_gap": decoder.deltas_after_gap if decoder else 0,
+                    "keyframes_decrypted": counters.keyframes_decrypted,
+                    "skipped": counters.frames_skipped,
                     "received": counters.frames_received,
                     "decrypted": counters.frames_decrypted,
                     "bytes": counters.bytes_received,
@@ -215,6 +231,7 @@ class NetPeer:
             "states": self.states,
             "kinds": kinds,
             "sent": sent,
+            "keyframe_requests_received": keyframe_requests_received,
             "pair": selected_pair(pc),
             "setup_s": setup,
             "call_events": self.call_events,
