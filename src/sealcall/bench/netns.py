@@ -81,6 +81,23 @@ def run_ip(ip: str, *args: str) -> str:
     return done.stdout
 
 
+def free_subnets(
+    ip: str, network: ipaddress.IPv4Network, prefix: int
+) -> Iterator[ipaddress.IPv4Network]:
+    """The ``/prefix`` subnets of ``network`` that overlap no IPv4 address on this namespace's
+    interfaces, starting at a place given by our pid (parallel runs try different ones first).
+    Call it under :data:`LOCK_FILE`'s lock, so that two runs do not take the same one."""
+    used = {
+        ipaddress.IPv4Interface(address).network
+        for address in re.findall(r"inet (\S+)", run_ip(ip, "-o", "-4", "addr", "show"))
+    }
+    subnets = list(network.subnets(new_prefix=prefix))
+    start = os.getpid() % len(subnets)
+    for subnet in subnets[start:] + subnets[:start]:
+        if not any(subnet.overlaps(other) for other in used):
+            yield subnet
+
+
 def remove_stale_namespaces(pattern: re.Pattern[str], ip: str = IP_BINARY) -> list[str]:
     """Delete the namespaces whose name matches ``pattern`` (group 1: the pid of the process
     that made it) and whose process is gone; their names."""
@@ -121,17 +138,6 @@ class NetworkNamespace:
         """Delete the namespaces of ours whose process is gone; their names."""
         return remove_stale_namespaces(_STALE, self.ip)
 
-    def _free_subnets(self) -> Iterator[ipaddress.IPv4Network]:
-        used = {
-            ipaddress.IPv4Interface(address).network
-            for address in re.findall(r"inet (\S+)", self._run("-o", "-4", "addr", "show"))
-        }
-        subnets = list(SUBNET.subnets(new_prefix=30))
-        start = os.getpid() % len(subnets)  # parallel runs start at different places
-        for subnet in subnets[start:] + subnets[:start]:
-            if not any(subnet.overlaps(other) for other in used):
-                yield subnet
-
     def create(self) -> NetworkNamespace:
         """Make the namespace and the veth pair, both ends up, loopback up inside."""
         # The lock keeps two runs from deleting the same stale namespace, or taking the same
@@ -142,7 +148,9 @@ class NetworkNamespace:
             self._run("netns", "add", self.name)
             self._created = True
             try:
-                subnet = next(self._free_subnets())
+                subnet = next(free_subnets(self.ip, SUBNET, 30), None)
+                if subnet is None:
+                    raise LabError(f"no free /30 left in {SUBNET} for a namespace")
                 outer, inner = list(subnet.hosts())
                 self._run(
                     "link", "add", self.outer_interface, "type", "veth",
