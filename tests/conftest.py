@@ -35,6 +35,7 @@ def opus_frames() -> list[bytes]:
 
 
 TURN_RELAY_IP = "127.0.0.2"
+LOOPBACK = ("127.0.0.0/8",)  # peers a TURN server of the tests may relay to (all on one machine)
 
 
 # Synapse hashes every password it registers or logs in with bcrypt, 12 rounds by default:
@@ -86,7 +87,7 @@ def turn_synapse(tmp_path_factory: pytest.TempPathFactory) -> Any:
     from sealcall.turn import TurnServer
 
     base = tmp_path_factory.mktemp("turn-synapse")
-    turn = TurnServer(base / "turn", relay_ips=[TURN_RELAY_IP])
+    turn = TurnServer(base / "turn", relay_ips=[TURN_RELAY_IP], allowed_peer_networks=LOOPBACK)
     asyncio.run(turn.start())
     server = _test_homeserver()(base / "synapse", turn=turn)
     try:

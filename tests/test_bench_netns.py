@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from sealcall.bench.netns import NetnsUnavailableError, NetworkNamespace
+from sealcall.bench.netlab import NetworkLab
+from sealcall.bench.netns import LabError, NetnsUnavailableError, NetworkNamespace, run_ip
 
 
 def namespaces() -> list[str]:
@@ -102,3 +103,48 @@ def test_no_permission_for_namespaces_is_a_clear_error(tmp_path: Path) -> None:
 def test_missing_iproute2_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(NetnsUnavailableError, match="iproute2"):
         NetworkNamespace(ip=str(tmp_path / "no-ip-here")).create()
+
+
+def fake_ip(tmp_path: Path, body: str) -> str:
+    """An ``ip`` that runs the shell ``body`` (``$*``: its arguments)."""
+    ip = tmp_path / "ip"
+    ip.write_text(f"#!/bin/sh\n{body}\n")
+    ip.chmod(0o755)
+    return str(ip)
+
+
+def test_only_a_refused_netns_add_means_namespaces_are_unavailable(tmp_path: Path) -> None:
+    refusing = fake_ip(tmp_path, "echo 'RTNETLINK answers: Operation not permitted' >&2; exit 2")
+    with pytest.raises(NetnsUnavailableError, match="not permitted here"):
+        run_ip(refusing, "netns", "add", "x")
+    for args in (("rule", "add", "blackhole"), ("-n", "x", "qdisc", "add", "tbf")):
+        with pytest.raises(LabError) as refused:
+            run_ip(refusing, *args)
+        assert not isinstance(refused.value, NetnsUnavailableError)
+    broken = fake_ip(tmp_path, "echo 'RTNETLINK answers: File exists' >&2; exit 2")
+    for args in (("netns", "add", "x"), ("rule", "add", "blackhole")):
+        with pytest.raises(LabError, match="File exists") as failed:
+            run_ip(broken, *args)
+        assert not isinstance(failed.value, NetnsUnavailableError)
+
+
+def test_a_lab_that_cannot_be_built_is_a_lab_error_not_a_skip(tmp_path: Path) -> None:
+    # Namespaces are allowed, but a later command (the veth to the router) fails.
+    ip = fake_ip(
+        tmp_path,
+        'case "$*" in\n'
+        "  *'link add'*) echo 'RTNETLINK answers: Operation not supported' >&2; exit 2;;\n"
+        "  *'addr show'*) echo '1: lo    inet 127.0.0.1/8 scope host lo';;\n"
+        "esac\nexit 0",
+    )
+    with pytest.raises(LabError, match="not supported") as failed:
+        NetworkLab(ip=ip).create()
+    assert not isinstance(failed.value, NetnsUnavailableError)
+
+
+def test_no_free_subnet_for_a_lab_is_a_lab_error_not_a_skip(tmp_path: Path) -> None:
+    ip = fake_ip(tmp_path, "case \"$*\" in *'addr show'*) echo '2: x    inet 10.0.0.1/8';; esac")
+    for made in (NetworkLab(ip=ip), NetworkNamespace(ip=ip)):  # one scan serves both
+        with pytest.raises(LabError, match="no free") as failed:
+            made.create()
+        assert not isinstance(failed.value, NetnsUnavailableError)

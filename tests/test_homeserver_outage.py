@@ -68,10 +68,9 @@ async def ended(d: MatrixDevice, what: str, timeout: float = 15) -> tuple[str, b
 
 
 def policy(**deadlines: float) -> CallPolicy:
-    """A policy with these ICE deadlines (``reconnect_timeout`` only where the call machine has a
-    reconnecting state)."""
-    known = CallPolicy.__dataclass_fields__
-    return CallPolicy(**{k: v for k, v in deadlines.items() if k in known})  # type: ignore[arg-type]
+    """A policy with these ICE deadlines (a TypeError on a field CallPolicy does not have, so a
+    renamed deadline cannot silently fall back to its default)."""
+    return CallPolicy(**deadlines)  # type: ignore[arg-type]
 
 
 def frames(d: MatrixDevice, call_id: str) -> int:

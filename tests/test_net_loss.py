@@ -34,6 +34,11 @@ async def test_media_keeps_decrypting_under_loss_and_delay(servers: LabServers) 
                         counts = totals["kinds"][kind]
                         concealed = counts["loss"]["frames_concealed"]
                         assert counts["decoded"] <= counts["decrypted"] + concealed
+                        # Audited at the decoder's queue: each input was decrypted or
+                        # concealed, and no video delta frame followed a gap before a key frame.
+                        assert counts["decoder_inputs"] > 0
+                        assert counts["unvetted_decoder_inputs"] == 0
+                        assert counts["deltas_after_gap"] == 0
                 # Lost video packets were asked for again.
                 nacks = [measured[way]["video"]["nacks_sent"] for way in ("a_to_b", "b_to_a")]
                 assert all(n > 0 for n in nacks), nacks
@@ -43,6 +48,15 @@ async def test_media_keeps_decrypting_under_loss_and_delay(servers: LabServers) 
             back = await picture_back(lab, a, b, outage_s=1.0, settle_s=0.0)
             assert back["to_a"] is not None
             assert back["to_b"] is not None
+            # NACK repairs 20 % loss here (no PLI); a gap it could not repair (the outage)
+            # withholds delta frames and asks the far side for a key frame, which it sends.
+            samples = {peer.host: await peer.sample() for peer in (a, b)}
+            for host, other in (("a", "b"), ("b", "a")):
+                video = samples[host]["kinds"]["video"]
+                assert video["unvetted_decoder_inputs"] == video["deltas_after_gap"] == 0
+                if video["loss"]["frames_lost"] or video["skipped"]:
+                    assert video["loss"]["plis_sent"] > 0, video
+                    assert samples[other]["keyframe_requests_received"]["video"] > 0
         finally:
             lab.impair("a", PERFECT)
             lab.set_outage("a", False)

@@ -1,5 +1,6 @@
 """coturn as a child process (sealcall.turn) and Synapse handing out credentials for it."""
 
+import argparse
 import asyncio
 import base64
 import hashlib
@@ -13,6 +14,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aioice.stun
+import aioice.turn
 import pytest
 import pytest_asyncio
 from aiortc import RTCIceGatherer, RTCIceServer
@@ -21,12 +24,14 @@ from sealcall.homeserver import Homeserver
 from sealcall.transport.matrix import MatrixTransport
 from sealcall.turn import TurnError, TurnServer, TurnSettings, turn_credentials
 
-from conftest import TURN_RELAY_IP
+from conftest import LOOPBACK, TURN_RELAY_IP
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def turn(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[TurnServer]:
-    server = TurnServer(tmp_path_factory.mktemp("turn"), relay_ips=[TURN_RELAY_IP])
+    server = TurnServer(
+        tmp_path_factory.mktemp("turn"), relay_ips=[TURN_RELAY_IP], allowed_peer_networks=LOOPBACK
+    )
     await server.start()
     yield server
     await server.stop()
@@ -67,21 +72,76 @@ def test_credentials_name_their_expiry_and_sign_the_name_with_the_secret() -> No
     assert turn_credentials("other", "@alice:localhost", 3600, 1_000_000).password != made.password
 
 
-def test_config_allows_loopback_peers_only_when_relaying_on_loopback(tmp_path: Path) -> None:
-    loop = TurnServer(tmp_path / "a", relay_ips=["127.0.0.2"], port=3478, secret="x")
+def test_config_denies_private_peers_and_allows_only_what_the_caller_names(
+    tmp_path: Path,
+) -> None:
+    loop = TurnServer(
+        tmp_path / "a", relay_ips=["127.0.0.2"], allowed_peer_networks=LOOPBACK, port=3478,
+        secret="x",
+    )  # fmt: skip
     lines = loop.configure().read_text().splitlines()
-    assert "allow-loopback-peers" in lines
     assert {"use-auth-secret", "static-auth-secret=x", "no-tls", "no-cli"} <= set(lines)
     assert "listening-ip=127.0.0.1" in lines
     assert "relay-ip=127.0.0.2" in lines
+    assert "allow-loopback-peers" in lines
+    assert "allowed-peer-ip=127.0.0.0-127.255.255.255" in lines
     outside = TurnServer(tmp_path / "b", listening_ips=["10.9.0.1"], port=3478)
     lines = outside.configure().read_text().splitlines()
     assert "allow-loopback-peers" not in lines
+    assert not [line for line in lines if line.startswith("allowed-peer-ip")]
+    for denied in (
+        "10.0.0.0-10.255.255.255", "172.16.0.0-172.31.255.255", "192.168.0.0-192.168.255.255",
+        "127.0.0.0-127.255.255.255", "169.254.0.0-169.254.255.255", "100.64.0.0-100.127.255.255",
+        "::1-::1", "fc00::-fdff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        "fe80::-febf:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+    ):  # fmt: skip
+        assert f"denied-peer-ip={denied}" in lines
     assert "relay-ip=10.9.0.1" in lines
     assert outside.uris == (
         "turn:10.9.0.1:3478?transport=udp",
         "turn:10.9.0.1:3478?transport=tcp",
     )
+    behind_nat = TurnServer(
+        tmp_path / "c", listening_ips=["10.9.0.1"], external_ip="203.0.113.7", port=3478
+    )
+    assert "external-ip=203.0.113.7/10.9.0.1" in behind_nat.configure().read_text().splitlines()
+    assert behind_nat.uris[0] == "turn:203.0.113.7:3478?transport=udp"
+
+
+async def permission(server: TurnServer, peer: tuple[str, int]) -> bool:
+    """True if coturn lets an allocation of ``server`` send to ``peer`` (a channel bind: the
+    permission check happens there, whether or not the peer exists)."""
+    ice = server.ice_server("@alice:localhost")
+    assert ice.username is not None
+    assert isinstance(ice.credential, str)
+    transport, _ = await aioice.turn.create_turn_endpoint(
+        asyncio.DatagramProtocol, ("127.0.0.1", server.port or 0), ice.username, ice.credential
+    )
+    try:
+        await transport._TurnTransport__inner_protocol.channel_bind(0x4000, peer)  # type: ignore[attr-defined]
+    except aioice.stun.TransactionFailed:
+        return False
+    finally:
+        transport.close()
+    return True
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_coturn_refuses_to_relay_to_private_peers_unless_allowed(
+    turn: TurnServer, tmp_path: Path
+) -> None:
+    for peer in ("10.9.9.9", "192.168.1.1", "172.16.0.1", "169.254.1.1"):
+        assert not await permission(turn, (peer, 9)), peer
+    assert await permission(turn, ("127.0.0.1", 9))  # loopback: allowed for these tests
+    lab = TurnServer(
+        tmp_path, relay_ips=[TURN_RELAY_IP], allowed_peer_networks=["10.9.9.0/24", *LOOPBACK]
+    )
+    await lab.start()
+    try:
+        assert await permission(lab, ("10.9.9.9", 9))
+        assert not await permission(lab, ("10.9.8.9", 9))
+    finally:
+        await lab.stop()
 
 
 def test_bad_addresses_and_unstarted_uris_are_refused(tmp_path: Path) -> None:
@@ -199,3 +259,24 @@ def test_homeserver_up_turn_starts_coturn_beside_synapse_and_down_stops_both(
     assert "TURN server stopped" in down.stdout
     assert not pid_alive(turn_pid)
     assert not pid_alive(synapse_pid)
+
+
+def test_homeserver_turn_options_choose_address_and_peers(tmp_path: Path) -> None:
+    from sealcall.cli import main
+    from sealcall.cli.server import turn_server
+
+    def made(*options: str) -> TurnServer:
+        args = argparse.Namespace(turn_ip="127.0.0.1", turn_external_ip=None, turn_port=3478)
+        for option, value in zip(options[::2], options[1::2], strict=True):
+            setattr(args, option, value)
+        return turn_server(tmp_path, args)
+
+    local = made()
+    assert (local.listening_ips, local.relay_ips) == (("127.0.0.1",), ("127.0.0.1",))
+    assert [str(n) for n in local.allowed_peer_networks] == ["127.0.0.0/8"]
+    public = made("turn_ip", "10.9.0.1", "turn_external_ip", "203.0.113.7")
+    assert (public.listening_ips, public.relay_ips) == (("10.9.0.1",), ("10.9.0.1",))
+    assert public.allowed_peer_networks == ()
+    assert public.external_ip == "203.0.113.7"
+    for bad in (["--turn-ip", "example.org"], ["--turn-external-ip", "x; y"]):
+        assert main(["homeserver", "up", "--turn", "--data-dir", str(tmp_path), *bad]) == 2

@@ -28,7 +28,7 @@ from sealcall.media.turn_fallback import (
 )
 from sealcall.turn import TurnServer, turn_credentials
 
-from conftest import TURN_RELAY_IP
+from conftest import LOOPBACK, TURN_RELAY_IP
 from media_helpers import Endpoint, until
 
 in_module_loop = pytest.mark.asyncio(loop_scope="module")
@@ -36,7 +36,9 @@ in_module_loop = pytest.mark.asyncio(loop_scope="module")
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def turn(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[TurnServer]:
-    server = TurnServer(tmp_path_factory.mktemp("turn"), relay_ips=[TURN_RELAY_IP])
+    server = TurnServer(
+        tmp_path_factory.mktemp("turn"), relay_ips=[TURN_RELAY_IP], allowed_peer_networks=LOOPBACK
+    )
     await server.start()
     yield server
     await server.stop()

@@ -534,7 +534,9 @@ async def test_relay_only_page_gathers_and_sends_relay_candidates_only(
     from sealcall.turn import TurnServer
     from sealcall.web.media_commands import ice_servers_json
 
-    turn = TurnServer(tmp_path / "turn", relay_ips=["127.0.0.2"])
+    turn = TurnServer(
+        tmp_path / "turn", relay_ips=["127.0.0.2"], allowed_peer_networks=["127.0.0.0/8"]
+    )
     await turn.start()
     try:
         a = await open_page()

@@ -1,7 +1,8 @@
 """A private TURN server: Debian's coturn (``/usr/bin/turnserver``) as a child process.
 
 :class:`TurnServer` writes coturn's configuration from code into a data folder (time-limited
-shared-secret credentials, the TURN REST scheme; no TLS, no CLI port, no multicast peers), starts
+shared-secret credentials, the TURN REST scheme; no TLS, no CLI port, no multicast peers, no
+peers in private or special-purpose ranges unless the caller allows them), starts
 it, waits until its port answers a STUN Binding request over UDP and over TCP, and stops it
 again. The caller chooses the listening and relay addresses and may run it inside a network
 namespace (``exec_prefix=("ip", "netns", "exec", NS)``): the readiness probe then runs there too.
@@ -107,6 +108,27 @@ class TurnSettings:
     user_lifetime_s: int = DEFAULT_LIFETIME_S
 
 
+# Peers a relay must not reach (coturn CVE-2020-26262 class: a TURN server handing credentials
+# to every account would otherwise relay into its own host and LAN): IANA special-purpose
+# ranges, private, loopback, link-local, shared (CGNAT), documentation, multicast, reserved.
+DENIED_PEER_NETWORKS = tuple(
+    ipaddress.ip_network(network)
+    for network in (
+        "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+        "172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16",
+        "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/3",
+        "::/128", "::1/128", "::ffff:0:0/96", "64:ff9b::/96", "100::/64", "2001:db8::/32",
+        "fc00::/7", "fe80::/10", "ff00::/8",
+    )
+)  # fmt: skip
+
+
+def _peer_range(network: str | ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
+    """coturn's ``IP-IP`` form of a network (it takes ranges, not prefixes)."""
+    net = ipaddress.ip_network(network, strict=False)
+    return f"{net[0]}-{net[-1]}"
+
+
 def turn_installed() -> bool:
     """True if coturn's ``turnserver`` binary is installed."""
     return os.access(TURNSERVER, os.X_OK)
@@ -115,10 +137,13 @@ def turn_installed() -> bool:
 class TurnServer:
     """coturn in ``data_dir``, listening on ``listening_ips`` at ``port`` (a free one if None).
 
-    ``relay_ips`` are the addresses relayed traffic leaves from (default: the listening ones);
-    when one is a loopback address, loopback peers are allowed (only then). ``secret`` is the
-    shared secret (random per server if None). ``exec_prefix`` is put in front of every command
-    (e.g. ``("ip", "netns", "exec", "NS")``).
+    ``relay_ips`` are the addresses relayed traffic leaves from (default: the listening ones).
+    Relays to :data:`DENIED_PEER_NETWORKS` (private, loopback, link-local...) are refused except
+    into ``allowed_peer_networks`` (e.g. ``("127.0.0.0/8",)`` for calls on one machine, or a test
+    lab's subnets). ``external_ip``: the public address of a server behind 1:1 NAT (coturn's
+    ``external-ip``; the URIs then name it). ``secret`` is the shared secret (random per server
+    if None). ``exec_prefix`` is put in front of every command (e.g.
+    ``("ip", "netns", "exec", "NS")``).
     """
 
     def __init__(
@@ -127,6 +152,8 @@ class TurnServer:
         *,
         listening_ips: Sequence[str] = ("127.0.0.1",),
         relay_ips: Sequence[str] | None = None,
+        allowed_peer_networks: Sequence[str] = (),
+        external_ip: str | None = None,
         port: int | None = None,
         secret: str | None = None,
         realm: str = DEFAULT_REALM,
@@ -134,8 +161,16 @@ class TurnServer:
     ) -> None:
         if not listening_ips:
             raise ValueError("a TURN server needs at least one listening address")
-        for address in (*listening_ips, *(relay_ips or ())):
+        for address in (
+            *listening_ips,
+            *(relay_ips or ()),
+            *([external_ip] if external_ip else []),
+        ):
             ipaddress.ip_address(address)  # ValueError for anything else
+        self.allowed_peer_networks = tuple(
+            ipaddress.ip_network(network, strict=False) for network in allowed_peer_networks
+        )
+        self.external_ip = external_ip
         self.data_dir = Path(data_dir).resolve()
         self.listening_ips = tuple(listening_ips)
         self.relay_ips = tuple(relay_ips) if relay_ips else self.listening_ips
@@ -163,12 +198,12 @@ class TurnServer:
 
     @property
     def uris(self) -> tuple[str, ...]:
-        """``turn:`` URIs, UDP then TCP, for each listening address."""
+        """``turn:`` URIs, UDP then TCP, for each listening address (or the external one)."""
         if self.port is None:
             raise TurnError("the TURN server has no port yet: start it first")
         return tuple(
             f"turn:{_uri_host(ip)}:{self.port}?transport={transport}"
-            for ip in self.listening_ips
+            for ip in ((self.external_ip,) if self.external_ip else self.listening_ips)
             for transport in ("udp", "tcp")
         )
 
@@ -203,11 +238,15 @@ class TurnServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.chmod(0o700)
         self.port = self._requested_port or self.port or free_port()
-        loopback_relay = any(ipaddress.ip_address(ip).is_loopback for ip in self.relay_ips)
+        loopback_peers = any(net.is_loopback for net in self.allowed_peer_networks)
+        external = []
+        if self.external_ip:
+            external = [f"external-ip={self.external_ip}/{self.relay_ips[0]}"]
         lines = [
             f"listening-port={self.port}",
             *(f"listening-ip={ip}" for ip in self.listening_ips),
             *(f"relay-ip={ip}" for ip in self.relay_ips),
+            *external,
             "use-auth-secret",
             f"static-auth-secret={self.secret}",
             f"realm={self.realm}",
@@ -216,9 +255,11 @@ class TurnServer:
             "no-dtls",
             "no-cli",
             "no-multicast-peers",
-            # Relaying between two loopback addresses is what the tests on one machine do;
-            # anywhere else a TURN server must not reach its own host's loopback services.
-            *(["allow-loopback-peers"] if loopback_relay else []),
+            *(f"denied-peer-ip={_peer_range(net)}" for net in DENIED_PEER_NETWORKS),
+            # Only where the caller says so (calls on one machine, a test lab): coturn lets an
+            # allowed range through a denied one.
+            *(f"allowed-peer-ip={_peer_range(net)}" for net in self.allowed_peer_networks),
+            *(["allow-loopback-peers"] if loopback_peers else []),
             f"userdb={self.data_dir / 'turndb'}",
             f"pidfile={self.pid_path}",
             f"log-file={self.log_path}",

@@ -48,8 +48,13 @@ class LabServers:
         try:
             server = self.lab.address("s")
             prefix = self.lab.exec_prefix("s")
+            # The lab's hosts and the relays on S are private addresses coturn would refuse.
+            lab_networks = [str(network) for network in self.lab.networks.values()]
             self.turn = TurnServer(
-                self.work_dir / "turn", listening_ips=[server], exec_prefix=prefix
+                self.work_dir / "turn",
+                listening_ips=[server],
+                allowed_peer_networks=lab_networks,
+                exec_prefix=prefix,
             )
             await self.turn.start()
             self.homeserver = Homeserver(

@@ -15,6 +15,9 @@ answers every call, and follows JSON commands on stdin, one per line:
   time T (see :meth:`FrameClock.since`);
 - ``{"hangup": true}``, ``{"stop": true}`` (or the end of stdin: stop).
 
+A malformed line (not JSON, not an object, a command with arguments of the wrong shape) is
+dropped and counted (``dropped_commands`` in each sample), never fatal.
+
 It reports ``{"ready": USER}``, every call state (``{"state": NEW, "old": OLD}``) and
 ``{"ended": REASON}``, each line stamped with the wall-clock time ``t``. For the address-leak
 check it counts, per event type, the call events it received whose decrypted content names a
@@ -52,8 +55,10 @@ from sealcall.session import CallSession, LocalMedia, VoIP
 from sealcall.transport import RoomEvent
 from sealcall.transport.matrix import MatrixTransport
 
+from .decoder_audit import audit
 from .group_peer import say
 
+logger = logging.getLogger(__name__)
 FREEZE_S = 0.2  # a gap between decoded video frames longer than this is a freeze
 KEPT_FRAME_TIMES = 4096  # bounded: about two minutes of video
 
@@ -128,6 +133,42 @@ def selected_pair(pc: EncryptedPeerConnection | None) -> dict[str, Any] | None:
     return None
 
 
+class CommandError(ValueError):
+    """A command line that is not one of the commands above."""
+
+
+def _text(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise CommandError(f"{what} must be a non-empty string")
+    return value
+
+
+def parse_command(line: bytes) -> dict[str, Any]:
+    """One command line as its JSON object; :class:`CommandError` for anything else (not
+    JSON, not an object, a known command with arguments of the wrong shape)."""
+    try:
+        message = json.loads(line)
+    except (ValueError, RecursionError) as error:  # UnicodeDecodeError is a ValueError
+        raise CommandError("not JSON") from error
+    if not isinstance(message, dict):
+        raise CommandError("not a JSON object")
+    for key in ("open_dm", "join_dm"):
+        if key in message:
+            _text(message[key], key)
+    if "call" in message:
+        call = message["call"]
+        if not isinstance(call, dict):
+            raise CommandError("call must be an object")
+        _text(call.get("room"), "call.room")
+        _text(call.get("peer"), "call.peer")
+    if "sample" in message and message["sample"] is not True:
+        sample = message["sample"]
+        since = sample.get("since") if isinstance(sample, dict) else None
+        if not isinstance(since, int | float) or isinstance(since, bool):
+            raise CommandError("sample must be true or {since: a number}")
+    return message
+
+
 class NetPeer:
     """The peer's call, its remote media readers and what it has seen."""
 
@@ -141,6 +182,7 @@ class NetPeer:
         self.connected_at: float | None = None
         self.forbidden: collections.Counter[str] = collections.Counter()
         self.call_events = 0
+        self.dropped_commands = 0
         self._forbid = address_pattern(forbid)
         transport.add_listener(self._check_event)
         voip.on("incoming_call", self._answer)
@@ -157,6 +199,18 @@ class NetPeer:
         if self._forbid is not None and self._forbid.search(json.dumps(event.get("content"))):
             self.forbidden[kind] += 1
 
+    def command(self, line: bytes) -> dict[str, Any] | None:
+        """The command on ``line``, or None: a malformed one is dropped and counted (one log
+        line with the reason, never the line)."""
+        try:
+            return parse_command(line)
+        except CommandError as error:
+            self.dropped_commands += 1
+            logger.warning(
+                "dropped a malformed command (%s); %d so far", error, self.dropped_commands
+            )
+            return None
+
     async def _answer(self, session: CallSession) -> None:
         self.session = session
         await session.answer(video=True)
@@ -172,6 +226,9 @@ class NetPeer:
 
     def _media(self, session: CallSession, track: MediaStreamTrack, purpose: Any) -> None:
         self.clocks[track.kind] = FrameClock(track)
+        if session.pc is not None:
+            for receiver in session.pc.getReceivers():
+                audit(receiver)
 
     async def place(self, room_id: str, peer: str) -> None:
         """Call ``peer`` with video."""
@@ -180,19 +237,31 @@ class NetPeer:
 
     def sample(self, since: float | None = None) -> dict[str, Any]:
         """Frames sent and received per kind (received, decrypted, dropped by reason, the
-        receiver's loss counters: concealed, lost, NACKs and PLIs sent; decoded),
+        receiver's loss counters: concealed, lost, NACKs and PLIs sent; decoded; the decoder
+        audit of :mod:`sealcall.bench.decoder_audit`), key-frame requests answered,
         video freezes, the selected candidate pair, states seen, setup time and
         forbidden-address hits."""
         kinds: dict[str, Any] = {}
         sent: dict[str, int] = {}
+        keyframe_requests_received: dict[str, int] = {}  # PLIs from the far side, answered
         pc = self.session.pc if self.session is not None else None
         if pc is not None:
             for sender in pc.getSenders():
                 frames = pc.sender_tap(sender).counters.frames_encrypted
                 sent[sender.kind] = sent.get(sender.kind, 0) + frames
+                answered = pc.sender_tap(sender).counters.keyframe_requests_received
+                keyframe_requests_received[sender.kind] = (
+                    keyframe_requests_received.get(sender.kind, 0) + answered
+                )
             for receiver in pc.getReceivers():
                 counters = pc.receiver_tap(receiver).counters
+                decoder = audit(receiver)
                 kinds[receiver.track.kind] = {
+                    "decoder_inputs": decoder.inputs if decoder else 0,
+                    "unvetted_decoder_inputs": decoder.unvetted if decoder else 0,
+                    "deltas_after_gap": decoder.deltas_after_gap if decoder else 0,
+                    "keyframes_decrypted": counters.keyframes_decrypted,
+                    "skipped": counters.frames_skipped,
                     "received": counters.frames_received,
                     "decrypted": counters.frames_decrypted,
                     "bytes": counters.bytes_received,
@@ -215,10 +284,12 @@ class NetPeer:
             "states": self.states,
             "kinds": kinds,
             "sent": sent,
+            "keyframe_requests_received": keyframe_requests_received,
             "pair": selected_pair(pc),
             "setup_s": setup,
             "call_events": self.call_events,
             "forbidden": dict(self.forbidden),
+            "dropped_commands": self.dropped_commands,
         }
 
 
@@ -287,7 +358,9 @@ async def serve(args: argparse.Namespace) -> None:
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     try:
         while line := await reader.readline():
-            message = json.loads(line)
+            message = peer.command(line)
+            if message is None:
+                continue
             if "open_dm" in message or "join_dm" in message:
                 other = message.get("open_dm") or message["join_dm"]
                 say({"room": await open_dm(transport, other, "open_dm" in message)})

@@ -16,7 +16,7 @@ The link from this namespace to S (for starting Synapse and registering accounts
 
 Namespaces of a process that died are removed when the next lab is made (as
 :mod:`sealcall.bench.netns` does). Needs root and iproute2; :class:`NetnsUnavailableError` says
-why when the kernel or the user may not make namespaces.
+why when the kernel or the user may not make namespaces, :class:`LabError` any other failure.
 """
 
 from __future__ import annotations
@@ -36,7 +36,14 @@ from typing import Any, Literal, TypeVar
 
 from .impair import Impairer, Impairment
 from .lab_router import Link, Router, open_tun
-from .netns import IP_BINARY, LOCK_FILE, NetnsUnavailableError, remove_stale_namespaces, run_ip
+from .netns import (
+    IP_BINARY,
+    LOCK_FILE,
+    LabError,
+    free_subnets,
+    remove_stale_namespaces,
+    run_ip,
+)
 
 PREFIX = "sealcall-lab"
 SUBNET = ipaddress.IPv4Network("10.79.0.0/16")
@@ -66,7 +73,7 @@ def in_namespace(namespace: str, work: Callable[[], T]) -> T:
             with open(f"/run/netns/{namespace}") as handle:
                 if libc.setns(handle.fileno(), CLONE_NEWNET) != 0:
                     errno = ctypes.get_errno()
-                    raise NetnsUnavailableError(
+                    raise LabError(
                         f"cannot join network namespace {namespace}: {os.strerror(errno)}"
                     )
             result.append(work())
@@ -151,18 +158,6 @@ class NetworkLab:
 
     # -- making and removing -------------------------------------------------------------
 
-    def _free_slot(self) -> ipaddress.IPv4Network:
-        used = {
-            ipaddress.IPv4Interface(address).network
-            for address in re.findall(r"inet (\S+)", self._ip("-o", "-4", "addr", "show"))
-        }
-        slots = list(SUBNET.subnets(new_prefix=24))
-        start = os.getpid() % len(slots)
-        for slot in slots[start:] + slots[:start]:
-            if not any(slot.overlaps(other) for other in used):
-                return slot
-        raise NetnsUnavailableError(f"no free /24 left in {SUBNET} for a network lab")
-
     def create(self) -> NetworkLab:
         """Make the namespaces, links, routes and the router; relayed mode."""
         # The lock keeps two runs from removing the same stale namespaces or taking one slot.
@@ -170,7 +165,10 @@ class NetworkLab:
             fcntl.flock(lock, fcntl.LOCK_EX)
             remove_stale_namespaces(_STALE, self.ip)
             try:
-                self._build(self._free_slot())
+                slot = next(free_subnets(self.ip, SUBNET, 24), None)
+                if slot is None:
+                    raise LabError(f"no free /24 left in {SUBNET} for a network lab")
+                self._build(slot)
             except BaseException:
                 self.delete()
                 raise

@@ -31,8 +31,15 @@ _STALE = re.compile(rf"^{PREFIX}-(\d+)-\d+$")
 _serial = itertools.count()
 
 
-class NetnsUnavailableError(RuntimeError):
-    """Network namespaces cannot be made here (not root, no CAP_SYS_ADMIN, or no iproute2)."""
+class LabError(RuntimeError):
+    """Making, changing or removing a namespace failed for a reason other than the kernel or
+    the user refusing namespaces (a broken ``ip rule``/``tc`` command, no free subnet): a
+    defect, which must fail a test rather than skip it."""
+
+
+class NetnsUnavailableError(LabError):
+    """Network namespaces cannot be made here: no iproute2, or ``ip netns add`` refused (not
+    root, no CAP_SYS_ADMIN). The only lab failure a test may skip on."""
 
 
 def _pid_alive(pid: int) -> bool:
@@ -46,8 +53,12 @@ def _pid_alive(pid: int) -> bool:
 
 
 def run_ip(ip: str, *args: str) -> str:
-    """Run iproute2 (``ip ARGS``) and return its output; :class:`NetnsUnavailableError` if it
-    is missing or refuses."""
+    """Run iproute2 (``ip ARGS``) and return its output.
+
+    :class:`NetnsUnavailableError` if ``ip`` is missing or ``ip netns add`` is refused for
+    want of permission; :class:`LabError` for every other failure.
+    """
+    command = f"{ip} {' '.join(args)}"
     try:
         done = subprocess.run(  # noqa: S603 - iproute2 with our own arguments
             [ip, *args], capture_output=True, text=True, timeout=10, check=False
@@ -56,15 +67,35 @@ def run_ip(ip: str, *args: str) -> str:
         raise NetnsUnavailableError(
             f"{ip} not found: network namespaces need iproute2 (apt-get install iproute2)"
         ) from error
+    except (OSError, subprocess.SubprocessError) as error:
+        raise LabError(f"{command} failed: {error}") from error
     if done.returncode != 0:
         message = done.stderr.strip() or f"exit code {done.returncode}"
-        if "not permitted" in message.lower() or "permission denied" in message.lower():
+        refused = "not permitted" in message.lower() or "permission denied" in message.lower()
+        if refused and args[:2] == ("netns", "add"):
             raise NetnsUnavailableError(
-                f"network namespaces are not permitted here ({ip} {' '.join(args)}: "
+                f"network namespaces are not permitted here ({command}: "
                 f"{message}); run as root, or with CAP_SYS_ADMIN and CAP_NET_ADMIN"
             )
-        raise NetnsUnavailableError(f"{ip} {' '.join(args)} failed: {message}")
+        raise LabError(f"{command} failed: {message}")
     return done.stdout
+
+
+def free_subnets(
+    ip: str, network: ipaddress.IPv4Network, prefix: int
+) -> Iterator[ipaddress.IPv4Network]:
+    """The ``/prefix`` subnets of ``network`` that overlap no IPv4 address on this namespace's
+    interfaces, starting at a place given by our pid (parallel runs try different ones first).
+    Call it under :data:`LOCK_FILE`'s lock, so that two runs do not take the same one."""
+    used = {
+        ipaddress.IPv4Interface(address).network
+        for address in re.findall(r"inet (\S+)", run_ip(ip, "-o", "-4", "addr", "show"))
+    }
+    subnets = list(network.subnets(new_prefix=prefix))
+    start = os.getpid() % len(subnets)
+    for subnet in subnets[start:] + subnets[:start]:
+        if not any(subnet.overlaps(other) for other in used):
+            yield subnet
 
 
 def remove_stale_namespaces(pattern: re.Pattern[str], ip: str = IP_BINARY) -> list[str]:
@@ -107,17 +138,6 @@ class NetworkNamespace:
         """Delete the namespaces of ours whose process is gone; their names."""
         return remove_stale_namespaces(_STALE, self.ip)
 
-    def _free_subnets(self) -> Iterator[ipaddress.IPv4Network]:
-        used = {
-            ipaddress.IPv4Interface(address).network
-            for address in re.findall(r"inet (\S+)", self._run("-o", "-4", "addr", "show"))
-        }
-        subnets = list(SUBNET.subnets(new_prefix=30))
-        start = os.getpid() % len(subnets)  # parallel runs start at different places
-        for subnet in subnets[start:] + subnets[:start]:
-            if not any(subnet.overlaps(other) for other in used):
-                yield subnet
-
     def create(self) -> NetworkNamespace:
         """Make the namespace and the veth pair, both ends up, loopback up inside."""
         # The lock keeps two runs from deleting the same stale namespace, or taking the same
@@ -128,7 +148,9 @@ class NetworkNamespace:
             self._run("netns", "add", self.name)
             self._created = True
             try:
-                subnet = next(self._free_subnets())
+                subnet = next(free_subnets(self.ip, SUBNET, 30), None)
+                if subnet is None:
+                    raise LabError(f"no free /30 left in {SUBNET} for a namespace")
                 outer, inner = list(subnet.hosts())
                 self._run(
                     "link", "add", self.outer_interface, "type", "veth",

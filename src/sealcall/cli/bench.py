@@ -374,7 +374,7 @@ def net_bench(args: argparse.Namespace) -> int:
 
     from sealcall.bench.net_bench import report_text, run
     from sealcall.bench.net_call import PeerError
-    from sealcall.bench.netns import NetnsUnavailableError
+    from sealcall.bench.netns import LabError
     from sealcall.homeserver import HomeserverError
     from sealcall.turn import TurnError
 
@@ -391,7 +391,7 @@ def net_bench(args: argparse.Namespace) -> int:
                     reorder=not args.no_reorder,
                 )
             )
-    except (NetnsUnavailableError, HomeserverError, TurnError, PeerError, TimeoutError) as error:
+    except (LabError, HomeserverError, TurnError, PeerError, TimeoutError) as error:
         print(f"sealcall net-bench: {error}", file=sys.stderr)
         return 1
     print(json.dumps(report, indent=2) if args.json else report_text(report))

@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import ipaddress
 import sys
 from pathlib import Path
 
@@ -56,10 +57,30 @@ async def _up(server: Homeserver, turn: TurnServer | None) -> None:
         raise
 
 
+def turn_server(data_dir: Path, args: argparse.Namespace) -> TurnServer:
+    """coturn as ``homeserver up --turn`` asks: on ``--turn-ip`` (relaying from it too); relays
+    into private, loopback and link-local ranges are refused, except loopback when it listens
+    on loopback (its only clients are on this machine)."""
+    ip = ipaddress.ip_address(args.turn_ip)
+    return TurnServer(
+        data_dir,
+        listening_ips=[str(ip)],
+        allowed_peer_networks=["127.0.0.0/8"] if ip.is_loopback else [],
+        external_ip=args.turn_external_ip,
+        port=args.turn_port,
+    )
+
+
 def homeserver(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir)
     # coturn lives in the homeserver's folder: `down` finds and stops both.
-    turn = TurnServer(data_dir / "turn", port=args.turn_port) if args.turn else None
+    turn = None
+    if args.turn:
+        try:
+            turn = turn_server(data_dir / "turn", args)
+        except ValueError as error:
+            print(f"sealcall homeserver: {error}", file=sys.stderr)
+            return 2
     server = Homeserver(data_dir, port=args.port, turn=turn)
     try:
         if args.action == "up":
@@ -123,7 +144,22 @@ def add_parsers(commands: "argparse._SubParsersAction[argparse.ArgumentParser]")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="its folder")
     parser.add_argument("--port", type=int, help="port on 127.0.0.1 (default: a free one)")
     parser.add_argument(
-        "--turn", action="store_true", help="for up: also run coturn (UDP and TCP on 127.0.0.1)"
+        "--turn",
+        action="store_true",
+        help="for up: also run coturn (UDP and TCP on --turn-ip; it refuses to relay into "
+        "private, loopback and link-local addresses, except loopback when on 127.0.0.1)",
     )
     parser.add_argument("--turn-port", type=int, help="coturn's port (default: a free one)")
+    parser.add_argument(
+        "--turn-ip",
+        default="127.0.0.1",
+        metavar="ADDR",
+        help="coturn's listening and relay address (default 127.0.0.1: calls on this machine "
+        "only; give an address the callers can reach for calls across networks)",
+    )
+    parser.add_argument(
+        "--turn-external-ip",
+        metavar="ADDR",
+        help="the public address of --turn-ip behind 1:1 NAT (handed out in the TURN URIs)",
+    )
     parser.set_defaults(func=homeserver)
