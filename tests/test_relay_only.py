@@ -82,20 +82,55 @@ def test_candidate_filter_drops_host_and_srflx_and_keeps_the_end_marker() -> Non
     ]
 
 
+@pytest.mark.parametrize("end", ["\n", "\r", "\r\n"])
+def test_sdp_filter_reads_any_line_end_and_writes_crlf(end: str) -> None:
+    head = ["v=0", "o=- 1 1 IN IP4 10.0.0.5", "m=audio 5000 RTP/AVP 0", "c=IN IP4 10.0.0.5"]
+    sdp = end.join([*head, HOST_LINE, "a=" + RELAY_LINE, "c=IN IP6 fd00::5", ""])
+    filtered = relay_only_sdp(sdp)
+    assert "typ host" not in filtered
+    assert "10.0.0.5" not in filtered
+    assert "fd00::5" not in filtered
+    assert filtered.split("\r\n") == filtered.splitlines()
+    assert "c=IN IP6 ::" in filtered.split("\r\n")  # not the malformed "IN IP6 0.0.0.0"
+    assert "a=candidate:3 1 udp 16777215 127.0.0.2 7000 typ relay raddr 0.0.0.0 rport 9" in filtered
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "a=candidate:x typ relay",
+        "a=candidate:1 1 udp 1 127.0.0.2 typ relay",
+        "a=candidate:1 1 udp 1 127.0.0.2 7000 host relay",
+        "a=candidate:1 1 udp x 127.0.0.2 7000 typ relay",
+        "a=candidate:1 1 udp 1 not-an-address 7000 typ relay",
+        "a=candidate:1 1 udp 1 127.0.0.2 7000 typ relay raddr 10.0.0.5 rport x",
+    ],
+)
+def test_sdp_filter_drops_unreadable_relay_candidates(line: str) -> None:
+    assert relay_only_sdp(f"v=0\r\n{line}\r\nc=IN IP4 10.0.0.5") == "v=0\r\nc=IN IP4 0.0.0.0"
+    unreadable = Candidate(candidate=line.removeprefix("a="), sdp_mid="0", sdp_mline_index=0)
+    assert relay_only_candidates((unreadable,)) == ()
+
+
 SDP_PIECES = ["a=candidate:", " typ ", "relay", "host", " raddr ", "127.0.0.1", "\r\n", "c=IN IP4 "]
-SDP_PIECES += ["o=- 1 1 IN IP4 ", "a=rtcp:", "m=audio 5 x", "9", " "]
+SDP_PIECES += ["o=- 1 1 IN IP4 ", "a=rtcp:", "m=audio 5 x", "9", " ", "\n", "\r", "c=IN IP6 "]
+SDP_PIECES += ["a=candidate:x typ relay", "a=candidate:1 1 udp 1 127.0.0.2 7 typ relay", "fd00::1"]
 
 
 @given(st.lists(st.sampled_from(SDP_PIECES) | st.text(max_size=5), max_size=40).map("".join))
 def test_sdp_filter_never_raises_and_leaves_no_other_candidate(text: str) -> None:
-    lines = relay_only_sdp(text).split("\r\n")
-    relays = {"0.0.0.0"}
+    filtered = relay_only_sdp(text)
+    lines = filtered.splitlines()  # however a receiver splits it, it reads the same lines
+    assert filtered.split("\r\n") == lines or filtered.split("\r\n") == [*lines, ""]
+    relays = {"0.0.0.0", "::"}
     for line in lines:
-        if line.startswith("a=candidate:"):
-            assert line.split()[line.split().index("typ") + 1] == "relay"
-            relays.add(line.split()[4])
+        if line.startswith("a=candidate"):
+            words = line.split()
+            assert len(words) >= 8
+            assert words[6:8] == ["typ", "relay"]
+            relays.add(words[4])
     for line in lines:
-        if line.startswith(("c=IN IP", "o=", "a=rtcp:")) and len(line.split()) > 1:
+        if line.startswith(("c=", "o=", "a=rtcp:")):
             assert line.split()[-1] in relays  # no address but a relay's
 
 
