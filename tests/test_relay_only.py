@@ -308,3 +308,57 @@ async def test_relay_only_group_mesh_connects_through_turn_and_names_no_host(
             await session.close(leave=False)
         for d in devices.started:
             await d.transport.stop()
+
+
+async def test_relay_only_refuses_an_sfu_another_member_named_and_sends_it_nothing(
+    synapse: Homeserver, tmp_path: Path
+) -> None:
+    """Any member can name the room's SFU, and the SFU link is not relayed: relay-only, only
+    the user's own ``sfu_url`` is used; a foreign one gets not a single request."""
+    from aiohttp import web
+    from aiortc import RTCIceServer
+
+    import test_group_membership_session as gm
+    from group_call_helpers import CallDevices, group_call
+    from sealcall.calls.relay_only import RELAY_FOREIGN_SFU
+    from sealcall.homeserver import free_port
+
+    requests: list[str] = []
+
+    async def count(request: web.Request) -> web.Response:
+        requests.append(request.path)
+        return web.Response(status=503)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", count)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    foreign = f"http://127.0.0.1:{port}"
+    turn = [RTCIceServer(urls="turn:127.0.0.1:9", username="u", credential="c")]
+    devices = CallDevices(synapse, tmp_path)
+    devices.sessions = []
+    try:
+        mallory, us = [await devices.new(name) for name in ("mal", "rel")]
+        room_id = await gm.group_room(mallory, us)
+        await mallory.membership(room_id, sfu_url=foreign).join()
+        session = group_call(devices, us, room_id, ice_servers=turn, relay_only=True)
+        with pytest.raises(RelayUnavailableError) as refused:
+            await session.join()
+        assert str(refused.value) == RELAY_FOREIGN_SFU
+        assert requests == []
+        # The same SFU when the user configured it is used (its refusal here is not ours).
+        own = group_call(devices, us, room_id, ice_servers=turn, relay_only=True, sfu_url=foreign)
+        with pytest.raises(Exception) as failed:  # noqa: PT011 - any error but the relay refusal
+            await own.join()
+        assert not isinstance(failed.value, RelayUnavailableError)
+        assert requests != []
+    finally:
+        for session in devices.sessions:
+            await session.close(leave=False)
+        for d in devices.started:
+            if d.group is not None:
+                await d.group.close(leave=True)
+            await d.transport.stop()
+        await runner.cleanup()

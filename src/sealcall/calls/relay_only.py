@@ -23,14 +23,19 @@ RELAY_UNAVAILABLE = (
     "relay-only: no TURN server is offered (the homeserver hands out none), and a direct call "
     "would show your address to the other side"
 )
+RELAY_FOREIGN_SFU = (
+    "relay-only: the room's call goes through an SFU you did not configure (another member named "
+    "it), and the link to an SFU is not relayed: it would learn your address"
+)
 HIDDEN = "0.0.0.0"  # noqa: S104 - an address written into SDP, never bound
 HIDDEN6 = "::"
 HIDDEN_PORT = "9"
 
 
 class RelayUnavailableError(RuntimeError):
-    """A relay-only call was asked for but no TURN server is offered: it is not placed or
-    answered (it would otherwise go direct and show our address)."""
+    """A relay-only call cannot keep our address hidden: no TURN server is offered
+    (:data:`RELAY_UNAVAILABLE`) or the room's SFU is not the one the user configured
+    (:data:`RELAY_FOREIGN_SFU`). The call is not placed, answered or joined."""
 
 
 def offers_turn(urls: Iterable[str]) -> bool:

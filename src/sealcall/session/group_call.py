@@ -26,7 +26,7 @@ from aiortc import RTCIceServer
 
 from sealcall.calls import Direction, RelayUnavailableError
 from sealcall.calls.history import HistoryItem, Outcome
-from sealcall.calls.relay_only import RELAY_UNAVAILABLE, offers_turn
+from sealcall.calls.relay_only import RELAY_FOREIGN_SFU, RELAY_UNAVAILABLE, offers_turn
 from sealcall.group import (
     Member,
     MemberDevice,
@@ -147,8 +147,8 @@ class GroupCallSession(MeshParts, SfuParts, SafeEventEmitter):
         """Our ring notification's event id, if we started the call and rang the room."""
         self._key_options = dict(key_options or {})
         self._retry_delays = retry_delays
-        # Mesh pairs only: the SFU is a server we chose (like the homeserver), not a member,
-        # and never passes our address on.
+        # Mesh pairs are relay-only; the SFU link is not, so a relay-only join refuses any SFU
+        # but the one the user configured (``sfu_url``): any member can name the room's SFU.
         self.relay_only = relay_only
         self.mesh: Mesh | None = None
         self.sending = sending if sending is not None else GroupSending(self.media, video=video)
@@ -248,7 +248,8 @@ class GroupCallSession(MeshParts, SfuParts, SafeEventEmitter):
     async def join(self) -> None:
         """Join the room's call: announce our membership, start our key, connect to every
         member device. Raises like :meth:`GroupMembership.join` (an unencrypted room is
-        refused before anything is sent)."""
+        refused before anything is sent); relay-only, :class:`RelayUnavailableError` without a
+        TURN server, or when the room's SFU is not our ``sfu_url`` (nothing reaches that SFU)."""
         if self._worker is not None or self._closed:
             raise RuntimeError("join() once per GroupCallSession")
         if self.relay_only and not offers_turn(ice_urls(self.ice_servers)):
@@ -270,6 +271,8 @@ class GroupCallSession(MeshParts, SfuParts, SafeEventEmitter):
             keys.on("send_key_changed", lambda key: self.emit("send_key_changed", key.index))
             keys.on("key_received", lambda *args: self.emit("key_received", *args))
             self.focus = self._select_focus()
+            if self.relay_only and self.focus is not None and self.focus.url != self._sfu_url:
+                raise RelayUnavailableError(RELAY_FOREIGN_SFU)  # before any request reaches it
             self.sending.layers = self.focus is not None
             self.sending.start()
             await keys.start()
