@@ -287,15 +287,25 @@ async def test_relay_only_group_mesh_connects_through_turn_and_names_no_host(
         members = [await devices.new(name) for name in ("gra", "grb")]
         room_id = await gm.group_room(members[0], members[1])
         sessions = []
+        fetches: list[list[str]] = []
         for d in members:
             d.transport.add_to_device_listener(lambda message: received.append(str(message)))
-            ice = await d.transport.ice_servers()
-            sessions.append(group_call(devices, d, room_id, ice_servers=ice, relay_only=True))
+            asked: list[str] = []
+
+            async def source(d: mh.MatrixDevice = d, asked: list[str] = asked) -> Any:
+                asked.append(d.transport.user_id)  # each new pair asks for fresh credentials
+                return await d.transport.ice_servers()
+
+            fetches.append(asked)
+            ice = await d.transport.ice_servers()  # at join; the pair asks again
+            options = {"ice_servers": ice, "ice_source": source, "relay_only": True}
+            sessions.append(group_call(devices, d, room_id, **options))
         await asyncio.gather(*(s.join() for s in sessions))
         await eventually(lambda: all(len(s.connected_peers()) == 1 for s in sessions), TIMEOUT)
         for s in sessions:
             [pair] = s.peer_sessions().values()
             assert local_types(pair) == ("relay", {"relay"})
+        assert [len(asked) for asked in fetches] == [1, 1]
         seen = offered_addresses(" ".join(received))
         assert "typ relay" in seen
         assert set(seen) <= {"typ relay", TURN_RELAY_IP}, seen

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiortc import RTCIceServer
@@ -124,6 +124,7 @@ class GroupCallSession(MeshParts, SfuParts, SafeEventEmitter):
         audio_level: bool = True,
         sfu_options: dict[str, object] | None = None,
         relay_only: bool = False,
+        ice_source: Callable[[], Awaitable[Sequence[RTCIceServer]]] | None = None,
     ) -> None:
         super().__init__()
         self.transport = transport
@@ -131,6 +132,8 @@ class GroupCallSession(MeshParts, SfuParts, SafeEventEmitter):
         self.video = video
         self.media = media or LocalMedia()
         self.ice_servers = tuple(ice_servers)
+        # Asked again for each new mesh pair: TURN credentials expire (``turn_user_lifetime``).
+        self.ice_source = ice_source
         self.host_addresses = tuple(host_addresses) if host_addresses is not None else None
         self.own = MemberDevice(transport.user_id, transport.device_id)
         self.membership = GroupMembership(
