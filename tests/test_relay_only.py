@@ -82,20 +82,55 @@ def test_candidate_filter_drops_host_and_srflx_and_keeps_the_end_marker() -> Non
     ]
 
 
+@pytest.mark.parametrize("end", ["\n", "\r", "\r\n"])
+def test_sdp_filter_reads_any_line_end_and_writes_crlf(end: str) -> None:
+    head = ["v=0", "o=- 1 1 IN IP4 10.0.0.5", "m=audio 5000 RTP/AVP 0", "c=IN IP4 10.0.0.5"]
+    sdp = end.join([*head, HOST_LINE, "a=" + RELAY_LINE, "c=IN IP6 fd00::5", ""])
+    filtered = relay_only_sdp(sdp)
+    assert "typ host" not in filtered
+    assert "10.0.0.5" not in filtered
+    assert "fd00::5" not in filtered
+    assert filtered.split("\r\n") == filtered.splitlines()
+    assert "c=IN IP6 ::" in filtered.split("\r\n")  # not the malformed "IN IP6 0.0.0.0"
+    assert "a=candidate:3 1 udp 16777215 127.0.0.2 7000 typ relay raddr 0.0.0.0 rport 9" in filtered
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "a=candidate:x typ relay",
+        "a=candidate:1 1 udp 1 127.0.0.2 typ relay",
+        "a=candidate:1 1 udp 1 127.0.0.2 7000 host relay",
+        "a=candidate:1 1 udp x 127.0.0.2 7000 typ relay",
+        "a=candidate:1 1 udp 1 not-an-address 7000 typ relay",
+        "a=candidate:1 1 udp 1 127.0.0.2 7000 typ relay raddr 10.0.0.5 rport x",
+    ],
+)
+def test_sdp_filter_drops_unreadable_relay_candidates(line: str) -> None:
+    assert relay_only_sdp(f"v=0\r\n{line}\r\nc=IN IP4 10.0.0.5") == "v=0\r\nc=IN IP4 0.0.0.0"
+    unreadable = Candidate(candidate=line.removeprefix("a="), sdp_mid="0", sdp_mline_index=0)
+    assert relay_only_candidates((unreadable,)) == ()
+
+
 SDP_PIECES = ["a=candidate:", " typ ", "relay", "host", " raddr ", "127.0.0.1", "\r\n", "c=IN IP4 "]
-SDP_PIECES += ["o=- 1 1 IN IP4 ", "a=rtcp:", "m=audio 5 x", "9", " "]
+SDP_PIECES += ["o=- 1 1 IN IP4 ", "a=rtcp:", "m=audio 5 x", "9", " ", "\n", "\r", "c=IN IP6 "]
+SDP_PIECES += ["a=candidate:x typ relay", "a=candidate:1 1 udp 1 127.0.0.2 7 typ relay", "fd00::1"]
 
 
 @given(st.lists(st.sampled_from(SDP_PIECES) | st.text(max_size=5), max_size=40).map("".join))
 def test_sdp_filter_never_raises_and_leaves_no_other_candidate(text: str) -> None:
-    lines = relay_only_sdp(text).split("\r\n")
-    relays = {"0.0.0.0"}
+    filtered = relay_only_sdp(text)
+    lines = filtered.splitlines()  # however a receiver splits it, it reads the same lines
+    assert filtered.split("\r\n") == lines or filtered.split("\r\n") == [*lines, ""]
+    relays = {"0.0.0.0", "::"}
     for line in lines:
-        if line.startswith("a=candidate:"):
-            assert line.split()[line.split().index("typ") + 1] == "relay"
-            relays.add(line.split()[4])
+        if line.startswith("a=candidate"):
+            words = line.split()
+            assert len(words) >= 8
+            assert words[6:8] == ["typ", "relay"]
+            relays.add(words[4])
     for line in lines:
-        if line.startswith(("c=IN IP", "o=", "a=rtcp:")) and len(line.split()) > 1:
+        if line.startswith(("c=", "o=", "a=rtcp:")):
             assert line.split()[-1] in relays  # no address but a relay's
 
 
@@ -252,15 +287,25 @@ async def test_relay_only_group_mesh_connects_through_turn_and_names_no_host(
         members = [await devices.new(name) for name in ("gra", "grb")]
         room_id = await gm.group_room(members[0], members[1])
         sessions = []
+        fetches: list[list[str]] = []
         for d in members:
             d.transport.add_to_device_listener(lambda message: received.append(str(message)))
-            ice = await d.transport.ice_servers()
-            sessions.append(group_call(devices, d, room_id, ice_servers=ice, relay_only=True))
+            asked: list[str] = []
+
+            async def source(d: mh.MatrixDevice = d, asked: list[str] = asked) -> Any:
+                asked.append(d.transport.user_id)  # each new pair asks for fresh credentials
+                return await d.transport.ice_servers()
+
+            fetches.append(asked)
+            ice = await d.transport.ice_servers()  # at join; the pair asks again
+            options = {"ice_servers": ice, "ice_source": source, "relay_only": True}
+            sessions.append(group_call(devices, d, room_id, **options))
         await asyncio.gather(*(s.join() for s in sessions))
         await eventually(lambda: all(len(s.connected_peers()) == 1 for s in sessions), TIMEOUT)
         for s in sessions:
             [pair] = s.peer_sessions().values()
             assert local_types(pair) == ("relay", {"relay"})
+        assert [len(asked) for asked in fetches] == [1, 1]
         seen = offered_addresses(" ".join(received))
         assert "typ relay" in seen
         assert set(seen) <= {"typ relay", TURN_RELAY_IP}, seen
@@ -273,3 +318,57 @@ async def test_relay_only_group_mesh_connects_through_turn_and_names_no_host(
             await session.close(leave=False)
         for d in devices.started:
             await d.transport.stop()
+
+
+async def test_relay_only_refuses_an_sfu_another_member_named_and_sends_it_nothing(
+    synapse: Homeserver, tmp_path: Path
+) -> None:
+    """Any member can name the room's SFU, and the SFU link is not relayed: relay-only, only
+    the user's own ``sfu_url`` is used; a foreign one gets not a single request."""
+    from aiohttp import web
+    from aiortc import RTCIceServer
+
+    import test_group_membership_session as gm
+    from group_call_helpers import CallDevices, group_call
+    from sealcall.calls.relay_only import RELAY_FOREIGN_SFU
+    from sealcall.homeserver import free_port
+
+    requests: list[str] = []
+
+    async def count(request: web.Request) -> web.Response:
+        requests.append(request.path)
+        return web.Response(status=503)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", count)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    foreign = f"http://127.0.0.1:{port}"
+    turn = [RTCIceServer(urls="turn:127.0.0.1:9", username="u", credential="c")]
+    devices = CallDevices(synapse, tmp_path)
+    devices.sessions = []
+    try:
+        mallory, us = [await devices.new(name) for name in ("mal", "rel")]
+        room_id = await gm.group_room(mallory, us)
+        await mallory.membership(room_id, sfu_url=foreign).join()
+        session = group_call(devices, us, room_id, ice_servers=turn, relay_only=True)
+        with pytest.raises(RelayUnavailableError) as refused:
+            await session.join()
+        assert str(refused.value) == RELAY_FOREIGN_SFU
+        assert requests == []
+        # The same SFU when the user configured it is used (its refusal here is not ours).
+        own = group_call(devices, us, room_id, ice_servers=turn, relay_only=True, sfu_url=foreign)
+        with pytest.raises(Exception) as failed:  # noqa: PT011 - any error but the relay refusal
+            await own.join()
+        assert not isinstance(failed.value, RelayUnavailableError)
+        assert requests != []
+    finally:
+        for session in devices.sessions:
+            await session.close(leave=False)
+        for d in devices.started:
+            if d.group is not None:
+                await d.group.close(leave=True)
+            await d.transport.stop()
+        await runner.cleanup()

@@ -5,11 +5,15 @@ policy ``relay``); the call machine still passes every local description and can
 through :func:`relay_only_input`, so whatever a media layer (aiortc, a browser page) put there,
 what is sent names no address of ours but the TURN server's relay: other candidates are dropped,
 a relay candidate's related address is hidden (RFC 8839 ``0.0.0.0 9``), and a ``c=``, ``o=`` or
-``a=rtcp:`` line that names another address gets ``0.0.0.0`` (its m-line port 9).
+``a=rtcp:`` line that names another address gets ``0.0.0.0`` (``::`` for IPv6; its m-line port 9).
+A candidate line that does not parse is dropped, and any line end is read.
 """
 
 import dataclasses
+import ipaddress
 from collections.abc import Iterable, Sequence
+
+from aioice import Candidate as IceCandidate
 
 from sealcall.signaling import Candidate
 
@@ -19,13 +23,19 @@ RELAY_UNAVAILABLE = (
     "relay-only: no TURN server is offered (the homeserver hands out none), and a direct call "
     "would show your address to the other side"
 )
+RELAY_FOREIGN_SFU = (
+    "relay-only: the room's call goes through an SFU you did not configure (another member named "
+    "it), and the link to an SFU is not relayed: it would learn your address"
+)
 HIDDEN = "0.0.0.0"  # noqa: S104 - an address written into SDP, never bound
+HIDDEN6 = "::"
 HIDDEN_PORT = "9"
 
 
 class RelayUnavailableError(RuntimeError):
-    """A relay-only call was asked for but no TURN server is offered: it is not placed or
-    answered (it would otherwise go direct and show our address)."""
+    """A relay-only call cannot keep our address hidden: no TURN server is offered
+    (:data:`RELAY_UNAVAILABLE`) or the room's SFU is not the one the user configured
+    (:data:`RELAY_FOREIGN_SFU`). The call is not placed, answered or joined."""
 
 
 def offers_turn(urls: Iterable[str]) -> bool:
@@ -34,47 +44,63 @@ def offers_turn(urls: Iterable[str]) -> bool:
 
 
 def relay_candidate(line: str) -> str | None:
-    """``line`` (``candidate:...``, with or without ``a=``) if it is a relay candidate, with its
-    related address hidden; None for any other (or unreadable) candidate."""
-    words = line.split()
+    """``line`` (``candidate:...``, with or without ``a=``) if it is a readable relay candidate,
+    rewritten from its parsed fields with its related address hidden; None for any other or
+    unreadable candidate (it is never passed on)."""
+    text = line.removeprefix("a=")
+    if not text.startswith("candidate:"):
+        return None
+    words = text.removeprefix("candidate:").split()
     try:
-        kind = words[words.index("typ") + 1]
-    except (ValueError, IndexError):
+        candidate = IceCandidate.from_sdp(" ".join(words))
+        ipaddress.ip_address(candidate.host)
+    except ValueError:  # also int() of a bad port, priority or component
         return None
-    if kind != "relay":
+    if words[6] != "typ" or candidate.type != "relay" or not 0 < candidate.port < 65536:
         return None
-    for key, hidden in (("raddr", HIDDEN), ("rport", HIDDEN_PORT)):
-        if key in words[:-1]:
-            words[words.index(key) + 1] = hidden
-    return " ".join(words)
+    candidate.related_address = None if candidate.related_address is None else HIDDEN
+    candidate.related_port = None if candidate.related_port is None else int(HIDDEN_PORT)
+    return "candidate:" + candidate.to_sdp()
 
 
 def relay_only_sdp(sdp: str) -> str:
-    """``sdp`` with only relay candidates, and no other address of ours in it."""
-    lines = sdp.split("\r\n")
+    """``sdp`` with only relay candidates, and no other address of ours in it; lines are read
+    with any line end and written back with CRLF. Never raises."""
     kept: list[str] = []
     relays: set[str] = set()
-    for line in lines:
-        if line.startswith("a=candidate:"):
+    for line in sdp.splitlines():
+        if line.startswith("a=candidate"):
             relay = relay_candidate(line)
             if relay is None:
                 continue
             relays.add(relay.split()[4])
-            line = relay
+            line = "a=" + relay
         kept.append(line)
     out: list[str] = []
     m_line = -1
     for line in kept:
         if line.startswith("m="):
             m_line = len(out)
-        elif line.startswith(("c=IN IP", "o=")) and line.split()[-1] not in relays:
-            line = " ".join([*line.split()[:-1], HIDDEN])
-            if line.startswith("c=") and m_line >= 0:
-                out[m_line] = _hide_port(out[m_line])
+        elif line.startswith(("c=", "o=")):
+            words = line.split()
+            if len(words) < 2:
+                continue  # names nothing readable: dropped, not passed on
+            if words[-1] not in relays:
+                line = " ".join([*words[:-1], _hidden(words)])
+                if line.startswith("c=") and m_line >= 0:
+                    out[m_line] = _hide_port(out[m_line])
         elif line.startswith("a=rtcp:") and line.split()[-1] not in relays:
+            words = line.split()
             line = f"a=rtcp:{HIDDEN_PORT} IN IP4 {HIDDEN}"
+            if _hidden(words) == HIDDEN6:
+                line = f"a=rtcp:{HIDDEN_PORT} IN IP6 {HIDDEN6}"
         out.append(line)
     return "\r\n".join(out)
+
+
+def _hidden(words: list[str]) -> str:
+    """The unspecified address of the family a ``c=``/``o=``/``a=rtcp:`` line names."""
+    return HIDDEN6 if len(words) >= 2 and words[-2] == "IP6" else HIDDEN
 
 
 def _hide_port(m_line: str) -> str:

@@ -100,6 +100,7 @@ def _session(
         video=args.video,
         media=local_media(args),
         ice_servers=ice,
+        ice_source=transport.ice_servers,
         host_addresses=LOOPBACK if args.loopback else None,
         sfu_url=args.sfu,
         audio_level=not args.no_speaking,

@@ -19,14 +19,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiortc import RTCIceServer
 
 from sealcall.calls import Direction, RelayUnavailableError
 from sealcall.calls.history import HistoryItem, Outcome
-from sealcall.calls.relay_only import RELAY_UNAVAILABLE, offers_turn
+from sealcall.calls.relay_only import RELAY_FOREIGN_SFU, RELAY_UNAVAILABLE, offers_turn
 from sealcall.group import (
     Member,
     MemberDevice,
@@ -124,6 +124,7 @@ class GroupCallSession(MeshParts, SfuParts, SafeEventEmitter):
         audio_level: bool = True,
         sfu_options: dict[str, object] | None = None,
         relay_only: bool = False,
+        ice_source: Callable[[], Awaitable[Sequence[RTCIceServer]]] | None = None,
     ) -> None:
         super().__init__()
         self.transport = transport
@@ -131,6 +132,8 @@ class GroupCallSession(MeshParts, SfuParts, SafeEventEmitter):
         self.video = video
         self.media = media or LocalMedia()
         self.ice_servers = tuple(ice_servers)
+        # Asked again for each new mesh pair: TURN credentials expire (``turn_user_lifetime``).
+        self.ice_source = ice_source
         self.host_addresses = tuple(host_addresses) if host_addresses is not None else None
         self.own = MemberDevice(transport.user_id, transport.device_id)
         self.membership = GroupMembership(
@@ -147,8 +150,8 @@ class GroupCallSession(MeshParts, SfuParts, SafeEventEmitter):
         """Our ring notification's event id, if we started the call and rang the room."""
         self._key_options = dict(key_options or {})
         self._retry_delays = retry_delays
-        # Mesh pairs only: the SFU is a server we chose (like the homeserver), not a member,
-        # and never passes our address on.
+        # Mesh pairs are relay-only; the SFU link is not, so a relay-only join refuses any SFU
+        # but the one the user configured (``sfu_url``): any member can name the room's SFU.
         self.relay_only = relay_only
         self.mesh: Mesh | None = None
         self.sending = sending if sending is not None else GroupSending(self.media, video=video)
@@ -248,7 +251,8 @@ class GroupCallSession(MeshParts, SfuParts, SafeEventEmitter):
     async def join(self) -> None:
         """Join the room's call: announce our membership, start our key, connect to every
         member device. Raises like :meth:`GroupMembership.join` (an unencrypted room is
-        refused before anything is sent)."""
+        refused before anything is sent); relay-only, :class:`RelayUnavailableError` without a
+        TURN server, or when the room's SFU is not our ``sfu_url`` (nothing reaches that SFU)."""
         if self._worker is not None or self._closed:
             raise RuntimeError("join() once per GroupCallSession")
         if self.relay_only and not offers_turn(ice_urls(self.ice_servers)):
@@ -270,6 +274,8 @@ class GroupCallSession(MeshParts, SfuParts, SafeEventEmitter):
             keys.on("send_key_changed", lambda key: self.emit("send_key_changed", key.index))
             keys.on("key_received", lambda *args: self.emit("key_received", *args))
             self.focus = self._select_focus()
+            if self.relay_only and self.focus is not None and self.focus.url != self._sfu_url:
+                raise RelayUnavailableError(RELAY_FOREIGN_SFU)  # before any request reaches it
             self.sending.layers = self.focus is not None
             self.sending.start()
             await keys.start()

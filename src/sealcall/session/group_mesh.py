@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
+from aiortc import RTCIceServer
 from aiortc.mediastreams import MediaStreamTrack
 
 from sealcall.calls import Call, CallPolicy, CallState
@@ -70,6 +71,8 @@ class MeshParts:
     _pair_factory: PairFactory
     _retry_delays: tuple[float, ...] | None
     relay_only: bool
+    ice_servers: tuple[RTCIceServer, ...]
+    ice_source: Callable[[], Awaitable[Sequence[RTCIceServer]]] | None
     _clock: Callable[[], float]
     _held: list[MembershipEvent]
     _held_signals: list[DeviceMessage]
@@ -256,6 +259,8 @@ class MeshParts:
             call = None if mesh_pair is None else mesh_pair.call
             if call is None or call.call_id != item.call_id:
                 return  # a pair replaced meanwhile
+            if self.ice_source is not None:  # fresh TURN credentials for each new pair
+                self.ice_servers = tuple(await self.ice_source())
             pair = self.pairs[item.call_id] = self._pair_factory(self.session(), item.peer, call)
         if isinstance(action, act.StateChanged):
             self._emit("peer_state_changed", item.peer, action.old, action.new)

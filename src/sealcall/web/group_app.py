@@ -233,6 +233,7 @@ class GroupApp:
             video=request.video,
             # Asked again per join: TURN credentials expire.
             ice_servers=await self.transport.ice_servers(),
+            ice_source=self.transport.ice_servers,
             ringer=self.ringer,
             pair_factory=PagePairSession.factory(to_page),
             sending=PageGroupSending(room_id, to_page, video=request.video),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import aiohttp
 from aiortc import RTCIceServer
 from nio import (
     AsyncClient,
@@ -22,6 +21,7 @@ from ..base import TimelineEvent
 from .errors import MatrixTransportError, UnencryptedRoomError
 from .keys import RoomKeys
 from .sync import CALL_PREFIXES
+from .turn_servers import TurnServers
 
 ENCRYPTION_STATE = {
     "type": "m.room.encryption",
@@ -35,6 +35,7 @@ class RoomsMixin:
 
     client: AsyncClient
     keys: RoomKeys
+    turn: TurnServers
 
     async def send_room_event(self, room_id: str, event_type: str, content: dict[str, Any]) -> str:
         """Send a call event, Megolm-encrypted; its event id. Raise if the room is not
@@ -143,23 +144,6 @@ class RoomsMixin:
         return None
 
     async def ice_servers(self) -> list[RTCIceServer]:
-        """TURN servers from the homeserver (``/voip/turnServer``); none means host candidates."""
-        url = f"{self.client.homeserver}/_matrix/client/v3/voip/turnServer"
-        headers = {"Authorization": f"Bearer {self.client.access_token}"}
-        try:
-            async with aiohttp.ClientSession() as http, http.get(url, headers=headers) as response:
-                if response.status != 200:
-                    return []
-                body = await response.json()
-        except (aiohttp.ClientError, OSError, ValueError):
-            return []
-        uris = body.get("uris") if isinstance(body, dict) else None
-        if not isinstance(uris, list) or not uris:
-            return []
-        return [
-            RTCIceServer(
-                urls=[str(u) for u in uris],
-                username=str(body.get("username", "")) or None,
-                credential=str(body.get("password", "")) or None,
-            )
-        ]
+        """TURN servers from the homeserver (``/voip/turnServer``), kept for their ``ttl`` and
+        through failed fetches (:class:`TurnServers`); none means host candidates."""
+        return await self.turn.get(str(self.client.homeserver), str(self.client.access_token))

@@ -24,6 +24,7 @@ from .rooms import RoomsMixin
 from .state import StateListener, StateMixin
 from .sync import SyncMixin
 from .to_device import ToDeviceMessages, ToDeviceMixin
+from .turn_servers import TurnServers
 
 
 class MatrixTransport(SyncMixin, RoomsMixin, StateMixin, ToDeviceMixin, OpenIdMixin):
@@ -39,6 +40,7 @@ class MatrixTransport(SyncMixin, RoomsMixin, StateMixin, ToDeviceMixin, OpenIdMi
         self.client = client
         self.store_dir = store_dir
         self.keys = RoomKeys(client)
+        self.turn = TurnServers()
         self.to_device = ToDeviceMessages(client)
         self.to_device.install(client.olm)
         self._state_listeners: list[tuple[frozenset[str], StateListener]] = []
